@@ -1,0 +1,274 @@
+//! Parsing and validation of clickstream events.
+//!
+//! An event is one JSON object per line. Parsing borrows from the input bytes wherever the JSON
+//! holds no escapes, so the hot path allocates nothing. Every rejection names the field at fault,
+//! so that a quarantined line can be fixed at its producer.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+/// The fields of an event the sessionizer needs; the rest of the line travels as raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event<'a> {
+    pub user_id: Cow<'a, str>,
+    pub event_id: Cow<'a, str>,
+    pub page_name: Option<Cow<'a, str>>,
+    pub event_time_ms: u64,
+}
+
+/// Why a line was not accepted as an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection(pub String);
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Limits a valid event must respect.
+#[derive(Debug, Clone, Copy)]
+pub struct Validator {
+    pub max_event_bytes: usize,
+    pub max_future_skew_ms: u64,
+    /// Wall clock at validation; events further than `max_future_skew_ms` beyond it are rejected.
+    pub now_ms: u64,
+}
+
+impl Validator {
+    /// Parses and validates one line (without its line terminator).
+    ///
+    /// ```
+    /// use sessionize::event::Validator;
+    /// let v = Validator { max_event_bytes: 1 << 20, max_future_skew_ms: 86_400_000, now_ms: 2_000_000_000_000 };
+    /// let e = v.parse(br#"{"uuid":"u1","event_id":"e1","event_timestamp":"1700000000000","page_name":"home"}"#).unwrap();
+    /// assert_eq!((e.user_id.as_ref(), e.event_time_ms), ("u1", 1_700_000_000_000));
+    /// assert!(v.parse(br#"{"uuid":"","event_id":"e1","event_timestamp":1}"#).unwrap_err().0.contains("uuid"));
+    /// ```
+    pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Event<'a>, Rejection> {
+        if line.len() > self.max_event_bytes {
+            return Err(Rejection(format!(
+                "line of {} bytes exceeds --max-event-bytes {}",
+                line.len(),
+                self.max_event_bytes
+            )));
+        }
+        let raw: RawEvent<'a> =
+            sonic_rs::from_slice(line).map_err(|e| Rejection(describe_json_error(&e)))?;
+        let user_id = required_text(raw.uuid, "uuid")?;
+        let event_id = required_text(raw.event_id, "event_id")?;
+        let event_time_ms = raw
+            .event_timestamp
+            .ok_or_else(|| Rejection("missing field `event_timestamp`".into()))?
+            .0;
+        if event_time_ms > self.now_ms.saturating_add(self.max_future_skew_ms) {
+            return Err(Rejection(format!(
+                "event_timestamp {event_time_ms} is more than --max-future-skew ({} ms) ahead of the wall clock ({})",
+                self.max_future_skew_ms, self.now_ms
+            )));
+        }
+        Ok(Event {
+            user_id,
+            event_id,
+            page_name: raw.page_name.flatten(),
+            event_time_ms,
+        })
+    }
+}
+
+fn required_text<'a>(
+    value: Option<Cow<'a, str>>,
+    field: &str,
+) -> Result<Cow<'a, str>, Rejection> {
+    match value {
+        None => Err(Rejection(format!("missing field `{field}`"))),
+        Some(text) if text.is_empty() => Err(Rejection(format!("field `{field}` is empty"))),
+        Some(text) => Ok(text),
+    }
+}
+
+fn describe_json_error(error: &sonic_rs::Error) -> String {
+    let text = error.to_string();
+    if error.is_eof() {
+        format!("truncated JSON: {text}")
+    } else if text.contains("UTF-8") || text.contains("utf-8") || text.contains("utf8") {
+        format!("invalid UTF-8: {text}")
+    } else {
+        format!("invalid event: {text}")
+    }
+}
+
+/// The wire shape of an event. Unknown fields are skipped; known fields are type-checked.
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow, default)]
+    uuid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    event_timestamp: Option<EpochMillis>,
+    #[serde(borrow, default)]
+    page_name: Option<Option<Cow<'a, str>>>,
+    #[serde(default)]
+    event_details: Option<EventDetails>,
+    #[serde(default, rename = "booking_details")]
+    _booking_details: Option<IgnoredAny>,
+}
+
+/// `event_timestamp`: epoch milliseconds as a JSON integer or a string of digits.
+struct EpochMillis(u64);
+
+impl<'de> Deserialize<'de> for EpochMillis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(EpochMillisVisitor)
+    }
+}
+
+struct EpochMillisVisitor;
+
+impl Visitor<'_> for EpochMillisVisitor {
+    type Value = EpochMillis;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("`event_timestamp` as epoch milliseconds (a non-negative integer or a string of digits)")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<EpochMillis, E> {
+        Ok(EpochMillis(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<EpochMillis, E> {
+        u64::try_from(v)
+            .map(EpochMillis)
+            .map_err(|_| E::custom(format_args!("`event_timestamp` is negative ({v})")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<EpochMillis, E> {
+        Err(E::custom(format_args!(
+            "`event_timestamp` is not an integer number of milliseconds ({v})"
+        )))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<EpochMillis, E> {
+        if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(ms) = v.parse() {
+                return Ok(EpochMillis(ms));
+            }
+        }
+        let what = if v.starts_with('-') && v[1..].bytes().all(|b| b.is_ascii_digit()) {
+            "negative"
+        } else {
+            "not numeric"
+        };
+        Err(E::custom(format_args!(
+            "`event_timestamp` is {what} ({v:?})"
+        )))
+    }
+}
+
+/// `event_details`: must be an object (or null); its members are not interpreted.
+struct EventDetails;
+
+impl<'de> Deserialize<'de> for EventDetails {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(EventDetailsVisitor)
+    }
+}
+
+struct EventDetailsVisitor;
+
+impl<'de> Visitor<'de> for EventDetailsVisitor {
+    type Value = EventDetails;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("`event_details` as an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventDetails, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(EventDetails)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_772_323_200_000;
+
+    fn validator() -> Validator {
+        Validator {
+            max_event_bytes: 1024,
+            max_future_skew_ms: 86_400_000,
+            now_ms: NOW,
+        }
+    }
+
+    fn reject(line: &str) -> String {
+        validator().parse(line.as_bytes()).unwrap_err().0
+    }
+
+    #[test]
+    fn accepts_string_and_number_timestamps_and_unknown_fields() {
+        let v = validator();
+        let a = v
+            .parse(br#"{"event_id":"e","uuid":"u","event_timestamp":"1772323100000","page_name":"home","booking_details":{"x":[1,2]},"event_details":{"event_name":"n","event_type":"t","event_value":3},"extra":true}"#)
+            .unwrap();
+        assert_eq!(a.event_time_ms, 1_772_323_100_000);
+        assert_eq!(a.page_name.as_deref(), Some("home"));
+        let b = v
+            .parse(br#"{"event_id":"e","uuid":"u","event_timestamp":1772323100000,"page_name":null,"event_details":null,"booking_details":"abc"}"#)
+            .unwrap();
+        assert_eq!(b.event_time_ms, a.event_time_ms);
+        assert_eq!(b.page_name, None);
+    }
+
+    #[test]
+    fn unescapes_strings() {
+        let e = validator()
+            .parse(br#"{"event_id":"e\"1","uuid":"u\u00e9","event_timestamp":5}"#)
+            .unwrap();
+        assert_eq!(e.event_id, "e\"1");
+        assert_eq!(e.user_id, "u\u{e9}");
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        assert!(reject(r#"{"event_id":"e","event_timestamp":5}"#).contains("uuid"));
+        assert!(reject(r#"{"uuid":"","event_id":"e","event_timestamp":5}"#).contains("uuid"));
+        assert!(reject(r#"{"uuid":"u","event_timestamp":5}"#).contains("event_id"));
+        assert!(reject(r#"{"uuid":"u","event_id":"e"}"#).contains("event_timestamp"));
+        let non_numeric = reject(r#"{"uuid":"u","event_id":"e","event_timestamp":"abc"}"#);
+        assert!(non_numeric.contains("event_timestamp") && non_numeric.contains("not numeric"));
+        assert!(reject(r#"{"uuid":"u","event_id":"e","event_timestamp":-5}"#).contains("negative"));
+        assert!(
+            reject(r#"{"uuid":"u","event_id":"e","event_timestamp":"-5"}"#).contains("negative")
+        );
+        assert!(
+            reject(r#"{"uuid":"u","event_id":"e","event_timestamp":1.5}"#).contains("integer")
+        );
+        assert!(
+            reject(r#"{"uuid":"u","event_id":"e","event_timestamp":4102444800000}"#)
+                .contains("max-future-skew")
+        );
+        assert!(
+            reject(r#"{"uuid":"u","event_id":"e","event_timestamp":5,"event_details":"x"}"#)
+                .contains("event_details")
+        );
+        assert!(reject(r#"{"uuid":"u","event_id":"e","event_timestamp":5,"page_name":7}"#).contains("invalid"));
+        assert!(reject(r#"{"uuid":"u","event_id":"e","#).contains("truncated"));
+        assert!(reject("not json at all").contains("invalid"));
+        assert!(reject(r#"[1,2,3]"#).contains("invalid"));
+        assert!(reject(&format!(r#"{{"uuid":"{}"}}"#, "x".repeat(2000))).contains("max-event-bytes"));
+    }
+
+    #[test]
+    fn rejects_invalid_utf8() {
+        let line = b"{\"uuid\":\"u\xff\xfe\",\"event_id\":\"e\",\"event_timestamp\":5}";
+        let reason = validator().parse(line).unwrap_err().0;
+        assert!(reason.contains("UTF-8"), "{reason}");
+    }
+}

@@ -1,0 +1,10 @@
+//! sessionize: real-time user sessionization, from Kafka or files, through a timely dataflow, into
+//! Apache Iceberg.
+//!
+//! The modules follow the path of an event:
+//! [`source`] reads bytes, [`event`] parses and validates them, [`dataflow`] stamps them with
+//! watermarks and routes them to the worker that owns their user, [`rules`] cuts them into sessions,
+//! and [`sink`] commits closed sessions (and rejected or late events) to Iceberg tables.
+
+pub mod event;
+pub mod rules;

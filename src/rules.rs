@@ -1,0 +1,562 @@
+//! The session rules, free of any I/O, engine or format.
+//!
+//! [`Sessionizer`] holds the sessions of the users one worker owns. Events are handed to it in any
+//! order; a watermark says when every event before it has arrived, and only then are events applied,
+//! in `(time, event_id)` order, so the result does not depend on arrival order:
+//!
+//! * an event starts a new session when its user has none open, when it comes more than
+//!   `inactivity` after the previous event, or more than `max_duration` after the session's first
+//!   event (a split: the next split is measured from the new start). Equal to a limit stays in;
+//! * an event whose `event_id` the same user already had, at most `dedup_window` earlier, is a
+//!   duplicate and is dropped;
+//! * a session ends at its last event; it is closed once the watermark proves that no event can
+//!   extend it.
+//!
+//! ```
+//! use sessionize::rules::{EndReason, SessionRules, Sessionizer};
+//! let rules = SessionRules { inactivity_ms: 30 * 60_000, max_duration_ms: 2 * 3_600_000, dedup_window_ms: 600_000 };
+//! let mut sessions = Sessionizer::new(rules);
+//! sessions.push("alice", "e2", Some("search"), 60_000);
+//! sessions.push("alice", "e1", Some("home"), 0);
+//! sessions.push("alice", "e1", Some("home"), 0); // a duplicate
+//! let mut closed = Vec::new();
+//! sessions.advance(60_001 + 30 * 60_000, &mut closed);
+//! assert_eq!(closed.len(), 1);
+//! assert_eq!((closed[0].event_count, closed[0].end_reason), (2, EndReason::Inactivity));
+//! assert_eq!(closed[0].pages_visited.iter().map(|p| &**p).collect::<Vec<_>>(), ["home", "search"]);
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::rc::Rc;
+
+use uuid::Uuid;
+
+/// At most this many distinct pages are kept per session, in order of first visit.
+pub const MAX_PAGES_PER_SESSION: usize = 64;
+
+/// The namespace of session ids: `session_id = uuid5(NAMESPACE, user_id + '\x1f' + start_ms)`, which
+/// any engine can recompute.
+pub const SESSION_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1f2d2e_9a3b_5c1e_8e4f_5e551021ab1e);
+
+/// Above this many distinct page names the interner starts afresh, so that a stream of unique page
+/// names cannot grow memory without bound (open sessions keep their own copies alive).
+const MAX_INTERNED_PAGES: usize = 100_000;
+
+/// The limits that cut a user's events into sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRules {
+    /// A gap longer than this ends a session.
+    pub inactivity_ms: u64,
+    /// An event more than this after the session's first event starts a new session.
+    pub max_duration_ms: u64,
+    /// A repeated `event_id` of the same user at most this much later is a duplicate.
+    pub dedup_window_ms: u64,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndReason {
+    /// No event came within the inactivity timeout.
+    Inactivity,
+    /// The next event came more than the maximum duration after the session's start.
+    MaxDuration,
+    /// The input ended within the inactivity timeout of the session's last event.
+    EndOfInput,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Inactivity => "inactivity",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::EndOfInput => "end_of_input",
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One finished session: a row of the sessions table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClosedSession {
+    pub user_id: Rc<str>,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub event_count: u64,
+    pub pages_visited: Vec<Rc<str>>,
+    pub end_reason: EndReason,
+}
+
+impl ClosedSession {
+    /// The deterministic id of the session: a replay of the same events yields the same id.
+    pub fn session_id(&self) -> Uuid {
+        session_id(&self.user_id, self.start_ms)
+    }
+
+    pub fn duration_seconds(&self) -> u64 {
+        (self.end_ms - self.start_ms) / 1000
+    }
+}
+
+/// `uuid5(SESSION_ID_NAMESPACE, "{user_id}\x1f{start_ms}")`.
+pub fn session_id(user_id: &str, start_ms: u64) -> Uuid {
+    Uuid::new_v5(
+        &SESSION_ID_NAMESPACE,
+        format!("{user_id}\x1f{start_ms}").as_bytes(),
+    )
+}
+
+/// An event waiting for the watermark to pass its time.
+#[derive(Debug)]
+struct PendingEvent {
+    user_id: Box<str>,
+    event_id: Box<str>,
+    page_name: Option<Box<str>>,
+}
+
+#[derive(Debug)]
+struct OpenSession {
+    start_ms: u64,
+    last_ms: u64,
+    event_count: u64,
+    pages_visited: Vec<Rc<str>>,
+}
+
+/// The sessions of a set of users, advanced by a watermark. See the module documentation.
+#[derive(Debug)]
+pub struct Sessionizer {
+    rules: SessionRules,
+    /// Events not yet applied, by event time.
+    pending: BTreeMap<u64, Vec<PendingEvent>>,
+    pending_count: usize,
+    open: HashMap<Rc<str>, OpenSession>,
+    /// Candidate close times (`last + inactivity`), one entry per open session; an entry whose
+    /// session has moved on is re-queued at its current deadline when it surfaces.
+    deadlines: BinaryHeap<Reverse<(u64, Rc<str>)>>,
+    /// Applied `(user, event_id)` hashes still inside the de-duplication window, with their times
+    /// in application order (which is time order) for expiry.
+    recent_ids: HashMap<u128, u64>,
+    recent_order: VecDeque<(u64, u128)>,
+    pages: HashSet<Rc<str>>,
+    /// Largest watermark applied so far: events before it must not arrive any more.
+    watermark: u64,
+    duplicates: u64,
+}
+
+impl Sessionizer {
+    pub fn new(rules: SessionRules) -> Self {
+        Sessionizer {
+            rules,
+            pending: BTreeMap::new(),
+            pending_count: 0,
+            open: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            recent_ids: HashMap::new(),
+            recent_order: VecDeque::new(),
+            pages: HashSet::new(),
+            watermark: 0,
+            duplicates: 0,
+        }
+    }
+
+    /// Buffers an event until the watermark passes its time.
+    ///
+    /// # Panics
+    /// If the event is older than a watermark already applied: the caller must route such late
+    /// events elsewhere, since the sessions they belong to may be closed already.
+    pub fn push(&mut self, user_id: &str, event_id: &str, page_name: Option<&str>, time_ms: u64) {
+        assert!(
+            time_ms >= self.watermark,
+            "event at {time_ms} arrived after watermark {}",
+            self.watermark
+        );
+        self.pending.entry(time_ms).or_default().push(PendingEvent {
+            user_id: user_id.into(),
+            event_id: event_id.into(),
+            page_name: page_name.map(Into::into),
+        });
+        self.pending_count += 1;
+    }
+
+    /// Declares that every event with a time before `watermark` has been pushed: applies them and
+    /// closes the sessions no later event can extend.
+    pub fn advance(&mut self, watermark: u64, closed: &mut Vec<ClosedSession>) {
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        self.apply_pending_before(watermark, closed);
+        while let Some(Reverse((deadline, _))) = self.deadlines.peek() {
+            if *deadline >= watermark {
+                break;
+            }
+            let Reverse((deadline, user)) = self.deadlines.pop().expect("peeked");
+            let current = self.open[&user].last_ms + self.rules.inactivity_ms;
+            if current == deadline {
+                let session = self.open.remove(&user).expect("deadline of an open session");
+                closed.push(finish(user, session, EndReason::Inactivity));
+            } else {
+                self.deadlines.push(Reverse((current, user)));
+            }
+        }
+    }
+
+    /// Ends the input: applies every pending event and closes every session. `max_event_time_ms` is
+    /// the latest event time of the whole input: a session whose inactivity timeout had elapsed by
+    /// then ended by inactivity, the others by the end of the input.
+    pub fn finish(&mut self, max_event_time_ms: u64, closed: &mut Vec<ClosedSession>) {
+        self.apply_pending_before(u64::MAX, closed);
+        self.watermark = u64::MAX;
+        self.deadlines.clear();
+        for (user, session) in self.open.drain() {
+            let reason = if session.last_ms + self.rules.inactivity_ms < max_event_time_ms {
+                EndReason::Inactivity
+            } else {
+                EndReason::EndOfInput
+            };
+            closed.push(finish(user, session, reason));
+        }
+    }
+
+    pub fn open_sessions(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn pending_events(&self) -> usize {
+        self.pending_count
+    }
+
+    /// Events dropped as duplicates so far.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    fn apply_pending_before(&mut self, watermark: u64, closed: &mut Vec<ClosedSession>) {
+        let later = match watermark {
+            u64::MAX => BTreeMap::new(),
+            w => self.pending.split_off(&w),
+        };
+        let ready = std::mem::replace(&mut self.pending, later);
+        for (time_ms, mut events) in ready {
+            self.pending_count -= events.len();
+            events.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
+            for event in events {
+                self.apply(time_ms, event, closed);
+            }
+        }
+    }
+
+    fn apply(&mut self, time_ms: u64, event: PendingEvent, closed: &mut Vec<ClosedSession>) {
+        if self.is_duplicate(time_ms, &event) {
+            self.duplicates += 1;
+            return;
+        }
+        let page = event.page_name.map(|name| self.intern(&name));
+        let rules = self.rules;
+        if let Some(session) = self.open.get_mut(&*event.user_id) {
+            let reason = if time_ms - session.last_ms > rules.inactivity_ms {
+                Some(EndReason::Inactivity)
+            } else if time_ms - session.start_ms > rules.max_duration_ms {
+                Some(EndReason::MaxDuration)
+            } else {
+                None
+            };
+            match reason {
+                None => {
+                    session.last_ms = time_ms;
+                    session.event_count += 1;
+                    if let Some(page) = page {
+                        visit(&mut session.pages_visited, page);
+                    }
+                }
+                Some(reason) => {
+                    let ended = std::mem::replace(session, OpenSession::starting(time_ms, page));
+                    closed.push(finish(event.user_id.into(), ended, reason));
+                }
+            }
+        } else {
+            let user: Rc<str> = event.user_id.into();
+            self.deadlines
+                .push(Reverse((time_ms + rules.inactivity_ms, Rc::clone(&user))));
+            self.open.insert(user, OpenSession::starting(time_ms, page));
+        }
+    }
+
+    fn is_duplicate(&mut self, time_ms: u64, event: &PendingEvent) -> bool {
+        let window = self.rules.dedup_window_ms;
+        while let Some(&(seen_ms, key)) = self.recent_order.front() {
+            if seen_ms.saturating_add(window) >= time_ms {
+                break;
+            }
+            self.recent_order.pop_front();
+            if self.recent_ids.get(&key) == Some(&seen_ms) {
+                self.recent_ids.remove(&key);
+            }
+        }
+        let key = id_key(&event.user_id, &event.event_id);
+        if self.recent_ids.contains_key(&key) {
+            return true;
+        }
+        self.recent_ids.insert(key, time_ms);
+        self.recent_order.push_back((time_ms, key));
+        false
+    }
+
+    fn intern(&mut self, page: &str) -> Rc<str> {
+        if let Some(known) = self.pages.get(page) {
+            return Rc::clone(known);
+        }
+        if self.pages.len() >= MAX_INTERNED_PAGES {
+            self.pages.clear();
+        }
+        let page: Rc<str> = page.into();
+        self.pages.insert(Rc::clone(&page));
+        page
+    }
+}
+
+impl OpenSession {
+    fn starting(time_ms: u64, page: Option<Rc<str>>) -> Self {
+        OpenSession {
+            start_ms: time_ms,
+            last_ms: time_ms,
+            event_count: 1,
+            pages_visited: page.into_iter().collect(),
+        }
+    }
+}
+
+fn visit(pages: &mut Vec<Rc<str>>, page: Rc<str>) {
+    if pages.len() < MAX_PAGES_PER_SESSION && !pages.iter().any(|p| **p == *page) {
+        pages.push(page);
+    }
+}
+
+fn finish(user_id: Rc<str>, session: OpenSession, end_reason: EndReason) -> ClosedSession {
+    ClosedSession {
+        user_id,
+        start_ms: session.start_ms,
+        end_ms: session.last_ms,
+        event_count: session.event_count,
+        pages_visited: session.pages_visited,
+        end_reason,
+    }
+}
+
+fn id_key(user_id: &str, event_id: &str) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(user_id.as_bytes());
+    hasher.update(&[0x1f]);
+    hasher.update(event_id.as_bytes());
+    hasher.digest128()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MIN: u64 = 60_000;
+
+    fn rules() -> SessionRules {
+        SessionRules {
+            inactivity_ms: 30 * MIN,
+            max_duration_ms: 120 * MIN,
+            dedup_window_ms: 10 * MIN,
+        }
+    }
+
+    /// Runs events (user, id, page, time) through a sessionizer in the given arrival order, with the
+    /// watermark following the earliest event not yet pushed.
+    fn run(rules: SessionRules, events: &[(String, String, String, u64)]) -> Vec<ClosedSession> {
+        let mut sessionizer = Sessionizer::new(rules);
+        let mut closed = Vec::new();
+        let max = events.iter().map(|e| e.3).max().unwrap_or(0);
+        for (i, (user, id, page, time)) in events.iter().enumerate() {
+            sessionizer.push(user, id, Some(page), *time);
+            let rest_min = events[i + 1..].iter().map(|e| e.3).min().unwrap_or(u64::MAX);
+            sessionizer.advance(rest_min.min(max), &mut closed);
+        }
+        sessionizer.finish(max, &mut closed);
+        closed.sort();
+        closed
+    }
+
+    /// The rules, written as plainly as possible: sort each user's events, drop duplicates, cut.
+    fn reference(
+        rules: SessionRules,
+        events: &[(String, String, String, u64)],
+    ) -> Vec<ClosedSession> {
+        let max = events.iter().map(|e| e.3).max().unwrap_or(0);
+        let mut by_user: BTreeMap<&str, Vec<(u64, &str, &str)>> = BTreeMap::new();
+        for (user, id, page, time) in events {
+            by_user.entry(user).or_default().push((*time, id, page));
+        }
+        let mut out = Vec::new();
+        for (user, mut evs) in by_user {
+            evs.sort();
+            let mut applied: Vec<(u64, &str)> = Vec::new();
+            let mut kept = Vec::new();
+            for (time, id, page) in evs {
+                let dup = applied
+                    .iter()
+                    .any(|(t, i)| *i == id && *t + rules.dedup_window_ms >= time);
+                if !dup {
+                    applied.push((time, id));
+                    kept.push((time, page));
+                }
+            }
+            let mut sessions: Vec<Vec<(u64, &str)>> = Vec::new();
+            let mut reasons = Vec::new();
+            for (time, page) in kept {
+                match sessions.last_mut() {
+                    Some(s) if time - s.last().unwrap().0 > rules.inactivity_ms => {
+                        reasons.push(EndReason::Inactivity);
+                        sessions.push(vec![(time, page)]);
+                    }
+                    Some(s) if time - s[0].0 > rules.max_duration_ms => {
+                        reasons.push(EndReason::MaxDuration);
+                        sessions.push(vec![(time, page)]);
+                    }
+                    Some(s) => s.push((time, page)),
+                    None => sessions.push(vec![(time, page)]),
+                }
+            }
+            let last_end = sessions.last().unwrap().last().unwrap().0;
+            reasons.push(if last_end + rules.inactivity_ms < max {
+                EndReason::Inactivity
+            } else {
+                EndReason::EndOfInput
+            });
+            for (session, end_reason) in sessions.into_iter().zip(reasons) {
+                let mut pages: Vec<Rc<str>> = Vec::new();
+                for (_, page) in &session {
+                    if pages.len() < MAX_PAGES_PER_SESSION && !pages.iter().any(|p| &**p == *page)
+                    {
+                        pages.push((*page).into());
+                    }
+                }
+                out.push(ClosedSession {
+                    user_id: user.into(),
+                    start_ms: session[0].0,
+                    end_ms: session.last().unwrap().0,
+                    event_count: session.len() as u64,
+                    pages_visited: pages,
+                    end_reason,
+                });
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn ev(user: &str, id: &str, time: u64) -> (String, String, String, u64) {
+        (user.into(), id.into(), format!("p{}", time % 3), time)
+    }
+
+    #[test]
+    fn gap_equal_to_inactivity_stays_in_the_session() {
+        let events = [ev("u", "a", 0), ev("u", "b", 30 * MIN), ev("u", "c", 60 * MIN + 1)];
+        let closed = run(rules(), &events);
+        assert_eq!(closed.len(), 2);
+        assert_eq!((closed[0].start_ms, closed[0].end_ms), (0, 30 * MIN));
+        assert_eq!(closed[0].end_reason, EndReason::Inactivity);
+        assert_eq!(closed[1].start_ms, 60 * MIN + 1);
+        assert_eq!(closed, reference(rules(), &events));
+    }
+
+    #[test]
+    fn splits_at_max_duration_measured_from_each_new_start() {
+        // An event every 20 minutes for 5 hours: splits at 2 h, then 2 h after the new start.
+        let events: Vec<_> = (0..=15).map(|i| ev("u", &format!("e{i}"), i * 20 * MIN)).collect();
+        let closed = run(rules(), &events);
+        let starts: Vec<u64> = closed.iter().map(|s| s.start_ms / MIN).collect();
+        assert_eq!(starts, [0, 140, 280]);
+        assert_eq!(closed[0].end_ms, 120 * MIN);
+        assert_eq!(closed[0].end_reason, EndReason::MaxDuration);
+        assert_eq!(closed[2].end_reason, EndReason::EndOfInput);
+        assert_eq!(closed, reference(rules(), &events));
+    }
+
+    #[test]
+    fn duplicates_within_the_window_apply_once() {
+        let events = [
+            ev("u", "a", 0),
+            ev("u", "a", 0),
+            ev("u", "a", 10 * MIN),
+            ev("u", "a", 20 * MIN + 1),
+        ];
+        let closed = run(rules(), &events);
+        assert_eq!(closed[0].event_count, 2);
+        assert_eq!(closed, reference(rules(), &events));
+    }
+
+    #[test]
+    fn session_ids_are_deterministic_and_distinct() {
+        assert_eq!(session_id("u", 5), session_id("u", 5));
+        assert_ne!(session_id("u", 5), session_id("u", 6));
+        assert_ne!(session_id("u1", 5), session_id("u", 15));
+        assert_eq!(session_id("u", 5).get_version_num(), 5);
+    }
+
+    #[test]
+    #[should_panic(expected = "after watermark")]
+    fn refuses_events_behind_the_watermark() {
+        let mut s = Sessionizer::new(rules());
+        s.advance(100, &mut Vec::new());
+        s.push("u", "a", None, 99);
+    }
+
+    fn arb_events() -> impl Strategy<Value = Vec<(String, String, String, u64)>> {
+        // Few users and ids, times clustered around the limits, so that boundaries and
+        // duplicates are common.
+        let step = prop_oneof![
+            Just(0u64),
+            Just(1),
+            Just(10 * MIN),
+            Just(30 * MIN),
+            Just(30 * MIN + 1),
+            Just(120 * MIN),
+            0..40 * MIN,
+        ];
+        proptest::collection::vec((0..4u8, 0..12u8, step), 1..60).prop_map(|raw| {
+            let mut time = 0;
+            raw.into_iter()
+                .map(|(user, id, step)| {
+                    time += step;
+                    let time = time.saturating_sub((step % 7) * MIN); // some disorder
+                    (format!("u{user}"), format!("e{id}"), format!("p{}", id % 5), time)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_reference_in_any_arrival_order(
+            events in arb_events(),
+            seed in any::<u64>(),
+        ) {
+            let mut shuffled = events.clone();
+            // A deterministic shuffle driven by the seed.
+            let mut state = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            prop_assert_eq!(run(rules(), &shuffled), reference(rules(), &events));
+        }
+
+        #[test]
+        fn tight_limits_match_the_reference(events in arb_events()) {
+            let tight = SessionRules { inactivity_ms: MIN, max_duration_ms: 3 * MIN, dedup_window_ms: 0 };
+            prop_assert_eq!(run(tight, &events), reference(tight, &events));
+        }
+    }
+}
