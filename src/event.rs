@@ -79,10 +79,7 @@ impl Validator {
     }
 }
 
-fn required_text<'a>(
-    value: Option<Cow<'a, str>>,
-    field: &str,
-) -> Result<Cow<'a, str>, Rejection> {
+fn required_text<'a>(value: Option<Cow<'a, str>>, field: &str) -> Result<Cow<'a, str>, Rejection> {
     match value {
         None => Err(Rejection(format!("missing field `{field}`"))),
         Some(text) if text.is_empty() => Err(Rejection(format!("field `{field}` is empty"))),
@@ -112,8 +109,8 @@ struct RawEvent<'a> {
     event_timestamp: Option<EpochMillis>,
     #[serde(borrow, default)]
     page_name: Option<Option<Cow<'a, str>>>,
-    #[serde(default)]
-    event_details: Option<EventDetails>,
+    #[serde(default, rename = "event_details")]
+    _event_details: Option<EventDetails>,
     #[serde(default, rename = "booking_details")]
     _booking_details: Option<IgnoredAny>,
 }
@@ -247,9 +244,7 @@ mod tests {
         assert!(
             reject(r#"{"uuid":"u","event_id":"e","event_timestamp":"-5"}"#).contains("negative")
         );
-        assert!(
-            reject(r#"{"uuid":"u","event_id":"e","event_timestamp":1.5}"#).contains("integer")
-        );
+        assert!(reject(r#"{"uuid":"u","event_id":"e","event_timestamp":1.5}"#).contains("integer"));
         assert!(
             reject(r#"{"uuid":"u","event_id":"e","event_timestamp":4102444800000}"#)
                 .contains("max-future-skew")
@@ -258,11 +253,16 @@ mod tests {
             reject(r#"{"uuid":"u","event_id":"e","event_timestamp":5,"event_details":"x"}"#)
                 .contains("event_details")
         );
-        assert!(reject(r#"{"uuid":"u","event_id":"e","event_timestamp":5,"page_name":7}"#).contains("invalid"));
+        assert!(
+            reject(r#"{"uuid":"u","event_id":"e","event_timestamp":5,"page_name":7}"#)
+                .contains("invalid")
+        );
         assert!(reject(r#"{"uuid":"u","event_id":"e","#).contains("truncated"));
         assert!(reject("not json at all").contains("invalid"));
         assert!(reject(r#"[1,2,3]"#).contains("invalid"));
-        assert!(reject(&format!(r#"{{"uuid":"{}"}}"#, "x".repeat(2000))).contains("max-event-bytes"));
+        assert!(
+            reject(&format!(r#"{{"uuid":"{}"}}"#, "x".repeat(2000))).contains("max-event-bytes")
+        );
     }
 
     #[test]

@@ -6,5 +6,12 @@
 //! watermarks and routes them to the worker that owns their user, [`rules`] cuts them into sessions,
 //! and [`sink`] commits closed sessions (and rejected or late events) to Iceberg tables.
 
+pub mod config;
+pub mod dataflow;
 pub mod event;
+pub mod generate;
+pub mod metrics;
 pub mod rules;
+pub mod run;
+pub mod sink;
+pub mod source;

@@ -199,7 +199,10 @@ impl Sessionizer {
             let Reverse((deadline, user)) = self.deadlines.pop().expect("peeked");
             let current = self.open[&user].last_ms + self.rules.inactivity_ms;
             if current == deadline {
-                let session = self.open.remove(&user).expect("deadline of an open session");
+                let session = self
+                    .open
+                    .remove(&user)
+                    .expect("deadline of an open session");
                 closed.push(finish(user, session, EndReason::Inactivity));
             } else {
                 self.deadlines.push(Reverse((current, user)));
@@ -380,7 +383,11 @@ mod tests {
         let max = events.iter().map(|e| e.3).max().unwrap_or(0);
         for (i, (user, id, page, time)) in events.iter().enumerate() {
             sessionizer.push(user, id, Some(page), *time);
-            let rest_min = events[i + 1..].iter().map(|e| e.3).min().unwrap_or(u64::MAX);
+            let rest_min = events[i + 1..]
+                .iter()
+                .map(|e| e.3)
+                .min()
+                .unwrap_or(u64::MAX);
             sessionizer.advance(rest_min.min(max), &mut closed);
         }
         sessionizer.finish(max, &mut closed);
@@ -437,8 +444,7 @@ mod tests {
             for (session, end_reason) in sessions.into_iter().zip(reasons) {
                 let mut pages: Vec<Rc<str>> = Vec::new();
                 for (_, page) in &session {
-                    if pages.len() < MAX_PAGES_PER_SESSION && !pages.iter().any(|p| &**p == *page)
-                    {
+                    if pages.len() < MAX_PAGES_PER_SESSION && !pages.iter().any(|p| &**p == *page) {
                         pages.push((*page).into());
                     }
                 }
@@ -462,7 +468,11 @@ mod tests {
 
     #[test]
     fn gap_equal_to_inactivity_stays_in_the_session() {
-        let events = [ev("u", "a", 0), ev("u", "b", 30 * MIN), ev("u", "c", 60 * MIN + 1)];
+        let events = [
+            ev("u", "a", 0),
+            ev("u", "b", 30 * MIN),
+            ev("u", "c", 60 * MIN + 1),
+        ];
         let closed = run(rules(), &events);
         assert_eq!(closed.len(), 2);
         assert_eq!((closed[0].start_ms, closed[0].end_ms), (0, 30 * MIN));
@@ -474,7 +484,9 @@ mod tests {
     #[test]
     fn splits_at_max_duration_measured_from_each_new_start() {
         // An event every 20 minutes for 5 hours: splits at 2 h, then 2 h after the new start.
-        let events: Vec<_> = (0..=15).map(|i| ev("u", &format!("e{i}"), i * 20 * MIN)).collect();
+        let events: Vec<_> = (0..=15)
+            .map(|i| ev("u", &format!("e{i}"), i * 20 * MIN))
+            .collect();
         let closed = run(rules(), &events);
         let starts: Vec<u64> = closed.iter().map(|s| s.start_ms / MIN).collect();
         assert_eq!(starts, [0, 140, 280]);
@@ -531,7 +543,12 @@ mod tests {
                 .map(|(user, id, step)| {
                     time += step;
                     let time = time.saturating_sub((step % 7) * MIN); // some disorder
-                    (format!("u{user}"), format!("e{id}"), format!("p{}", id % 5), time)
+                    (
+                        format!("u{user}"),
+                        format!("e{id}"),
+                        format!("p{}", id % 5),
+                        time,
+                    )
                 })
                 .collect()
         })

@@ -1,0 +1,148 @@
+//! Settings of a pipeline run, and the parsing of human-friendly durations.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::event::Validator;
+use crate::rules::SessionRules;
+
+/// Everything a run needs to know, shared by every worker.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Input files, one partition each, in order; `-` is standard input.
+    pub inputs: Vec<String>,
+    pub warehouse: PathBuf,
+    pub database: String,
+    pub table: String,
+    pub rules: SessionRules,
+    /// How far behind its partition's latest event time an event may be and still be on time.
+    pub allowed_lateness_ms: u64,
+    pub max_future_skew_ms: u64,
+    pub max_event_bytes: usize,
+    /// Number of `bucket(user_id)` partitions of the sessions table; also the unit of work
+    /// distribution, so it bounds the useful number of workers.
+    pub buckets: u32,
+    pub commit_interval: Duration,
+    /// Watermarks are rounded down to this granularity before they become timely timestamps.
+    pub watermark_tick_ms: u64,
+    /// Size of the line-aligned chunks in which inputs are read and parsed.
+    pub chunk_bytes: usize,
+}
+
+impl PipelineConfig {
+    /// A configuration with the product's defaults, for the given inputs and warehouse.
+    pub fn new(inputs: Vec<String>, warehouse: PathBuf) -> Self {
+        PipelineConfig {
+            inputs,
+            warehouse,
+            database: "sessions".into(),
+            table: "user_sessions".into(),
+            rules: SessionRules {
+                inactivity_ms: 30 * 60_000,
+                max_duration_ms: 2 * 3_600_000,
+                dedup_window_ms: 10 * 60_000,
+            },
+            allowed_lateness_ms: 10 * 60_000,
+            max_future_skew_ms: 86_400_000,
+            max_event_bytes: 1 << 20,
+            buckets: 16,
+            commit_interval: Duration::from_secs(30),
+            watermark_tick_ms: 1000,
+            chunk_bytes: 1 << 20,
+        }
+    }
+
+    /// The event validator, against the wall clock now.
+    pub fn validator(&self) -> Validator {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Validator {
+            max_event_bytes: self.max_event_bytes,
+            max_future_skew_ms: self.max_future_skew_ms,
+            now_ms,
+        }
+    }
+}
+
+/// Parses a duration such as `90m`, `2h`, `1h30m`, `45s`, `250ms` or `1d`; a bare number is taken
+/// in `bare_unit`.
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionize::config::parse_duration;
+/// let minute = Duration::from_secs(60);
+/// assert_eq!(parse_duration("1h30m", minute), Ok(90 * minute));
+/// assert_eq!(parse_duration("45", minute), Ok(45 * minute));
+/// assert!(parse_duration("1x", minute).is_err());
+/// ```
+pub fn parse_duration(text: &str, bare_unit: Duration) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(number) = text.parse::<f64>() {
+        return if number.is_finite() && number >= 0.0 {
+            Ok(bare_unit.mul_f64(number))
+        } else {
+            Err(format!("invalid duration {text:?}"))
+        };
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("duration {text:?} lacks a unit after its last number"))?;
+        let (number, tail) = rest.split_at(digits);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("invalid number in duration {text:?}"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let unit = match unit {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" | "min" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in duration {text:?} (use ms, s, m, h or d)"
+                ));
+            }
+        };
+        total += unit.mul_f64(number);
+        rest = tail;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_bare_numbers() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(parse_duration("2", hour), Ok(2 * hour));
+        assert_eq!(parse_duration("1.5", hour), Ok(hour * 3 / 2));
+        assert_eq!(parse_duration("90m", hour), Ok(hour * 3 / 2));
+        assert_eq!(parse_duration("2h", hour), Ok(2 * hour));
+        assert_eq!(
+            parse_duration("250ms", hour),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_duration("1h30m15s", hour),
+            Ok(hour + Duration::from_secs(30 * 60 + 15))
+        );
+        assert!(parse_duration("", hour).is_err());
+        assert!(parse_duration("-1", hour).is_err());
+        assert!(parse_duration("5 parsecs", hour).is_err());
+        assert!(parse_duration("h", hour).is_err());
+    }
+}

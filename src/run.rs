@@ -1,0 +1,170 @@
+//! Runs the pipeline on a timely cluster: sets up the warehouse, starts the workers, waits for the
+//! last commit and reports what was done.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use timely::synchronization::Barrier;
+
+use crate::config::PipelineConfig;
+use crate::dataflow::{RunTotals, Time, WorkerContext, build_pipeline};
+use crate::metrics::ProgressReporter;
+use crate::sink::iceberg::Warehouse;
+use crate::sink::tables::TableKind;
+
+/// Timely's cluster options (`-w`, `-n`, `-p`, `-h`).
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    pub threads: usize,
+    pub processes: usize,
+    pub process: usize,
+    pub hostfile: Option<PathBuf>,
+}
+
+impl Cluster {
+    fn timely_config(&self) -> Result<timely::Config> {
+        let mut args = vec![
+            "sessionize".to_string(),
+            "-w".into(),
+            self.threads.max(1).to_string(),
+            "-n".into(),
+            self.processes.max(1).to_string(),
+            "-p".into(),
+            self.process.to_string(),
+        ];
+        if let Some(hostfile) = &self.hostfile {
+            args.extend(["-h".into(), hostfile.display().to_string()]);
+        }
+        timely::Config::from_args(args.into_iter())
+            .map_err(|e| anyhow::anyhow!("invalid cluster options: {e}"))
+    }
+}
+
+/// The one-line report of a bounded run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub events_read: u64,
+    pub valid: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub quarantined: u64,
+    pub sessions: u64,
+    pub epochs: u64,
+    pub elapsed_s: f64,
+    pub events_per_s: f64,
+}
+
+impl RunSummary {
+    fn new(totals: &RunTotals, elapsed: Duration) -> Self {
+        let counts = totals.counts;
+        let elapsed_s = elapsed.as_secs_f64();
+        RunSummary {
+            events_read: counts.lines,
+            valid: counts.lines - counts.quarantined,
+            duplicates: counts.on_time - totals.session_events,
+            late: counts.late,
+            quarantined: counts.quarantined,
+            sessions: totals.sessions,
+            epochs: totals.epochs,
+            elapsed_s: (elapsed_s * 1000.0).round() / 1000.0,
+            events_per_s: (counts.lines as f64 / elapsed_s.max(1e-9)).round(),
+        }
+    }
+}
+
+/// Runs the pipeline over bounded inputs until everything is committed. Process 0 returns the
+/// run's summary; other processes return `None`.
+pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummary>> {
+    if config.inputs.is_empty() {
+        bail!("no input: give --input FILE (one or more; `-` for standard input)");
+    }
+    for input in config.inputs.iter().filter(|i| *i != "-") {
+        std::fs::metadata(input).with_context(|| {
+            format!("cannot read input {input:?}: check the path (every process needs to read it)")
+        })?;
+    }
+    let timely_config = cluster.timely_config()?;
+    if cluster.process == 0 {
+        setup_runtime()?.block_on(async {
+            let warehouse =
+                Warehouse::open(&config.warehouse, &config.database, &config.table).await?;
+            warehouse.ensure_tables(config.buckets).await
+        })?;
+    }
+    let workers = cluster.threads.max(1) * cluster.processes.max(1);
+    if (config.buckets as usize) < workers {
+        tracing::warn!(
+            buckets = config.buckets,
+            workers,
+            "fewer buckets than workers: some workers will hold no sessions (raise --buckets)"
+        );
+    }
+
+    let started = Instant::now();
+    let _progress = ProgressReporter::start(Duration::from_secs(5));
+    let config = Arc::new(config);
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    let guards = timely::execute(timely_config, move |worker| {
+        let runtime = Rc::new(setup_runtime().expect("a tokio runtime"));
+        // Process 0 has created the tables before its workers reach this barrier.
+        Barrier::new(worker).wait();
+        let warehouse = runtime
+            .block_on(Warehouse::open(
+                &config.warehouse,
+                &config.database,
+                &config.table,
+            ))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let tables: HashMap<TableKind, _> = TableKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let table = runtime
+                    .block_on(warehouse.load(kind))
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+                (kind, table)
+            })
+            .collect();
+        let context = WorkerContext {
+            config: Arc::clone(&config),
+            runtime,
+            warehouse: Rc::new(warehouse),
+            tables,
+            run_id: run_id.clone(),
+        };
+        let (committed, totals) =
+            worker.dataflow::<Time, _, _>(|scope| build_pipeline(scope, &context));
+        while !committed.done() {
+            worker.step_or_park(Some(Duration::from_millis(20)));
+        }
+        let totals = totals.borrow().clone();
+        (worker.index() == 0).then_some(totals)
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the timely cluster: {e}"))?;
+    let mut summary = None;
+    for result in guards.join() {
+        match result {
+            Ok(Some(totals)) => summary = Some(RunSummary::new(&totals, started.elapsed())),
+            Ok(None) => {}
+            Err(panic) => bail!("a worker failed: {panic}"),
+        }
+    }
+    Ok(summary)
+}
+
+fn setup_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a tokio runtime")
+}

@@ -1,0 +1,254 @@
+//! The three output tables: their Iceberg schemas, partition specs and Arrow conversions.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::{
+    ArrayRef, Int32Array, Int64Array, LargeBinaryArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, SchemaRef as ArrowSchemaRef};
+use iceberg::spec::{
+    ListType, NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::rules::ClosedSession;
+
+/// A line that could not be parsed as an event, kept with its exact bytes and position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedLine {
+    pub raw: Vec<u8>,
+    pub reason: String,
+    pub partition: u32,
+    /// Byte offset of the line in its file (or the record offset in its Kafka partition).
+    pub offset: u64,
+    /// 1-based line number in its file.
+    pub line_number: u64,
+}
+
+/// A valid event that came after its partition's watermark had passed its time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateEvent {
+    pub user_id: String,
+    pub event_id: String,
+    pub event_time_ms: u64,
+    /// The watermark of the event's partition when it arrived.
+    pub watermark_ms: u64,
+    pub raw: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub line_number: u64,
+}
+
+/// Which of the three tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TableKind {
+    Sessions,
+    Quarantine,
+    LateEvents,
+}
+
+impl TableKind {
+    pub const ALL: [TableKind; 3] = [
+        TableKind::Sessions,
+        TableKind::Quarantine,
+        TableKind::LateEvents,
+    ];
+
+    /// The table's name, given the sessions table's name.
+    pub fn table_name(self, sessions_table: &str) -> String {
+        match self {
+            TableKind::Sessions => sessions_table.to_string(),
+            TableKind::Quarantine => format!("{sessions_table}_quarantine"),
+            TableKind::LateEvents => format!("{sessions_table}_late_events"),
+        }
+    }
+
+    pub fn schema(self) -> Schema {
+        use PrimitiveType::{Binary, Int, Long, String, Timestamptz};
+        let required =
+            |id, name: &str, ty| Arc::new(NestedField::required(id, name, Type::Primitive(ty)));
+        let fields = match self {
+            TableKind::Sessions => vec![
+                required(1, "user_id", String),
+                required(2, "session_id", String),
+                required(3, "session_start", Timestamptz),
+                required(4, "session_start_time_ms", Long),
+                required(5, "session_end_time_ms", Long),
+                required(6, "session_duration_seconds", Long),
+                required(7, "event_count", Long),
+                Arc::new(NestedField::required(
+                    8,
+                    "pages_visited",
+                    Type::List(ListType::new(Arc::new(NestedField::list_element(
+                        10,
+                        Type::Primitive(String),
+                        true,
+                    )))),
+                )),
+                required(9, "end_reason", String),
+            ],
+            TableKind::Quarantine => vec![
+                required(1, "raw", Binary),
+                required(2, "reason", String),
+                required(3, "source", String),
+                required(4, "partition", Int),
+                required(5, "offset", Long),
+                required(6, "line_number", Long),
+                required(7, "epoch", Long),
+            ],
+            TableKind::LateEvents => vec![
+                required(1, "user_id", String),
+                required(2, "event_id", String),
+                required(3, "event_time_ms", Long),
+                required(4, "watermark_ms", Long),
+                required(5, "raw", String),
+                required(6, "source", String),
+                required(7, "partition", Int),
+                required(8, "offset", Long),
+                required(9, "line_number", Long),
+                required(10, "epoch", Long),
+            ],
+        };
+        Schema::builder()
+            .with_fields(fields)
+            .build()
+            .expect("the table schemas are valid")
+    }
+
+    /// Sessions are partitioned by day of start and by user bucket, so that a day's sessions of
+    /// one user live in one file per commit; the side tables are small and unpartitioned.
+    pub fn partition_spec(self, buckets: u32) -> UnboundPartitionSpec {
+        let builder = UnboundPartitionSpec::builder();
+        match self {
+            TableKind::Sessions => builder
+                .add_partition_field(3, "session_start_day", Transform::Day)
+                .and_then(|b| {
+                    b.add_partition_field(1, "user_id_bucket", Transform::Bucket(buckets))
+                })
+                .expect("the sessions partition spec is valid")
+                .build(),
+            TableKind::Quarantine | TableKind::LateEvents => builder.build(),
+        }
+    }
+}
+
+/// Arrow record batches for the sessions table.
+pub fn sessions_batch(schema: &ArrowSchemaRef, rows: &[ClosedSession]) -> RecordBatch {
+    let longs = |f: &dyn Fn(&ClosedSession) -> u64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| f(r) as i64),
+        ))
+    };
+    let element_field = match schema
+        .field_with_name("pages_visited")
+        .map(|f| f.data_type())
+    {
+        Ok(DataType::List(field)) => field.clone(),
+        other => panic!("pages_visited is a list in the sessions schema, not {other:?}"),
+    };
+    let mut pages = ListBuilder::new(StringBuilder::new()).with_field(element_field);
+    for row in rows {
+        for page in &row.pages_visited {
+            pages.values().append_value(page);
+        }
+        pages.append(true);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &*r.user_id),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.session_id().to_string()),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| r.start_ms as i64 * 1000),
+            )
+            .with_timezone("+00:00"),
+        ),
+        longs(&|r| r.start_ms),
+        longs(&|r| r.end_ms),
+        longs(&|r| r.duration_seconds()),
+        longs(&|r| r.event_count),
+        Arc::new(pages.finish()),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.end_reason.as_str()),
+        )),
+    ];
+    RecordBatch::try_new(schema.clone(), columns).expect("columns follow the sessions schema")
+}
+
+/// Arrow record batches for the quarantine table.
+pub fn quarantine_batch(
+    schema: &ArrowSchemaRef,
+    rows: &[(QuarantinedLine, u64)],
+    sources: &[String],
+) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(LargeBinaryArray::from_iter_values(
+            rows.iter().map(|(r, _)| &r.raw),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(r, _)| &r.reason),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(r, _)| &sources[r.partition as usize]),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.partition as i32),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.offset as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.line_number as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|(_, e)| *e as i64),
+        )),
+    ];
+    RecordBatch::try_new(schema.clone(), columns).expect("columns follow the quarantine schema")
+}
+
+/// Arrow record batches for the late-events table.
+pub fn late_events_batch(
+    schema: &ArrowSchemaRef,
+    rows: &[(LateEvent, u64)],
+    sources: &[String],
+) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(r, _)| &r.user_id),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(r, _)| &r.event_id),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.event_time_ms as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.watermark_ms as i64),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(r, _)| &r.raw),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(r, _)| &sources[r.partition as usize]),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.partition as i32),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.offset as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.line_number as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|(_, e)| *e as i64),
+        )),
+    ];
+    RecordBatch::try_new(schema.clone(), columns).expect("columns follow the late-events schema")
+}
