@@ -13,6 +13,9 @@ use sessionize::config::{PipelineConfig, parse_duration};
 use sessionize::generate::{GenerateConfig, generate};
 use sessionize::run::{Cluster, RunSummary, run};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sessionize",
@@ -34,7 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Sessionize events from files (or standard input) into the Iceberg tables.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write a realistic, reproducible clickstream as JSON lines.
     Generate(GenerateArgs),
     /// Generate a clickstream, sessionize it into ./warehouse and print a summary.

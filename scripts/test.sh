@@ -10,4 +10,4 @@ if ! python3 -c 'import pyiceberg.catalog.sql, pyarrow' 2>/dev/null; then
   python3 -m pip install --quiet "pyiceberg[sql-sqlite,pyarrow]==0.12.*"
 fi
 python3 scripts/check_tables.py --self-test
-cargo test --release --all-targets
+cargo test --release

@@ -206,7 +206,7 @@ pub fn build_pipeline(
     let consumed = ProbeHandle::new();
     let totals = Rc::new(RefCell::new(RunTotals::default()));
 
-    let chunks = read_chunks(scope.clone(), config, consumed.clone());
+    let chunks = read_chunks(scope, config, consumed.clone());
     let parsed = parse(chunks, config);
     let (stamped, consumed_marker) = stamp(parsed, config, committed.clone());
     consumed_marker.probe_with(&consumed);
@@ -290,7 +290,7 @@ fn read_chunks<'scope>(
         })
         .collect();
     let mut next_seq = vec![0u64; readers.len()];
-    let mut builder = OperatorBuilder::new("ReadChunks".into(), scope.clone());
+    let mut builder = OperatorBuilder::new("ReadChunks".into(), scope);
     let activator = scope.activator_for(builder.operator_info().address);
     let (output, stream) = builder.new_output();
     let mut output =
@@ -352,11 +352,10 @@ fn parse<'scope>(
                     let validator = config.validator();
                     let mut session = output.session(&cap);
                     for chunk in data.drain(..) {
-                        let mut line_number = chunk.first_line;
                         let mut parsed = Vec::new();
-                        for (start, line) in lines(&chunk.bytes) {
-                            let this_line = line_number;
-                            line_number += 1;
+                        for (line_number, (start, line)) in
+                            (chunk.first_line..).zip(lines(&chunk.bytes))
+                        {
                             if line.iter().all(u8::is_ascii_whitespace) {
                                 continue;
                             }
@@ -372,7 +371,7 @@ fn parse<'scope>(
                             parsed.push(ParsedLine {
                                 start,
                                 end: start + line.len(),
-                                line_number: this_line,
+                                line_number,
                                 event,
                             });
                         }
@@ -410,7 +409,7 @@ fn stamp<'scope>(
 ) {
     let scope = parsed.scope();
     let (index, peers) = (scope.index(), scope.peers());
-    let mut builder = OperatorBuilder::new("Stamp".into(), scope.clone());
+    let mut builder = OperatorBuilder::new("Stamp".into(), scope);
     let activator = scope.activator_for(builder.operator_info().address);
     let mut input = builder.new_input_connection(
         parsed,
@@ -627,8 +626,8 @@ fn sessionize<'scope>(
                 events.for_each(|_cap, data| {
                     for e in data.drain(..) {
                         sessionizer.push(
-                            &e.user_id,
-                            &e.event_id,
+                            e.user_id,
+                            e.event_id,
                             e.page_name.as_deref(),
                             e.event_time_ms,
                         );
@@ -649,7 +648,7 @@ fn sessionize<'scope>(
                 if !closed.is_empty() {
                     let at = capabilities
                         .iter()
-                        .map(|c| c.time().clone())
+                        .map(|c| *c.time())
                         .min_by_key(|t| t.epoch)
                         .expect("a capability is held until the input ends");
                     let cap = capabilities.delayed(&at);
@@ -693,7 +692,7 @@ where
             let mut epochs: BTreeMap<u64, EpochWrite<R>> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
-                    let time = cap.stamp().iter().next().expect("data has a time").clone();
+                    let time = *cap.stamp().iter().next().expect("data has a time");
                     let epoch = epochs.entry(time.epoch).or_insert_with(|| EpochWrite {
                         capability: cap.delayed(&time, 0),
                         rows: Vec::new(),
@@ -799,7 +798,7 @@ fn commit<'scope>(
             let mut positions: BTreeMap<u32, SourcePosition> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
-                    let time = cap.stamp().iter().next().expect("data has a time").clone();
+                    let time = *cap.stamp().iter().next().expect("data has a time");
                     let epoch = pending.entry(time.epoch).or_default();
                     if epoch.capability.is_none() {
                         epoch.capability = Some(cap.delayed(&time, 0));

@@ -150,10 +150,11 @@ impl Visitor<'_> for EpochMillisVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<EpochMillis, E> {
-        if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(ms) = v.parse() {
-                return Ok(EpochMillis(ms));
-            }
+        if !v.is_empty()
+            && v.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(ms) = v.parse()
+        {
+            return Ok(EpochMillis(ms));
         }
         let what = if v.starts_with('-') && v[1..].bytes().all(|b| b.is_ascii_digit()) {
             "negative"

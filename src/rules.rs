@@ -28,6 +28,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+
+use foldhash::fast::RandomState;
 use std::fmt;
 use std::rc::Rc;
 
@@ -112,12 +114,17 @@ pub fn session_id(user_id: &str, start_ms: u64) -> Uuid {
     )
 }
 
+/// Pending events are filed by this span of event time, so that buffering costs no allocation per
+/// event and a watermark releases whole slots at once.
+const PENDING_SLOT_MS: u64 = 1000;
+
 /// An event waiting for the watermark to pass its time.
 #[derive(Debug)]
 struct PendingEvent {
+    time_ms: u64,
     user_id: Box<str>,
     event_id: Box<str>,
-    page_name: Option<Box<str>>,
+    page_name: Option<Rc<str>>,
 }
 
 #[derive(Debug)]
@@ -132,18 +139,18 @@ struct OpenSession {
 #[derive(Debug)]
 pub struct Sessionizer {
     rules: SessionRules,
-    /// Events not yet applied, by event time.
+    /// Events not yet applied, by slot of event time.
     pending: BTreeMap<u64, Vec<PendingEvent>>,
     pending_count: usize,
-    open: HashMap<Rc<str>, OpenSession>,
+    open: HashMap<Rc<str>, OpenSession, RandomState>,
     /// Candidate close times (`last + inactivity`), one entry per open session; an entry whose
     /// session has moved on is re-queued at its current deadline when it surfaces.
     deadlines: BinaryHeap<Reverse<(u64, Rc<str>)>>,
     /// Applied `(user, event_id)` hashes still inside the de-duplication window, with their times
     /// in application order (which is time order) for expiry.
-    recent_ids: HashMap<u128, u64>,
+    recent_ids: HashMap<u128, u64, RandomState>,
     recent_order: VecDeque<(u64, u128)>,
-    pages: HashSet<Rc<str>>,
+    pages: HashSet<Rc<str>, RandomState>,
     /// Largest watermark applied so far: events before it must not arrive any more.
     watermark: u64,
     duplicates: u64,
@@ -155,11 +162,11 @@ impl Sessionizer {
             rules,
             pending: BTreeMap::new(),
             pending_count: 0,
-            open: HashMap::new(),
+            open: HashMap::default(),
             deadlines: BinaryHeap::new(),
-            recent_ids: HashMap::new(),
+            recent_ids: HashMap::default(),
             recent_order: VecDeque::new(),
-            pages: HashSet::new(),
+            pages: HashSet::default(),
             watermark: 0,
             duplicates: 0,
         }
@@ -170,16 +177,25 @@ impl Sessionizer {
     /// # Panics
     /// If the event is older than a watermark already applied: the caller must route such late
     /// events elsewhere, since the sessions they belong to may be closed already.
-    pub fn push(&mut self, user_id: &str, event_id: &str, page_name: Option<&str>, time_ms: u64) {
+    pub fn push(
+        &mut self,
+        user_id: impl Into<Box<str>>,
+        event_id: impl Into<Box<str>>,
+        page_name: Option<&str>,
+        time_ms: u64,
+    ) {
         assert!(
             time_ms >= self.watermark,
             "event at {time_ms} arrived after watermark {}",
             self.watermark
         );
-        self.pending.entry(time_ms).or_default().push(PendingEvent {
+        let page_name = page_name.map(|page| self.intern(page));
+        let slot = self.pending.entry(time_ms / PENDING_SLOT_MS).or_default();
+        slot.push(PendingEvent {
+            time_ms,
             user_id: user_id.into(),
             event_id: event_id.into(),
-            page_name: page_name.map(Into::into),
+            page_name,
         });
         self.pending_count += 1;
     }
@@ -192,6 +208,7 @@ impl Sessionizer {
         }
         self.watermark = watermark;
         self.apply_pending_before(watermark, closed);
+        self.expire_recent_ids(watermark);
         while let Some(Reverse((deadline, _))) = self.deadlines.peek() {
             if *deadline >= watermark {
                 break;
@@ -241,26 +258,47 @@ impl Sessionizer {
     }
 
     fn apply_pending_before(&mut self, watermark: u64, closed: &mut Vec<ClosedSession>) {
-        let later = match watermark {
-            u64::MAX => BTreeMap::new(),
-            w => self.pending.split_off(&w),
-        };
-        let ready = std::mem::replace(&mut self.pending, later);
-        for (time_ms, mut events) in ready {
-            self.pending_count -= events.len();
-            events.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
-            for event in events {
-                self.apply(time_ms, event, closed);
+        let mut ready = Vec::new();
+        while let Some(mut slot) = self.pending.first_entry() {
+            let slot_start = *slot.key() * PENDING_SLOT_MS;
+            if slot_start.saturating_add(PENDING_SLOT_MS) <= watermark {
+                let events = slot.remove();
+                if ready.is_empty() {
+                    ready = events;
+                } else {
+                    ready.extend(events);
+                }
+            } else {
+                if slot_start < watermark {
+                    let events = slot.get_mut();
+                    let mut i = 0;
+                    while i < events.len() {
+                        if events[i].time_ms < watermark {
+                            ready.push(events.swap_remove(i));
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+                break;
             }
+        }
+        self.pending_count -= ready.len();
+        ready.sort_unstable_by(|a, b| {
+            (a.time_ms, &a.event_id, &a.page_name).cmp(&(b.time_ms, &b.event_id, &b.page_name))
+        });
+        for event in ready {
+            self.apply(event, closed);
         }
     }
 
-    fn apply(&mut self, time_ms: u64, event: PendingEvent, closed: &mut Vec<ClosedSession>) {
+    fn apply(&mut self, event: PendingEvent, closed: &mut Vec<ClosedSession>) {
+        let time_ms = event.time_ms;
         if self.is_duplicate(time_ms, &event) {
             self.duplicates += 1;
             return;
         }
-        let page = event.page_name.map(|name| self.intern(&name));
+        let page = event.page_name;
         let rules = self.rules;
         if let Some(session) = self.open.get_mut(&*event.user_id) {
             let reason = if time_ms - session.last_ms > rules.inactivity_ms {
@@ -291,7 +329,8 @@ impl Sessionizer {
         }
     }
 
-    fn is_duplicate(&mut self, time_ms: u64, event: &PendingEvent) -> bool {
+    /// Forgets the event ids that no event at `time_ms` or later can duplicate.
+    fn expire_recent_ids(&mut self, time_ms: u64) {
         let window = self.rules.dedup_window_ms;
         while let Some(&(seen_ms, key)) = self.recent_order.front() {
             if seen_ms.saturating_add(window) >= time_ms {
@@ -302,6 +341,10 @@ impl Sessionizer {
                 self.recent_ids.remove(&key);
             }
         }
+    }
+
+    fn is_duplicate(&mut self, time_ms: u64, event: &PendingEvent) -> bool {
+        self.expire_recent_ids(time_ms);
         let key = id_key(&event.user_id, &event.event_id);
         if self.recent_ids.contains_key(&key) {
             return true;
@@ -382,7 +425,7 @@ mod tests {
         let mut closed = Vec::new();
         let max = events.iter().map(|e| e.3).max().unwrap_or(0);
         for (i, (user, id, page, time)) in events.iter().enumerate() {
-            sessionizer.push(user, id, Some(page), *time);
+            sessionizer.push(user.as_str(), id.as_str(), Some(page), *time);
             let rest_min = events[i + 1..]
                 .iter()
                 .map(|e| e.3)

@@ -185,6 +185,8 @@ fn check_compatible(table: &Table, kind: TableKind, buckets: u32) -> Result<()> 
 type FileBuilder =
     DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
+// One writer exists per table and epoch, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Layout {
     Partitioned {
         splitter: RecordBatchPartitionSplitter,

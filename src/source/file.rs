@@ -82,7 +82,11 @@ impl ChunkReader {
         let mut cut = None;
         while cut.is_none() && !eof {
             let start = bytes.len();
-            let want = self.chunk_bytes.saturating_sub(start).max(64 * 1024);
+            // Fill up to the chunk size; past it (a line longer than a chunk), grow by chunks.
+            let want = match self.chunk_bytes.checked_sub(start) {
+                Some(room) if room > 0 => room,
+                _ => self.chunk_bytes,
+            };
             bytes.resize(start + want, 0);
             let mut filled = start;
             while filled < bytes.len() {

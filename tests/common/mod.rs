@@ -77,7 +77,9 @@ pub fn reference(
     for (user, mut events) in by_user {
         events.sort();
         let mut seen: HashMap<String, u64> = HashMap::new();
-        let mut sessions: Vec<(Vec<(u64, Option<String>)>, Option<&str>)> = Vec::new();
+        // Each session: its (time, page) events and, once cut, why it ended.
+        type Session = (Vec<(u64, Option<String>)>, Option<&'static str>);
+        let mut sessions: Vec<Session> = Vec::new();
         for (time, id, page) in events {
             if seen.get(&id).is_some_and(|t| t + lateness >= time) {
                 continue;

@@ -1,0 +1,55 @@
+//! Event parsing throughput: `cargo bench --bench parse`.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sessionize::event::Validator;
+
+fn lines() -> Vec<String> {
+    (0..10_000)
+        .map(|i| {
+            let ts = if i % 2 == 0 {
+                format!("\"{}\"", 1_772_323_200_000u64 + i * 1000)
+            } else {
+                (1_772_323_200_000u64 + i * 1000).to_string()
+            };
+            format!(
+                r#"{{"event_id":"e-{i:08x}","page_name":"hotel_details","event_timestamp":{ts},"booking_details":{{"hotel_id":"h-{}","nights":2}},"uuid":"2f1c7a4e-{:04x}-4bde-9d1e-5a3c9b7e{:04x}","event_details":{{"event_name":"click","event_type":"interaction","event_value":"book_now"}}}}"#,
+                i % 97,
+                i % 5000,
+                i % 7919
+            )
+        })
+        .collect()
+}
+
+fn parse(c: &mut Criterion) {
+    let lines = lines();
+    let bytes: usize = lines.iter().map(String::len).sum();
+    let validator = Validator {
+        max_event_bytes: 1 << 20,
+        max_future_skew_ms: 86_400_000,
+        now_ms: 1_800_000_000_000,
+    };
+    let mut group = c.benchmark_group("parse");
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.bench_function("valid_events", |b| {
+        b.iter(|| {
+            lines
+                .iter()
+                .filter(|l| validator.parse(l.as_bytes()).is_ok())
+                .count()
+        })
+    });
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("valid_events_bytes", |b| {
+        b.iter(|| {
+            lines
+                .iter()
+                .filter(|l| validator.parse(l.as_bytes()).is_ok())
+                .count()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse);
+criterion_main!(benches);
