@@ -180,6 +180,7 @@ fn execute(command: Command) -> Result<()> {
             warehouse,
             threads,
         } => {
+            prepare_demo_warehouse(&warehouse)?;
             let input = warehouse.join("demo-input").join("events.jsonl");
             std::fs::create_dir_all(input.parent().expect("a parent"))?;
             let config = GenerateConfig {
@@ -214,6 +215,25 @@ fn execute(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Marks a warehouse the demo made, so that a second demo can start afresh without ever deleting
+/// a warehouse it did not make.
+const DEMO_MARKER: &str = ".sessionize-demo";
+
+fn prepare_demo_warehouse(warehouse: &std::path::Path) -> Result<()> {
+    if warehouse.exists() {
+        anyhow::ensure!(
+            warehouse.join(DEMO_MARKER).exists(),
+            "{} exists and was not made by the demo; pass --warehouse with a new directory",
+            warehouse.display()
+        );
+        std::fs::remove_dir_all(warehouse)
+            .with_context(|| format!("cannot clear the demo warehouse {}", warehouse.display()))?;
+    }
+    std::fs::create_dir_all(warehouse)?;
+    std::fs::write(warehouse.join(DEMO_MARKER), "made by `sessionize demo`\n")?;
+    Ok(())
 }
 
 fn report(summary: Option<RunSummary>, path: Option<&std::path::Path>) -> Result<()> {

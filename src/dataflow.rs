@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 
 use iceberg::table::Table;
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{Operator, OutputBuilder};
-use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
+use timely::dataflow::operators::generic::{Operator, OutputBuilder, OutputBuilderSession};
+use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::{Capability, CapabilitySet, Concat, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use timely::order::PartialOrder;
@@ -101,6 +102,8 @@ const WRITE_BATCH_ROWS: usize = 16 * 1024;
 /// An on-time event, routed to the worker that owns its user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionEvent {
+    /// `bucket(user_id)`, computed where the event is parsed, off the stamper's path.
+    pub bucket: u32,
     pub user_id: String,
     pub event_id: String,
     pub page_name: Option<String>,
@@ -153,15 +156,6 @@ impl std::ops::AddAssign for SourceCounts {
     }
 }
 
-/// What a stamper makes of a line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Stamped {
-    OnTime(SessionEvent),
-    Quarantined(QuarantinedLine),
-    Late(LateEvent),
-    Position(SourcePosition),
-}
-
 /// What the committer gathers for an epoch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum CommitPart {
@@ -211,35 +205,12 @@ pub fn build_pipeline(
     let (stamped, consumed_marker) = stamp(parsed, config, committed.clone());
     consumed_marker.probe_with(&consumed);
 
-    let mut routes = stamped
-        .partition(4, |record| {
-            let route = match &record {
-                Stamped::OnTime(_) => 0,
-                Stamped::Quarantined(_) => 1,
-                Stamped::Late(_) => 2,
-                Stamped::Position(_) => 3,
-            };
-            (route, record)
-        })
-        .into_iter();
-    let mut next_route = || routes.next().expect("four routes");
-    let on_time = next_route().flat_map(|r| match r {
-        Stamped::OnTime(e) => Some(e),
-        _ => None,
-    });
-    let quarantined = next_route().flat_map(|r| match r {
-        Stamped::Quarantined(q) => Some(q),
-        _ => None,
-    });
-    let late = next_route().flat_map(|r| match r {
-        Stamped::Late(l) => Some(l),
-        _ => None,
-    });
-    let positions = next_route().flat_map(|r| match r {
-        Stamped::Position(p) => Some(p),
-        _ => None,
-    });
-
+    let Stamped {
+        on_time,
+        quarantined,
+        late,
+        positions,
+    } = stamped;
     let sessions = sessionize(on_time, positions.clone().broadcast(), config);
     let sources = Rc::new(config.inputs.clone());
     let session_files = write_table(sessions, TableKind::Sessions, context, {
@@ -248,14 +219,12 @@ pub fn build_pipeline(
     let quarantine_sources = Rc::clone(&sources);
     let quarantine_files = write_table(quarantined, TableKind::Quarantine, context, {
         move |schema, rows: &[QuarantinedLine], epoch| {
-            let rows: Vec<_> = rows.iter().map(|r| (r.clone(), epoch)).collect();
-            tables::quarantine_batch(schema, &rows, &quarantine_sources)
+            tables::quarantine_batch(schema, rows, epoch, &quarantine_sources)
         }
     });
     let late_files = write_table(late, TableKind::LateEvents, context, {
         move |schema, rows: &[LateEvent], epoch| {
-            let rows: Vec<_> = rows.iter().map(|r| (r.clone(), epoch)).collect();
-            tables::late_events_batch(schema, &rows, &sources)
+            tables::late_events_batch(schema, rows, epoch, &sources)
         }
     });
     let parts = session_files
@@ -343,8 +312,10 @@ fn parse<'scope>(
     config: &PipelineConfig,
 ) -> StreamVec<'scope, Time, ParsedChunk> {
     let config = config.clone();
+    let buckets = config.buckets;
+    let peers = chunks.scope().peers();
     chunks.unary(
-        Exchange::new(|c: &Chunk| c.seq.wrapping_add(u64::from(c.partition))),
+        Exchange::new(move |c: &Chunk| parser_of(c.partition, c.seq, peers)),
         "Parse",
         move |_, _| {
             move |input, output| {
@@ -362,6 +333,7 @@ fn parse<'scope>(
                             let event = validator
                                 .parse(line)
                                 .map(|e| SessionEvent {
+                                    bucket: user_bucket(&e.user_id, buckets),
                                     user_id: e.user_id.into_owned(),
                                     event_id: e.event_id.into_owned(),
                                     page_name: e.page_name.map(|p| p.into_owned()),
@@ -386,6 +358,51 @@ fn parse<'scope>(
     )
 }
 
+/// The four record streams a stamper sends, each under its own capabilities.
+pub struct Stamped<'scope> {
+    pub on_time: StreamVec<'scope, Time, SessionEvent>,
+    pub quarantined: StreamVec<'scope, Time, QuarantinedLine>,
+    pub late: StreamVec<'scope, Time, LateEvent>,
+    pub positions: StreamVec<'scope, Time, SourcePosition>,
+}
+
+type Out<D> = OutputBuilder<Time, CapacityContainerBuilder<Vec<D>>>;
+type OutSession<'a, D> = OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<D>>>;
+
+/// A partition's capabilities for the four outputs, always at the same time.
+struct OutputCaps([Capability<Time>; 4]);
+
+impl OutputCaps {
+    fn time(&self) -> Time {
+        *self.0[0].time()
+    }
+
+    fn downgrade(&mut self, time: Time) {
+        for cap in &mut self.0 {
+            cap.downgrade(&time);
+        }
+    }
+}
+
+/// The stamper's outputs, activated for one invocation.
+struct StampOutputs<'a> {
+    on_time: OutSession<'a, SessionEvent>,
+    quarantined: OutSession<'a, QuarantinedLine>,
+    late: OutSession<'a, LateEvent>,
+    positions: OutSession<'a, SourcePosition>,
+}
+
+/// The worker that parses chunk `seq` of `partition`. The partition's owner also reads and stamps
+/// it, so it parses one chunk in `2 * peers - 1` and every other worker two.
+fn parser_of(partition: u32, seq: u64, peers: usize) -> u64 {
+    let peers = peers as u64;
+    let owner = u64::from(partition) % peers;
+    match seq % (2 * peers - 1) {
+        0 => owner,
+        slot => (owner + 1 + (slot - 1) / 2) % peers,
+    }
+}
+
 /// Per-partition state of a stamper.
 struct PartitionStamper {
     partition: u32,
@@ -393,20 +410,17 @@ struct PartitionStamper {
     waiting: BTreeMap<u64, ParsedChunk>,
     next_seq: u64,
     position: SourcePosition,
-    capability: Option<Capability<Time>>,
+    capabilities: Option<OutputCaps>,
 }
 
 /// Restores each partition's order, classifies its lines against its watermark and stamps them
-/// with `(epoch, watermark tick)`. The second output carries no data: its frontier shows which
-/// chunks the stampers have consumed, for the readers' back-pressure.
+/// with `(epoch, watermark tick)`. A fifth output carries no data: its frontier shows which chunks
+/// the stampers have consumed, for the readers' back-pressure.
 fn stamp<'scope>(
     parsed: StreamVec<'scope, Time, ParsedChunk>,
     config: &PipelineConfig,
     committed: ProbeHandle<Time>,
-) -> (
-    StreamVec<'scope, Time, Stamped>,
-    StreamVec<'scope, Time, ()>,
-) {
+) -> (Stamped<'scope>, StreamVec<'scope, Time, ()>) {
     let scope = parsed.scope();
     let (index, peers) = (scope.index(), scope.peers());
     let mut builder = OperatorBuilder::new("Stamp".into(), scope);
@@ -416,15 +430,18 @@ fn stamp<'scope>(
         Exchange::new(|p: &ParsedChunk| u64::from(p.chunk.partition)),
         [],
     );
-    // Output 0 is not connected to the input: its timestamps come from the watermarks.
-    let (stamped_output, stamped) =
-        builder.new_output_connection::<Vec<Stamped>, _>([(0, Antichain::new())]);
-    let (_consumed_output, consumed) = builder
+    // The record outputs are not connected to the input: their timestamps come from watermarks.
+    let disconnected = || [(0, Antichain::new())];
+    let (on_time_out, on_time) = builder.new_output_connection(disconnected());
+    let (quarantined_out, quarantined) = builder.new_output_connection(disconnected());
+    let (late_out, late) = builder.new_output_connection(disconnected());
+    let (positions_out, positions) = builder.new_output_connection(disconnected());
+    let (_consumed_out, consumed) = builder
         .new_output_connection::<Vec<()>, _>([(0, Antichain::from_elem(Default::default()))]);
-    let mut stamped_output = OutputBuilder::<
-        _,
-        timely::container::CapacityContainerBuilder<Vec<Stamped>>,
-    >::from(stamped_output);
+    let mut on_time_out: Out<SessionEvent> = OutputBuilder::from(on_time_out);
+    let mut quarantined_out: Out<QuarantinedLine> = OutputBuilder::from(quarantined_out);
+    let mut late_out: Out<LateEvent> = OutputBuilder::from(late_out);
+    let mut positions_out: Out<SourcePosition> = OutputBuilder::from(positions_out);
 
     let lateness = config.allowed_lateness_ms;
     let tick = config.watermark_tick_ms.max(1);
@@ -434,10 +451,10 @@ fn stamp<'scope>(
         .collect();
 
     builder.build(move |mut capabilities| {
-        capabilities.truncate(1);
-        let initial = capabilities
-            .pop()
-            .expect("a capability for the stamped output");
+        capabilities.truncate(4);
+        let initial: [Capability<Time>; 4] = capabilities
+            .try_into()
+            .expect("a capability for each record output");
         let mut stampers: Vec<PartitionStamper> = partitions
             .iter()
             .map(|&partition| PartitionStamper {
@@ -449,7 +466,7 @@ fn stamp<'scope>(
                     next_line: 1,
                     ..SourcePosition::default()
                 },
-                capability: Some(initial.clone()),
+                capabilities: Some(OutputCaps(initial.clone())),
             })
             .collect();
         drop(initial);
@@ -473,25 +490,28 @@ fn stamp<'scope>(
                     stamper.waiting.insert(chunk.chunk.seq, chunk);
                 }
             });
-            let mut output = stamped_output.activate();
+            let mut outputs = StampOutputs {
+                on_time: on_time_out.activate(),
+                quarantined: quarantined_out.activate(),
+                late: late_out.activate(),
+                positions: positions_out.activate(),
+            };
             for stamper in stampers.iter_mut() {
                 while let Some(chunk) = stamper.waiting.remove(&stamper.next_seq) {
                     stamper.next_seq += 1;
-                    stamp_chunk(stamper, chunk, epoch, lateness, tick, &mut output);
+                    stamp_chunk(stamper, chunk, epoch, lateness, tick, &mut outputs);
                 }
             }
-            let open = stampers.iter().any(|s| s.capability.is_some());
+            let open = stampers.iter().any(|s| s.capabilities.is_some());
             if open && Instant::now() >= next_commit {
                 for stamper in stampers.iter_mut() {
-                    if let Some(cap) = stamper.capability.as_mut() {
-                        let position = std::mem::take(&mut stamper.position.counts);
+                    if let Some(caps) = stamper.capabilities.as_mut() {
                         let report = SourcePosition {
-                            counts: position,
+                            counts: std::mem::take(&mut stamper.position.counts),
                             ..stamper.position.clone()
                         };
-                        output.session(cap).give(Stamped::Position(report));
-                        let watermark = cap.time().watermark;
-                        cap.downgrade(&Time::new(epoch + 1, watermark));
+                        outputs.positions.session(&caps.0[3]).give(report);
+                        caps.downgrade(Time::new(epoch + 1, caps.time().watermark));
                     }
                 }
                 epoch += 1;
@@ -502,14 +522,45 @@ fn stamp<'scope>(
             }
         }
     });
+    let stamped = Stamped {
+        on_time,
+        quarantined,
+        late,
+        positions,
+    };
     (stamped, consumed)
 }
 
-type StampedOutput<'a> = timely::dataflow::operators::generic::OutputBuilderSession<
-    'a,
-    Time,
-    timely::container::CapacityContainerBuilder<Vec<Stamped>>,
->;
+/// Record buffers of a chunk, sent each time the partition's watermark tick moves on.
+#[derive(Default)]
+struct StampBuffers {
+    on_time: Vec<SessionEvent>,
+    quarantined: Vec<QuarantinedLine>,
+    late: Vec<LateEvent>,
+}
+
+impl StampBuffers {
+    fn send(&mut self, caps: &OutputCaps, outputs: &mut StampOutputs<'_>) {
+        if !self.on_time.is_empty() {
+            outputs
+                .on_time
+                .session(&caps.0[0])
+                .give_iterator(self.on_time.drain(..));
+        }
+        if !self.quarantined.is_empty() {
+            outputs
+                .quarantined
+                .session(&caps.0[1])
+                .give_iterator(self.quarantined.drain(..));
+        }
+        if !self.late.is_empty() {
+            outputs
+                .late
+                .session(&caps.0[2])
+                .give_iterator(self.late.drain(..));
+        }
+    }
+}
 
 fn stamp_chunk(
     stamper: &mut PartitionStamper,
@@ -517,34 +568,34 @@ fn stamp_chunk(
     epoch: u64,
     lateness: u64,
     tick: u64,
-    output: &mut StampedOutput<'_>,
+    outputs: &mut StampOutputs<'_>,
 ) {
-    let cap = stamper
-        .capability
+    let caps = stamper
+        .capabilities
         .as_mut()
         .expect("no chunk follows the last one");
     let chunk = &parsed.chunk;
     let position = &mut stamper.position;
-    let mut batch = Vec::with_capacity(parsed.lines.len());
+    let mut buffers = StampBuffers::default();
+    metrics::LINES_READ.fetch_add(parsed.lines.len() as u64, Relaxed);
     for line in parsed.lines {
         let raw = &chunk.bytes[line.start..line.end];
         let offset = chunk.byte_offset + line.start as u64;
         position.counts.lines += 1;
-        metrics::LINES_READ.fetch_add(1, Relaxed);
-        let record = match line.event {
+        match line.event {
             Err(reason) => {
                 position.counts.quarantined += 1;
-                Stamped::Quarantined(QuarantinedLine {
+                buffers.quarantined.push(QuarantinedLine {
                     raw: raw.to_vec(),
                     reason,
                     partition: stamper.partition,
                     offset,
                     line_number: line.line_number,
-                })
+                });
             }
             Ok(event) if event.event_time_ms < position.watermark_ms => {
                 position.counts.late += 1;
-                Stamped::Late(LateEvent {
+                buffers.late.push(LateEvent {
                     user_id: event.user_id,
                     event_id: event.event_id,
                     event_time_ms: event.event_time_ms,
@@ -553,7 +604,7 @@ fn stamp_chunk(
                     partition: stamper.partition,
                     offset,
                     line_number: line.line_number,
-                })
+                });
             }
             Ok(event) => {
                 position.counts.on_time += 1;
@@ -562,27 +613,27 @@ fn stamp_chunk(
                     .map_or(event.event_time_ms, |m| m.max(event.event_time_ms));
                 position.max_event_ms = Some(max);
                 position.watermark_ms = max.saturating_sub(lateness);
-                Stamped::OnTime(event)
+                buffers.on_time.push(event);
             }
-        };
-        batch.push(record);
+        }
         let tick_time = position.watermark_ms / tick * tick;
-        if tick_time > cap.time().watermark {
+        if tick_time > caps.time().watermark {
             // The records so far were stamped under the old watermark; later ones may not be.
-            output.session(cap).give_iterator(batch.drain(..));
-            cap.downgrade(&Time::new(epoch, tick_time));
+            buffers.send(caps, outputs);
+            caps.downgrade(Time::new(epoch, tick_time));
         }
     }
-    output.session(cap).give_iterator(batch.drain(..));
+    buffers.send(caps, outputs);
     position.next_offset = chunk.byte_offset + chunk.bytes.len() as u64;
     position.next_line = line_after(chunk);
     metrics::BYTES_READ.fetch_add(chunk.bytes.len() as u64, Relaxed);
     if chunk.last {
         position.finished = true;
-        output
-            .session(cap)
-            .give(Stamped::Position(std::mem::take(position)));
-        stamper.capability = None;
+        outputs
+            .positions
+            .session(&caps.0[3])
+            .give(std::mem::take(position));
+        stamper.capabilities = None;
     }
 }
 
@@ -610,11 +661,10 @@ fn sessionize<'scope>(
     positions: StreamVec<'scope, Time, SourcePosition>,
     config: &PipelineConfig,
 ) -> StreamVec<'scope, Time, ClosedSession> {
-    let buckets = config.buckets;
     let rules = config.rules;
     events.binary_frontier(
         positions,
-        Exchange::new(move |e: &SessionEvent| u64::from(user_bucket(&e.user_id, buckets))),
+        Exchange::new(|e: &SessionEvent| u64::from(e.bucket)),
         Pipeline,
         "Sessionize",
         move |initial, _info| {
@@ -679,7 +729,7 @@ fn write_table<'scope, R, F>(
     to_batch: F,
 ) -> StreamVec<'scope, Time, CommitPart>
 where
-    R: Clone + SessionWeight + 'static,
+    R: SessionWeight + 'static,
     F: Fn(&arrow_schema::SchemaRef, &[R], u64) -> arrow_array::RecordBatch + 'static,
 {
     let runtime = Rc::clone(&context.runtime);

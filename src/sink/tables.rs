@@ -183,31 +183,30 @@ pub fn sessions_batch(schema: &ArrowSchemaRef, rows: &[ClosedSession]) -> Record
 /// Arrow record batches for the quarantine table.
 pub fn quarantine_batch(
     schema: &ArrowSchemaRef,
-    rows: &[(QuarantinedLine, u64)],
+    rows: &[QuarantinedLine],
+    epoch: u64,
     sources: &[String],
 ) -> RecordBatch {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(LargeBinaryArray::from_iter_values(
-            rows.iter().map(|(r, _)| &r.raw),
+            rows.iter().map(|r| &r.raw),
         )),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(r, _)| &r.reason),
+            rows.iter().map(|r| &r.reason),
         )),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(r, _)| &sources[r.partition as usize]),
+            rows.iter().map(|r| &sources[r.partition as usize]),
         )),
         Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|(r, _)| r.partition as i32),
+            rows.iter().map(|r| r.partition as i32),
         )),
         Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(r, _)| r.offset as i64),
+            rows.iter().map(|r| r.offset as i64),
         )),
         Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(r, _)| r.line_number as i64),
+            rows.iter().map(|r| r.line_number as i64),
         )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(_, e)| *e as i64),
-        )),
+        Arc::new(Int64Array::from_value(epoch as i64, rows.len())),
     ];
     RecordBatch::try_new(schema.clone(), columns).expect("columns follow the quarantine schema")
 }
@@ -215,40 +214,37 @@ pub fn quarantine_batch(
 /// Arrow record batches for the late-events table.
 pub fn late_events_batch(
     schema: &ArrowSchemaRef,
-    rows: &[(LateEvent, u64)],
+    rows: &[LateEvent],
+    epoch: u64,
     sources: &[String],
 ) -> RecordBatch {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(r, _)| &r.user_id),
+            rows.iter().map(|r| &r.user_id),
         )),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(r, _)| &r.event_id),
+            rows.iter().map(|r| &r.event_id),
         )),
         Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(r, _)| r.event_time_ms as i64),
+            rows.iter().map(|r| r.event_time_ms as i64),
         )),
         Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(r, _)| r.watermark_ms as i64),
+            rows.iter().map(|r| r.watermark_ms as i64),
         )),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.raw))),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(r, _)| &r.raw),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(r, _)| &sources[r.partition as usize]),
+            rows.iter().map(|r| &sources[r.partition as usize]),
         )),
         Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|(r, _)| r.partition as i32),
+            rows.iter().map(|r| r.partition as i32),
         )),
         Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(r, _)| r.offset as i64),
+            rows.iter().map(|r| r.offset as i64),
         )),
         Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(r, _)| r.line_number as i64),
+            rows.iter().map(|r| r.line_number as i64),
         )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|(_, e)| *e as i64),
-        )),
+        Arc::new(Int64Array::from_value(epoch as i64, rows.len())),
     ];
     RecordBatch::try_new(schema.clone(), columns).expect("columns follow the late-events schema")
 }

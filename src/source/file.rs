@@ -87,20 +87,12 @@ impl ChunkReader {
                 Some(room) if room > 0 => room,
                 _ => self.chunk_bytes,
             };
-            bytes.resize(start + want, 0);
-            let mut filled = start;
-            while filled < bytes.len() {
-                match self.input.read(&mut bytes[filled..]) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            bytes.truncate(filled);
+            bytes.reserve(want);
+            // `read_to_end` fills spare capacity without zeroing it first.
+            let read = (&mut self.input)
+                .take(want as u64)
+                .read_to_end(&mut bytes)?;
+            eof = read < want;
             if bytes.len() >= self.chunk_bytes || eof {
                 cut = memchr_last_newline(&bytes).map(|i| i + 1);
             }
