@@ -209,6 +209,11 @@ impl Sessionizer {
         self.watermark = watermark;
         self.apply_pending_before(watermark, closed);
         self.expire_recent_ids(watermark);
+        // After a burst, give back what the de-duplication window no longer needs.
+        if self.recent_ids.len() * 4 < self.recent_ids.capacity() {
+            self.recent_ids.shrink_to_fit();
+            self.recent_order.shrink_to_fit();
+        }
         while let Some(Reverse((deadline, _))) = self.deadlines.peek() {
             if *deadline >= watermark {
                 break;
