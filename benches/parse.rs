@@ -1,4 +1,4 @@
-//! Event parsing throughput: `cargo bench --bench parse`.
+//! Event parsing throughput: `cargo bench --bench parse` (the events average about 300 bytes).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sessionize::event::Validator;
@@ -23,7 +23,6 @@ fn lines() -> Vec<String> {
 
 fn parse(c: &mut Criterion) {
     let lines = lines();
-    let bytes: usize = lines.iter().map(String::len).sum();
     let validator = Validator {
         max_event_bytes: 1 << 20,
         max_future_skew_ms: 86_400_000,
@@ -32,15 +31,6 @@ fn parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
     group.throughput(Throughput::Elements(lines.len() as u64));
     group.bench_function("valid_events", |b| {
-        b.iter(|| {
-            lines
-                .iter()
-                .filter(|l| validator.parse(l.as_bytes()).is_ok())
-                .count()
-        })
-    });
-    group.throughput(Throughput::Bytes(bytes as u64));
-    group.bench_function("valid_events_bytes", |b| {
         b.iter(|| {
             lines
                 .iter()

@@ -187,27 +187,19 @@ pub fn quarantine_batch(
     epoch: u64,
     sources: &[String],
 ) -> RecordBatch {
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(LargeBinaryArray::from_iter_values(
             rows.iter().map(|r| &r.raw),
         )),
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| &r.reason),
         )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &sources[r.partition as usize]),
-        )),
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|r| r.partition as i32),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|r| r.offset as i64),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|r| r.line_number as i64),
-        )),
-        Arc::new(Int64Array::from_value(epoch as i64, rows.len())),
     ];
+    let origins: Vec<_> = rows
+        .iter()
+        .map(|r| (r.partition, r.offset, r.line_number))
+        .collect();
+    columns.extend(origin_columns(&origins, epoch, sources));
     RecordBatch::try_new(schema.clone(), columns).expect("columns follow the quarantine schema")
 }
 
@@ -218,7 +210,7 @@ pub fn late_events_batch(
     epoch: u64,
     sources: &[String],
 ) -> RecordBatch {
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| &r.user_id),
         )),
@@ -232,19 +224,31 @@ pub fn late_events_batch(
             rows.iter().map(|r| r.watermark_ms as i64),
         )),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.raw))),
+    ];
+    let origins: Vec<_> = rows
+        .iter()
+        .map(|r| (r.partition, r.offset, r.line_number))
+        .collect();
+    columns.extend(origin_columns(&origins, epoch, sources));
+    RecordBatch::try_new(schema.clone(), columns).expect("columns follow the late-events schema")
+}
+
+/// The columns that say where a side-table row came from, the same in both side tables: source,
+/// partition, offset, line number and commit epoch. `origins` are (partition, offset, line number).
+fn origin_columns(origins: &[(u32, u64, u64)], epoch: u64, sources: &[String]) -> [ArrayRef; 5] {
+    [
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &sources[r.partition as usize]),
+            origins.iter().map(|o| &sources[o.0 as usize]),
         )),
         Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|r| r.partition as i32),
+            origins.iter().map(|o| o.0 as i32),
         )),
         Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|r| r.offset as i64),
+            origins.iter().map(|o| o.1 as i64),
         )),
         Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|r| r.line_number as i64),
+            origins.iter().map(|o| o.2 as i64),
         )),
-        Arc::new(Int64Array::from_value(epoch as i64, rows.len())),
-    ];
-    RecordBatch::try_new(schema.clone(), columns).expect("columns follow the late-events schema")
+        Arc::new(Int64Array::from_value(epoch as i64, origins.len())),
+    ]
 }
