@@ -4,10 +4,9 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{MIN, read_tables, reference, sessionize, write_inputs};
+use common::{MIN, read_tables, reference, run_files, write_inputs};
 
 const HOUR: u64 = 60 * MIN;
 const BASE: u64 = 1_772_323_200_000; // 2026-03-01T00:00:00Z
@@ -115,22 +114,6 @@ fn workload(seed: u64) -> Vec<Vec<u8>> {
         }
     }
     partitions
-}
-
-fn run_files(warehouse: &Path, inputs: &[std::path::PathBuf], extra: &[&str]) -> String {
-    let mut args: Vec<String> = vec!["run".into()];
-    for input in inputs {
-        args.extend(["--input".into(), input.display().to_string()]);
-    }
-    args.extend([
-        "--warehouse".into(),
-        warehouse.display().to_string(),
-        "--commit-interval".into(),
-        "200ms".into(),
-    ]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    String::from_utf8(sessionize(&args).stdout).unwrap()
 }
 
 #[test]

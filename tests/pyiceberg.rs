@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::sessionize;
+use common::{run_files, sessionize};
 
 #[test]
 fn pyiceberg_reads_tables_equal_to_an_independent_reference() {
@@ -28,21 +28,8 @@ fn pyiceberg_reads_tables_equal_to_an_independent_reference() {
         inputs.push(path);
     }
     let warehouse = dir.path().join("warehouse");
-    let mut args = vec!["run".to_string()];
-    for input in &inputs {
-        args.extend(["--input".into(), input.display().to_string()]);
-    }
-    args.extend([
-        "--warehouse".into(),
-        warehouse.display().to_string(),
-        "-w".into(),
-        "2".into(),
-        "--commit-interval".into(),
-        "500ms".into(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = sessionize(&args);
-    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let run = run_files(&warehouse, &inputs, &["-w", "2"]);
+    let summary: serde_json::Value = serde_json::from_str(run.trim()).unwrap();
 
     let mut check = Command::new("python3");
     check

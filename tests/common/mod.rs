@@ -188,6 +188,24 @@ pub fn sessionize(args: &[&str]) -> Output {
     output
 }
 
+/// `sessionize run` over `inputs` into `warehouse`, committing every 200 ms, with `extra` flags;
+/// returns standard output (the run's JSON summary).
+pub fn run_files(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> String {
+    let mut args: Vec<String> = vec!["run".into()];
+    for input in inputs {
+        args.extend(["--input".into(), input.display().to_string()]);
+    }
+    args.extend([
+        "--warehouse".into(),
+        warehouse.display().to_string(),
+        "--commit-interval".into(),
+        "200ms".into(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    String::from_utf8(sessionize(&args).stdout).unwrap()
+}
+
 pub fn write_inputs(dir: &Path, inputs: &[Vec<u8>]) -> Vec<PathBuf> {
     inputs
         .iter()
