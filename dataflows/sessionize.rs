@@ -209,7 +209,7 @@ fn execute(command: Command) -> Result<()> {
             eprintln!(
                 "read it back, e.g. with pyiceberg:\n  from pyiceberg.catalog.sql import SqlCatalog\n  \
                  c = SqlCatalog('default', uri='sqlite:///{root}/catalog.db', warehouse='file://{root}')\n  \
-                 print(c.load_table('sessions.user_sessions').scan().to_arrow().to_pandas())",
+                 print(c.load_table('sessions.user_sessions').scan().to_arrow())",
                 root = root.display()
             );
             Ok(())
