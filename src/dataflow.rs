@@ -628,7 +628,7 @@ fn stamp_chunk(
     }
     buffers.send(caps, outputs);
     position.next_offset = chunk.byte_offset + chunk.bytes.len() as u64;
-    position.next_line = line_after(chunk);
+    position.next_line = chunk.next_line();
     metrics::BYTES_READ.fetch_add(chunk.bytes.len() as u64, Relaxed);
     if chunk.last {
         position.finished = true;
@@ -638,12 +638,6 @@ fn stamp_chunk(
             .give(std::mem::take(position));
         stamper.capabilities = None;
     }
-}
-
-fn line_after(chunk: &Chunk) -> u64 {
-    let newlines = chunk.bytes.iter().filter(|&&b| b == b'\n').count() as u64;
-    let unterminated = !chunk.bytes.is_empty() && chunk.bytes.last() != Some(&b'\n');
-    chunk.first_line + newlines + u64::from(unterminated)
 }
 
 /// The smallest watermark of a frontier: every record still to come has a larger stamp.

@@ -20,6 +20,13 @@ pub struct Chunk {
     pub last: bool,
 }
 
+impl Chunk {
+    /// The 1-based number of the line after this chunk.
+    pub fn next_line(&self) -> u64 {
+        self.first_line + line_count(&self.bytes)
+    }
+}
+
 /// Reads a file (or `-`, standard input) as a sequence of [`Chunk`]s of about `chunk_bytes` each.
 /// A chunk always ends at a line end, so a line longer than `chunk_bytes` makes a larger chunk.
 ///
@@ -115,7 +122,7 @@ impl ChunkReader {
         };
         self.seq += 1;
         self.byte_offset += chunk.bytes.len() as u64;
-        self.next_line += line_count(&chunk.bytes);
+        self.next_line = chunk.next_line();
         self.done = last;
         Ok(Some(chunk))
     }
