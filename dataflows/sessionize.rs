@@ -1,5 +1,6 @@
-//! `sessionize`: the command line. Subcommands run the pipeline over files, generate a realistic
-//! clickstream, or show the whole path at once (`demo`).
+//! `sessionize`: the command line. Subcommands run the pipeline over a Kafka topic or files, run
+//! an embedded Kafka broker, produce or generate a realistic clickstream, or show the whole path
+//! at once (`demo`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -9,9 +10,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use sessionize::config::{PipelineConfig, parse_duration};
+use sessionize::broker::EmbeddedBroker;
+use sessionize::config::{KafkaInput, PipelineConfig, parse_duration, parse_timestamp_ms};
 use sessionize::generate::{GenerateConfig, generate};
+use sessionize::produce::{ProduceConfig, produce};
 use sessionize::run::{Cluster, RunSummary, run};
+use sessionize::source::kafka::{KafkaSettings, StartOffsets, StopAt};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,13 +40,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Sessionize events from files (or standard input) into the Iceberg tables.
+    /// Sessionize events from a Kafka topic (or files) into the Iceberg tables, exactly once.
     Run(Box<RunArgs>),
+    /// Run an embedded Kafka-protocol broker (librdkafka's mock cluster) until stopped.
+    Broker {
+        /// Partitions of the topics created at start.
+        #[arg(long, default_value_t = 4)]
+        partitions: u32,
+        /// Port to serve on 127.0.0.1 (default: any free port).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Topics to create at start; repeat for several.
+        #[arg(long = "topic", default_value = "clickstream-events")]
+        topics: Vec<String>,
+    },
+    /// Produce the clickstream to a Kafka topic, each record keyed by its user.
+    Produce(ProduceArgs),
     /// Write a realistic, reproducible clickstream as JSON lines.
     Generate(GenerateArgs),
-    /// Generate a clickstream, sessionize it into ./warehouse and print a summary.
+    /// The whole path in one command: an embedded broker, a producer, the pipeline (bounded) and
+    /// the Iceberg tables in ./warehouse; prints a summary.
     Demo {
-        /// Events to generate.
+        /// Events to produce.
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
         #[arg(long, default_value = "warehouse")]
@@ -54,9 +73,49 @@ enum Command {
 }
 
 #[derive(Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers, e.g. localhost:9092.
+    #[arg(long)]
+    kafka_servers: Option<String>,
+    /// Any librdkafka setting, e.g. security.protocol=SASL_SSL; repeat for several. Values are
+    /// never logged.
+    #[arg(long = "kafka-option", value_parser = parse_key_value)]
+    kafka_options: Vec<(String, String)>,
+}
+
+#[derive(Args)]
 struct RunArgs {
-    /// Input file of JSON lines; repeat for several partitions; `-` reads standard input.
-    #[arg(long = "input", required = true)]
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The topic to read.
+    #[arg(long, default_value = "clickstream-events")]
+    kafka_topic: String,
+    /// Consumer group under which committed offsets are published, for lag tools only.
+    #[arg(long, default_value = "sessionize")]
+    kafka_group: String,
+    /// Start here instead of where the table's newest snapshot says: earliest, latest,
+    /// committed (the group's offsets), or partition:offset pairs such as 0:1200,1:980.
+    #[arg(long, conflicts_with = "start_timestamp")]
+    start_offsets: Option<StartOffsets>,
+    /// Start at the first records at or after this time (RFC 3339).
+    #[arg(long)]
+    start_timestamp: Option<String>,
+    /// Bounded run: stop at the first records at or after this time (RFC 3339).
+    #[arg(long, conflicts_with = "test_mode")]
+    until_timestamp: Option<String>,
+    /// A partition without new records for this long stops holding the watermark back (bare:
+    /// seconds).
+    #[arg(long, default_value = "60")]
+    idle_timeout: String,
+    /// Upper bound on events read per second, over all workers (0: none).
+    #[arg(long, default_value_t = 0)]
+    max_rate: u64,
+    /// An epoch ends early after this many records.
+    #[arg(long, default_value_t = 50_000_000)]
+    max_epoch_records: u64,
+    /// Input file of JSON lines instead of Kafka; repeat for several partitions; `-` reads
+    /// standard input.
+    #[arg(long = "input", conflicts_with = "kafka_servers")]
     inputs: Vec<String>,
     /// Warehouse directory: data files and the SQLite catalog (catalog.db).
     #[arg(long, default_value = "warehouse")]
@@ -93,7 +152,8 @@ struct RunArgs {
     /// Size of the line-aligned chunks inputs are read and parsed in.
     #[arg(long, default_value_t = 1 << 20)]
     chunk_bytes: usize,
-    /// Bounded run: stop at the end of the input (files always end; kept for Kafka parity).
+    /// Bounded run: read up to the end offsets seen at start, close every session, commit and
+    /// exit (files always end).
     #[arg(long)]
     test_mode: bool,
     /// Also write the one-line JSON summary to this file.
@@ -111,6 +171,33 @@ struct RunArgs {
     /// File with one host:port line per process (timely's -h).
     #[arg(short = 'h', long = "hostfile")]
     hostfile: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[arg(long, default_value = "clickstream-events")]
+    topic: String,
+    #[arg(long, default_value_t = 1_000)]
+    num_users: u64,
+    /// Events per second (0: as fast as the broker takes them).
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// How long to produce (bare: seconds).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    events: Option<u64>,
+    /// Print the first N events sent.
+    #[arg(long, default_value_t = 0)]
+    sample: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Event time of the first event (RFC 3339, or `now`).
+    #[arg(long, default_value = "now")]
+    start_time: String,
 }
 
 #[derive(Args)]
@@ -149,6 +236,31 @@ fn execute(command: Command) -> Result<()> {
             let (config, cluster, summary_path) = args.into_config()?;
             report(run(config, &cluster)?, summary_path.as_deref())
         }
+        Command::Broker {
+            partitions,
+            port,
+            topics,
+        } => {
+            let broker = EmbeddedBroker::start(port)?;
+            for topic in &topics {
+                broker.create_topic(topic, partitions)?;
+            }
+            println!("{}", broker.bootstrap_servers());
+            eprintln!(
+                "Kafka broker (librdkafka mock cluster) at {}, topics {topics:?} with {partitions} \
+                 partitions; other topics are created on first use. Stop with Ctrl-C.",
+                broker.bootstrap_servers()
+            );
+            loop {
+                std::thread::park();
+            }
+        }
+        Command::Produce(args) => {
+            let config = args.into_config()?;
+            let stats = produce(&config)?;
+            eprintln!("produced to {}: {stats:?}", config.topic);
+            Ok(())
+        }
         Command::Generate(args) => {
             let config = GenerateConfig {
                 users: args.users,
@@ -181,23 +293,41 @@ fn execute(command: Command) -> Result<()> {
             threads,
         } => {
             prepare_demo_warehouse(&warehouse)?;
-            let input = warehouse.join("demo-input").join("events.jsonl");
-            std::fs::create_dir_all(input.parent().expect("a parent"))?;
-            let config = GenerateConfig {
+            let broker = EmbeddedBroker::start(None)?;
+            let topic = "clickstream-events";
+            broker.create_topic(topic, 4)?;
+            let clickstream = GenerateConfig {
                 users: (events / 100).max(10),
-                events,
                 ..GenerateConfig::default()
             };
-            let mut out = BufWriter::new(File::create(&input)?);
-            let stats = generate(&config, &mut out)?;
-            out.flush()?;
+            let stats = produce(&ProduceConfig {
+                servers: broker.bootstrap_servers().to_string(),
+                topic: topic.into(),
+                options: Vec::new(),
+                clickstream,
+                rate: 0,
+                duration: None,
+                events: Some(events),
+                sample: 0,
+            })?;
             eprintln!(
-                "generated {} events into {}: {stats:?}",
-                events,
-                input.display()
+                "produced {events} events to {topic} on the embedded broker at {}: {stats:?}",
+                broker.bootstrap_servers()
             );
-            let pipeline =
-                PipelineConfig::new(vec![input.display().to_string()], warehouse.clone());
+            let mut pipeline = PipelineConfig::new(Vec::new(), warehouse.clone());
+            pipeline.kafka = Some(KafkaInput {
+                settings: KafkaSettings {
+                    servers: broker.bootstrap_servers().to_string(),
+                    topic: topic.into(),
+                    group_id: "sessionize-demo".into(),
+                    options: Vec::new(),
+                },
+                start: None,
+                stop: StopAt::EndAtStart,
+                idle_timeout: Duration::from_secs(60),
+                max_rate: 0,
+            });
+            pipeline.commit_interval = Duration::from_secs(5);
             let cluster = Cluster {
                 threads,
                 processes: 1,
@@ -248,6 +378,51 @@ fn report(summary: Option<RunSummary>, path: Option<&std::path::Path>) -> Result
     Ok(())
 }
 
+/// Parses `key=value`.
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+impl ProduceArgs {
+    fn into_config(self) -> Result<ProduceConfig> {
+        let servers = self.kafka.kafka_servers.context(
+            "give --kafka-servers HOST:PORT (e.g. the address `sessionize broker` prints)",
+        )?;
+        let start_ms = if self.start_time == "now" {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64
+        } else {
+            parse_timestamp_ms(&self.start_time)
+                .map_err(|e| anyhow::anyhow!("--start-time: {e}"))? as u64
+        };
+        anyhow::ensure!(self.num_users > 0, "--num-users must be at least 1");
+        let duration = self
+            .duration
+            .map(|d| parse_duration(&d, Duration::from_secs(1)))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+        Ok(ProduceConfig {
+            servers,
+            topic: self.topic,
+            options: self.kafka.kafka_options,
+            clickstream: GenerateConfig {
+                users: self.num_users,
+                seed: self.seed,
+                start_ms,
+                ..GenerateConfig::default()
+            },
+            rate: self.rate,
+            duration,
+            events: self.events,
+            sample: self.sample,
+        })
+    }
+}
+
 impl RunArgs {
     fn into_config(self) -> Result<(PipelineConfig, Cluster, Option<PathBuf>)> {
         let minutes = Duration::from_secs(60);
@@ -256,7 +431,48 @@ impl RunArgs {
                 .map(|d| d.as_millis() as u64)
                 .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
         };
+        let stop = match (&self.until_timestamp, self.test_mode) {
+            (Some(until), _) => StopAt::Timestamp(
+                parse_timestamp_ms(until).map_err(|e| anyhow::anyhow!("--until-timestamp: {e}"))?,
+            ),
+            (None, true) => StopAt::EndAtStart,
+            (None, false) => StopAt::Never,
+        };
+        let start = match (&self.start_offsets, &self.start_timestamp) {
+            (Some(offsets), _) => Some(offsets.clone()),
+            (None, Some(time)) => Some(StartOffsets::Timestamp(
+                parse_timestamp_ms(time).map_err(|e| anyhow::anyhow!("--start-timestamp: {e}"))?,
+            )),
+            (None, None) => None,
+        };
+        let kafka = match self.kafka.kafka_servers {
+            Some(servers) => Some(KafkaInput {
+                settings: KafkaSettings {
+                    servers,
+                    topic: self.kafka_topic,
+                    group_id: self.kafka_group,
+                    options: self.kafka.kafka_options,
+                },
+                start,
+                stop,
+                idle_timeout: parse_duration(&self.idle_timeout, Duration::from_secs(1))
+                    .map_err(|e| anyhow::anyhow!("--idle-timeout: {e}"))?,
+                max_rate: self.max_rate,
+            }),
+            None if self.inputs.is_empty() => anyhow::bail!(
+                "nothing to read: give --kafka-servers HOST:PORT (and --kafka-topic), or --input FILE"
+            ),
+            None => {
+                anyhow::ensure!(
+                    start.is_none(),
+                    "--start-offsets and --start-timestamp apply to Kafka (--kafka-servers)"
+                );
+                None
+            }
+        };
         let mut config = PipelineConfig::new(self.inputs, self.warehouse);
+        config.kafka = kafka;
+        config.max_epoch_records = self.max_epoch_records;
         config.database = self.iceberg_database;
         config.table = self.iceberg_table;
         config.rules.inactivity_ms = ms(&self.inactivity_timeout, minutes, "inactivity-timeout")?;
@@ -283,9 +499,6 @@ impl RunArgs {
             "watermark-tick",
         )?
         .max(1);
-        // Files always end, so every file run is bounded; `--test-mode` is accepted for parity
-        // with Kafka runs, where it means "stop at the offsets seen at start".
-        let _bounded = self.test_mode;
         let cluster = Cluster {
             threads: self.threads,
             processes: self.processes,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::event::Validator;
 use crate::rules::SessionRules;
+use crate::source::kafka::{KafkaSettings, StartOffsets, StopAt};
 
 /// Everything a run needs to know, shared by every worker.
 #[derive(Debug, Clone)]
@@ -27,6 +28,24 @@ pub struct PipelineConfig {
     pub watermark_tick_ms: u64,
     /// Size of the line-aligned chunks in which inputs are read and parsed.
     pub chunk_bytes: usize,
+    /// Read a Kafka topic instead of `inputs`.
+    pub kafka: Option<KafkaInput>,
+    /// An epoch ends early once its sources have stamped this many records, bounding the work
+    /// a commit holds and a restart redoes.
+    pub max_epoch_records: u64,
+}
+
+/// A Kafka topic as the input of a run.
+#[derive(Debug, Clone)]
+pub struct KafkaInput {
+    pub settings: KafkaSettings,
+    /// Where to start instead of the table's newest snapshot.
+    pub start: Option<StartOffsets>,
+    pub stop: StopAt,
+    /// A partition without new records for this long stops holding the watermark back.
+    pub idle_timeout: Duration,
+    /// Events per second over all workers; 0 is unlimited.
+    pub max_rate: u64,
 }
 
 impl PipelineConfig {
@@ -49,6 +68,19 @@ impl PipelineConfig {
             commit_interval: Duration::from_secs(30),
             watermark_tick_ms: 1000,
             chunk_bytes: 1 << 20,
+            kafka: None,
+            max_epoch_records: 50_000_000,
+        }
+    }
+
+    /// How side-table rows name the source of a partition: the file, or the topic.
+    pub fn source_name(&self, partition: u32) -> &str {
+        match &self.kafka {
+            Some(kafka) => &kafka.settings.topic,
+            None => self
+                .inputs
+                .get(partition as usize)
+                .map_or("", String::as_str),
         }
     }
 
@@ -119,6 +151,19 @@ pub fn parse_duration(text: &str, bare_unit: Duration) -> Result<Duration, Strin
         rest = tail;
     }
     Ok(total)
+}
+
+/// Parses an RFC 3339 time such as `2026-03-01T10:00:00Z` into epoch milliseconds.
+///
+/// ```
+/// use sessionize::config::parse_timestamp_ms;
+/// assert_eq!(parse_timestamp_ms("2026-03-01T00:00:00Z"), Ok(1_772_323_200_000));
+/// assert!(parse_timestamp_ms("yesterday").is_err());
+/// ```
+pub fn parse_timestamp_ms(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-03-01T10:00:00Z: {e}"))
 }
 
 #[cfg(test)]

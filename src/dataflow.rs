@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
 use iceberg::table::Table;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
@@ -37,12 +38,17 @@ use timely::progress::Timestamp;
 use timely::progress::frontier::AntichainRef;
 use timely::progress::timestamp::{PathSummary, Refines};
 
+use crate::checkpoint::{
+    CheckpointPart, CheckpointRef, CheckpointStore, SideFiles, SourceCounts, SourcePosition,
+    StartState, sessions_properties, side_properties,
+};
 use crate::config::PipelineConfig;
 use crate::metrics;
 use crate::rules::{ClosedSession, Sessionizer};
-use crate::sink::iceberg::{TableWriter, Warehouse, summary};
+use crate::sink::iceberg::{TableWriter, Warehouse};
 use crate::sink::tables::{self, LateEvent, QuarantinedLine, TableKind};
-use crate::source::file::{Chunk, ChunkReader, lines};
+use crate::source::file::{Chunk, ChunkReader};
+use crate::source::kafka::{KafkaReader, ReadStatus, StartOffsets, StopAt, resolve_start};
 
 /// A dataflow timestamp: the checkpoint epoch and the watermark (event-time milliseconds, rounded
 /// down to a tick), ordered as a product: a time is before another only if both its parts are.
@@ -124,38 +130,10 @@ pub struct ParsedLine {
     /// Byte range of the line within the chunk.
     pub start: usize,
     pub end: usize,
+    /// Byte offset of a line in its file, or a Kafka record's offset.
+    pub offset: u64,
     pub line_number: u64,
     pub event: Result<SessionEvent, String>,
-}
-
-/// Where a partition stands at the end of an epoch, and what it saw during the epoch.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourcePosition {
-    pub partition: u32,
-    pub next_offset: u64,
-    pub next_line: u64,
-    pub max_event_ms: Option<u64>,
-    pub watermark_ms: u64,
-    pub finished: bool,
-    pub counts: SourceCounts,
-}
-
-/// What a source saw, summed over a span of input.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceCounts {
-    pub lines: u64,
-    pub on_time: u64,
-    pub late: u64,
-    pub quarantined: u64,
-}
-
-impl std::ops::AddAssign for SourceCounts {
-    fn add_assign(&mut self, other: Self) {
-        self.lines += other.lines;
-        self.on_time += other.on_time;
-        self.late += other.late;
-        self.quarantined += other.quarantined;
-    }
 }
 
 /// What the committer gathers for an epoch.
@@ -169,6 +147,7 @@ pub enum CommitPart {
         events: u64,
     },
     Position(SourcePosition),
+    Checkpoint(CheckpointPart),
 }
 
 /// Totals of a run, as committed.
@@ -187,8 +166,10 @@ pub struct WorkerContext {
     pub runtime: Rc<tokio::runtime::Runtime>,
     pub warehouse: Rc<Warehouse>,
     pub tables: HashMap<TableKind, Table>,
-    /// Unique per run; names data files.
+    /// Unique per run; names data files and checkpoints, and marks this run's commits.
     pub run_id: String,
+    pub start: Arc<StartState>,
+    pub store: Arc<CheckpointStore>,
 }
 
 /// Builds the pipeline in `scope`; returns a probe that is done when everything is committed,
@@ -196,15 +177,17 @@ pub struct WorkerContext {
 pub fn build_pipeline(
     scope: Scope<'_, Time>,
     context: &WorkerContext,
-) -> (ProbeHandle<Time>, Rc<RefCell<RunTotals>>) {
+) -> Result<(ProbeHandle<Time>, Rc<RefCell<RunTotals>>)> {
     let config = &context.config;
     let committed = ProbeHandle::new();
     let consumed = ProbeHandle::new();
     let totals = Rc::new(RefCell::new(RunTotals::default()));
 
-    let chunks = read_chunks(scope, config, consumed.clone());
+    let readers = open_readers(context, scope.index(), scope.peers())?;
+    let partitions = readers.partitions();
+    let chunks = read_chunks(scope, readers, config, consumed.clone());
     let parsed = parse(chunks, config);
-    let (stamped, consumed_marker) = stamp(parsed, config, committed.clone());
+    let (stamped, consumed_marker) = stamp(parsed, context, &partitions, committed.clone());
     consumed_marker.probe_with(&consumed);
 
     let Stamped {
@@ -213,28 +196,29 @@ pub fn build_pipeline(
         late,
         positions,
     } = stamped;
-    let sessions = sessionize(on_time, positions.clone().broadcast(), config);
-    let sources = Rc::new(config.inputs.clone());
+    let (sessions, checkpoints) = sessionize(on_time, positions.clone().broadcast(), context)?;
     let session_files = write_table(sessions, TableKind::Sessions, context, {
         move |schema, rows: &[ClosedSession], _epoch| tables::sessions_batch(schema, rows)
     });
-    let quarantine_sources = Rc::clone(&sources);
+    let names = Arc::clone(config);
     let quarantine_files = write_table(quarantined, TableKind::Quarantine, context, {
         move |schema, rows: &[QuarantinedLine], epoch| {
-            tables::quarantine_batch(schema, rows, epoch, &quarantine_sources)
+            tables::quarantine_batch(schema, rows, epoch, &|p| names.source_name(p).to_string())
         }
     });
+    let names = Arc::clone(config);
     let late_files = write_table(late, TableKind::LateEvents, context, {
         move |schema, rows: &[LateEvent], epoch| {
-            tables::late_events_batch(schema, rows, epoch, &sources)
+            tables::late_events_batch(schema, rows, epoch, &|p| names.source_name(p).to_string())
         }
     });
     let parts = session_files
         .concat(quarantine_files)
         .concat(late_files)
-        .concat(positions.map(CommitPart::Position));
+        .concat(positions.map(CommitPart::Position))
+        .concat(checkpoints);
     commit(parts, context, Rc::clone(&totals)).probe_with(&committed);
-    (committed, totals)
+    Ok((committed, totals))
 }
 
 /// The owner of partition `p` is worker `p % peers`: it reads it and stamps it.
@@ -242,71 +226,149 @@ fn owns(partition: u32, index: usize, peers: usize) -> bool {
     partition as usize % peers == index
 }
 
-/// Reads the partitions this worker owns, chunk by chunk, at `(0, chunk seq)`, keeping at most
-/// [`READ_AHEAD_BYTES`] ahead of the stampers (`consumed` shows how far they have got).
+/// What one worker reads: its files, or its partitions of a Kafka topic.
+enum Readers {
+    Files(Vec<ChunkReader>),
+    Kafka(Box<KafkaReader>),
+}
+
+impl Readers {
+    /// The partitions this worker reads, from their start.
+    fn partitions(&self) -> Vec<u32> {
+        match self {
+            Readers::Files(readers) => readers.iter().map(ChunkReader::partition).collect(),
+            Readers::Kafka(reader) => reader.partitions().collect(),
+        }
+    }
+}
+
+/// Opens this worker's partitions where the run starts: at the positions of the table's newest
+/// snapshot, or where `--start-offsets` says.
+fn open_readers(context: &WorkerContext, index: usize, peers: usize) -> Result<Readers> {
+    let config = &context.config;
+    let start = &context.start;
+    let Some(kafka) = &config.kafka else {
+        let mut readers = Vec::new();
+        for (partition, path) in config.inputs.iter().enumerate() {
+            let partition = partition as u32;
+            let position = start.positions.get(&partition);
+            if !owns(partition, index, peers) || position.is_some_and(|p| p.finished) {
+                continue;
+            }
+            let at = position.map_or((0, 1), |p| (p.next_offset, p.next_line));
+            readers.push(ChunkReader::open(partition, path, config.chunk_bytes, at)?);
+        }
+        return Ok(Readers::Files(readers));
+    };
+    let settings = &kafka.settings;
+    let consumer = settings.consumer()?;
+    let count = settings.partition_count(&consumer, Duration::from_secs(60))?;
+    let owned: Vec<u32> = (0..count).filter(|p| owns(*p, index, peers)).collect();
+    let (positioned, fresh): (Vec<u32>, Vec<u32>) = owned
+        .iter()
+        .partition(|p| kafka.start.is_none() && start.positions.contains_key(p));
+    let from = kafka.start.clone().unwrap_or(StartOffsets::Earliest);
+    let mut offsets = resolve_start(&consumer, settings, &fresh, &from)?;
+    for partition in positioned {
+        offsets.insert(partition, start.positions[&partition].next_offset);
+    }
+    drop(consumer);
+    let reader = KafkaReader::open(
+        settings,
+        &offsets,
+        kafka.stop,
+        config.chunk_bytes,
+        (index, peers),
+        count,
+    )?;
+    Ok(Readers::Kafka(Box::new(reader)))
+}
+
+/// Records a Kafka reader hands out per call, so that a busy topic cannot starve the worker.
+const KAFKA_RECORDS_PER_READ: usize = 50_000;
+
+/// Reads the partitions this worker owns, chunk by chunk, at `(0, n)` for its `n`-th chunk,
+/// keeping at most [`READ_AHEAD_BYTES`] ahead of the stampers (`consumed` shows how far they have
+/// got).
 fn read_chunks<'scope>(
     scope: Scope<'scope, Time>,
+    mut readers: Readers,
     config: &PipelineConfig,
     consumed: ProbeHandle<Time>,
 ) -> StreamVec<'scope, Time, Chunk> {
-    let (index, peers) = (scope.index(), scope.peers());
-    let mut readers: Vec<ChunkReader> = config
-        .inputs
-        .iter()
-        .enumerate()
-        .filter(|(p, _)| owns(*p as u32, index, peers))
-        .map(|(p, path)| {
-            ChunkReader::open(p as u32, path, config.chunk_bytes).unwrap_or_else(|e| panic!("{e}"))
-        })
-        .collect();
-    let mut next_seq = vec![0u64; readers.len()];
-    let chunks_in_flight =
-        (READ_AHEAD_BYTES / config.chunk_bytes.max(1) / readers.len().max(1)).max(4) as u64;
+    let chunks_in_flight = (READ_AHEAD_BYTES / config.chunk_bytes.max(1)).max(4) as u64;
+    let max_rate = config.kafka.as_ref().map_or(0, |k| k.max_rate);
+    let rate_per_worker = max_rate.div_ceil(scope.peers() as u64);
     let mut builder = OperatorBuilder::new("ReadChunks".into(), scope);
     let activator = scope.activator_for(builder.operator_info().address);
     let (output, stream) = builder.new_output();
-    let mut output =
-        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Chunk>>>::from(output);
+    let mut output = OutputBuilder::<_, CapacityContainerBuilder<Vec<Chunk>>>::from(output);
     builder.build(move |mut capabilities| {
         let mut capability = capabilities.pop();
+        let mut next_chunk = 0u64;
+        let mut ready = Vec::new();
+        let started = Instant::now();
+        let mut records_read = 0u64;
         move |_frontiers| {
             let Some(cap) = capability.as_mut() else {
                 return;
             };
             let stamped_up_to = consumed.with_frontier(|f| f.iter().map(|t| t.watermark).min());
-            let mut output = output.activate();
-            let mut blocked = false;
-            for (reader, seq) in readers.iter_mut().zip(next_seq.iter_mut()) {
-                if *seq == u64::MAX {
-                    continue;
-                }
-                if stamped_up_to.is_some_and(|done| *seq >= done + chunks_in_flight) {
-                    blocked = true;
-                    continue;
-                }
-                let chunk = reader
-                    .next_chunk()
-                    .unwrap_or_else(|e| panic!("reading input failed: {e}"))
-                    .expect("a reader is not polled after its last chunk");
-                *seq = if chunk.last { u64::MAX } else { chunk.seq + 1 };
-                output
-                    .session(&cap.delayed(&Time::new(0, chunk.seq)))
-                    .give(chunk);
+            if stamped_up_to.is_some_and(|done| next_chunk >= done + chunks_in_flight) {
+                activator.activate_after(Duration::from_millis(1));
+                return;
             }
-            match next_seq.iter().min() {
-                Some(&min) if min < u64::MAX => {
-                    cap.downgrade(&Time::new(0, min));
-                    if blocked {
-                        activator.activate_after(Duration::from_millis(1));
-                    } else {
-                        activator.activate();
-                    }
+            let budget = if rate_per_worker == 0 {
+                KAFKA_RECORDS_PER_READ
+            } else {
+                let allowed = (started.elapsed().as_secs_f64() * rate_per_worker as f64) as u64;
+                allowed
+                    .saturating_sub(records_read)
+                    .min(KAFKA_RECORDS_PER_READ as u64) as usize
+            };
+            let status = match &mut readers {
+                Readers::Files(files) => read_files(files, &mut ready),
+                Readers::Kafka(_) if budget == 0 => Ok(ReadStatus::Idle),
+                Readers::Kafka(reader) => reader.read(budget, &mut ready),
+            };
+            let status = status.unwrap_or_else(|e| stop(e.context("reading input failed")));
+            let mut output = output.activate();
+            for chunk in ready.drain(..) {
+                records_read += chunk.records.as_ref().map_or(0, |r| r.offsets.len() as u64);
+                output
+                    .session(&cap.delayed(&Time::new(0, next_chunk)))
+                    .give(chunk);
+                next_chunk += 1;
+            }
+            match status {
+                ReadStatus::Ended => capability = None,
+                ReadStatus::Busy => {
+                    cap.downgrade(&Time::new(0, next_chunk));
+                    activator.activate();
                 }
-                _ => capability = None,
+                ReadStatus::Idle => {
+                    cap.downgrade(&Time::new(0, next_chunk));
+                    activator.activate_after(Duration::from_millis(2));
+                }
             }
         }
     });
     stream
+}
+
+/// Reads the next chunk of every file that has not ended.
+fn read_files(readers: &mut Vec<ChunkReader>, out: &mut Vec<Chunk>) -> Result<ReadStatus> {
+    for reader in readers.iter_mut() {
+        if let Some(chunk) = reader.next_chunk()? {
+            out.push(chunk);
+        }
+    }
+    readers.retain(|r| !r.done());
+    Ok(if readers.is_empty() {
+        ReadStatus::Ended
+    } else {
+        ReadStatus::Busy
+    })
 }
 
 /// Parses chunks on every worker (chunks are dealt out by sequence number).
@@ -326,34 +388,26 @@ fn parse<'scope>(
                     let validator = config.validator();
                     let mut session = output.session(&cap);
                     for chunk in data.drain(..) {
-                        let mut parsed = Vec::new();
-                        for (line_number, (start, line)) in
-                            (chunk.first_line..).zip(lines(&chunk.bytes))
-                        {
-                            if line.iter().all(u8::is_ascii_whitespace) {
-                                continue;
-                            }
-                            let event = validator
-                                .parse(line)
-                                .map(|e| SessionEvent {
-                                    bucket: user_bucket(&e.user_id, buckets),
-                                    user_id: e.user_id.into_owned(),
-                                    event_id: e.event_id.into_owned(),
-                                    page_name: e.page_name.map(|p| p.into_owned()),
-                                    event_time_ms: e.event_time_ms,
-                                })
-                                .map_err(|r| r.0);
-                            parsed.push(ParsedLine {
-                                start,
-                                end: start + line.len(),
-                                line_number,
-                                event,
-                            });
-                        }
-                        session.give(ParsedChunk {
-                            chunk,
-                            lines: parsed,
-                        });
+                        let lines = chunk
+                            .records()
+                            .map(|record| ParsedLine {
+                                start: record.start,
+                                end: record.start + record.bytes.len(),
+                                offset: record.offset,
+                                line_number: record.line_number,
+                                event: validator
+                                    .parse(record.bytes)
+                                    .map(|e| SessionEvent {
+                                        bucket: user_bucket(&e.user_id, buckets),
+                                        user_id: e.user_id.into_owned(),
+                                        event_id: e.event_id.into_owned(),
+                                        page_name: e.page_name.map(|p| p.into_owned()),
+                                        event_time_ms: e.event_time_ms,
+                                    })
+                                    .map_err(|r| r.0),
+                            })
+                            .collect();
+                        session.give(ParsedChunk { chunk, lines });
                     }
                 });
             }
@@ -414,6 +468,8 @@ struct PartitionStamper {
     next_seq: u64,
     position: SourcePosition,
     capabilities: Option<OutputCaps>,
+    /// When the partition last delivered a record, for `--idle-timeout`.
+    last_record: Instant,
 }
 
 /// Restores each partition's order, classifies its lines against its watermark and stamps them
@@ -421,11 +477,12 @@ struct PartitionStamper {
 /// the stampers have consumed, for the readers' back-pressure.
 fn stamp<'scope>(
     parsed: StreamVec<'scope, Time, ParsedChunk>,
-    config: &PipelineConfig,
+    context: &WorkerContext,
+    partitions: &[u32],
     committed: ProbeHandle<Time>,
 ) -> (Stamped<'scope>, StreamVec<'scope, Time, ()>) {
     let scope = parsed.scope();
-    let (index, peers) = (scope.index(), scope.peers());
+    let config = &context.config;
     let mut builder = OperatorBuilder::new("Stamp".into(), scope);
     let activator = scope.activator_for(builder.operator_info().address);
     let mut input = builder.new_input_connection(
@@ -449,47 +506,68 @@ fn stamp<'scope>(
     let lateness = config.allowed_lateness_ms;
     let tick = config.watermark_tick_ms.max(1);
     let interval = config.commit_interval;
-    let partitions: Vec<u32> = (0..config.inputs.len() as u32)
-        .filter(|p| owns(*p, index, peers))
-        .collect();
+    let max_epoch_records = config.max_epoch_records.max(1);
+    // Only a stream that never ends has idle partitions: a bounded run waits for every record.
+    let idle_timeout = config
+        .kafka
+        .as_ref()
+        .filter(|k| k.stop == StopAt::Never)
+        .map(|k| k.idle_timeout);
+    let start = Arc::clone(&context.start);
+    let partitions = partitions.to_vec();
 
     builder.build(move |mut capabilities| {
         capabilities.truncate(4);
         let initial: [Capability<Time>; 4] = capabilities
             .try_into()
             .expect("a capability for each record output");
-        let mut stampers: Vec<PartitionStamper> = partitions
-            .iter()
-            .map(|&partition| PartitionStamper {
-                partition,
-                waiting: BTreeMap::new(),
-                next_seq: 0,
-                position: SourcePosition {
-                    partition,
-                    next_line: 1,
-                    ..SourcePosition::default()
-                },
-                capabilities: Some(OutputCaps(initial.clone())),
-            })
-            .collect();
+        let mut stampers: Vec<PartitionStamper> =
+            partitions
+                .iter()
+                .map(|&partition| {
+                    let position = start.positions.get(&partition).cloned().unwrap_or_else(|| {
+                        SourcePosition {
+                            partition,
+                            next_line: 1,
+                            watermark_ms: start.watermark_ms,
+                            ..SourcePosition::default()
+                        }
+                    });
+                    let mut caps = OutputCaps(initial.clone());
+                    caps.downgrade(Time::new(start.epoch, position.watermark_ms / tick * tick));
+                    PartitionStamper {
+                        partition,
+                        waiting: BTreeMap::new(),
+                        next_seq: 0,
+                        position,
+                        capabilities: Some(caps),
+                        last_record: Instant::now(),
+                    }
+                })
+                .collect();
         drop(initial);
-        let mut epoch = 0u64;
+        let mut epoch = start.epoch;
+        let mut epoch_records = 0u64;
         let mut next_commit = Instant::now() + interval;
         move |_frontiers| {
             // After an epoch ends, nothing more is stamped until it is committed, so that every
             // epoch is a consistent cut of all partitions.
-            let draining =
-                epoch > 0 && committed.with_frontier(|f| f.iter().any(|t| t.epoch < epoch));
+            let draining = epoch > start.epoch
+                && committed.with_frontier(|f| f.iter().any(|t| t.epoch < epoch));
             if draining {
                 activator.activate_after(Duration::from_millis(1));
                 return;
             }
             input.for_each(|_cap, data| {
                 for chunk in data.drain(..) {
+                    let partition = chunk.chunk.partition;
+                    if !stampers.iter().any(|s| s.partition == partition) {
+                        stampers.push(new_partition(partition, &stampers));
+                    }
                     let stamper = stampers
                         .iter_mut()
-                        .find(|s| s.partition == chunk.chunk.partition)
-                        .expect("chunks are routed to their partition's owner");
+                        .find(|s| s.partition == partition)
+                        .expect("added above");
                     stamper.waiting.insert(chunk.chunk.seq, chunk);
                 }
             });
@@ -502,11 +580,20 @@ fn stamp<'scope>(
             for stamper in stampers.iter_mut() {
                 while let Some(chunk) = stamper.waiting.remove(&stamper.next_seq) {
                     stamper.next_seq += 1;
+                    if !chunk.lines.is_empty() {
+                        stamper.last_record = Instant::now();
+                    }
+                    epoch_records += chunk.lines.len() as u64;
                     stamp_chunk(stamper, chunk, epoch, lateness, tick, &mut outputs);
+                }
+                if let Some(timeout) = idle_timeout
+                    && stamper.last_record.elapsed() >= timeout
+                {
+                    follow_wall_clock(stamper, timeout, lateness, tick);
                 }
             }
             let open = stampers.iter().any(|s| s.capabilities.is_some());
-            if open && Instant::now() >= next_commit {
+            if open && (Instant::now() >= next_commit || epoch_records >= max_epoch_records) {
                 for stamper in stampers.iter_mut() {
                     if let Some(caps) = stamper.capabilities.as_mut() {
                         let report = SourcePosition {
@@ -518,10 +605,15 @@ fn stamp<'scope>(
                     }
                 }
                 epoch += 1;
+                epoch_records = 0;
                 next_commit = Instant::now() + interval;
                 activator.activate();
             } else if open {
-                activator.activate_after(next_commit.saturating_duration_since(Instant::now()));
+                let mut wake = next_commit.saturating_duration_since(Instant::now());
+                if idle_timeout.is_some() {
+                    wake = wake.min(IDLE_CHECK_INTERVAL);
+                }
+                activator.activate_after(wake);
             }
         }
     });
@@ -532,6 +624,55 @@ fn stamp<'scope>(
         positions,
     };
     (stamped, consumed)
+}
+
+/// How often a stamper checks for idle partitions.
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A partition that appeared in the topic while running starts at the watermark of a partition
+/// this stamper already has, so that it neither holds the others back nor lets late data in.
+fn new_partition(partition: u32, stampers: &[PartitionStamper]) -> PartitionStamper {
+    let Some(template) = stampers.iter().find_map(|s| s.capabilities.as_ref()) else {
+        stop(anyhow::anyhow!(
+            "partition {partition} appeared, but this worker has no open partition to stamp it \
+             alongside; restart the pipeline to read it"
+        ));
+    };
+    let caps = OutputCaps(template.0.clone());
+    PartitionStamper {
+        partition,
+        waiting: BTreeMap::new(),
+        next_seq: 0,
+        position: SourcePosition {
+            partition,
+            watermark_ms: caps.time().watermark,
+            ..SourcePosition::default()
+        },
+        capabilities: Some(caps),
+        last_record: Instant::now(),
+    }
+}
+
+/// An idle partition stops holding the watermark back: its watermark follows the wall clock,
+/// `now - idle timeout - allowed lateness`, as a live source's would have had it kept sending.
+/// Records it delivers later are classified against that watermark.
+fn follow_wall_clock(stamper: &mut PartitionStamper, timeout: Duration, lateness: u64, tick: u64) {
+    let Some(caps) = stamper.capabilities.as_mut() else {
+        return;
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let wall = now_ms
+        .saturating_sub(timeout.as_millis() as u64)
+        .saturating_sub(lateness);
+    if wall > stamper.position.watermark_ms {
+        stamper.position.watermark_ms = wall;
+        let tick_time = wall / tick * tick;
+        if tick_time > caps.time().watermark {
+            caps.downgrade(Time::new(caps.time().epoch, tick_time));
+        }
+    }
 }
 
 /// Record buffers of a chunk, sent each time the partition's watermark tick moves on.
@@ -583,7 +724,7 @@ fn stamp_chunk(
     metrics::LINES_READ.fetch_add(parsed.lines.len() as u64, Relaxed);
     for line in parsed.lines {
         let raw = &chunk.bytes[line.start..line.end];
-        let offset = chunk.byte_offset + line.start as u64;
+        let offset = line.offset;
         position.counts.lines += 1;
         match line.event {
             Err(reason) => {
@@ -615,7 +756,7 @@ fn stamp_chunk(
                     .max_event_ms
                     .map_or(event.event_time_ms, |m| m.max(event.event_time_ms));
                 position.max_event_ms = Some(max);
-                position.watermark_ms = max.saturating_sub(lateness);
+                position.watermark_ms = position.watermark_ms.max(max.saturating_sub(lateness));
                 buffers.on_time.push(event);
             }
         }
@@ -627,8 +768,10 @@ fn stamp_chunk(
         }
     }
     buffers.send(caps, outputs);
-    position.next_offset = chunk.byte_offset + chunk.bytes.len() as u64;
-    position.next_line = chunk.next_line();
+    position.next_offset = chunk.end_offset;
+    if chunk.records.is_none() {
+        position.next_line = chunk.next_line();
+    }
     metrics::BYTES_READ.fetch_add(chunk.bytes.len() as u64, Relaxed);
     if chunk.last {
         position.finished = true;
@@ -652,60 +795,128 @@ pub fn user_bucket(user_id: &str, buckets: u32) -> u32 {
     ((hash as i32 & i32::MAX) as u32) % buckets
 }
 
-/// Applies the session rules on the worker owning each user's bucket.
+/// Applies the session rules on the worker owning each user's bucket, starting from the
+/// checkpoint the run resumes. When the frontier passes an epoch, the worker writes its state to
+/// that epoch's checkpoint and reports the part to the committer (the second stream).
 fn sessionize<'scope>(
     events: StreamVec<'scope, Time, SessionEvent>,
     positions: StreamVec<'scope, Time, SourcePosition>,
-    config: &PipelineConfig,
-) -> StreamVec<'scope, Time, ClosedSession> {
-    let rules = config.rules;
-    events.binary_frontier(
-        positions,
+    context: &WorkerContext,
+) -> Result<(
+    StreamVec<'scope, Time, ClosedSession>,
+    StreamVec<'scope, Time, CommitPart>,
+)> {
+    let scope = events.scope();
+    let (index, peers) = (scope.index(), scope.peers());
+    let config = &context.config;
+    let mut sessionizer = Sessionizer::new(config.rules);
+    if let Some(checkpoint) = &context.start.checkpoint {
+        let buckets = config.buckets;
+        for part in &checkpoint.parts {
+            let mut state = context.store.read_part(checkpoint, part)?;
+            // A bounded run's last checkpoint has seen every event; a run that reads on starts
+            // from the partitions' watermarks.
+            state.watermark = state.watermark.min(context.start.watermark_ms);
+            sessionizer.restore(state, |user| owns(user_bucket(user, buckets), index, peers));
+        }
+    }
+    let store = Arc::clone(&context.store);
+    let run_id = context.run_id.clone();
+
+    let mut builder = OperatorBuilder::new("Sessionize".into(), scope);
+    let mut events_in = builder.new_input(
+        events,
         Exchange::new(|e: &SessionEvent| u64::from(e.bucket)),
-        Pipeline,
-        "Sessionize",
-        move |initial, _info| {
-            let mut capabilities = CapabilitySet::from_elem(initial);
-            let mut sessionizer = Sessionizer::new(rules);
-            let mut max_event_ms: Option<u64> = None;
-            let mut closed = Vec::new();
-            move |(events, events_frontier), (positions, positions_frontier), output| {
-                events.for_each(|_cap, data| {
-                    for e in data.drain(..) {
-                        sessionizer.push(
-                            e.user_id,
-                            e.event_id,
-                            e.page_name.as_deref(),
-                            e.event_time_ms,
-                        );
-                    }
-                });
-                positions.for_each(|_cap, data| {
-                    for p in data.drain(..).filter(|p| p.finished) {
-                        max_event_ms = max_event_ms.max(p.max_event_ms);
-                    }
-                });
-                let frontier = events_frontier.frontier();
-                let all_done = frontier.is_empty() && positions_frontier.frontier().is_empty();
-                if let Some(watermark) = frontier_watermark(frontier) {
-                    sessionizer.advance(watermark, &mut closed);
-                } else if all_done {
-                    sessionizer.finish(max_event_ms.unwrap_or(0), &mut closed);
+    );
+    let mut positions_in = builder.new_input(positions, Pipeline);
+    let (closed_out, closed_stream) = builder.new_output();
+    let (parts_out, parts_stream) = builder.new_output();
+    let mut closed_out: Out<ClosedSession> = OutputBuilder::from(closed_out);
+    let mut parts_out: Out<CommitPart> = OutputBuilder::from(parts_out);
+    builder.build(move |initial| {
+        let [closed_cap, part_cap]: [Capability<Time>; 2] =
+            initial.try_into().expect("a capability per output");
+        let mut closed_caps = CapabilitySet::from_elem(closed_cap);
+        let mut part_caps = CapabilitySet::from_elem(part_cap);
+        let mut max_event_ms: Option<u64> = None;
+        let mut closed = Vec::new();
+        // Epochs whose positions have arrived: each gets a checkpoint when the frontier passes it.
+        let mut epochs_to_save = std::collections::BTreeSet::new();
+        move |frontiers| {
+            events_in.for_each(|_cap, data| {
+                for e in data.drain(..) {
+                    sessionizer.push(
+                        e.user_id,
+                        e.event_id,
+                        e.page_name.as_deref(),
+                        e.event_time_ms,
+                    );
                 }
-                if !closed.is_empty() {
-                    let at = capabilities
-                        .iter()
-                        .map(|c| *c.time())
-                        .min_by_key(|t| t.epoch)
-                        .expect("a capability is held until the input ends");
-                    let cap = capabilities.delayed(&at);
-                    metrics::SESSIONS_CLOSED.fetch_add(closed.len() as u64, Relaxed);
-                    output.session(&cap).give_iterator(closed.drain(..));
+            });
+            positions_in.for_each(|cap, data| {
+                let time = cap.stamp().iter().next().copied().expect("data has a time");
+                epochs_to_save.insert(time.epoch);
+                for p in data.drain(..).filter(|p| p.finished) {
+                    max_event_ms = max_event_ms.max(p.max_event_ms);
                 }
-                capabilities.downgrade(frontier.iter().chain(positions_frontier.frontier().iter()));
+            });
+            let mut frontier = Antichain::new();
+            for f in frontiers.iter() {
+                frontier.extend(f.frontier().iter().copied());
             }
-        },
-    )
+            if let Some(watermark) = frontier_watermark(frontiers[0].frontier()) {
+                sessionizer.advance(watermark, &mut closed);
+            } else if frontier.is_empty() {
+                sessionizer.finish(max_event_ms.unwrap_or(0), &mut closed);
+            }
+            // Sessions closed now belong to the epoch being completed, whose checkpoint no longer
+            // holds them.
+            let current_epoch = epochs_to_save
+                .first()
+                .copied()
+                .or_else(|| frontier.iter().map(|t| t.epoch).min());
+            if !closed.is_empty()
+                && let Some(cap) = capability_for(&closed_caps, current_epoch)
+            {
+                metrics::SESSIONS_CLOSED.fetch_add(closed.len() as u64, Relaxed);
+                let mut output = closed_out.activate();
+                output.session(&cap).give_iterator(closed.drain(..));
+            }
+            while let Some(&epoch) = epochs_to_save.first() {
+                if !frontier.iter().all(|t| t.epoch > epoch) {
+                    break;
+                }
+                epochs_to_save.remove(&epoch);
+                let dir = CheckpointStore::epoch_dir(epoch, &run_id);
+                let part = store
+                    .write_part(&dir, index, &sessionizer.checkpoint())
+                    .unwrap_or_else(|e| stop(e.context("cannot write a checkpoint")));
+                if let Some(cap) = capability_for(&part_caps, Some(epoch)) {
+                    parts_out
+                        .activate()
+                        .session(&cap)
+                        .give(CommitPart::Checkpoint(part));
+                }
+            }
+            closed_caps.downgrade(frontier.iter());
+            part_caps.downgrade(frontier.iter());
+        }
+    });
+    Ok((closed_stream, parts_stream))
+}
+
+/// A capability at `epoch` (or, without one, at the earliest epoch held), derived from the
+/// capabilities held since the previous frontier.
+fn capability_for(
+    capabilities: &CapabilitySet<Time>,
+    epoch: Option<u64>,
+) -> Option<Capability<Time>> {
+    let earliest = capabilities
+        .iter()
+        .map(|c| *c.time())
+        .min_by_key(|t| t.epoch)?;
+    let epoch = epoch.unwrap_or(earliest.epoch).max(earliest.epoch);
+    Some(capabilities.delayed(&Time::new(epoch, earliest.watermark)))
 }
 
 /// One epoch's rows of a table on one worker.
@@ -770,23 +981,25 @@ where
                                         &table,
                                         format!("{prefix}-e{epoch}"),
                                     ))
-                                    .unwrap_or_else(|e| panic!("cannot write to {kind:?}: {e:#}")),
+                                    .unwrap_or_else(|e| {
+                                        stop(e.context(format!("cannot write to {kind:?}")))
+                                    }),
                             ),
                         };
                         let batch = to_batch(writer.arrow_schema(), &write.rows, *epoch);
                         write.row_count += write.rows.len() as u64;
                         write.rows.clear();
-                        runtime
-                            .block_on(writer.write(batch))
-                            .unwrap_or_else(|e| panic!("writing {kind:?} failed: {e:#}"));
+                        runtime.block_on(writer.write(batch)).unwrap_or_else(|e| {
+                            stop(e.context(format!("writing {kind:?} failed")))
+                        });
                     }
                 }
                 for epoch in complete {
                     let write = epochs.remove(&epoch).expect("listed above");
                     let files = match write.writer {
-                        Some(writer) => runtime
-                            .block_on(writer.close())
-                            .unwrap_or_else(|e| panic!("closing {kind:?} files failed: {e:#}")),
+                        Some(writer) => runtime.block_on(writer.close()).unwrap_or_else(|e| {
+                            stop(e.context(format!("closing {kind:?} files failed")))
+                        }),
                         None => Vec::new(),
                     };
                     output.session(&write.capability).give(CommitPart::Files {
@@ -821,28 +1034,39 @@ impl SessionWeight for LateEvent {}
 struct PendingCommit {
     files: BTreeMap<TableKind, Vec<String>>,
     positions: Vec<SourcePosition>,
+    checkpoint: Vec<CheckpointPart>,
     sessions: u64,
     session_events: u64,
     capability: Option<Capability<Time>>,
 }
 
-/// Worker 0 commits each epoch, once the frontier has passed it, as one snapshot per table: the
-/// side tables first, then the sessions table, whose summary records the epoch, the watermark and
-/// every partition's position.
+/// Worker 0 commits each epoch once the frontier has passed it; see [`crate::checkpoint`] for
+/// the order of the steps and why a kill between any two of them loses and doubles nothing.
 fn commit<'scope>(
     parts: StreamVec<'scope, Time, CommitPart>,
     context: &WorkerContext,
     totals: Rc<RefCell<RunTotals>>,
 ) -> StreamVec<'scope, Time, u64> {
-    let runtime = Rc::clone(&context.runtime);
-    let warehouse = Rc::clone(&context.warehouse);
-    let sources = context.config.inputs.clone();
+    let peers = parts.scope().peers();
+    let mut committer = Committer {
+        runtime: Rc::clone(&context.runtime),
+        warehouse: Rc::clone(&context.warehouse),
+        store: Arc::clone(&context.store),
+        config: Arc::clone(&context.config),
+        run_id: context.run_id.clone(),
+        last_commit: context
+            .start
+            .last_commit
+            .as_ref()
+            .map(|c| (c.epoch, c.run_id.clone())),
+        positions: context.start.positions.clone(),
+        lag_consumer: None,
+    };
     parts.unary_frontier(
         Exchange::new(|_: &CommitPart| 0),
         "Commit",
         move |_initial, _info| {
             let mut pending: BTreeMap<u64, PendingCommit> = BTreeMap::new();
-            let mut positions: BTreeMap<u32, SourcePosition> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let time = *cap.stamp().iter().next().expect("data has a time");
@@ -865,6 +1089,7 @@ fn commit<'scope>(
                                 epoch.files.entry(table).or_default().extend(files);
                             }
                             CommitPart::Position(p) => epoch.positions.push(p),
+                            CommitPart::Checkpoint(part) => epoch.checkpoint.push(part),
                         }
                     }
                 });
@@ -874,31 +1099,20 @@ fn commit<'scope>(
                         break;
                     }
                     let part = pending.remove(&epoch).expect("first key");
+                    if part.checkpoint.len() != peers {
+                        // Only an epoch without positions lacks checkpoints: nothing to commit.
+                        assert!(
+                            part.positions.is_empty(),
+                            "epoch {epoch} lacks checkpoint parts"
+                        );
+                        continue;
+                    }
                     let mut totals = totals.borrow_mut();
-                    for position in part.positions {
-                        totals.counts += position.counts;
-                        positions.insert(position.partition, position);
-                    }
-                    totals.sessions += part.sessions;
-                    totals.session_events += part.session_events;
-                    totals.epochs = epoch + 1;
-                    totals.watermark_ms = positions
-                        .values()
-                        .map(|p| if p.finished { u64::MAX } else { p.watermark_ms })
-                        .min()
-                        .unwrap_or(0);
-                    let properties = commit_properties(epoch, &totals, &positions, &sources);
-                    for kind in [
-                        TableKind::Quarantine,
-                        TableKind::LateEvents,
-                        TableKind::Sessions,
-                    ] {
-                        let files = part.files.get(&kind).map_or(&[][..], |f| f.as_slice());
-                        runtime
-                            .block_on(warehouse.commit(kind, files, properties.clone()))
-                            .unwrap_or_else(|e| panic!("commit of epoch {epoch} failed: {e:#}"));
-                    }
-                    tracing::info!(epoch, sessions = part.sessions, "committed");
+                    committer
+                        .commit_epoch(epoch, &part, &mut totals)
+                        .unwrap_or_else(|e| {
+                            stop(e.context(format!("commit of epoch {epoch} failed")))
+                        });
                     if let Some(cap) = part.capability {
                         output.session(&cap).give(epoch);
                     }
@@ -908,36 +1122,174 @@ fn commit<'scope>(
     )
 }
 
-fn commit_properties(
-    epoch: u64,
-    totals: &RunTotals,
-    positions: &BTreeMap<u32, SourcePosition>,
-    sources: &[String],
-) -> HashMap<String, String> {
-    let positions: BTreeMap<String, serde_json::Value> = positions
-        .values()
-        .map(|p| {
-            (
-                p.partition.to_string(),
-                serde_json::json!({
-                    "source": sources[p.partition as usize],
-                    "next_offset": p.next_offset,
-                    "next_line": p.next_line,
-                    "max_event_ms": p.max_event_ms,
-                    "finished": p.finished,
-                }),
-            )
-        })
-        .collect();
-    HashMap::from([
-        (summary::EPOCH.to_string(), epoch.to_string()),
-        (
-            summary::WATERMARK_MS.to_string(),
-            totals.watermark_ms.to_string(),
-        ),
-        (
-            summary::POSITIONS.to_string(),
-            serde_json::to_string(&positions).expect("positions serialize"),
-        ),
-    ])
+/// The committing worker's view of the tables.
+struct Committer {
+    runtime: Rc<tokio::runtime::Runtime>,
+    warehouse: Rc<Warehouse>,
+    store: Arc<CheckpointStore>,
+    config: Arc<PipelineConfig>,
+    run_id: String,
+    /// The (epoch, run) the sessions table's newest snapshot must show before the next commit.
+    last_commit: Option<(u64, String)>,
+    positions: BTreeMap<u32, SourcePosition>,
+    /// Publishes committed offsets to the consumer group, for lag tools.
+    lag_consumer: Option<rdkafka::consumer::BaseConsumer>,
+}
+
+/// Attempts at a commit before the run stops.
+const COMMIT_ATTEMPTS: u32 = 5;
+
+impl Committer {
+    fn commit_epoch(
+        &mut self,
+        epoch: u64,
+        part: &PendingCommit,
+        totals: &mut RunTotals,
+    ) -> Result<()> {
+        for position in &part.positions {
+            totals.counts += position.counts;
+            self.positions.insert(position.partition, position.clone());
+        }
+        totals.sessions += part.sessions;
+        totals.session_events += part.session_events;
+        totals.epochs += 1;
+        totals.watermark_ms = self
+            .positions
+            .values()
+            .map(|p| if p.finished { u64::MAX } else { p.watermark_ms })
+            .min()
+            .unwrap_or(0);
+
+        let dir = CheckpointStore::epoch_dir(epoch, &self.run_id);
+        let mut side = SideFiles {
+            epoch,
+            ..SideFiles::default()
+        };
+        for kind in [TableKind::Quarantine, TableKind::LateEvents] {
+            side.files
+                .insert(kind, part.files.get(&kind).cloned().unwrap_or_default());
+        }
+        self.store.write_side_files(&dir, &side)?;
+        let mut parts: Vec<String> = part.checkpoint.iter().map(|p| p.file.clone()).collect();
+        parts.sort();
+        let checkpoint = CheckpointRef {
+            dir: dir.clone(),
+            parts,
+        };
+        let config = Arc::clone(&self.config);
+        let properties = sessions_properties(
+            epoch,
+            &self.run_id,
+            totals.watermark_ms,
+            &self.positions,
+            |p| config.source_name(p).to_string(),
+            &checkpoint,
+        );
+        let no_files = Vec::new();
+        let session_files = part.files.get(&TableKind::Sessions).unwrap_or(&no_files);
+        self.runtime.block_on(async {
+            let newest = newest_mark(&self.warehouse, TableKind::Sessions).await?;
+            if newest != self.last_commit {
+                anyhow::bail!(
+                    "table {} was committed by another pipeline since this run started (its \
+                     newest snapshot is {newest:?}, this run expected {:?}); two pipelines must \
+                     not write one table: stop one, then restart the other",
+                    self.warehouse.ident(TableKind::Sessions),
+                    self.last_commit
+                );
+            }
+            self.commit_table(TableKind::Sessions, session_files, properties, epoch)
+                .await?;
+            for kind in [TableKind::Quarantine, TableKind::LateEvents] {
+                let properties = side_properties(epoch, &self.run_id);
+                self.commit_table(kind, &side.files[&kind], properties, epoch)
+                    .await?;
+            }
+            anyhow::Ok(())
+        })?;
+        self.last_commit = Some((epoch, self.run_id.clone()));
+        self.store.remove_all_but(&dir);
+        self.publish_offsets();
+        tracing::info!(epoch, sessions = part.sessions, "committed");
+        Ok(())
+    }
+
+    /// Commits, retrying with back-off. Before a retry it reads the table's newest snapshot: a
+    /// commit the catalog took although the client saw an error must not be applied twice.
+    async fn commit_table(
+        &self,
+        kind: TableKind,
+        files: &[String],
+        properties: HashMap<String, String>,
+        epoch: u64,
+    ) -> Result<()> {
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1.. {
+            let error = match self.warehouse.commit(kind, files, properties.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            if newest_mark(&self.warehouse, kind).await.ok().flatten()
+                == Some((epoch, self.run_id.clone()))
+            {
+                return Ok(());
+            }
+            if attempt >= COMMIT_ATTEMPTS {
+                return Err(error);
+            }
+            tracing::warn!(
+                "commit to {} failed, retrying in {delay:?}: {error:#}",
+                self.warehouse.ident(kind)
+            );
+            std::thread::sleep(delay);
+            delay *= 2;
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn publish_offsets(&mut self) {
+        let Some(kafka) = &self.config.kafka else {
+            return;
+        };
+        if self.lag_consumer.is_none() {
+            match kafka.settings.consumer() {
+                Ok(consumer) => self.lag_consumer = Some(consumer),
+                Err(e) => {
+                    tracing::warn!("cannot publish consumer-group offsets: {e:#}");
+                    return;
+                }
+            }
+        }
+        let next: BTreeMap<u32, u64> = self
+            .positions
+            .values()
+            .map(|p| (p.partition, p.next_offset))
+            .collect();
+        if let Some(consumer) = &self.lag_consumer {
+            kafka.settings.commit_offsets(consumer, &next);
+        }
+    }
+}
+
+/// The (epoch, run) recorded by a table's newest snapshot.
+async fn newest_mark(warehouse: &Warehouse, kind: TableKind) -> Result<Option<(u64, String)>> {
+    use crate::sink::iceberg::summary;
+    let table = warehouse.load(kind).await?;
+    Ok(table.metadata().current_snapshot().and_then(|snapshot| {
+        let props = &snapshot.summary().additional_properties;
+        let epoch = props.get(summary::EPOCH)?.parse().ok()?;
+        Some((
+            epoch,
+            props.get(summary::RUN_ID).cloned().unwrap_or_default(),
+        ))
+    }))
+}
+
+/// Stops the process after an error the pipeline cannot continue from. What is committed stays
+/// consistent, and a restart resumes from it; ending the process (rather than one worker) makes
+/// sure no peer waits forever for a worker that is gone.
+fn stop(error: anyhow::Error) -> ! {
+    tracing::error!("{error:#}");
+    eprintln!("sessionize: {error:#}");
+    std::process::exit(2)
 }

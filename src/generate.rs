@@ -98,13 +98,38 @@ pub fn generate(config: &GenerateConfig, out: &mut impl Write) -> io::Result<Gen
             "cannot generate events without users",
         ));
     }
-    let mut generator = Generator::new(config);
-    while generator.stats.lines < config.events {
-        generator.next_line();
-        out.write_all(&generator.line)?;
-        generator.stats.lines += 1;
+    if config.events == 0 {
+        return Ok(GenerateStats::default());
     }
-    Ok(generator.stats)
+    let mut stream = Clickstream::new(config.clone());
+    while stream.stats().lines < config.events {
+        out.write_all(stream.next_line())?;
+    }
+    Ok(stream.stats().clone())
+}
+
+/// The generated clickstream as an endless sequence of lines (each ending in `\n`), for
+/// producers; `config.events` is ignored.
+pub struct Clickstream(Generator);
+
+impl Clickstream {
+    /// # Panics
+    /// If `config.users` is zero.
+    pub fn new(config: GenerateConfig) -> Self {
+        assert!(config.users > 0, "a clickstream needs users");
+        Clickstream(Generator::new(config))
+    }
+
+    pub fn next_line(&mut self) -> &[u8] {
+        self.0.next_line();
+        self.0.stats.lines += 1;
+        &self.0.line
+    }
+
+    /// What has been generated so far.
+    pub fn stats(&self) -> &GenerateStats {
+        &self.0.stats
+    }
 }
 
 /// The pages of the booking funnel. The discriminant indexes [`PAGES`].
@@ -450,8 +475,8 @@ const MALFORMED: [Malformed; 10] = [
 ];
 
 /// One run: the users' simulation, the reorder window, and what has been written.
-struct Generator<'a> {
-    config: &'a GenerateConfig,
+struct Generator {
+    config: GenerateConfig,
     rng: SmallRng,
     /// Hex digits identifying the seed in every `event_id`, so streams of different seeds can be
     /// concatenated without id collisions.
@@ -468,8 +493,8 @@ struct Generator<'a> {
     stats: GenerateStats,
 }
 
-impl<'a> Generator<'a> {
-    fn new(config: &'a GenerateConfig) -> Self {
+impl Generator {
+    fn new(config: GenerateConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(config.seed);
         let prefix = mix(config.seed ^ ID_SALT) >> 32;
         let mut id_prefix = [0; 8];
@@ -498,6 +523,7 @@ impl<'a> Generator<'a> {
             due.push(Reverse((first, user)));
         }
         Generator {
+            stream_ms: config.start_ms,
             config,
             rng,
             id_prefix,
@@ -505,7 +531,6 @@ impl<'a> Generator<'a> {
             due,
             reorder: BinaryHeap::new(),
             next_seq: 0,
-            stream_ms: config.start_ms,
             line: Vec::with_capacity(512),
             stats: GenerateStats::default(),
         }

@@ -6,11 +6,14 @@
 //! watermarks and routes them to the worker that owns their user, [`rules`] cuts them into sessions,
 //! and [`sink`] commits closed sessions (and rejected or late events) to Iceberg tables.
 
+pub mod broker;
+pub mod checkpoint;
 pub mod config;
 pub mod dataflow;
 pub mod event;
 pub mod generate;
 pub mod metrics;
+pub mod produce;
 pub mod rules;
 pub mod run;
 pub mod sink;

@@ -33,6 +33,7 @@ use foldhash::fast::RandomState;
 use std::fmt;
 use std::rc::Rc;
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// At most this many distinct pages are kept per session, in order of first visit.
@@ -112,6 +113,36 @@ pub fn session_id(user_id: &str, start_ms: u64) -> Uuid {
         &SESSION_ID_NAMESPACE,
         format!("{user_id}\x1f{start_ms}").as_bytes(),
     )
+}
+
+/// A [`Sessionizer`]'s state in a form that can be written to a checkpoint and read back by
+/// another process, possibly with another number of workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionizerState {
+    pub watermark: u64,
+    pub open: Vec<SavedSession>,
+    pub pending: Vec<SavedEvent>,
+    /// `(time, key)` of the de-duplication window, oldest first.
+    pub recent_ids: Vec<(u64, u128)>,
+}
+
+/// An open session in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSession {
+    pub user_id: String,
+    pub start_ms: u64,
+    pub last_ms: u64,
+    pub event_count: u64,
+    pub pages_visited: Vec<String>,
+}
+
+/// An event waiting for the watermark, in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedEvent {
+    pub user_id: String,
+    pub event_id: String,
+    pub page_name: Option<String>,
+    pub time_ms: u64,
 }
 
 /// Pending events are filed by this span of event time, so that buffering costs no allocation per
@@ -260,6 +291,88 @@ impl Sessionizer {
     /// Events dropped as duplicates so far.
     pub fn duplicates(&self) -> u64 {
         self.duplicates
+    }
+
+    /// Everything the sessionizer holds, for a checkpoint: open sessions, pending events, the
+    /// event ids inside the de-duplication window, and the watermark applied so far.
+    pub fn checkpoint(&self) -> SessionizerState {
+        SessionizerState {
+            watermark: self.watermark,
+            open: self
+                .open
+                .iter()
+                .map(|(user, session)| SavedSession {
+                    user_id: user.to_string(),
+                    start_ms: session.start_ms,
+                    last_ms: session.last_ms,
+                    event_count: session.event_count,
+                    pages_visited: session
+                        .pages_visited
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect(),
+                })
+                .collect(),
+            pending: self
+                .pending
+                .values()
+                .flatten()
+                .map(|event| SavedEvent {
+                    user_id: event.user_id.to_string(),
+                    event_id: event.event_id.to_string(),
+                    page_name: event.page_name.as_deref().map(str::to_string),
+                    time_ms: event.time_ms,
+                })
+                .collect(),
+            recent_ids: self
+                .recent_order
+                .iter()
+                .filter(|(seen_ms, key)| self.recent_ids.get(key) == Some(seen_ms))
+                .copied()
+                .collect(),
+        }
+    }
+
+    /// Adds the part of a checkpoint that belongs to the users `owns` accepts. A checkpoint taken
+    /// by another set of workers is restored by calling this once per saved part, so a restart
+    /// may use another number of workers.
+    ///
+    /// De-duplication keys are hashes that no longer name their user, so every part's keys are
+    /// kept: a key of another worker's user can never match an event here, and it expires with
+    /// the de-duplication window like any other.
+    pub fn restore(&mut self, state: SessionizerState, owns: impl Fn(&str) -> bool) {
+        self.watermark = self.watermark.max(state.watermark);
+        for saved in state.open.into_iter().filter(|s| owns(&s.user_id)) {
+            let user: Rc<str> = saved.user_id.into();
+            let pages_visited = saved.pages_visited.iter().map(|p| self.intern(p)).collect();
+            self.deadlines.push(Reverse((
+                saved.last_ms + self.rules.inactivity_ms,
+                Rc::clone(&user),
+            )));
+            self.open.insert(
+                user,
+                OpenSession {
+                    start_ms: saved.start_ms,
+                    last_ms: saved.last_ms,
+                    event_count: saved.event_count,
+                    pages_visited,
+                },
+            );
+        }
+        for event in state.pending.into_iter().filter(|e| owns(&e.user_id)) {
+            self.push(
+                event.user_id,
+                event.event_id,
+                event.page_name.as_deref(),
+                event.time_ms,
+            );
+        }
+        for (seen_ms, key) in state.recent_ids {
+            let newest = self.recent_ids.entry(key).or_insert(seen_ms);
+            *newest = (*newest).max(seen_ms);
+            self.recent_order.push_back((seen_ms, key));
+        }
+        self.recent_order.make_contiguous().sort_unstable();
     }
 
     fn apply_pending_before(&mut self, watermark: u64, closed: &mut Vec<ClosedSession>) {
@@ -602,6 +715,50 @@ mod tests {
         })
     }
 
+    /// Like [`run`], but after `cut` events the state is checkpointed, encoded, and restored into
+    /// `workers` fresh sessionizers that split the users between them, as a restart with another
+    /// number of workers does.
+    fn run_with_restart(
+        rules: SessionRules,
+        events: &[(String, String, String, u64)],
+        cut: usize,
+        workers: u64,
+    ) -> Vec<ClosedSession> {
+        let worker_of = |user: &str| xxhash_rust::xxh3::xxh3_64(user.as_bytes()) % workers;
+        let max = events.iter().map(|e| e.3).max().unwrap_or(0);
+        let watermark_after = |i: usize| {
+            let rest_min = events[i + 1..].iter().map(|e| e.3).min();
+            rest_min.unwrap_or(u64::MAX).min(max)
+        };
+        let mut closed = Vec::new();
+        let mut before = Sessionizer::new(rules);
+        for (i, (user, id, page, time)) in events.iter().enumerate().take(cut) {
+            before.push(user.as_str(), id.as_str(), Some(page), *time);
+            before.advance(watermark_after(i), &mut closed);
+        }
+        let encoded = bincode::serialize(&before.checkpoint()).unwrap();
+        let mut after: Vec<Sessionizer> = (0..workers)
+            .map(|worker| {
+                let state: SessionizerState = bincode::deserialize(&encoded).unwrap();
+                let mut sessionizer = Sessionizer::new(rules);
+                sessionizer.restore(state, |user| worker_of(user) == worker);
+                sessionizer
+            })
+            .collect();
+        for (i, (user, id, page, time)) in events.iter().enumerate().skip(cut) {
+            let sessionizer = &mut after[worker_of(user) as usize];
+            sessionizer.push(user.as_str(), id.as_str(), Some(page), *time);
+            for sessionizer in &mut after {
+                sessionizer.advance(watermark_after(i), &mut closed);
+            }
+        }
+        for sessionizer in &mut after {
+            sessionizer.finish(max, &mut closed);
+        }
+        closed.sort();
+        closed
+    }
+
     proptest! {
         #[test]
         fn matches_the_reference_in_any_arrival_order(
@@ -616,6 +773,19 @@ mod tests {
                 shuffled.swap(i, (state % (i as u64 + 1)) as usize);
             }
             prop_assert_eq!(run(rules(), &shuffled), reference(rules(), &events));
+        }
+
+        #[test]
+        fn a_restore_on_other_workers_changes_nothing(
+            events in arb_events(),
+            cut_fraction in 0.0f64..=1.0,
+            workers in 1u64..4,
+        ) {
+            let cut = (events.len() as f64 * cut_fraction) as usize;
+            prop_assert_eq!(
+                run_with_restart(rules(), &events, cut, workers),
+                reference(rules(), &events)
+            );
         }
 
         #[test]

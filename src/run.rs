@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use timely::synchronization::Barrier;
 
+use crate::checkpoint::{CheckpointStore, StartState};
 use crate::config::PipelineConfig;
 use crate::dataflow::{RunTotals, Time, WorkerContext, build_pipeline};
 use crate::metrics::ProgressReporter;
@@ -80,8 +81,11 @@ impl RunSummary {
 /// Runs the pipeline over bounded inputs until everything is committed. Process 0 returns the
 /// run's summary; other processes return `None`.
 pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummary>> {
-    if config.inputs.is_empty() {
-        bail!("no input: give --input FILE (one or more; `-` for standard input)");
+    if config.inputs.is_empty() && config.kafka.is_none() {
+        bail!(
+            "no input: give --kafka-servers and --kafka-topic, or --input FILE (one or more; `-` \
+             for standard input)"
+        );
     }
     for input in config.inputs.iter().filter(|i| *i != "-") {
         std::fs::metadata(input).with_context(|| {
@@ -89,11 +93,15 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         })?;
     }
     let timely_config = cluster.timely_config()?;
+    let restore = config.kafka.as_ref().is_none_or(|k| k.start.is_none());
+    let store = Arc::new(CheckpointStore::new(&config));
     if cluster.process == 0 {
         setup_runtime()?.block_on(async {
             let warehouse =
                 Warehouse::open(&config.warehouse, &config.database, &config.table).await?;
-            warehouse.ensure_tables(config.buckets).await
+            warehouse.ensure_tables(config.buckets).await?;
+            let start = StartState::load(&warehouse, &config, restore).await?;
+            start.complete_side_tables(&warehouse, &store).await
         })?;
     }
     let workers = cluster.threads.max(1) * cluster.processes.max(1);
@@ -126,6 +134,9 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
                 &config.table,
             ))
             .unwrap_or_else(|e| panic!("{e:#}"));
+        let start = runtime
+            .block_on(StartState::load(&warehouse, &config, restore))
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let tables: HashMap<TableKind, _> = TableKind::ALL
             .into_iter()
             .map(|kind| {
@@ -141,9 +152,12 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
             warehouse: Rc::new(warehouse),
             tables,
             run_id: run_id.clone(),
+            start: Arc::new(start),
+            store: Arc::clone(&store),
         };
-        let (committed, totals) =
-            worker.dataflow::<Time, _, _>(|scope| build_pipeline(scope, &context));
+        let (committed, totals) = worker
+            .dataflow::<Time, _, _>(|scope| build_pipeline(scope, &context))
+            .unwrap_or_else(|e| panic!("{e:#}"));
         while !committed.done() {
             worker.step_or_park(Some(Duration::from_millis(20)));
         }

@@ -36,6 +36,10 @@ pub mod summary {
     pub const EPOCH: &str = "sessionize.epoch";
     pub const WATERMARK_MS: &str = "sessionize.watermark-ms";
     pub const POSITIONS: &str = "sessionize.positions";
+    pub const CHECKPOINT: &str = "sessionize.checkpoint";
+    /// The run that committed the snapshot: a run that finds another run's commit on top of its
+    /// own stops, since two pipelines are writing one table.
+    pub const RUN_ID: &str = "sessionize.run-id";
 }
 
 /// The warehouse directory with its SQLite catalog (`<warehouse>/catalog.db`), readable by

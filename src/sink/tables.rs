@@ -185,7 +185,7 @@ pub fn quarantine_batch(
     schema: &ArrowSchemaRef,
     rows: &[QuarantinedLine],
     epoch: u64,
-    sources: &[String],
+    source_name: &dyn Fn(u32) -> String,
 ) -> RecordBatch {
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(LargeBinaryArray::from_iter_values(
@@ -199,7 +199,7 @@ pub fn quarantine_batch(
         .iter()
         .map(|r| (r.partition, r.offset, r.line_number))
         .collect();
-    columns.extend(origin_columns(&origins, epoch, sources));
+    columns.extend(origin_columns(&origins, epoch, source_name));
     RecordBatch::try_new(schema.clone(), columns).expect("columns follow the quarantine schema")
 }
 
@@ -208,7 +208,7 @@ pub fn late_events_batch(
     schema: &ArrowSchemaRef,
     rows: &[LateEvent],
     epoch: u64,
-    sources: &[String],
+    source_name: &dyn Fn(u32) -> String,
 ) -> RecordBatch {
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
@@ -229,16 +229,20 @@ pub fn late_events_batch(
         .iter()
         .map(|r| (r.partition, r.offset, r.line_number))
         .collect();
-    columns.extend(origin_columns(&origins, epoch, sources));
+    columns.extend(origin_columns(&origins, epoch, source_name));
     RecordBatch::try_new(schema.clone(), columns).expect("columns follow the late-events schema")
 }
 
 /// The columns that say where a side-table row came from, the same in both side tables: source,
 /// partition, offset, line number and commit epoch. `origins` are (partition, offset, line number).
-fn origin_columns(origins: &[(u32, u64, u64)], epoch: u64, sources: &[String]) -> [ArrayRef; 5] {
+fn origin_columns(
+    origins: &[(u32, u64, u64)],
+    epoch: u64,
+    source_name: &dyn Fn(u32) -> String,
+) -> [ArrayRef; 5] {
     [
         Arc::new(StringArray::from_iter_values(
-            origins.iter().map(|o| &sources[o.0 as usize]),
+            origins.iter().map(|o| source_name(o.0)),
         )),
         Arc::new(Int32Array::from_iter_values(
             origins.iter().map(|o| o.0 as i32),

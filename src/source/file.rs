@@ -1,7 +1,7 @@
 //! Files and standard input, read in line-aligned chunks.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,12 +18,67 @@ pub struct Chunk {
     pub bytes: Vec<u8>,
     /// No chunk follows this one.
     pub last: bool,
+    /// Where reading resumes after this chunk: a byte offset in a file, a record offset in Kafka.
+    pub end_offset: u64,
+    /// For record sources (Kafka): where each record ends in `bytes`, and its offset. Line
+    /// sources (files) have `None`: their records are the lines.
+    pub records: Option<RecordIndex>,
+}
+
+/// The records of a chunk from a record source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordIndex {
+    pub ends: Vec<u32>,
+    pub offsets: Vec<u64>,
+}
+
+/// One record of a chunk: a line of a file, or a Kafka record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Byte range of the record within the chunk.
+    pub start: usize,
+    pub bytes: &'a [u8],
+    /// Byte offset of a line in its file, or a Kafka record's offset.
+    pub offset: u64,
+    /// 1-based line number in a file; 0 for Kafka records.
+    pub line_number: u64,
 }
 
 impl Chunk {
-    /// The 1-based number of the line after this chunk.
+    /// The 1-based number of the line after this chunk (files only).
     pub fn next_line(&self) -> u64 {
-        self.first_line + line_count(&self.bytes)
+        match self.records {
+            Some(_) => 0,
+            None => self.first_line + line_count(&self.bytes),
+        }
+    }
+
+    /// The chunk's records. Blank lines of a file are not records; every Kafka record is one.
+    pub fn records(&self) -> Box<dyn Iterator<Item = Record<'_>> + '_> {
+        match &self.records {
+            None => Box::new(
+                (self.first_line..)
+                    .zip(lines(&self.bytes))
+                    .filter(|(_, (_, line))| !line.iter().all(u8::is_ascii_whitespace))
+                    .map(|(line_number, (start, bytes))| Record {
+                        start,
+                        bytes,
+                        offset: self.byte_offset + start as u64,
+                        line_number,
+                    }),
+            ),
+            Some(index) => {
+                let starts = std::iter::once(0).chain(index.ends.iter().map(|&e| e as usize));
+                Box::new(starts.zip(&index.ends).zip(&index.offsets).map(
+                    |((start, &end), &offset)| Record {
+                        start,
+                        bytes: &self.bytes[start..end as usize],
+                        offset,
+                        line_number: 0,
+                    },
+                ))
+            }
+        }
     }
 }
 
@@ -67,16 +122,42 @@ impl ChunkReader {
         }
     }
 
-    /// Opens `path`, or standard input for `-`.
-    pub fn open(partition: u32, path: &str, chunk_bytes: usize) -> io::Result<Self> {
+    /// Opens `path`, or standard input for `-`, to read from byte `offset`, which is the start
+    /// of line `line` (1-based). Standard input can only be read from its start.
+    pub fn open(
+        partition: u32,
+        path: &str,
+        chunk_bytes: usize,
+        (offset, line): (u64, u64),
+    ) -> io::Result<Self> {
         let input: Box<dyn Read> = if path == "-" {
+            if offset > 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "standard input cannot resume at an offset: give a file, or a new warehouse",
+                ));
+            }
             Box::new(io::stdin())
         } else {
-            Box::new(File::open(path).map_err(|e| {
+            let mut file = File::open(path).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot open input {path:?}: {e}"))
-            })?)
+            })?;
+            file.seek(SeekFrom::Start(offset))?;
+            Box::new(file)
         };
-        Ok(Self::new(partition, input, chunk_bytes))
+        let mut reader = Self::new(partition, input, chunk_bytes);
+        reader.byte_offset = offset;
+        reader.next_line = line.max(1);
+        Ok(reader)
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The last chunk has been handed out.
+    pub fn done(&self) -> bool {
+        self.done
     }
 
     /// The next chunk, or `None` after the last one.
@@ -118,6 +199,8 @@ impl ChunkReader {
             byte_offset: self.byte_offset,
             first_line: self.next_line,
             last,
+            end_offset: self.byte_offset + bytes.len() as u64,
+            records: None,
             bytes,
         };
         self.seq += 1;

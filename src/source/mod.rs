@@ -3,5 +3,6 @@
 //! are exact.
 
 pub mod file;
+pub mod kafka;
 
 pub use file::{Chunk, ChunkReader};

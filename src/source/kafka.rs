@@ -1,0 +1,533 @@
+//! Kafka topics, read partition by partition with manual assignment, in batches of records.
+//!
+//! Every worker owns the partitions `p % peers == index` and assigns them to its own consumer at
+//! exact offsets: no consumer-group rebalances, no offsets read from the group. The group id is
+//! used only to publish committed offsets for lag tools, after the Iceberg commit that makes them
+//! true.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::file::Chunk;
+
+/// How long a metadata or offsets request may take before it is retried or reported.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a reader looks for partitions added to the topic.
+const PARTITION_DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where a run starts reading partitions that the table has no position for (or all partitions,
+/// when given explicitly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOffsets {
+    Earliest,
+    Latest,
+    /// The consumer group's committed offsets (earliest where it has none).
+    Committed,
+    /// Offsets per partition; partitions not named start at the earliest offset.
+    Explicit(BTreeMap<u32, u64>),
+    /// The first offset of each partition whose record timestamp is at or after this time.
+    Timestamp(i64),
+}
+
+impl std::str::FromStr for StartOffsets {
+    type Err = String;
+
+    /// `earliest`, `latest`, `committed`, or `partition:offset,...` such as `0:1200,1:980`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "earliest" => return Ok(StartOffsets::Earliest),
+            "latest" => return Ok(StartOffsets::Latest),
+            "committed" => return Ok(StartOffsets::Committed),
+            _ => {}
+        }
+        let mut offsets = BTreeMap::new();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let parsed = pair
+                .split_once(':')
+                .and_then(|(p, o)| Some((p.trim().parse().ok()?, o.trim().parse().ok()?)));
+            let Some((partition, offset)) = parsed else {
+                return Err(format!(
+                    "{pair:?} is not partition:offset; use earliest, latest, committed or e.g. \
+                     0:1200,1:980"
+                ));
+            };
+            offsets.insert(partition, offset);
+        }
+        if offsets.is_empty() {
+            return Err("no offsets given".into());
+        }
+        Ok(StartOffsets::Explicit(offsets))
+    }
+}
+
+/// How to reach the topic.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    pub servers: String,
+    pub topic: String,
+    /// The consumer group under which committed offsets are published for lag tools.
+    pub group_id: String,
+    /// Any librdkafka setting (`security.protocol`, `sasl.*`, ...), passed through.
+    pub options: Vec<(String, String)>,
+}
+
+impl fmt::Debug for KafkaSettings {
+    /// Shows option names only: their values may be secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options: Vec<String> = self
+            .options
+            .iter()
+            .map(|(k, _)| format!("{k}=***"))
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("servers", &self.servers)
+            .field("topic", &self.topic)
+            .field("group_id", &self.group_id)
+            .field("options", &options)
+            .finish()
+    }
+}
+
+impl KafkaSettings {
+    /// A consumer that never subscribes: partitions are assigned by hand, and offsets are stored
+    /// only when [`commit_offsets`] publishes them.
+    pub fn consumer(&self) -> Result<BaseConsumer> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.servers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            // Fetch in large batches: the dataflow parses them in parallel.
+            .set("fetch.max.bytes", "104857600")
+            .set("max.partition.fetch.bytes", "16777216")
+            .set("queued.max.messages.kbytes", "262144");
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        config.create().with_context(|| {
+            format!(
+                "cannot create a Kafka consumer for {}: check --kafka-servers and --kafka-option",
+                self.servers
+            )
+        })
+    }
+
+    /// The topic's partition count, retried until the broker answers or `deadline` passes.
+    pub fn partition_count(&self, consumer: &BaseConsumer, patience: Duration) -> Result<u32> {
+        let started = Instant::now();
+        loop {
+            let attempt = consumer
+                .fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT.min(patience))
+                .map_err(anyhow::Error::from)
+                .and_then(|metadata| {
+                    let topic = metadata
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == self.topic)
+                        .context("the broker did not describe the topic")?;
+                    if let Some(error) = topic.error() {
+                        bail!("{error:?}");
+                    }
+                    Ok(topic.partitions().len() as u32)
+                });
+            match attempt {
+                Ok(count) if count > 0 => return Ok(count),
+                Ok(_) => {}
+                Err(e) if started.elapsed() >= patience => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot read topic {:?} from Kafka at {}: check that the broker is up \
+                             and reachable, and that the topic exists",
+                            self.topic, self.servers
+                        )
+                    });
+                }
+                Err(e) => tracing::warn!("Kafka metadata not available yet, retrying: {e:#}"),
+            }
+            if started.elapsed() >= patience {
+                bail!(
+                    "topic {:?} has no partitions at {}: create it, or produce to it first",
+                    self.topic,
+                    self.servers
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Publishes next offsets for lag tools. Never read back as truth: the table's snapshot is.
+    pub fn commit_offsets(&self, consumer: &BaseConsumer, next: &BTreeMap<u32, u64>) {
+        let mut list = TopicPartitionList::new();
+        for (&partition, &offset) in next {
+            let _ = list.add_partition_offset(
+                &self.topic,
+                partition as i32,
+                Offset::Offset(offset as i64),
+            );
+        }
+        if let Err(e) = consumer.commit(&list, CommitMode::Async) {
+            tracing::warn!("cannot publish consumer-group offsets (lag tools only): {e}");
+        }
+    }
+}
+
+/// The low and high watermark offsets of a partition, retried through a broker outage.
+fn watermarks(consumer: &BaseConsumer, topic: &str, partition: u32) -> Result<(u64, u64)> {
+    let (low, high) = retry("read partition offsets", || {
+        consumer.fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
+    })?;
+    Ok((low.max(0) as u64, high.max(0) as u64))
+}
+
+/// Retries a broker request with back-off for about a minute, logging each failure.
+fn retry<T>(what: &str, mut request: impl FnMut() -> Result<T, KafkaError>) -> Result<T> {
+    let mut delay = Duration::from_millis(100);
+    let started = Instant::now();
+    loop {
+        match request() {
+            Ok(value) => return Ok(value),
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                tracing::warn!("cannot {what} ({e}); retrying in {delay:?}");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot {what}: the Kafka broker did not answer for a minute")
+                });
+            }
+        }
+    }
+}
+
+/// Resolves where each partition starts, as concrete offsets.
+pub fn resolve_start(
+    consumer: &BaseConsumer,
+    settings: &KafkaSettings,
+    partitions: &[u32],
+    start: &StartOffsets,
+) -> Result<BTreeMap<u32, u64>> {
+    let topic = &settings.topic;
+    let mut resolved = BTreeMap::new();
+    for &partition in partitions {
+        let (low, high) = watermarks(consumer, topic, partition)?;
+        let offset = match start {
+            StartOffsets::Earliest => low,
+            StartOffsets::Latest => high,
+            StartOffsets::Explicit(offsets) => offsets.get(&partition).copied().unwrap_or(low),
+            StartOffsets::Committed => {
+                let mut list = TopicPartitionList::new();
+                list.add_partition(topic, partition as i32);
+                let committed = retry("read committed offsets", || {
+                    consumer.committed_offsets(list.clone(), REQUEST_TIMEOUT)
+                })?;
+                match committed.elements().first().map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) if o >= 0 => o as u64,
+                    _ => low,
+                }
+            }
+            StartOffsets::Timestamp(ms) => {
+                let mut list = TopicPartitionList::new();
+                list.add_partition_offset(topic, partition as i32, Offset::Offset(*ms))
+                    .context("invalid start timestamp")?;
+                let found = retry("look up offsets for a timestamp", || {
+                    consumer.offsets_for_times(list.clone(), REQUEST_TIMEOUT)
+                })?;
+                match found.elements().first().map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) if o >= 0 => o as u64,
+                    _ => high,
+                }
+            }
+        };
+        resolved.insert(partition, offset.clamp(low, high.max(low)));
+    }
+    Ok(resolved)
+}
+
+/// Where a bounded run stops: the end offsets seen at start, or the offsets of a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopAt {
+    /// Read forever.
+    Never,
+    /// The end offsets when the run starts (`--test-mode`).
+    EndAtStart,
+    /// The first offset whose record timestamp is at or after this time (`--until-timestamp`).
+    Timestamp(i64),
+}
+
+/// One partition as a reader sees it.
+struct PartitionCursor {
+    /// Offset of the next record to hand out.
+    next_offset: u64,
+    /// Where a bounded run stops.
+    end: Option<u64>,
+    next_seq: u64,
+    pending: PendingChunk,
+    ended: bool,
+}
+
+/// Records gathered for the next chunk of a partition.
+#[derive(Default)]
+struct PendingChunk {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+    offsets: Vec<u64>,
+}
+
+/// What a call to [`KafkaReader::read`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// Chunks were produced; more may be ready.
+    Busy,
+    /// Nothing new arrived.
+    Idle,
+    /// Every partition reached its end (bounded runs only).
+    Ended,
+}
+
+/// Reads the partitions one worker owns, in chunks of records.
+pub struct KafkaReader {
+    settings: KafkaSettings,
+    consumer: BaseConsumer,
+    cursors: BTreeMap<u32, PartitionCursor>,
+    chunk_bytes: usize,
+    stop: StopAt,
+    index: usize,
+    peers: usize,
+    known_partitions: u32,
+    next_discovery: Instant,
+    /// Consecutive poll errors, to log an outage once and its end once.
+    failing_since: Option<Instant>,
+}
+
+impl KafkaReader {
+    /// Assigns `start` (partition -> next offset) to a fresh consumer. `known_partitions` is the
+    /// topic's partition count at start; later partitions are picked up as they appear.
+    pub fn open(
+        settings: &KafkaSettings,
+        start: &BTreeMap<u32, u64>,
+        stop: StopAt,
+        chunk_bytes: usize,
+        (index, peers): (usize, usize),
+        known_partitions: u32,
+    ) -> Result<Self> {
+        let consumer = settings.consumer()?;
+        let mut reader = KafkaReader {
+            settings: settings.clone(),
+            consumer,
+            cursors: BTreeMap::new(),
+            chunk_bytes: chunk_bytes.max(1),
+            stop,
+            index,
+            peers,
+            known_partitions,
+            next_discovery: Instant::now() + PARTITION_DISCOVERY_INTERVAL,
+            failing_since: None,
+        };
+        reader.assign(start)?;
+        Ok(reader)
+    }
+
+    /// The partitions this reader has handed out chunks of, or will.
+    pub fn partitions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.cursors.keys().copied()
+    }
+
+    fn assign(&mut self, start: &BTreeMap<u32, u64>) -> Result<()> {
+        let topic = self.settings.topic.clone();
+        let mut list = TopicPartitionList::new();
+        for (&partition, &offset) in start {
+            let end = match self.stop {
+                StopAt::Never => None,
+                StopAt::EndAtStart => Some(watermarks(&self.consumer, &topic, partition)?.1),
+                StopAt::Timestamp(ms) => Some(self.offset_at(partition, ms)?),
+            };
+            let ended = end.is_some_and(|end| offset >= end);
+            self.cursors.insert(
+                partition,
+                PartitionCursor {
+                    next_offset: offset,
+                    end,
+                    next_seq: 0,
+                    pending: PendingChunk::default(),
+                    ended: false,
+                },
+            );
+            if !ended {
+                list.add_partition_offset(&topic, partition as i32, Offset::Offset(offset as i64))
+                    .context("invalid start offset")?;
+            }
+        }
+        if list.count() > 0 {
+            self.consumer
+                .incremental_assign(&list)
+                .context("cannot assign Kafka partitions")?;
+        }
+        Ok(())
+    }
+
+    fn offset_at(&self, partition: u32, ms: i64) -> Result<u64> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.settings.topic, partition as i32, Offset::Offset(ms))
+            .context("invalid stop timestamp")?;
+        let found = retry("look up offsets for a timestamp", || {
+            self.consumer
+                .offsets_for_times(list.clone(), REQUEST_TIMEOUT)
+        })?;
+        match found.elements().first().map(|e| e.offset()) {
+            Some(Offset::Offset(o)) if o >= 0 => Ok(o as u64),
+            _ => Ok(watermarks(&self.consumer, &self.settings.topic, partition)?.1),
+        }
+    }
+
+    /// Polls the consumer and appends to `out` the chunks that filled up, plus, when nothing more
+    /// is waiting, what each partition has gathered. A partition that reaches its end gets a last
+    /// chunk.
+    pub fn read(&mut self, max_records: usize, out: &mut Vec<Chunk>) -> Result<ReadStatus> {
+        if self.stop == StopAt::Never && Instant::now() >= self.next_discovery {
+            self.discover_partitions()?;
+        }
+        let mut drained = false;
+        for _ in 0..max_records {
+            match self.consumer.poll(Duration::ZERO) {
+                None => {
+                    drained = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    if self.failing_since.is_none() {
+                        tracing::warn!(
+                            "Kafka is failing ({e}); librdkafka keeps retrying, and reading \
+                             resumes where it stopped"
+                        );
+                        self.failing_since = Some(Instant::now());
+                    }
+                    drained = true;
+                    break;
+                }
+                Some(Ok(message)) => {
+                    if let Some(since) = self.failing_since.take() {
+                        tracing::info!("Kafka is back after {:?}", since.elapsed());
+                    }
+                    let partition = message.partition() as u32;
+                    let offset = message.offset() as u64;
+                    let Some(cursor) = self.cursors.get_mut(&partition) else {
+                        continue;
+                    };
+                    if cursor.ended || offset < cursor.next_offset {
+                        continue;
+                    }
+                    if cursor.end.is_some_and(|end| offset >= end) {
+                        cursor.next_offset = cursor.end.expect("checked");
+                        continue;
+                    }
+                    let pending = &mut cursor.pending;
+                    pending
+                        .bytes
+                        .extend_from_slice(message.payload().unwrap_or_default());
+                    pending.ends.push(pending.bytes.len() as u32);
+                    pending.offsets.push(offset);
+                    cursor.next_offset = offset + 1;
+                    if pending.bytes.len() >= self.chunk_bytes {
+                        out.push(take_chunk(partition, cursor, false));
+                    }
+                }
+            }
+        }
+        let produced = out.len();
+        let mut unassign = TopicPartitionList::new();
+        for (&partition, cursor) in self.cursors.iter_mut() {
+            if cursor.ended {
+                continue;
+            }
+            let at_end = cursor.end.is_some_and(|end| cursor.next_offset >= end);
+            if at_end || (drained && !cursor.pending.offsets.is_empty()) {
+                out.push(take_chunk(partition, cursor, at_end));
+            }
+            if at_end {
+                cursor.ended = true;
+                unassign.add_partition(&self.settings.topic, partition as i32);
+            }
+        }
+        if unassign.count() > 0 {
+            let _ = self.consumer.incremental_unassign(&unassign);
+        }
+        if self.cursors.values().all(|c| c.ended) {
+            return Ok(ReadStatus::Ended);
+        }
+        Ok(if out.len() > produced || !drained {
+            ReadStatus::Busy
+        } else if out.is_empty() {
+            ReadStatus::Idle
+        } else {
+            ReadStatus::Busy
+        })
+    }
+
+    /// Assigns partitions added to the topic since start, from their earliest offset.
+    fn discover_partitions(&mut self) -> Result<()> {
+        self.next_discovery = Instant::now() + PARTITION_DISCOVERY_INTERVAL;
+        let Ok(count) = self
+            .settings
+            .partition_count(&self.consumer, Duration::from_secs(1))
+        else {
+            return Ok(());
+        };
+        if count <= self.known_partitions {
+            return Ok(());
+        }
+        let added: Vec<u32> = (self.known_partitions..count)
+            .filter(|p| *p as usize % self.peers == self.index)
+            .collect();
+        self.known_partitions = count;
+        if added.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            ?added,
+            "new partitions of the topic; reading them from the start"
+        );
+        let start = resolve_start(
+            &self.consumer,
+            &self.settings,
+            &added,
+            &StartOffsets::Earliest,
+        )?;
+        self.assign(&start)
+    }
+}
+
+fn take_chunk(partition: u32, cursor: &mut PartitionCursor, last: bool) -> Chunk {
+    let pending = std::mem::take(&mut cursor.pending);
+    let first_offset = pending
+        .offsets
+        .first()
+        .copied()
+        .unwrap_or(cursor.next_offset);
+    let chunk = Chunk {
+        partition,
+        seq: cursor.next_seq,
+        byte_offset: first_offset,
+        first_line: 0,
+        bytes: pending.bytes,
+        last,
+        end_offset: cursor.next_offset,
+        records: Some(super::file::RecordIndex {
+            ends: pending.ends,
+            offsets: pending.offsets,
+        }),
+    };
+    cursor.next_seq += 1;
+    chunk
+}
