@@ -1190,13 +1190,7 @@ impl Committer {
         self.runtime.block_on(async {
             let newest = newest_mark(&self.warehouse, TableKind::Sessions).await?;
             if newest != self.last_commit {
-                anyhow::bail!(
-                    "table {} was committed by another pipeline since this run started (its \
-                     newest snapshot is {newest:?}, this run expected {:?}); two pipelines must \
-                     not write one table: stop one, then restart the other",
-                    self.warehouse.ident(TableKind::Sessions),
-                    self.last_commit
-                );
+                return Err(self.two_writers(TableKind::Sessions, newest));
             }
             self.commit_table(TableKind::Sessions, session_files, properties, epoch)
                 .await?;
@@ -1229,10 +1223,12 @@ impl Committer {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
-            if newest_mark(&self.warehouse, kind).await.ok().flatten()
-                == Some((epoch, self.run_id.clone()))
-            {
-                return Ok(());
+            match newest_mark(&self.warehouse, kind).await {
+                Ok(newest) if newest == Some((epoch, self.run_id.clone())) => return Ok(()),
+                Ok(newest) if newest != self.last_commit => {
+                    return Err(self.two_writers(kind, newest));
+                }
+                _ => {}
             }
             if attempt >= COMMIT_ATTEMPTS {
                 return Err(error);
@@ -1245,6 +1241,16 @@ impl Committer {
             delay *= 2;
         }
         unreachable!("the loop returns")
+    }
+
+    fn two_writers(&self, kind: TableKind, newest: Option<(u64, String)>) -> anyhow::Error {
+        anyhow::anyhow!(
+            "table {} was committed by another pipeline since this run started (its newest \
+             snapshot is epoch/run {newest:?}, this run expected {:?}); two pipelines must not \
+             write one table: stop one, then restart the other",
+            self.warehouse.ident(kind),
+            self.last_commit
+        )
     }
 
     fn publish_offsets(&mut self) {

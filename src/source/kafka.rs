@@ -237,22 +237,62 @@ pub fn resolve_start(
                     _ => low,
                 }
             }
-            StartOffsets::Timestamp(ms) => {
-                let mut list = TopicPartitionList::new();
-                list.add_partition_offset(topic, partition as i32, Offset::Offset(*ms))
-                    .context("invalid start timestamp")?;
-                let found = retry("look up offsets for a timestamp", || {
-                    consumer.offsets_for_times(list.clone(), REQUEST_TIMEOUT)
-                })?;
-                match found.elements().first().map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) if o >= 0 => o as u64,
-                    _ => high,
-                }
-            }
+            StartOffsets::Timestamp(ms) => offset_for_time(settings, consumer, partition, *ms)?,
         };
         resolved.insert(partition, offset.clamp(low, high.max(low)));
     }
     Ok(resolved)
+}
+
+/// The first offset of `partition` whose record timestamp is at or after `ms`, or the end
+/// offset if there is none. Asks the broker's time index; a broker without one (librdkafka's
+/// mock cluster answers "none" to every time) is searched by reading record timestamps, which,
+/// like the time index, assumes they grow with the offset.
+pub fn offset_for_time(
+    settings: &KafkaSettings,
+    consumer: &BaseConsumer,
+    partition: u32,
+    ms: i64,
+) -> Result<u64> {
+    let topic = &settings.topic;
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition as i32, Offset::Offset(ms))
+        .context("invalid timestamp")?;
+    let found = retry("look up offsets for a timestamp", || {
+        consumer.offsets_for_times(list.clone(), REQUEST_TIMEOUT)
+    })?;
+    if let Some(Offset::Offset(o)) = found.elements().first().map(|e| e.offset())
+        && o >= 0
+    {
+        return Ok(o as u64);
+    }
+    let (mut low, mut high) = watermarks(consumer, topic, partition)?;
+    let probe = settings.consumer()?;
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if record_timestamp(&probe, topic, partition, middle)? < ms {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(low)
+}
+
+/// The timestamp of the record at `offset` (or of the first one after it, if it is gone).
+fn record_timestamp(probe: &BaseConsumer, topic: &str, partition: u32, offset: u64) -> Result<i64> {
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
+        .context("invalid offset")?;
+    probe.assign(&list).context("cannot assign a partition")?;
+    let started = Instant::now();
+    while started.elapsed() < REQUEST_TIMEOUT {
+        if let Some(message) = probe.poll(Duration::from_millis(100)) {
+            let message = message.context("cannot read a record's timestamp")?;
+            return Ok(message.timestamp().to_millis().unwrap_or(i64::MIN));
+        }
+    }
+    bail!("record {offset} of partition {partition} did not arrive within {REQUEST_TIMEOUT:?}")
 }
 
 /// Where a bounded run stops: the end offsets seen at start, or the offsets of a time.
@@ -351,7 +391,12 @@ impl KafkaReader {
             let end = match self.stop {
                 StopAt::Never => None,
                 StopAt::EndAtStart => Some(watermarks(&self.consumer, &topic, partition)?.1),
-                StopAt::Timestamp(ms) => Some(self.offset_at(partition, ms)?),
+                StopAt::Timestamp(ms) => Some(offset_for_time(
+                    &self.settings,
+                    &self.consumer,
+                    partition,
+                    ms,
+                )?),
             };
             let ended = end.is_some_and(|end| offset >= end);
             self.cursors.insert(
@@ -375,20 +420,6 @@ impl KafkaReader {
                 .context("cannot assign Kafka partitions")?;
         }
         Ok(())
-    }
-
-    fn offset_at(&self, partition: u32, ms: i64) -> Result<u64> {
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(&self.settings.topic, partition as i32, Offset::Offset(ms))
-            .context("invalid stop timestamp")?;
-        let found = retry("look up offsets for a timestamp", || {
-            self.consumer
-                .offsets_for_times(list.clone(), REQUEST_TIMEOUT)
-        })?;
-        match found.elements().first().map(|e| e.offset()) {
-            Some(Offset::Offset(o)) if o >= 0 => Ok(o as u64),
-            _ => Ok(watermarks(&self.consumer, &self.settings.topic, partition)?.1),
-        }
     }
 
     /// Polls the consumer and appends to `out` the chunks that filled up, plus, when nothing more
@@ -427,6 +458,14 @@ impl KafkaReader {
                     };
                     if cursor.ended || offset < cursor.next_offset {
                         continue;
+                    }
+                    if offset > cursor.next_offset && cursor.pending.offsets.is_empty() {
+                        tracing::warn!(
+                            partition,
+                            "records {}..{offset} are gone from the broker (retention or \
+                             compaction) and were never read",
+                            cursor.next_offset
+                        );
                     }
                     if cursor.end.is_some_and(|end| offset >= end) {
                         cursor.next_offset = cursor.end.expect("checked");

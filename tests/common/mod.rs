@@ -14,6 +14,113 @@ use sessionize::sink::iceberg::Warehouse;
 use sessionize::sink::tables::TableKind;
 
 pub const MIN: u64 = 60_000;
+pub const HOUR: u64 = 60 * MIN;
+pub const BASE: u64 = 1_772_323_200_000; // 2026-03-01T00:00:00Z
+
+/// A small deterministic random source, so the workload needs nothing from the crate under test.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+pub fn event(user: &str, id: &str, time: u64, page: &str, as_string: bool) -> String {
+    let ts = if as_string {
+        format!("\"{time}\"")
+    } else {
+        time.to_string()
+    };
+    format!(
+        r#"{{"event_id":"{id}","page_name":"{page}","event_timestamp":{ts},"booking_details":null,"uuid":"{user}","event_details":{{"event_name":"view","event_type":"page","event_value":1}}}}"#
+    )
+}
+
+/// `count` partitions of events with the hard cases: gaps of exactly 30 min and 30 min + 1 ms, users
+/// active for hours without a pause, duplicates, disorder of minutes, events hours late, and
+/// malformed lines of many kinds.
+pub fn workload(seed: u64, count: usize) -> Vec<Vec<u8>> {
+    let mut rng = Lcg(seed);
+    let pages = [
+        "home", "search", "results", "details", "cart", "checkout", "payment",
+    ];
+    let mut events: Vec<(u64, String)> = Vec::new();
+    for user in 0..40 {
+        let user_id = format!("user-{user:03}");
+        let mut time = BASE + rng.below(HOUR);
+        let continuous = user % 7 == 0;
+        for n in 0..(20 + rng.below(60)) {
+            let gap = match (continuous, rng.below(12)) {
+                (true, _) => rng.below(25 * MIN),
+                (false, 0) => 30 * MIN,
+                (false, 1) => 30 * MIN + 1,
+                (false, 2) => 2 * HOUR,
+                (false, 3) => 0,
+                _ => rng.below(10 * MIN),
+            };
+            time += gap;
+            let page = pages[rng.below(pages.len() as u64) as usize];
+            let line = event(&user_id, &format!("{user_id}-{n}"), time, page, n % 2 == 0);
+            if rng.below(20) == 0 {
+                events.push((time + rng.below(MIN), line.clone())); // a duplicate
+            }
+            events.push((time, line));
+        }
+    }
+    // Arrival order: event time plus up to 3 minutes of disorder.
+    let mut arrivals: Vec<(u64, String)> = events
+        .into_iter()
+        .map(|(time, line)| (time + rng.below(3 * MIN), line))
+        .collect();
+    arrivals.sort();
+    let malformed = [
+        "{not json".to_string(),
+        r#"{"event_id":"x1","uuid":"user-001","event_timestamp":"#.to_string(),
+        r#"{"event_id":"x2","event_timestamp":1772323200000}"#.to_string(),
+        r#"{"event_id":"x3","uuid":"","event_timestamp":1772323200000}"#.to_string(),
+        r#"{"event_id":"x4","uuid":"user-002","event_timestamp":"soon"}"#.to_string(),
+        r#"{"event_id":"x5","uuid":"user-002","event_timestamp":-5}"#.to_string(),
+        r#"{"event_id":"x6","uuid":"user-002","event_timestamp":4102444800000}"#.to_string(),
+        r#"{"event_id":"x7","uuid":"user-002","event_timestamp":1772323200000,"event_details":"oops"}"#
+            .to_string(),
+        "[1,2,3]".to_string(),
+    ];
+    let mut partitions = vec![Vec::new(); count];
+    for (i, (arrival, line)) in arrivals.iter().enumerate() {
+        let partition = &mut partitions[i % count];
+        partition.extend_from_slice(line.as_bytes());
+        partition.push(b'\n');
+        if i % 97 == 13 {
+            let bad = &malformed[i % malformed.len()];
+            partition.extend_from_slice(bad.as_bytes());
+            partition.push(b'\n');
+        }
+        if i % 89 == 5 {
+            // Invalid UTF-8, and an event hours behind the stream.
+            partition.extend_from_slice(
+                b"{\"uuid\":\"user-\xff\",\"event_id\":\"y\",\"event_timestamp\":1}\n",
+            );
+            let late = event(
+                "user-late",
+                &format!("late-{i}"),
+                arrival - 3 * HOUR,
+                "home",
+                true,
+            );
+            partition.extend_from_slice(late.as_bytes());
+            partition.extend_from_slice(b"\n\n");
+        }
+    }
+    partitions
+}
 
 /// One expected or actual session row.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -222,9 +329,69 @@ pub fn write_inputs(dir: &Path, inputs: &[Vec<u8>]) -> Vec<PathBuf> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Actual {
     pub sessions: Vec<SessionRow>,
+    /// (partition, line number) of quarantined lines.
     pub quarantined: Vec<(i32, i64)>,
+    /// (partition, line number, watermark) of late events.
     pub late: Vec<(i32, i64, i64)>,
+    /// (partition, offset) of quarantined lines.
+    pub quarantined_offsets: Vec<(i32, i64)>,
+    /// (partition, offset, watermark) of late events.
+    pub late_offsets: Vec<(i32, i64, i64)>,
     pub epoch_summary: Option<String>,
+    /// The newest sessions snapshot's summary.
+    pub summary: HashMap<String, String>,
+}
+
+impl Actual {
+    /// Every partition's next offset, as the newest sessions snapshot records it.
+    pub fn next_offsets(&self) -> BTreeMap<u32, u64> {
+        let positions: BTreeMap<String, serde_json::Value> = self
+            .summary
+            .get("sessionize.positions")
+            .map(|json| serde_json::from_str(json).unwrap())
+            .unwrap_or_default();
+        positions
+            .into_iter()
+            .map(|(p, v)| (p.parse().unwrap(), v["next_offset"].as_u64().unwrap()))
+            .collect()
+    }
+}
+
+/// The records a partition's bytes make when every non-blank line is produced to Kafka.
+pub fn records_of(partition: &[u8]) -> Vec<&[u8]> {
+    partition
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .collect()
+}
+
+/// The reference for partitions produced to Kafka record by record ([`records_of`]): side rows
+/// are named by (partition, offset) instead of line numbers.
+pub fn kafka_reference(partitions: &[Vec<u8>], lateness: u64) -> Expected {
+    let mut expected = reference(partitions, 30 * MIN, 2 * HOUR, lateness);
+    let offset_of: Vec<HashMap<i64, i64>> = partitions
+        .iter()
+        .map(|bytes| {
+            let mut map = HashMap::new();
+            let mut offset = 0;
+            for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    map.insert(index as i64 + 1, offset);
+                    offset += 1;
+                }
+            }
+            map
+        })
+        .collect();
+    for row in &mut expected.quarantined {
+        row.1 = offset_of[row.0 as usize][&row.1];
+    }
+    for row in &mut expected.late {
+        row.1 = offset_of[row.0 as usize][&row.1];
+    }
+    expected.quarantined.sort();
+    expected.late.sort();
+    expected
 }
 
 pub fn read_tables(warehouse: &Path) -> Actual {
@@ -237,12 +404,12 @@ pub fn read_tables(warehouse: &Path) -> Actual {
             .await
             .unwrap();
         let sessions_table = warehouse.load(TableKind::Sessions).await.unwrap();
-        let epoch_summary = sessions_table.metadata().current_snapshot().and_then(|s| {
-            s.summary()
-                .additional_properties
-                .get("sessionize.epoch")
-                .cloned()
-        });
+        let summary = sessions_table
+            .metadata()
+            .current_snapshot()
+            .map(|s| s.summary().additional_properties.clone())
+            .unwrap_or_default();
+        let epoch_summary = summary.get("sessionize.epoch").cloned();
         let mut sessions = Vec::new();
         for batch in scan(&warehouse, TableKind::Sessions).await {
             for row in 0..batch.num_rows() {
@@ -267,32 +434,49 @@ pub fn read_tables(warehouse: &Path) -> Actual {
             }
         }
         let mut quarantined = Vec::new();
+        let mut quarantined_offsets = Vec::new();
         for batch in scan(&warehouse, TableKind::Quarantine).await {
             for row in 0..batch.num_rows() {
+                let partition = column::<Int32Array>(&batch, "partition").value(row);
                 quarantined.push((
-                    column::<Int32Array>(&batch, "partition").value(row),
+                    partition,
                     column::<Int64Array>(&batch, "line_number").value(row),
                 ));
+                quarantined_offsets
+                    .push((partition, column::<Int64Array>(&batch, "offset").value(row)));
             }
         }
         let mut late = Vec::new();
+        let mut late_offsets = Vec::new();
         for batch in scan(&warehouse, TableKind::LateEvents).await {
             for row in 0..batch.num_rows() {
+                let partition = column::<Int32Array>(&batch, "partition").value(row);
+                let watermark = column::<Int64Array>(&batch, "watermark_ms").value(row);
                 late.push((
-                    column::<Int32Array>(&batch, "partition").value(row),
+                    partition,
                     column::<Int64Array>(&batch, "line_number").value(row),
-                    column::<Int64Array>(&batch, "watermark_ms").value(row),
+                    watermark,
+                ));
+                late_offsets.push((
+                    partition,
+                    column::<Int64Array>(&batch, "offset").value(row),
+                    watermark,
                 ));
             }
         }
         sessions.sort();
         quarantined.sort();
         late.sort();
+        quarantined_offsets.sort();
+        late_offsets.sort();
         Actual {
             sessions,
             quarantined,
             late,
+            quarantined_offsets,
+            late_offsets,
             epoch_summary,
+            summary,
         }
     })
 }

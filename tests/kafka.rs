@@ -1,0 +1,362 @@
+//! Kafka → timely → Iceberg, against a real Kafka-protocol broker (librdkafka's mock cluster,
+//! started by each test) and a real SQL catalog and warehouse: exactly-once results through
+//! SIGKILLs and restarts with other worker counts, replays from offsets and times, a broker
+//! outage, and two pipelines on one table.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    Actual, Expected, Lcg, MIN, kafka_reference, read_tables, records_of, sessionize, workload,
+};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use sessionize::broker::EmbeddedBroker;
+
+const TOPIC: &str = "clickstream-events";
+
+/// Produces every partition's records to the partition of the same number, with an independent
+/// client, each record stamped with `timestamp(partition, offset)` when given.
+fn produce(servers: &str, partitions: &[Vec<u8>], timestamp: Option<&dyn Fn(usize, usize) -> i64>) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for (partition, bytes) in partitions.iter().enumerate() {
+        for (offset, record) in records_of(bytes).into_iter().enumerate() {
+            let mut message = BaseRecord::<[u8], [u8]>::to(TOPIC)
+                .payload(record)
+                .partition(partition as i32);
+            if let Some(timestamp) = timestamp {
+                message = message.timestamp(timestamp(partition, offset));
+            }
+            let mut message = Some(message);
+            while let Some(m) = message.take() {
+                if let Err((_, back)) = producer.send(m) {
+                    message = Some(back);
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn run_args(servers: &str, warehouse: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "--kafka-servers",
+        servers,
+        "--kafka-topic",
+        TOPIC,
+        "--warehouse",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(warehouse.display().to_string());
+    args.extend(["--commit-interval", "100ms"].map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// A bounded (`--test-mode`) run to completion.
+fn run_kafka(servers: &str, warehouse: &Path, extra: &[&str]) -> String {
+    let mut extra = extra.to_vec();
+    extra.push("--test-mode");
+    let args = run_args(servers, warehouse, &extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    String::from_utf8(sessionize(&args).stdout).unwrap()
+}
+
+fn spawn_run(servers: &str, warehouse: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sessionize"))
+        .args(run_args(servers, warehouse, extra))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn assert_tables_equal(actual: &Actual, expected: &Expected, what: &str) {
+    assert_eq!(actual.quarantined_offsets, expected.quarantined, "{what}");
+    assert_eq!(actual.late_offsets, expected.late, "{what}");
+    assert_eq!(actual.sessions.len(), expected.sessions.len(), "{what}");
+    assert_eq!(actual.sessions, expected.sessions, "{what}");
+}
+
+fn end_offsets(partitions: &[Vec<u8>]) -> BTreeMap<u32, u64> {
+    partitions
+        .iter()
+        .enumerate()
+        .map(|(p, bytes)| (p as u32, records_of(bytes).len() as u64))
+        .collect()
+}
+
+#[test]
+fn a_bounded_run_matches_the_reference_and_records_the_end_offsets() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 4).unwrap();
+    let partitions = workload(5, 4);
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let expected = kafka_reference(&partitions, 10 * MIN);
+    assert!(!expected.late.is_empty() && !expected.quarantined.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let summary = run_kafka(broker.bootstrap_servers(), &warehouse, &["-w", "2"]);
+    let actual = read_tables(&warehouse);
+    assert_tables_equal(&actual, &expected, "-w 2");
+    assert_eq!(actual.next_offsets(), end_offsets(&partitions));
+    let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+    assert_eq!(summary["sessions"], expected.sessions.len() as u64);
+
+    // Running again finds nothing new: the table says where the topic was read up to.
+    run_kafka(broker.bootstrap_servers(), &warehouse, &["-w", "2"]);
+    assert_tables_equal(&read_tables(&warehouse), &expected, "second run");
+}
+
+#[test]
+fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut partitions = Vec::new();
+    for seed in 1..=4 {
+        let path = dir.path().join(format!("p{seed}.jsonl"));
+        let seed = seed.to_string();
+        sessionize(&[
+            "generate",
+            "--users",
+            "300",
+            // The embedded broker keeps 5 MiB per partition: stay below.
+            "--events",
+            "12000",
+            "--seed",
+            &seed,
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        partitions.push(std::fs::read(&path).unwrap());
+    }
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let servers = broker.bootstrap_servers();
+
+    let uninterrupted = dir.path().join("uninterrupted");
+    run_kafka(servers, &uninterrupted, &["-w", "2"]);
+    let expected = read_tables(&uninterrupted);
+    assert_tables_equal(
+        &expected,
+        &kafka_reference(&partitions, 10 * MIN),
+        "uninterrupted",
+    );
+
+    // Slowed down to about 5 s of reading, so that each kill lands mid-stream.
+    let killed = dir.path().join("killed");
+    let mut rng = Lcg(std::process::id() as u64);
+    let mut kills = 0;
+    for workers in ["2", "1", "3"] {
+        let mut child = spawn_run(
+            servers,
+            &killed,
+            &["--test-mode", "--max-rate", "10000", "-w", workers],
+        );
+        std::thread::sleep(Duration::from_millis(200 + rng.below(700)));
+        let running = child.try_wait().unwrap().is_none();
+        if running {
+            kills += 1;
+            child.kill().unwrap(); // SIGKILL
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            running || output.status.success(),
+            "a restarted pipeline failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert!(kills >= 2, "the kills should interrupt running pipelines");
+    run_kafka(servers, &killed, &["-w", "2"]);
+    let actual = read_tables(&killed);
+    assert_eq!(actual.sessions, expected.sessions);
+    assert_eq!(actual.quarantined_offsets, expected.quarantined_offsets);
+    assert_eq!(actual.late_offsets, expected.late_offsets);
+    assert_eq!(actual.next_offsets(), end_offsets(&partitions));
+}
+
+#[test]
+fn replays_from_explicit_offsets_and_from_a_timestamp() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 2).unwrap();
+    let partitions = workload(9, 2);
+    const T0: i64 = 1_800_000_000_000;
+    // Record timestamps (not event times): one second per offset.
+    produce(
+        broker.bootstrap_servers(),
+        &partitions,
+        Some(&|_, offset| T0 + 1000 * offset as i64),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let explicit = dir.path().join("explicit");
+    run_kafka(
+        broker.bootstrap_servers(),
+        &explicit,
+        &["--start-offsets", "0:40,1:75"],
+    );
+    assert_tables_equal(
+        &read_tables(&explicit),
+        &reference_after(&partitions, &[40, 75]),
+        "--start-offsets",
+    );
+
+    // Both partitions' records from T0 + 40 s on: offset 40 onwards.
+    let at = dir.path().join("timestamp");
+    let time = rfc3339(T0 + 40_000);
+    run_kafka(
+        broker.bootstrap_servers(),
+        &at,
+        &["--start-timestamp", &time],
+    );
+    assert_tables_equal(
+        &read_tables(&at),
+        &reference_after(&partitions, &[40, 40]),
+        "--start-timestamp",
+    );
+}
+
+/// The reference over each partition's records from offset `skip[partition]` on.
+fn reference_after(partitions: &[Vec<u8>], skip: &[usize]) -> Expected {
+    let rest: Vec<Vec<u8>> = partitions
+        .iter()
+        .zip(skip)
+        .map(|(bytes, &skip)| {
+            let mut rest = Vec::new();
+            for record in records_of(bytes).into_iter().skip(skip) {
+                rest.extend_from_slice(record);
+                rest.push(b'\n');
+            }
+            rest
+        })
+        .collect();
+    let mut expected = kafka_reference(&rest, 10 * MIN);
+    for row in &mut expected.quarantined {
+        row.1 += skip[row.0 as usize] as i64;
+    }
+    for row in &mut expected.late {
+        row.1 += skip[row.0 as usize] as i64;
+    }
+    expected
+}
+
+/// `ms` as `YYYY-MM-DDTHH:MM:SS.mmmZ`, computed by hand so the test does not rely on the crate.
+fn rfc3339(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rest = ms.rem_euclid(86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000
+    )
+}
+
+#[test]
+fn a_broker_outage_is_waited_out_without_loss() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 4).unwrap();
+    let partitions = workload(13, 4);
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let expected = kafka_reference(&partitions, 10 * MIN);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let total: u64 = end_offsets(&partitions).values().sum();
+    // About 4 s of reading, with the broker away for 2 s of it.
+    let rate = (total / 4).to_string();
+    let mut child = spawn_run(
+        broker.bootstrap_servers(),
+        &warehouse,
+        &["--test-mode", "--max-rate", &rate, "-w", "2"],
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(child.try_wait().unwrap().is_none(), "still reading");
+    broker.set_up(false).unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    broker.set_up(true).unwrap();
+    let output = wait_with_timeout(child, Duration::from_secs(120));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_tables_equal(&read_tables(&warehouse), &expected, "after the outage");
+}
+
+fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > timeout {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn two_pipelines_on_one_table_stop_with_a_clear_error() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 2).unwrap();
+    produce(broker.bootstrap_servers(), &workload(17, 2), None);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    // Create the tables first, so that both pipelines start from the same snapshot.
+    run_kafka(
+        broker.bootstrap_servers(),
+        &warehouse,
+        &["--start-offsets", "latest"],
+    );
+    let live = ["--start-offsets", "earliest"];
+    let mut pipelines = [
+        spawn_run(broker.bootstrap_servers(), &warehouse, &live),
+        spawn_run(broker.bootstrap_servers(), &warehouse, &live),
+    ];
+    // Live runs never end by themselves: wait for one to stop, then stop the other.
+    let started = Instant::now();
+    let loser = loop {
+        if let Some(i) = (0..2).find(|&i| pipelines[i].try_wait().unwrap().is_some()) {
+            break i;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "neither pipeline stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let [first, second] = pipelines;
+    let (loser, mut winner) = if loser == 0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    winner.kill().unwrap();
+    winner.wait().unwrap();
+    let output = loser.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("another pipeline"), "{stderr}");
+}
