@@ -140,13 +140,16 @@ class Config:
 
     def __init__(self, inactivity_ms=1_800_000, max_duration_ms=7_200_000,
                  allowed_lateness_ms=600_000, max_future_skew_ms=86_400_000,
-                 max_event_bytes=1_048_576, now_ms=None):
+                 max_event_bytes=1_048_576, now_ms=None, kafka_records=False):
         self.inactivity_ms = inactivity_ms
         self.max_duration_ms = max_duration_ms
         self.allowed_lateness_ms = allowed_lateness_ms
         self.max_future_skew_ms = max_future_skew_ms
         self.max_event_bytes = max_event_bytes
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        # Inputs are Kafka partitions dumped one record per line: a side
+        # row's offset is the record's offset and its line number is 0.
+        self.kafka_records = kafka_records
 
 
 # ---------------------------------------------------------------------------
@@ -274,6 +277,15 @@ def iter_lines(stream):
         yield line_number, start, line
 
 
+def iter_records(stream):
+    """Yield ``(0, offset, record)`` for a Kafka partition dumped one record
+    per line (blank lines are not records)."""
+    offset = 0
+    for _line_number, _start, line in iter_lines(stream):
+        yield 0, offset, line
+        offset += 1
+
+
 # ---------------------------------------------------------------------------
 # Expected output
 # ---------------------------------------------------------------------------
@@ -300,7 +312,9 @@ def scan_partition(path, partition, config, expected, events_by_user):
     lateness = config.allowed_lateness_ms
     lines = on_time = 0
     with open(path, "rb") as stream:
-        for line_number, offset, line in iter_lines(stream):
+        records = (iter_records(stream) if config.kafka_records
+                   else iter_lines(stream))
+        for line_number, offset, line in records:
             lines += 1
             event, _reason = parse_event(line, config)
             if event is None:
@@ -1077,6 +1091,9 @@ def parse_args(argv):
     parser.add_argument("--now-ms", type=int, default=None,
                         help="'now' for the future-skew rule "
                              "(default: the wall clock)")
+    parser.add_argument("--kafka-records", action="store_true",
+                        help="each input is a Kafka partition dumped one "
+                             "record per line")
     parser.add_argument("--summary-json", action="store_true",
                         help="print the JSON summary on failure too")
     parser.add_argument("--self-test", action="store_true",
@@ -1093,7 +1110,7 @@ def main(argv=None):
         return self_test()
     config = Config(args.inactivity_ms, args.max_duration_ms,
                     args.allowed_lateness_ms, args.max_future_skew_ms,
-                    args.max_event_bytes, args.now_ms)
+                    args.max_event_bytes, args.now_ms, args.kafka_records)
     try:
         problems, summary = check_warehouse(args, config)
     except Exception as err:

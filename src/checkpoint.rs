@@ -171,18 +171,24 @@ impl CheckpointStore {
             .with_context(|| format!("{} is unreadable", path.display()))
     }
 
-    /// Removes every checkpoint directory except `keep`.
-    pub fn remove_all_but(&self, keep: &str) {
+    /// Removes the checkpoint directories of epochs before `epoch`: the newest snapshot names a
+    /// checkpoint of `epoch`, and a directory of a later epoch may belong to a run still writing
+    /// it.
+    pub fn remove_before(&self, epoch: u64) {
         let Ok(entries) = std::fs::read_dir(self.root.join("checkpoints")) else {
             return;
         };
-        let keep = self.root.join(keep);
         for entry in entries.flatten() {
-            let path = entry.path();
-            if path != keep
-                && let Err(e) = std::fs::remove_dir_all(&path)
-            {
-                tracing::warn!("cannot remove old checkpoint {}: {e}", path.display());
+            let name = entry.file_name();
+            let older = name
+                .to_str()
+                .and_then(|n| n.strip_prefix('e')?.get(..12)?.parse::<u64>().ok())
+                .is_some_and(|e| e < epoch);
+            if older && let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(
+                    "cannot remove old checkpoint {}: {e}",
+                    entry.path().display()
+                );
             }
         }
     }

@@ -1202,7 +1202,7 @@ impl Committer {
             anyhow::Ok(())
         })?;
         self.last_commit = Some((epoch, self.run_id.clone()));
-        self.store.remove_all_but(&dir);
+        self.store.remove_before(epoch);
         self.publish_offsets();
         tracing::info!(epoch, sessions = part.sessions, "committed");
         Ok(())

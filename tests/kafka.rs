@@ -11,41 +11,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Actual, Expected, Lcg, MIN, kafka_reference, read_tables, records_of, sessionize, workload,
+    Actual, Expected, Lcg, MIN, TOPIC, kafka_reference, produce, read_tables, records_of,
+    sessionize, workload,
 };
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sessionize::broker::EmbeddedBroker;
-
-const TOPIC: &str = "clickstream-events";
-
-/// Produces every partition's records to the partition of the same number, with an independent
-/// client, each record stamped with `timestamp(partition, offset)` when given.
-fn produce(servers: &str, partitions: &[Vec<u8>], timestamp: Option<&dyn Fn(usize, usize) -> i64>) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
-    for (partition, bytes) in partitions.iter().enumerate() {
-        for (offset, record) in records_of(bytes).into_iter().enumerate() {
-            let mut message = BaseRecord::<[u8], [u8]>::to(TOPIC)
-                .payload(record)
-                .partition(partition as i32);
-            if let Some(timestamp) = timestamp {
-                message = message.timestamp(timestamp(partition, offset));
-            }
-            let mut message = Some(message);
-            while let Some(m) = message.take() {
-                if let Err((_, back)) = producer.send(m) {
-                    message = Some(back);
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-}
 
 fn run_args(servers: &str, warehouse: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -122,8 +91,29 @@ fn a_bounded_run_matches_the_reference_and_records_the_end_offsets() {
 
 #[test]
 fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, 4).unwrap();
+    // The broker is `sessionize broker`, reached through the port it serves.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut broker = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_sessionize"))
+            .args(["broker", "--partitions", "4", "--port", &port])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut bootstrap = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(broker.0.stdout.take().unwrap()),
+        &mut bootstrap,
+    )
+    .unwrap();
+    let servers = bootstrap.trim().to_string();
+    assert_eq!(servers, format!("127.0.0.1:{port}"));
     let dir = tempfile::tempdir().unwrap();
     let mut partitions = Vec::new();
     for seed in 1..=4 {
@@ -143,8 +133,8 @@ fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
         ]);
         partitions.push(std::fs::read(&path).unwrap());
     }
-    produce(broker.bootstrap_servers(), &partitions, None);
-    let servers = broker.bootstrap_servers();
+    produce(&servers, &partitions, None);
+    let servers = servers.as_str();
 
     let uninterrupted = dir.path().join("uninterrupted");
     run_kafka(servers, &uninterrupted, &["-w", "2"]);
@@ -185,6 +175,16 @@ fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
     assert_eq!(actual.quarantined_offsets, expected.quarantined_offsets);
     assert_eq!(actual.late_offsets, expected.late_offsets);
     assert_eq!(actual.next_offsets(), end_offsets(&partitions));
+}
+
+/// A child process that is killed when the test ends, passed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

@@ -6,7 +6,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{run_files, sessionize};
+use common::{TOPIC, produce, run_files, sessionize};
+use sessionize::broker::EmbeddedBroker;
 
 #[test]
 fn pyiceberg_reads_tables_equal_to_an_independent_reference() {
@@ -60,5 +61,72 @@ fn pyiceberg_reads_tables_equal_to_an_independent_reference() {
         summary["late"].as_u64().unwrap() > 0,
         "the workload has hours-late events"
     );
+    assert!(summary["quarantined"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn pyiceberg_agrees_on_tables_read_from_kafka() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut inputs = Vec::new();
+    let mut partitions = Vec::new();
+    for seed in ["5", "6", "7"] {
+        let path = dir.path().join(format!("partition-{seed}.jsonl"));
+        sessionize(&[
+            "generate",
+            "--users",
+            "200",
+            "--events",
+            "10000",
+            "--seed",
+            seed,
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        partitions.push(std::fs::read(&path).unwrap());
+        inputs.push(path);
+    }
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let warehouse = dir.path().join("warehouse");
+    let run = sessionize(&[
+        "run",
+        "--kafka-servers",
+        broker.bootstrap_servers(),
+        "--kafka-topic",
+        TOPIC,
+        "--warehouse",
+        warehouse.to_str().unwrap(),
+        "--commit-interval",
+        "100ms",
+        "--test-mode",
+        "-w",
+        "2",
+    ]);
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&run.stdout).trim()).unwrap();
+
+    let mut check = Command::new("python3");
+    check
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/check_tables.py"
+        ))
+        .arg("--kafka-records")
+        .arg("--warehouse")
+        .arg(&warehouse);
+    for input in &inputs {
+        check.arg("--input").arg(input);
+    }
+    let output = check.output().expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the independent check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let checked: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(checked["ok"], true);
+    assert_eq!(checked["sessions"], summary["sessions"]);
     assert!(summary["quarantined"].as_u64().unwrap() > 0);
 }

@@ -6,6 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use arrow_array::{Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray};
 use futures::TryStreamExt;
@@ -355,6 +359,41 @@ impl Actual {
             .map(|(p, v)| (p.parse().unwrap(), v["next_offset"].as_u64().unwrap()))
             .collect()
     }
+}
+
+/// The topic the Kafka tests use.
+pub const TOPIC: &str = "clickstream-events";
+
+/// Produces every partition's records to the partition of the same number, with an independent
+/// client, each record stamped with `timestamp(partition, offset)` when given.
+pub fn produce(
+    servers: &str,
+    partitions: &[Vec<u8>],
+    timestamp: Option<&dyn Fn(usize, usize) -> i64>,
+) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for (partition, bytes) in partitions.iter().enumerate() {
+        for (offset, record) in records_of(bytes).into_iter().enumerate() {
+            let mut message = BaseRecord::<[u8], [u8]>::to(TOPIC)
+                .payload(record)
+                .partition(partition as i32);
+            if let Some(timestamp) = timestamp {
+                message = message.timestamp(timestamp(partition, offset));
+            }
+            let mut message = Some(message);
+            while let Some(m) = message.take() {
+                if let Err((_, back)) = producer.send(m) {
+                    message = Some(back);
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
 }
 
 /// The records a partition's bytes make when every non-blank line is produced to Kafka.
