@@ -88,6 +88,8 @@ pub struct CheckpointPart {
     pub file: String,
     pub bytes: u64,
     pub open_sessions: u64,
+    /// Events this worker dropped as duplicates during the epoch.
+    pub duplicates: u64,
 }
 
 /// The side tables' files of an epoch, kept until the next epoch commits.
@@ -127,6 +129,7 @@ impl CheckpointStore {
         dir: &str,
         worker: usize,
         state: &SessionizerState,
+        duplicates: u64,
     ) -> Result<CheckpointPart> {
         let file = format!("part-w{worker}.bin");
         let path = self.root.join(dir).join(&file);
@@ -138,6 +141,7 @@ impl CheckpointStore {
             bytes: std::fs::metadata(&path)?.len(),
             file,
             open_sessions: state.open.len() as u64,
+            duplicates,
         })
     }
 

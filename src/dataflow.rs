@@ -157,6 +157,7 @@ pub struct RunTotals {
     pub counts: SourceCounts,
     pub sessions: u64,
     pub session_events: u64,
+    pub duplicates: u64,
     pub watermark_ms: u64,
 }
 
@@ -842,6 +843,7 @@ fn sessionize<'scope>(
         let mut closed = Vec::new();
         // Epochs whose positions have arrived: each gets a checkpoint when the frontier passes it.
         let mut epochs_to_save = std::collections::BTreeSet::new();
+        let mut duplicates_reported = 0;
         move |frontiers| {
             events_in.for_each(|_cap, data| {
                 for e in data.drain(..) {
@@ -888,8 +890,10 @@ fn sessionize<'scope>(
                 }
                 epochs_to_save.remove(&epoch);
                 let dir = CheckpointStore::epoch_dir(epoch, &run_id);
+                let duplicates = sessionizer.duplicates() - duplicates_reported;
+                duplicates_reported = sessionizer.duplicates();
                 let part = store
-                    .write_part(&dir, index, &sessionizer.checkpoint())
+                    .write_part(&dir, index, &sessionizer.checkpoint(), duplicates)
                     .unwrap_or_else(|e| stop(e.context("cannot write a checkpoint")));
                 if let Some(cap) = capability_for(&part_caps, Some(epoch)) {
                     parts_out
@@ -1152,6 +1156,7 @@ impl Committer {
         }
         totals.sessions += part.sessions;
         totals.session_events += part.session_events;
+        totals.duplicates += part.checkpoint.iter().map(|p| p.duplicates).sum::<u64>();
         totals.epochs += 1;
         totals.watermark_ms = self
             .positions

@@ -67,7 +67,7 @@ impl RunSummary {
         RunSummary {
             events_read: counts.lines,
             valid: counts.lines - counts.quarantined,
-            duplicates: counts.on_time - totals.session_events,
+            duplicates: totals.duplicates,
             late: counts.late,
             quarantined: counts.quarantined,
             sessions: totals.sessions,
