@@ -16,7 +16,7 @@
 //! has committed the previous one; the committer commits an epoch once the frontier has passed it.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -297,7 +297,6 @@ fn read_chunks<'scope>(
     config: &PipelineConfig,
     consumed: ProbeHandle<Time>,
 ) -> StreamVec<'scope, Time, Chunk> {
-    let chunks_in_flight = (READ_AHEAD_BYTES / config.chunk_bytes.max(1)).max(4) as u64;
     let max_rate = config.kafka.as_ref().map_or(0, |k| k.max_rate);
     let rate_per_worker = max_rate.div_ceil(scope.peers() as u64);
     let mut builder = OperatorBuilder::new("ReadChunks".into(), scope);
@@ -307,6 +306,9 @@ fn read_chunks<'scope>(
     builder.build(move |mut capabilities| {
         let mut capability = capabilities.pop();
         let mut next_chunk = 0u64;
+        // (chunk number, bytes) of the chunks the stampers have not consumed yet.
+        let mut in_flight: VecDeque<(u64, usize)> = VecDeque::new();
+        let mut in_flight_bytes = 0usize;
         let mut ready = Vec::new();
         let started = Instant::now();
         let mut records_read = 0u64;
@@ -314,8 +316,13 @@ fn read_chunks<'scope>(
             let Some(cap) = capability.as_mut() else {
                 return;
             };
-            let stamped_up_to = consumed.with_frontier(|f| f.iter().map(|t| t.watermark).min());
-            if stamped_up_to.is_some_and(|done| next_chunk >= done + chunks_in_flight) {
+            let stamped_up_to = consumed
+                .with_frontier(|f| f.iter().map(|t| t.watermark).min())
+                .unwrap_or(u64::MAX);
+            while in_flight.front().is_some_and(|(n, _)| *n < stamped_up_to) {
+                in_flight_bytes -= in_flight.pop_front().expect("checked").1;
+            }
+            if in_flight_bytes >= READ_AHEAD_BYTES {
                 activator.activate_after(Duration::from_millis(1));
                 return;
             }
@@ -336,9 +343,12 @@ fn read_chunks<'scope>(
             let mut output = output.activate();
             for chunk in ready.drain(..) {
                 records_read += chunk.records.as_ref().map_or(0, |r| r.offsets.len() as u64);
+                let chunk_bytes = chunk.bytes.len();
                 output
                     .session(&cap.delayed(&Time::new(0, next_chunk)))
                     .give(chunk);
+                in_flight.push_back((next_chunk, chunk_bytes));
+                in_flight_bytes += chunk_bytes;
                 next_chunk += 1;
             }
             match status {

@@ -360,3 +360,52 @@ fn two_pipelines_on_one_table_stop_with_a_clear_error() {
     assert!(!output.status.success());
     assert!(stderr.contains("another pipeline"), "{stderr}");
 }
+
+#[test]
+fn idle_partitions_let_sessions_close_on_a_quiet_topic() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 2).unwrap();
+    let partitions = workload(21, 2);
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let expected = kafka_reference(&partitions, 10 * MIN);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    // A live run (no --test-mode): nothing but idleness can close the last sessions.
+    let _pipeline = KillOnDrop(spawn_run(
+        broker.bootstrap_servers(),
+        &warehouse,
+        &["--idle-timeout", "1s", "-w", "2"],
+    ));
+    let started = Instant::now();
+    let actual = loop {
+        // The last of the three tables to be created.
+        let created = warehouse.join("sessions/user_sessions_late_events/metadata");
+        if created.exists() {
+            let actual = read_tables(&warehouse);
+            if actual.sessions.len() >= expected.sessions.len() {
+                break actual;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the sessions did not close"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Closed by the watermark, not by the end of the input: every reason is a real one.
+    let strip = |rows: &[common::SessionRow]| -> Vec<common::SessionRow> {
+        rows.iter()
+            .map(|r| common::SessionRow {
+                end_reason: String::new(),
+                ..r.clone()
+            })
+            .collect()
+    };
+    assert_eq!(strip(&actual.sessions), strip(&expected.sessions));
+    assert!(
+        actual
+            .sessions
+            .iter()
+            .all(|s| s.end_reason != "end_of_input")
+    );
+}

@@ -111,7 +111,11 @@ impl KafkaSettings {
             // Fetch in large batches: the dataflow parses them in parallel.
             .set("fetch.max.bytes", "104857600")
             .set("max.partition.fetch.bytes", "16777216")
-            .set("queued.max.messages.kbytes", "262144");
+            .set("queued.max.messages.kbytes", "16384")
+            .set("queued.min.messages", "20000")
+            // Fetch again soon after a full local queue drains: the default (1 s) starves a
+            // reader that drains its queue in milliseconds.
+            .set("fetch.queue.backoff.ms", "5");
         for (key, value) in &self.options {
             config.set(key, value);
         }
@@ -323,7 +327,13 @@ struct PendingChunk {
     bytes: Vec<u8>,
     ends: Vec<u32>,
     offsets: Vec<u64>,
+    /// When the first record arrived: a partial chunk waits at most [`CHUNK_LINGER`].
+    since: Option<Instant>,
 }
+
+/// How long records may wait for their chunk to fill once the consumer has nothing more: long
+/// enough to batch a busy topic into large chunks, short against the commit interval.
+const CHUNK_LINGER: Duration = Duration::from_millis(20);
 
 /// What a call to [`KafkaReader::read`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -472,9 +482,11 @@ impl KafkaReader {
                         continue;
                     }
                     let pending = &mut cursor.pending;
-                    pending
-                        .bytes
-                        .extend_from_slice(message.payload().unwrap_or_default());
+                    let payload = message.payload().unwrap_or_default();
+                    if pending.offsets.is_empty() {
+                        pending.since = Some(Instant::now());
+                    }
+                    pending.bytes.extend_from_slice(payload);
                     pending.ends.push(pending.bytes.len() as u32);
                     pending.offsets.push(offset);
                     cursor.next_offset = offset + 1;
@@ -491,7 +503,11 @@ impl KafkaReader {
                 continue;
             }
             let at_end = cursor.end.is_some_and(|end| cursor.next_offset >= end);
-            if at_end || (drained && !cursor.pending.offsets.is_empty()) {
+            let lingered = cursor
+                .pending
+                .since
+                .is_some_and(|t| t.elapsed() >= CHUNK_LINGER);
+            if at_end || (drained && lingered) {
                 out.push(take_chunk(partition, cursor, at_end));
             }
             if at_end {
