@@ -128,7 +128,8 @@ impl CheckpointStore {
         &self,
         dir: &str,
         worker: usize,
-        state: &SessionizerState,
+        state: &impl Serialize,
+        open_sessions: u64,
         duplicates: u64,
     ) -> Result<CheckpointPart> {
         let file = format!("part-w{worker}.bin");
@@ -140,7 +141,7 @@ impl CheckpointStore {
             worker,
             bytes: std::fs::metadata(&path)?.len(),
             file,
-            open_sessions: state.open.len() as u64,
+            open_sessions,
             duplicates,
         })
     }

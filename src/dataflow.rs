@@ -903,7 +903,13 @@ fn sessionize<'scope>(
                 let duplicates = sessionizer.duplicates() - duplicates_reported;
                 duplicates_reported = sessionizer.duplicates();
                 let part = store
-                    .write_part(&dir, index, &sessionizer.checkpoint(), duplicates)
+                    .write_part(
+                        &dir,
+                        index,
+                        &sessionizer.checkpoint(),
+                        sessionizer.open_sessions() as u64,
+                        duplicates,
+                    )
                     .unwrap_or_else(|e| stop(e.context("cannot write a checkpoint")));
                 if let Some(cap) = capability_for(&part_caps, Some(epoch)) {
                     parts_out

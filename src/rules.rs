@@ -145,6 +145,108 @@ pub struct SavedEvent {
     pub time_ms: u64,
 }
 
+/// A borrowed view of a [`Sessionizer`] that serializes exactly as a [`SessionizerState`].
+struct SavedState<'a>(&'a Sessionizer);
+
+/// Serializes the items of an iterator as a sequence.
+struct Seq<I>(std::cell::Cell<Option<I>>);
+
+impl<I> Seq<I> {
+    fn new(items: I) -> Self {
+        Seq(std::cell::Cell::new(Some(items)))
+    }
+}
+
+impl<I: ExactSizeIterator<Item = T>, T: Serialize> Serialize for Seq<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let items = self.0.take().expect("a sequence is serialized once");
+        serializer.collect_seq(items)
+    }
+}
+
+impl Serialize for SavedState<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let state = self.0;
+        let open = state.open.iter().map(|(user, session)| SavedSessionRef {
+            user_id: user,
+            start_ms: session.start_ms,
+            last_ms: session.last_ms,
+            event_count: session.event_count,
+            pages_visited: Seq::new(session.pages_visited.iter().map(|p| &**p)),
+        });
+        let pending = PendingIter {
+            slots: state.pending.values(),
+            current: [].iter(),
+            remaining: state.pending_count,
+        };
+        let recent = state
+            .recent_order
+            .iter()
+            .filter(|(seen_ms, key)| state.recent_ids.get(key) == Some(seen_ms))
+            .copied()
+            .collect::<Vec<_>>();
+        let mut out = serializer.serialize_struct("SessionizerState", 4)?;
+        out.serialize_field("watermark", &state.watermark)?;
+        out.serialize_field("open", &Seq::new(open))?;
+        out.serialize_field("pending", &Seq::new(pending))?;
+        out.serialize_field("recent_ids", &recent)?;
+        out.end()
+    }
+}
+
+/// A [`SavedSession`], borrowed.
+#[derive(Serialize)]
+#[serde(bound(serialize = ""))]
+struct SavedSessionRef<'a, P: ExactSizeIterator<Item = &'a str>> {
+    user_id: &'a str,
+    start_ms: u64,
+    last_ms: u64,
+    event_count: u64,
+    pages_visited: Seq<P>,
+}
+
+/// A [`SavedEvent`], borrowed.
+#[derive(Serialize)]
+struct SavedEventRef<'a> {
+    user_id: &'a str,
+    event_id: &'a str,
+    page_name: Option<&'a str>,
+    time_ms: u64,
+}
+
+/// The pending events of every slot, with their count known up front.
+struct PendingIter<'a> {
+    slots: std::collections::btree_map::Values<'a, u64, Vec<PendingEvent>>,
+    current: std::slice::Iter<'a, PendingEvent>,
+    remaining: usize,
+}
+
+impl<'a> Iterator for PendingIter<'a> {
+    type Item = SavedEventRef<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(event) = self.current.next() {
+                self.remaining -= 1;
+                return Some(SavedEventRef {
+                    user_id: &event.user_id,
+                    event_id: &event.event_id,
+                    page_name: event.page_name.as_deref(),
+                    time_ms: event.time_ms,
+                });
+            }
+            self.current = self.slots.next()?.iter();
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for PendingIter<'_> {}
+
 /// Pending events are filed by this span of event time, so that buffering costs no allocation per
 /// event and a watermark releases whole slots at once.
 const PENDING_SLOT_MS: u64 = 1000;
@@ -294,43 +396,10 @@ impl Sessionizer {
     }
 
     /// Everything the sessionizer holds, for a checkpoint: open sessions, pending events, the
-    /// event ids inside the de-duplication window, and the watermark applied so far.
-    pub fn checkpoint(&self) -> SessionizerState {
-        SessionizerState {
-            watermark: self.watermark,
-            open: self
-                .open
-                .iter()
-                .map(|(user, session)| SavedSession {
-                    user_id: user.to_string(),
-                    start_ms: session.start_ms,
-                    last_ms: session.last_ms,
-                    event_count: session.event_count,
-                    pages_visited: session
-                        .pages_visited
-                        .iter()
-                        .map(|p| p.to_string())
-                        .collect(),
-                })
-                .collect(),
-            pending: self
-                .pending
-                .values()
-                .flatten()
-                .map(|event| SavedEvent {
-                    user_id: event.user_id.to_string(),
-                    event_id: event.event_id.to_string(),
-                    page_name: event.page_name.as_deref().map(str::to_string),
-                    time_ms: event.time_ms,
-                })
-                .collect(),
-            recent_ids: self
-                .recent_order
-                .iter()
-                .filter(|(seen_ms, key)| self.recent_ids.get(key) == Some(seen_ms))
-                .copied()
-                .collect(),
-        }
+    /// event ids inside the de-duplication window, and the watermark applied so far. It
+    /// serializes as a [`SessionizerState`] without copying the state first.
+    pub fn checkpoint(&self) -> impl Serialize + '_ {
+        SavedState(self)
     }
 
     /// Adds the part of a checkpoint that belongs to the users `owns` accepts. A checkpoint taken
@@ -736,6 +805,7 @@ mod tests {
             before.push(user.as_str(), id.as_str(), Some(page), *time);
             before.advance(watermark_after(i), &mut closed);
         }
+        // The borrowed view must read back as the owned state.
         let encoded = bincode::serialize(&before.checkpoint()).unwrap();
         let mut after: Vec<Sessionizer> = (0..workers)
             .map(|worker| {
