@@ -295,7 +295,9 @@ fn execute(command: Command) -> Result<()> {
             prepare_demo_warehouse(&warehouse)?;
             let broker = EmbeddedBroker::start(None)?;
             let topic = "clickstream-events";
-            broker.create_topic(topic, 4)?;
+            // The embedded broker keeps 5 MiB per partition: enough partitions that all fit.
+            let partitions = (events / 40_000).clamp(4, 256) as u32;
+            broker.create_topic(topic, partitions)?;
             let clickstream = GenerateConfig {
                 users: (events / 100).max(10),
                 ..GenerateConfig::default()
@@ -334,7 +336,17 @@ fn execute(command: Command) -> Result<()> {
                 process: 0,
                 hostfile: None,
             };
-            report(run(pipeline, &cluster)?, None)?;
+            let summary = run(pipeline, &cluster)?;
+            if let Some(summary) = &summary
+                && summary.events_read != events
+            {
+                eprintln!(
+                    "warning: read {} of {events} events: the embedded broker dropped the oldest \
+                     (it keeps 5 MiB per partition)",
+                    summary.events_read
+                );
+            }
+            report(summary, None)?;
             let root = warehouse.canonicalize()?;
             eprintln!(
                 "read it back, e.g. with pyiceberg:\n  from pyiceberg.catalog.sql import SqlCatalog\n  \

@@ -263,7 +263,7 @@ fn open_readers(context: &WorkerContext, index: usize, peers: usize) -> Result<R
     };
     let settings = &kafka.settings;
     let consumer = settings.consumer()?;
-    let count = settings.partition_count(&consumer, Duration::from_secs(60))?;
+    let count = settings.partition_count(&consumer, Duration::from_secs(30))?;
     let owned: Vec<u32> = (0..count).filter(|p| owns(*p, index, peers)).collect();
     let (positioned, fresh): (Vec<u32>, Vec<u32>) = owned
         .iter()
