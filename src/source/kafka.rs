@@ -496,7 +496,6 @@ impl KafkaReader {
                 }
             }
         }
-        let produced = out.len();
         let mut unassign = TopicPartitionList::new();
         for (&partition, cursor) in self.cursors.iter_mut() {
             if cursor.ended {
@@ -521,9 +520,7 @@ impl KafkaReader {
         if self.cursors.values().all(|c| c.ended) {
             return Ok(ReadStatus::Ended);
         }
-        Ok(if out.len() > produced || !drained {
-            ReadStatus::Busy
-        } else if out.is_empty() {
+        Ok(if drained && out.is_empty() {
             ReadStatus::Idle
         } else {
             ReadStatus::Busy
