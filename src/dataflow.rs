@@ -9,8 +9,9 @@
 //!
 //! Timestamps are `Product<epoch, watermark_ms>`. [`stamp`] owns each partition's order: it sees
 //! the chunks of a partition in sequence, classifies events against the partition's watermark
-//! (its largest event time so far minus the allowed lateness), and sends every record at
-//! `(epoch, watermark rounded down to a tick)`. So when the frontier passes watermark `F`, every
+//! (its largest event time so far minus the allowed lateness), and sends each chunk's records at
+//! `(epoch, the watermark before the chunk, rounded down to a tick)`: never later than a record's
+//! own watermark, which is at most its event time. So when the frontier passes watermark `F`, every
 //! on-time event before `F` has arrived, and [`sessionize`] can apply events in exact event-time
 //! order. Every commit interval the stampers move to the next epoch and wait until the committer
 //! has committed the previous one; the committer commits an epoch once the frontier has passed it.
@@ -771,14 +772,15 @@ fn stamp_chunk(
                 buffers.on_time.push(event);
             }
         }
-        let tick_time = position.watermark_ms / tick * tick;
-        if tick_time > caps.time().watermark {
-            // The records so far were stamped under the old watermark; later ones may not be.
-            buffers.send(caps, outputs);
-            caps.downgrade(Time::new(epoch, tick_time));
-        }
     }
+    // The whole chunk goes out at the watermark it started with: a stamp may be earlier than a
+    // record's watermark (never later), and one message per chunk instead of one per tick keeps
+    // the exchange cheap when a partition's events are sparse in event time.
     buffers.send(caps, outputs);
+    let tick_time = position.watermark_ms / tick * tick;
+    if tick_time > caps.time().watermark {
+        caps.downgrade(Time::new(epoch, tick_time));
+    }
     position.next_offset = chunk.end_offset;
     if chunk.records.is_none() {
         position.next_line = chunk.next_line();
