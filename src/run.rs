@@ -93,6 +93,13 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         })?;
     }
     let timely_config = cluster.timely_config()?;
+    if let Some(kafka) = &config.kafka {
+        // Reach the broker before starting the cluster, so that a wrong address is one clear error.
+        let consumer = kafka.settings.consumer()?;
+        kafka
+            .settings
+            .partition_count(&consumer, Duration::from_secs(30))?;
+    }
     let restore = config.kafka.as_ref().is_none_or(|k| k.start.is_none());
     let store = Arc::new(CheckpointStore::new(&config));
     if cluster.process == 0 {
@@ -170,7 +177,8 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         match result {
             Ok(Some(totals)) => summary = Some(RunSummary::new(&totals, started.elapsed())),
             Ok(None) => {}
-            Err(panic) => bail!("a worker failed: {panic}"),
+            // timely reports a worker's panic only as `Any`; its message is printed above.
+            Err(_) => bail!("a worker failed (its message is above)"),
         }
     }
     Ok(summary)

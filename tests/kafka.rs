@@ -407,3 +407,59 @@ fn idle_partitions_let_sessions_close_on_a_quiet_topic() {
             .all(|s| s.end_reason != "end_of_input")
     );
 }
+
+#[test]
+fn two_processes_read_one_topic_into_the_same_tables() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 4).unwrap();
+    let partitions = workload(23, 4);
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let expected = kafka_reference(&partitions, 10 * MIN);
+    let dir = tempfile::tempdir().unwrap();
+    let hostfile = dir.path().join("hosts");
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", port(), port()),
+    )
+    .unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let hosts = hostfile.display().to_string();
+    let processes: Vec<Child> = ["0", "1"]
+        .into_iter()
+        .map(|process| {
+            spawn_run(
+                broker.bootstrap_servers(),
+                &warehouse,
+                &[
+                    "--test-mode",
+                    "-w",
+                    "2",
+                    "-n",
+                    "2",
+                    "-p",
+                    process,
+                    "-h",
+                    &hosts,
+                ],
+            )
+        })
+        .collect();
+    for child in processes {
+        let output = wait_with_timeout(child, Duration::from_secs(120));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let actual = read_tables(&warehouse);
+    assert_tables_equal(&actual, &expected, "-n 2 -w 2");
+    assert_eq!(actual.next_offsets(), end_offsets(&partitions));
+}
