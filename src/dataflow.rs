@@ -1294,8 +1294,9 @@ impl Committer {
             .values()
             .map(|p| (p.partition, p.next_offset))
             .collect();
+        let last = self.positions.values().all(|p| p.finished);
         if let Some(consumer) = &self.lag_consumer {
-            kafka.settings.commit_offsets(consumer, &next);
+            kafka.settings.commit_offsets(consumer, &next, last);
         }
     }
 }

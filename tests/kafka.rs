@@ -58,6 +58,32 @@ fn assert_tables_equal(actual: &Actual, expected: &Expected, what: &str) {
     assert_eq!(actual.sessions, expected.sessions, "{what}");
 }
 
+/// The offsets a consumer group has committed, read with an independent client.
+fn group_offsets(servers: &str, group: &str, partitions: i32) -> BTreeMap<u32, u64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(TOPIC, partition);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition() as u32, o as u64)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn end_offsets(partitions: &[Vec<u8>]) -> BTreeMap<u32, u64> {
     partitions
         .iter()
@@ -83,6 +109,11 @@ fn a_bounded_run_matches_the_reference_and_records_the_end_offsets() {
     assert_eq!(actual.next_offsets(), end_offsets(&partitions));
     let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
     assert_eq!(summary["sessions"], expected.sessions.len() as u64);
+    // Lag tools see the committed offsets under the consumer group.
+    assert_eq!(
+        group_offsets(broker.bootstrap_servers(), "sessionize", 4),
+        end_offsets(&partitions)
+    );
 
     // Running again finds nothing new: the table says where the topic was read up to.
     run_kafka(broker.bootstrap_servers(), &warehouse, &["-w", "2"]);

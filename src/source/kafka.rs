@@ -171,7 +171,9 @@ impl KafkaSettings {
     }
 
     /// Publishes next offsets for lag tools. Never read back as truth: the table's snapshot is.
-    pub fn commit_offsets(&self, consumer: &BaseConsumer, next: &BTreeMap<u32, u64>) {
+    /// `wait` waits for the broker's answer: a bounded run's last publication must land before
+    /// the process exits, while a live run must not stall on a broker outage.
+    pub fn commit_offsets(&self, consumer: &BaseConsumer, next: &BTreeMap<u32, u64>, wait: bool) {
         let mut list = TopicPartitionList::new();
         for (&partition, &offset) in next {
             let _ = list.add_partition_offset(
@@ -180,7 +182,12 @@ impl KafkaSettings {
                 Offset::Offset(offset as i64),
             );
         }
-        if let Err(e) = consumer.commit(&list, CommitMode::Async) {
+        let mode = if wait {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        if let Err(e) = consumer.commit(&list, mode) {
             tracing::warn!("cannot publish consumer-group offsets (lag tools only): {e}");
         }
     }
