@@ -185,11 +185,20 @@ pub fn build_pipeline(
     let consumed = ProbeHandle::new();
     let totals = Rc::new(RefCell::new(RunTotals::default()));
 
+    // Each stamped partition's watermark, and the lowest over every worker: the readers pause
+    // partitions that run too far ahead.
+    let watermarks = Rc::new(RefCell::new(HashMap::new()));
+    let stamped_low = ProbeHandle::new();
     let readers = open_readers(context, scope.index(), scope.peers())?;
     let partitions = readers.partitions();
-    let chunks = read_chunks(scope, readers, config, consumed.clone());
+    let alignment = Alignment {
+        watermarks: Rc::clone(&watermarks),
+        low: stamped_low.clone(),
+    };
+    let chunks = read_chunks(scope, readers, config, consumed.clone(), alignment);
     let parsed = parse(chunks, config);
-    let (stamped, consumed_marker) = stamp(parsed, context, &partitions, committed.clone());
+    let (stamped, consumed_marker) =
+        stamp(parsed, context, &partitions, committed.clone(), watermarks);
     consumed_marker.probe_with(&consumed);
 
     let Stamped {
@@ -198,6 +207,7 @@ pub fn build_pipeline(
         late,
         positions,
     } = stamped;
+    let on_time = on_time.probe_with(&stamped_low);
     let (sessions, checkpoints) = sessionize(on_time, positions.clone().broadcast(), context)?;
     let session_files = write_table(sessions, TableKind::Sessions, context, {
         move |schema, rows: &[ClosedSession], _epoch| tables::sessions_batch(schema, rows)
@@ -286,6 +296,18 @@ fn open_readers(context: &WorkerContext, index: usize, peers: usize) -> Result<R
     Ok(Readers::Kafka(Box::new(reader)))
 }
 
+/// How far (event time) a Kafka partition's watermark may run ahead of the slowest partition's
+/// before it is paused.
+const ALIGNMENT_WINDOW_MS: u64 = 10 * 60_000;
+
+/// What a reader needs to keep its partitions' watermarks aligned.
+struct Alignment {
+    /// The watermark of each partition this worker stamps.
+    watermarks: Rc<RefCell<HashMap<u32, u64>>>,
+    /// The stampers' output, whose frontier is the lowest watermark over every worker.
+    low: ProbeHandle<Time>,
+}
+
 /// Records a Kafka reader hands out per call, so that a busy topic cannot starve the worker.
 const KAFKA_RECORDS_PER_READ: usize = 50_000;
 
@@ -297,6 +319,7 @@ fn read_chunks<'scope>(
     mut readers: Readers,
     config: &PipelineConfig,
     consumed: ProbeHandle<Time>,
+    alignment: Alignment,
 ) -> StreamVec<'scope, Time, Chunk> {
     let max_rate = config.kafka.as_ref().map_or(0, |k| k.max_rate);
     let rate_per_worker = max_rate.div_ceil(scope.peers() as u64);
@@ -312,7 +335,6 @@ fn read_chunks<'scope>(
         let mut in_flight_bytes = 0usize;
         let mut ready = Vec::new();
         let started = Instant::now();
-        let mut records_read = 0u64;
         move |_frontiers| {
             let Some(cap) = capability.as_mut() else {
                 return;
@@ -327,23 +349,33 @@ fn read_chunks<'scope>(
                 activator.activate_after(Duration::from_millis(1));
                 return;
             }
-            let budget = if rate_per_worker == 0 {
-                KAFKA_RECORDS_PER_READ
-            } else {
-                let allowed = (started.elapsed().as_secs_f64() * rate_per_worker as f64) as u64;
-                allowed
-                    .saturating_sub(records_read)
-                    .min(KAFKA_RECORDS_PER_READ as u64) as usize
-            };
             let status = match &mut readers {
                 Readers::Files(files) => read_files(files, &mut ready),
-                Readers::Kafka(_) if budget == 0 => Ok(ReadStatus::Idle),
-                Readers::Kafka(reader) => reader.read(budget, &mut ready),
+                Readers::Kafka(reader) => {
+                    if let Some(low) = alignment
+                        .low
+                        .with_frontier(|f| f.iter().map(|t| t.watermark).min())
+                    {
+                        let watermarks = alignment.watermarks.borrow();
+                        reader
+                            .align(&watermarks, low, ALIGNMENT_WINDOW_MS)
+                            .unwrap_or_else(|e| stop(e));
+                    }
+                    let budget = if rate_per_worker == 0 {
+                        KAFKA_RECORDS_PER_READ as u64
+                    } else {
+                        let allowed = started.elapsed().as_secs_f64() * rate_per_worker as f64;
+                        (allowed as u64).saturating_sub(reader.records_read())
+                    };
+                    reader.read(
+                        budget.min(KAFKA_RECORDS_PER_READ as u64) as usize,
+                        &mut ready,
+                    )
+                }
             };
             let status = status.unwrap_or_else(|e| stop(e.context("reading input failed")));
             let mut output = output.activate();
             for chunk in ready.drain(..) {
-                records_read += chunk.records.as_ref().map_or(0, |r| r.offsets.len() as u64);
                 let chunk_bytes = chunk.bytes.len();
                 output
                     .session(&cap.delayed(&Time::new(0, next_chunk)))
@@ -492,6 +524,7 @@ fn stamp<'scope>(
     context: &WorkerContext,
     partitions: &[u32],
     committed: ProbeHandle<Time>,
+    watermarks: Rc<RefCell<HashMap<u32, u64>>>,
 ) -> (Stamped<'scope>, StreamVec<'scope, Time, ()>) {
     let scope = parsed.scope();
     let config = &context.config;
@@ -603,6 +636,9 @@ fn stamp<'scope>(
                 {
                     follow_wall_clock(stamper, timeout, lateness, tick);
                 }
+                watermarks
+                    .borrow_mut()
+                    .insert(stamper.partition, stamper.position.watermark_ms);
             }
             let open = stampers.iter().any(|s| s.capabilities.is_some());
             if open && (Instant::now() >= next_commit || epoch_records >= max_epoch_records) {

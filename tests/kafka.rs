@@ -494,3 +494,60 @@ fn two_processes_read_one_topic_into_the_same_tables() {
     assert_tables_equal(&actual, &expected, "-n 2 -w 2");
     assert_eq!(actual.next_offsets(), end_offsets(&partitions));
 }
+
+#[test]
+fn a_partition_far_ahead_in_event_time_waits_for_the_others() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 2).unwrap();
+    // Partition 1 runs six hours ahead of partition 0 in event time.
+    let mut partitions = workload(29, 2);
+    partitions[1] = shift_event_times(&partitions[1], 6 * 60 * MIN);
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let expected = kafka_reference(&partitions, 10 * MIN);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let args = run_args(
+        broker.bootstrap_servers(),
+        &warehouse,
+        // Read slowly, so that partition 1 has been stamped before it is all read.
+        &[
+            "--test-mode",
+            "-w",
+            "2",
+            "--max-rate",
+            "2000",
+            "--log-level",
+            "sessionize=debug",
+        ],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = sessionize(&args);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("pausing partitions ahead of the watermark"),
+        "{log}"
+    );
+    assert_tables_equal(&read_tables(&warehouse), &expected, "skewed partitions");
+}
+
+/// The records of a partition with every parseable event moved `by` later.
+fn shift_event_times(partition: &[u8], by: u64) -> Vec<u8> {
+    let mut shifted = Vec::new();
+    for record in records_of(partition) {
+        let moved = serde_json::from_slice::<serde_json::Value>(record)
+            .ok()
+            .and_then(|mut event| {
+                let time = event.get_mut("event_timestamp")?;
+                let ms = match &*time {
+                    serde_json::Value::Number(n) => n.as_u64()?,
+                    serde_json::Value::String(s) => s.parse().ok()?,
+                    _ => return None,
+                };
+                *time = serde_json::Value::from(ms + by);
+                Some(serde_json::to_vec(&event).unwrap())
+            });
+        shifted.extend_from_slice(moved.as_deref().unwrap_or(record));
+        shifted.push(b'\n');
+    }
+    shifted
+}

@@ -5,7 +5,7 @@
 //! used only to publish committed offsets for lag tools, after the Iceberg commit that makes them
 //! true.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -326,6 +326,8 @@ struct PartitionCursor {
     next_seq: u64,
     pending: PendingChunk,
     ended: bool,
+    /// Unassigned while its watermark runs too far ahead of the slowest partition's.
+    paused: bool,
 }
 
 /// Records gathered for the next chunk of a partition.
@@ -338,8 +340,8 @@ struct PendingChunk {
     since: Option<Instant>,
 }
 
-/// How long records may wait for their chunk to fill once the consumer has nothing more: long
-/// enough to batch a busy topic into large chunks, short against the commit interval.
+/// How long records may wait for their chunk to fill: long enough to batch a busy topic into
+/// large chunks, short against the commit interval.
 const CHUNK_LINGER: Duration = Duration::from_millis(20);
 
 /// What a call to [`KafkaReader::read`] found.
@@ -366,6 +368,8 @@ pub struct KafkaReader {
     next_discovery: Instant,
     /// Consecutive poll errors, to log an outage once and its end once.
     failing_since: Option<Instant>,
+    /// Records taken from the consumer so far, for `--max-rate`.
+    records_read: u64,
 }
 
 impl KafkaReader {
@@ -391,9 +395,15 @@ impl KafkaReader {
             known_partitions,
             next_discovery: Instant::now() + PARTITION_DISCOVERY_INTERVAL,
             failing_since: None,
+            records_read: 0,
         };
         reader.assign(start)?;
         Ok(reader)
+    }
+
+    /// Records taken from the consumer so far.
+    pub fn records_read(&self) -> u64 {
+        self.records_read
     }
 
     /// The partitions this reader has handed out chunks of, or will.
@@ -424,6 +434,7 @@ impl KafkaReader {
                     next_seq: 0,
                     pending: PendingChunk::default(),
                     ended: false,
+                    paused: false,
                 },
             );
             if !ended {
@@ -446,7 +457,8 @@ impl KafkaReader {
         if self.stop == StopAt::Never && Instant::now() >= self.next_discovery {
             self.discover_partitions()?;
         }
-        let mut drained = false;
+        // Nothing to take (a rate limit) counts as drained: the caller waits before the next read.
+        let mut drained = max_records == 0;
         for _ in 0..max_records {
             match self.consumer.poll(Duration::ZERO) {
                 None => {
@@ -473,7 +485,7 @@ impl KafkaReader {
                     let Some(cursor) = self.cursors.get_mut(&partition) else {
                         continue;
                     };
-                    if cursor.ended || offset < cursor.next_offset {
+                    if cursor.ended || cursor.paused || offset < cursor.next_offset {
                         continue;
                     }
                     if offset > cursor.next_offset && cursor.pending.offsets.is_empty() {
@@ -497,6 +509,7 @@ impl KafkaReader {
                     pending.ends.push(pending.bytes.len() as u32);
                     pending.offsets.push(offset);
                     cursor.next_offset = offset + 1;
+                    self.records_read += 1;
                     if pending.bytes.len() >= self.chunk_bytes {
                         out.push(take_chunk(partition, cursor, false));
                     }
@@ -513,7 +526,7 @@ impl KafkaReader {
                 .pending
                 .since
                 .is_some_and(|t| t.elapsed() >= CHUNK_LINGER);
-            if at_end || (drained && lingered) {
+            if at_end || lingered {
                 out.push(take_chunk(partition, cursor, at_end));
             }
             if at_end {
@@ -532,6 +545,50 @@ impl KafkaReader {
         } else {
             ReadStatus::Busy
         })
+    }
+
+    /// Watermark alignment: a partition whose watermark is more than `window` ahead of the
+    /// slowest partition's (`low`, over every worker) stops being fetched until the others catch
+    /// up to within half of it, so that skewed partitions cannot fill the sessionizers with
+    /// events the watermark is not ready to apply. Unassigning and reassigning at the next offset
+    /// loses nothing: queued records of a paused partition are dropped and fetched again.
+    pub fn align(&mut self, watermarks: &HashMap<u32, u64>, low: u64, window: u64) -> Result<()> {
+        let topic = self.settings.topic.clone();
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        for (&partition, cursor) in self.cursors.iter_mut().filter(|(_, c)| !c.ended) {
+            let Some(&watermark) = watermarks.get(&partition) else {
+                continue;
+            };
+            if !cursor.paused && watermark > low.saturating_add(window) {
+                cursor.paused = true;
+                pause.add_partition(&topic, partition as i32);
+            } else if cursor.paused && watermark <= low.saturating_add(window / 2) {
+                cursor.paused = false;
+                resume
+                    .add_partition_offset(
+                        &topic,
+                        partition as i32,
+                        Offset::Offset(cursor.next_offset as i64),
+                    )
+                    .context("invalid offset")?;
+            }
+        }
+        if pause.count() > 0 {
+            tracing::debug!(
+                partitions = pause.count(),
+                "pausing partitions ahead of the watermark"
+            );
+            self.consumer
+                .incremental_unassign(&pause)
+                .context("cannot pause Kafka partitions")?;
+        }
+        if resume.count() > 0 {
+            self.consumer
+                .incremental_assign(&resume)
+                .context("cannot resume Kafka partitions")?;
+        }
+        Ok(())
     }
 
     /// Assigns partitions added to the topic since start, from their earliest offset.
