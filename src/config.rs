@@ -46,6 +46,9 @@ pub struct KafkaInput {
     pub idle_timeout: Duration,
     /// Events per second over all workers; 0 is unlimited.
     pub max_rate: u64,
+    /// Pause a partition whose watermark runs this far ahead of the slowest partition's
+    /// (watermark alignment); `None` never pauses.
+    pub max_watermark_drift: Option<Duration>,
 }
 
 impl PipelineConfig {

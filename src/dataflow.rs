@@ -296,10 +296,6 @@ fn open_readers(context: &WorkerContext, index: usize, peers: usize) -> Result<R
     Ok(Readers::Kafka(Box::new(reader)))
 }
 
-/// How far (event time) a Kafka partition's watermark may run ahead of the slowest partition's
-/// before it is paused.
-const ALIGNMENT_WINDOW_MS: u64 = 10 * 60_000;
-
 /// What a reader needs to keep its partitions' watermarks aligned.
 struct Alignment {
     /// The watermark of each partition this worker stamps.
@@ -322,6 +318,11 @@ fn read_chunks<'scope>(
     alignment: Alignment,
 ) -> StreamVec<'scope, Time, Chunk> {
     let max_rate = config.kafka.as_ref().map_or(0, |k| k.max_rate);
+    let max_drift = config
+        .kafka
+        .as_ref()
+        .and_then(|k| k.max_watermark_drift)
+        .map(|d| d.as_millis() as u64);
     let rate_per_worker = max_rate.div_ceil(scope.peers() as u64);
     let mut builder = OperatorBuilder::new("ReadChunks".into(), scope);
     let activator = scope.activator_for(builder.operator_info().address);
@@ -352,13 +353,14 @@ fn read_chunks<'scope>(
             let status = match &mut readers {
                 Readers::Files(files) => read_files(files, &mut ready),
                 Readers::Kafka(reader) => {
-                    if let Some(low) = alignment
-                        .low
-                        .with_frontier(|f| f.iter().map(|t| t.watermark).min())
+                    if let Some(drift) = max_drift
+                        && let Some(low) = alignment
+                            .low
+                            .with_frontier(|f| f.iter().map(|t| t.watermark).min())
                     {
                         let watermarks = alignment.watermarks.borrow();
                         reader
-                            .align(&watermarks, low, ALIGNMENT_WINDOW_MS)
+                            .align(&watermarks, low, drift)
                             .unwrap_or_else(|e| stop(e));
                     }
                     let budget = if rate_per_worker == 0 {

@@ -516,6 +516,8 @@ fn a_partition_far_ahead_in_event_time_waits_for_the_others() {
             "2",
             "--max-rate",
             "2000",
+            "--max-watermark-drift",
+            "10m",
             "--log-level",
             "sessionize=debug",
         ],
