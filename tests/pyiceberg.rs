@@ -32,27 +32,7 @@ fn pyiceberg_reads_tables_equal_to_an_independent_reference() {
     let run = run_files(&warehouse, &inputs, &["-w", "2"]);
     let summary: serde_json::Value = serde_json::from_str(run.trim()).unwrap();
 
-    let mut check = Command::new("python3");
-    check
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/check_tables.py"
-        ))
-        .arg("--warehouse")
-        .arg(&warehouse);
-    for input in &inputs {
-        check.arg("--input").arg(input);
-    }
-    let output = check
-        .output()
-        .expect("python3 runs (scripts/test.sh installs pyiceberg)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the independent check failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let checked: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let checked = independent_check(&warehouse, &inputs, &[]);
     assert_eq!(checked["ok"], true);
     assert_eq!(checked["sessions"], summary["sessions"]);
     assert_eq!(checked["quarantined"], summary["quarantined"]);
@@ -106,27 +86,39 @@ fn pyiceberg_agrees_on_tables_read_from_kafka() {
     let summary: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&run.stdout).trim()).unwrap();
 
+    let checked = independent_check(&warehouse, &inputs, &["--kafka-records"]);
+    assert_eq!(checked["ok"], true);
+    assert_eq!(checked["sessions"], summary["sessions"]);
+    assert!(summary["quarantined"].as_u64().unwrap() > 0);
+}
+
+/// Runs `scripts/check_tables.py` (the rules in Python, reading with pyiceberg) on the warehouse
+/// and its inputs; returns its JSON summary, failing the test with its report if it disagrees.
+fn independent_check(
+    warehouse: &std::path::Path,
+    inputs: &[std::path::PathBuf],
+    extra: &[&str],
+) -> serde_json::Value {
     let mut check = Command::new("python3");
     check
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/scripts/check_tables.py"
         ))
-        .arg("--kafka-records")
+        .args(extra)
         .arg("--warehouse")
-        .arg(&warehouse);
-    for input in &inputs {
+        .arg(warehouse);
+    for input in inputs {
         check.arg("--input").arg(input);
     }
-    let output = check.output().expect("python3 runs");
+    let output = check
+        .output()
+        .expect("python3 runs (scripts/test.sh installs pyiceberg)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
         "the independent check failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let checked: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(checked["ok"], true);
-    assert_eq!(checked["sessions"], summary["sessions"]);
-    assert!(summary["quarantined"].as_u64().unwrap() > 0);
+    serde_json::from_str(stdout.trim()).unwrap()
 }
