@@ -284,9 +284,9 @@ fn open_readers(context: &WorkerContext, index: usize, peers: usize) -> Result<R
     for partition in positioned {
         offsets.insert(partition, start.positions[&partition].next_offset);
     }
-    drop(consumer);
     let reader = KafkaReader::open(
         settings,
+        consumer,
         &offsets,
         kafka.stop,
         config.chunk_bytes,

@@ -373,17 +373,18 @@ pub struct KafkaReader {
 }
 
 impl KafkaReader {
-    /// Assigns `start` (partition -> next offset) to a fresh consumer. `known_partitions` is the
-    /// topic's partition count at start; later partitions are picked up as they appear.
+    /// Assigns `start` (partition -> next offset) to `consumer` (from [`KafkaSettings::consumer`],
+    /// not yet assigned). `known_partitions` is the topic's partition count at start; later
+    /// partitions are picked up as they appear.
     pub fn open(
         settings: &KafkaSettings,
+        consumer: BaseConsumer,
         start: &BTreeMap<u32, u64>,
         stop: StopAt,
         chunk_bytes: usize,
         (index, peers): (usize, usize),
         known_partitions: u32,
     ) -> Result<Self> {
-        let consumer = settings.consumer()?;
         let mut reader = KafkaReader {
             settings: settings.clone(),
             consumer,
