@@ -1,7 +1,8 @@
 //! The timely operators of the pipeline, and their assembly into one dataflow.
 //!
 //! ```text
-//! read_chunks ─exchange(chunk)─► parse ─exchange(partition owner)─► stamp ─┬─ on time ─exchange(bucket)─► sessionize ─► write(sessions) ─┐
+//! read_chunks ─exchange(chunk)─► parse ─exchange(partition owner)─► stamp ─┬─ on time ─exchange(bucket)─► sessionize ─┬─► write(sessions) ─┐
+//!                                                                          │                                        └─ checkpoint parts ─┤
 //!                                                                          ├─ quarantined ──────────────────────────────► write(quarantine) ─┤
 //!                                                                          ├─ late ─────────────────────────────────────► write(late) ──────┤
 //!                                                                          └─ positions ─broadcast─► sessionize, commit ◄──exchange(0)──────┘
@@ -14,7 +15,8 @@
 //! own watermark, which is at most its event time. So when the frontier passes watermark `F`, every
 //! on-time event before `F` has arrived, and [`sessionize`] can apply events in exact event-time
 //! order. Every commit interval the stampers move to the next epoch and wait until the committer
-//! has committed the previous one; the committer commits an epoch once the frontier has passed it.
+//! has committed the previous one; when the frontier passes an epoch, every sessionizer writes its
+//! checkpoint and the committer commits the epoch (see [`crate::checkpoint`] for the protocol).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
