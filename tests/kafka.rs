@@ -118,6 +118,17 @@ fn a_bounded_run_matches_the_reference_and_records_the_end_offsets() {
     // Running again finds nothing new: the table says where the topic was read up to.
     run_kafka(broker.bootstrap_servers(), &warehouse, &["-w", "2"]);
     assert_tables_equal(&read_tables(&warehouse), &expected, "second run");
+
+    // A fresh table started from the group's committed offsets has nothing left to read.
+    let from_group = dir.path().join("from-group");
+    run_kafka(
+        broker.bootstrap_servers(),
+        &from_group,
+        &["--start-offsets", "committed"],
+    );
+    let actual = read_tables(&from_group);
+    assert!(actual.sessions.is_empty() && actual.quarantined_offsets.is_empty());
+    assert_eq!(actual.next_offsets(), end_offsets(&partitions));
 }
 
 #[test]
@@ -219,7 +230,7 @@ impl Drop for KillOnDrop {
 }
 
 #[test]
-fn replays_from_explicit_offsets_and_from_a_timestamp() {
+fn replays_from_offsets_and_times_and_runs_bounded_by_time() {
     let broker = EmbeddedBroker::start(None).unwrap();
     broker.create_topic(TOPIC, 2).unwrap();
     let partitions = workload(9, 2);
@@ -256,16 +267,38 @@ fn replays_from_explicit_offsets_and_from_a_timestamp() {
         &reference_after(&partitions, &[40, 40]),
         "--start-timestamp",
     );
+
+    // A run bounded by time: both partitions' records before T0 + 40 s, offsets 0..40.
+    let until = dir.path().join("until");
+    let args = run_args(
+        broker.bootstrap_servers(),
+        &until,
+        &["--start-offsets", "earliest", "--until-timestamp", &time],
+    );
+    sessionize(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let actual = read_tables(&until);
+    assert_tables_equal(
+        &actual,
+        &reference_between(&partitions, &[0, 0], &[40, 40]),
+        "--until-timestamp",
+    );
+    assert_eq!(actual.next_offsets(), BTreeMap::from([(0, 40), (1, 40)]));
 }
 
 /// The reference over each partition's records from offset `skip[partition]` on.
 fn reference_after(partitions: &[Vec<u8>], skip: &[usize]) -> Expected {
+    reference_between(partitions, skip, &vec![usize::MAX; partitions.len()])
+}
+
+/// The reference over each partition's records at offsets `from[p]..until[p]`.
+fn reference_between(partitions: &[Vec<u8>], from: &[usize], until: &[usize]) -> Expected {
     let rest: Vec<Vec<u8>> = partitions
         .iter()
-        .zip(skip)
-        .map(|(bytes, &skip)| {
+        .enumerate()
+        .map(|(p, bytes)| {
             let mut rest = Vec::new();
-            for record in records_of(bytes).into_iter().skip(skip) {
+            let records = records_of(bytes);
+            for record in &records[from[p]..until[p].min(records.len())] {
                 rest.extend_from_slice(record);
                 rest.push(b'\n');
             }
@@ -274,10 +307,10 @@ fn reference_after(partitions: &[Vec<u8>], skip: &[usize]) -> Expected {
         .collect();
     let mut expected = kafka_reference(&rest, 10 * MIN);
     for row in &mut expected.quarantined {
-        row.1 += skip[row.0 as usize] as i64;
+        row.1 += from[row.0 as usize] as i64;
     }
     for row in &mut expected.late {
-        row.1 += skip[row.0 as usize] as i64;
+        row.1 += from[row.0 as usize] as i64;
     }
     expected
 }
