@@ -100,6 +100,11 @@ impl KafkaSettings {
     /// A consumer that never subscribes: partitions are assigned by hand, and offsets are stored
     /// only when [`commit_offsets`] publishes them.
     pub fn consumer(&self) -> Result<BaseConsumer> {
+        self.consumer_with(&[])
+    }
+
+    /// A consumer with settings of ours on top of the usual ones (the user's still win).
+    fn consumer_with(&self, overrides: &[(&str, &str)]) -> Result<BaseConsumer> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.servers)
@@ -116,6 +121,9 @@ impl KafkaSettings {
             // Fetch again soon after a full local queue drains: the default (1 s) starves a
             // reader that drains its queue in milliseconds.
             .set("fetch.queue.backoff.ms", "5");
+        for (key, value) in overrides {
+            config.set(*key, *value);
+        }
         for (key, value) in &self.options {
             config.set(key, value);
         }
@@ -278,7 +286,9 @@ pub fn offset_for_time(
         return Ok(o as u64);
     }
     let (mut low, mut high) = watermarks(consumer, topic, partition)?;
-    let probe = settings.consumer()?;
+    // Reads one record at a time: fetch it at once, and no more than it.
+    let probe =
+        settings.consumer_with(&[("fetch.wait.max.ms", "10"), ("queued.min.messages", "1")])?;
     while low < high {
         let middle = low + (high - low) / 2;
         if record_timestamp(&probe, topic, partition, middle)? < ms {
