@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use sessionize::broker::EmbeddedBroker;
-use sessionize::config::{KafkaInput, PipelineConfig, parse_duration, parse_timestamp_ms};
+use sessionize::config::{
+    KafkaInput, PipelineConfig, parse_duration, parse_timestamp_ms, wall_clock_ms,
+};
 use sessionize::generate::{GenerateConfig, generate};
 use sessionize::produce::{ProduceConfig, produce};
 use sessionize::run::{Cluster, RunSummary, run};
@@ -410,9 +412,7 @@ impl ProduceArgs {
             "give --kafka-servers HOST:PORT (e.g. the address `sessionize broker` prints)",
         )?;
         let start_ms = if self.start_time == "now" {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis() as u64
+            wall_clock_ms()
         } else {
             parse_timestamp_ms(&self.start_time)
                 .map_err(|e| anyhow::anyhow!("--start-time: {e}"))? as u64

@@ -89,14 +89,10 @@ impl PipelineConfig {
 
     /// The event validator, against the wall clock now.
     pub fn validator(&self) -> Validator {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         Validator {
             max_event_bytes: self.max_event_bytes,
             max_future_skew_ms: self.max_future_skew_ms,
-            now_ms,
+            now_ms: wall_clock_ms(),
         }
     }
 }
@@ -154,6 +150,13 @@ pub fn parse_duration(text: &str, bare_unit: Duration) -> Result<Duration, Strin
         rest = tail;
     }
     Ok(total)
+}
+
+/// The wall clock, in epoch milliseconds.
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Parses an RFC 3339 time such as `2026-03-01T10:00:00Z` into epoch milliseconds.

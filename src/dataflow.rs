@@ -45,7 +45,7 @@ use crate::checkpoint::{
     CheckpointPart, CheckpointRef, CheckpointStore, SideFiles, SourceCounts, SourcePosition,
     StartState, sessions_properties, side_properties,
 };
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, wall_clock_ms};
 use crate::metrics;
 use crate::rules::{ClosedSession, Sessionizer};
 use crate::sink::iceberg::{TableWriter, Warehouse};
@@ -343,7 +343,7 @@ fn read_chunks<'scope>(
                 return;
             };
             let stamped_up_to = consumed
-                .with_frontier(|f| f.iter().map(|t| t.watermark).min())
+                .with_frontier(frontier_watermark)
                 .unwrap_or(u64::MAX);
             while in_flight.front().is_some_and(|(n, _)| *n < stamped_up_to) {
                 in_flight_bytes -= in_flight.pop_front().expect("checked").1;
@@ -356,9 +356,7 @@ fn read_chunks<'scope>(
                 Readers::Files(files) => read_files(files, &mut ready),
                 Readers::Kafka(reader) => {
                     if let Some(drift) = max_drift
-                        && let Some(low) = alignment
-                            .low
-                            .with_frontier(|f| f.iter().map(|t| t.watermark).min())
+                        && let Some(low) = alignment.low.with_frontier(frontier_watermark)
                     {
                         let watermarks = alignment.watermarks.borrow();
                         reader
@@ -520,6 +518,20 @@ struct PartitionStamper {
     last_record: Instant,
 }
 
+impl PartitionStamper {
+    /// A partition starting at `position`, stamping under `capabilities`.
+    fn new(position: SourcePosition, capabilities: OutputCaps) -> Self {
+        PartitionStamper {
+            partition: position.partition,
+            waiting: BTreeMap::new(),
+            next_seq: 0,
+            position,
+            capabilities: Some(capabilities),
+            last_record: Instant::now(),
+        }
+    }
+}
+
 /// Restores each partition's order, classifies its lines against its watermark and stamps them
 /// with `(epoch, watermark tick)`. A fifth output carries no data: its frontier shows which chunks
 /// the stampers have consumed, for the readers' back-pressure.
@@ -584,14 +596,7 @@ fn stamp<'scope>(
                     });
                     let mut caps = OutputCaps(initial.clone());
                     caps.downgrade(Time::new(start.epoch, position.watermark_ms / tick * tick));
-                    PartitionStamper {
-                        partition,
-                        waiting: BTreeMap::new(),
-                        next_seq: 0,
-                        position,
-                        capabilities: Some(caps),
-                        last_record: Instant::now(),
-                    }
+                    PartitionStamper::new(position, caps)
                 })
                 .collect();
         drop(initial);
@@ -691,18 +696,12 @@ fn new_partition(partition: u32, stampers: &[PartitionStamper]) -> PartitionStam
         ));
     };
     let caps = OutputCaps(template.0.clone());
-    PartitionStamper {
+    let position = SourcePosition {
         partition,
-        waiting: BTreeMap::new(),
-        next_seq: 0,
-        position: SourcePosition {
-            partition,
-            watermark_ms: caps.time().watermark,
-            ..SourcePosition::default()
-        },
-        capabilities: Some(caps),
-        last_record: Instant::now(),
-    }
+        watermark_ms: caps.time().watermark,
+        ..SourcePosition::default()
+    };
+    PartitionStamper::new(position, caps)
 }
 
 /// An idle partition stops holding the watermark back: its watermark follows the wall clock,
@@ -712,10 +711,7 @@ fn follow_wall_clock(stamper: &mut PartitionStamper, timeout: Duration, lateness
     let Some(caps) = stamper.capabilities.as_mut() else {
         return;
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let wall = now_ms
+    let wall = wall_clock_ms()
         .saturating_sub(timeout.as_millis() as u64)
         .saturating_sub(lateness);
     if wall > stamper.position.watermark_ms {
