@@ -14,6 +14,7 @@ use sessionize::broker::EmbeddedBroker;
 use sessionize::config::{
     KafkaInput, PipelineConfig, parse_duration, parse_timestamp_ms, wall_clock_ms,
 };
+use sessionize::failure;
 use sessionize::generate::{GenerateConfig, generate};
 use sessionize::produce::{ProduceConfig, produce};
 use sessionize::run::{Cluster, RunSummary, run};
@@ -80,7 +81,8 @@ struct KafkaArgs {
     #[arg(long)]
     kafka_servers: Option<String>,
     /// Any librdkafka setting, e.g. security.protocol=SASL_SSL; repeat for several. Values are
-    /// never logged.
+    /// never logged; `key=@FILE` reads the value from FILE, and SESSIONIZE_KAFKA_OPTION_<KEY>
+    /// variables (e.g. SESSIONIZE_KAFKA_OPTION_SASL_PASSWORD) add options from the environment.
     #[arg(long = "kafka-option", value_parser = parse_key_value)]
     kafka_options: Vec<(String, String)>,
 }
@@ -141,6 +143,11 @@ struct RunArgs {
     /// How far behind its partition's newest event an event may be and still count (bare: minutes).
     #[arg(long, default_value = "10")]
     allowed_lateness: String,
+    /// An event further than this ahead of its partition's newest event time (a device with a bad
+    /// clock) moves the watermark only once events of other users confirm the jump; 0 turns the
+    /// guard off (bare: hours).
+    #[arg(long, default_value = "6")]
+    max_event_time_jump: String,
     /// Events further than this ahead of the wall clock are rejected (bare: hours).
     #[arg(long, default_value = "24")]
     max_future_skew: String,
@@ -153,6 +160,14 @@ struct RunArgs {
     /// Time between commits (bare: seconds).
     #[arg(long, default_value = "30")]
     commit_interval: String,
+    /// An epoch with nothing to write is committed only this long after the last commit, so that
+    /// an idle pipeline adds few snapshots but its recorded offsets still move (bare: seconds).
+    #[arg(long, default_value = "300")]
+    idle_commit_interval: String,
+    /// Snapshots of ours each table keeps (time travel reaches back this many commits); older
+    /// ones are expired from the metadata. 0 keeps every snapshot.
+    #[arg(long, default_value_t = 100)]
+    retain_snapshots: usize,
     /// Watermark granularity of the dataflow's timestamps (bare: milliseconds).
     #[arg(long, default_value = "1000")]
     watermark_tick: String,
@@ -228,11 +243,16 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    failure::end_process_on_panic();
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let code = match failure::exit_code(&e) {
+                failure::EXIT_CONFLICT => failure::EXIT_CONFLICT,
+                _ => failure::EXIT_STARTUP,
+            };
+            ExitCode::from(code as u8)
         }
     }
 }
@@ -398,12 +418,49 @@ fn report(summary: Option<RunSummary>, path: Option<&std::path::Path>) -> Result
     Ok(())
 }
 
-/// Parses `key=value`.
+/// Parses `key=value`; a value `@FILE` is read from FILE (its trailing line end dropped), so
+/// that secrets need not appear in the command line that `ps` shows.
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
+    let (key, value) = text
+        .split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
         .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("{text:?} is not key=value"))
+        .ok_or_else(|| format!("{text:?} is not key=value"))?;
+    match value.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|v| (key.clone(), v.trim_end_matches(['\r', '\n']).to_string()))
+            .map_err(|e| format!("cannot read the value of {key} from {path:?}: {e}")),
+        None => Ok((key, value)),
+    }
+}
+
+/// Environment variables that add `--kafka-option`s: `SESSIONIZE_KAFKA_OPTION_SASL_PASSWORD=x`
+/// is `--kafka-option sasl.password=x` (the name after the prefix, lower case, `_` as `.`).
+const KAFKA_OPTION_ENV: &str = "SESSIONIZE_KAFKA_OPTION_";
+
+fn kafka_options_from_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter_map(|(name, value)| {
+            let key = name.strip_prefix(KAFKA_OPTION_ENV)?;
+            Some((key.to_ascii_lowercase().replace('_', "."), value))
+        })
+        .collect()
+}
+
+/// A database or table name: it names a directory of the checkpoint store too, so only letters,
+/// digits, `_` and `-` (no path separators, no `..`, no `.` that could make two names meet).
+fn identifier(name: String, flag: &str) -> Result<String> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !name.starts_with('-');
+    anyhow::ensure!(
+        valid,
+        "--{flag} {name:?} is not a valid name: use up to 128 letters, digits, `_` or `-`"
+    );
+    Ok(name)
 }
 
 impl ProduceArgs {
@@ -469,7 +526,12 @@ impl RunArgs {
                     servers,
                     topic: self.kafka_topic,
                     group_id: self.kafka_group,
-                    options: self.kafka.kafka_options,
+                    options: self
+                        .kafka
+                        .kafka_options
+                        .into_iter()
+                        .chain(kafka_options_from_env())
+                        .collect(),
                 },
                 start,
                 stop,
@@ -498,8 +560,8 @@ impl RunArgs {
         let mut config = PipelineConfig::new(self.inputs, self.warehouse);
         config.kafka = kafka;
         config.max_epoch_records = self.max_epoch_records;
-        config.database = self.iceberg_database;
-        config.table = self.iceberg_table;
+        config.database = identifier(self.iceberg_database, "iceberg-database")?;
+        config.table = identifier(self.iceberg_table, "iceberg-table")?;
         config.rules.inactivity_ms = ms(&self.inactivity_timeout, minutes, "inactivity-timeout")?;
         config.rules.max_duration_ms = ms(
             &self.max_session_duration,
@@ -508,6 +570,14 @@ impl RunArgs {
         )?;
         config.allowed_lateness_ms = ms(&self.allowed_lateness, minutes, "allowed-lateness")?;
         config.rules.dedup_window_ms = config.allowed_lateness_ms;
+        config.max_event_time_jump_ms = match ms(
+            &self.max_event_time_jump,
+            60 * minutes,
+            "max-event-time-jump",
+        )? {
+            0 => u64::MAX,
+            jump => jump,
+        };
         config.max_future_skew_ms = ms(&self.max_future_skew, 60 * minutes, "max-future-skew")?;
         config.max_event_bytes = self.max_event_bytes;
         config.chunk_bytes = self.chunk_bytes.max(1);
@@ -518,6 +588,12 @@ impl RunArgs {
             Duration::from_secs(1),
             "commit-interval",
         )?);
+        config.idle_commit_interval = Duration::from_millis(ms(
+            &self.idle_commit_interval,
+            Duration::from_secs(1),
+            "idle-commit-interval",
+        )?);
+        config.retain_snapshots = self.retain_snapshots;
         config.watermark_tick_ms = ms(
             &self.watermark_tick,
             Duration::from_millis(1),

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -26,8 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineConfig;
 use crate::rules::SessionizerState;
-use crate::sink::iceberg::{Warehouse, summary};
+use crate::sink::iceberg::{Mark, Warehouse, newest_mark, newest_own_snapshot, summary};
 use crate::sink::tables::TableKind;
+use crate::watermark::JumpGuard;
 
 /// Where a partition stands at the end of an epoch, and what it saw during the epoch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +42,10 @@ pub struct SourcePosition {
     pub max_event_ms: Option<u64>,
     pub watermark_ms: u64,
     pub finished: bool,
+    /// Events too far ahead to move `max_event_ms` yet (a device with a bad clock, or a jump
+    /// not yet confirmed).
+    #[serde(default)]
+    pub jump_guard: JumpGuard,
     #[serde(skip)]
     pub counts: SourceCounts,
 }
@@ -72,6 +78,8 @@ struct RecordedPosition {
     #[serde(default)]
     watermark_ms: u64,
     finished: bool,
+    #[serde(default, skip_serializing_if = "JumpGuard::is_empty")]
+    jump_guard: JumpGuard,
 }
 
 /// The checkpoint a snapshot names: a directory under the store and its part files.
@@ -150,12 +158,19 @@ impl CheckpointStore {
         let path = self.root.join(&checkpoint.dir).join(file);
         let input = File::open(&path).with_context(|| {
             format!(
-                "the checkpoint {} named by the table's newest snapshot is missing",
+                "the checkpoint {} named by the table's newest snapshot is missing: every \
+                 process must reach the same checkpoint location, and checkpoints must not be \
+                 deleted by hand; restore the file, or replay from scratch into a new table",
                 path.display()
             )
         })?;
-        bincode::deserialize_from(BufReader::new(input))
-            .with_context(|| format!("the checkpoint {} is unreadable", path.display()))
+        bincode::deserialize_from(BufReader::new(input)).with_context(|| {
+            format!(
+                "the checkpoint {} is damaged (truncated or overwritten outside sessionize); \
+                     restore the file, or replay from scratch into a new table",
+                path.display()
+            )
+        })
     }
 
     pub fn write_side_files(&self, dir: &str, side: &SideFiles) -> Result<()> {
@@ -199,32 +214,70 @@ impl CheckpointStore {
     }
 }
 
+/// Writes a checkpoint file once: into a temporary file that is synced, then linked under its
+/// name, which fails if the name exists, so a checkpoint is never overwritten and never seen
+/// half-written; the directory is synced too, so the name survives a power loss. Only the owner
+/// may read checkpoints: they hold user ids and events.
 fn write_synced(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    let file = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let parent = path.parent().context("a checkpoint file has a directory")?;
+    create_private_dirs(parent)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("part");
+    let temporary = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, &file);
     write(&mut out).with_context(|| format!("cannot write {}", path.display()))?;
-    out.flush()?;
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
     drop(out);
     file.sync_all()
-        .with_context(|| format!("cannot sync {}", path.display()))
+        .with_context(|| format!("cannot sync {}", path.display()))?;
+    let linked = std::fs::hard_link(&temporary, path);
+    let _ = std::fs::remove_file(&temporary);
+    linked.with_context(|| {
+        format!(
+            "cannot create checkpoint {} (it must not exist yet)",
+            path.display()
+        )
+    })?;
+    sync_dir(parent)
 }
 
-/// The last commit a run builds on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastCommit {
-    pub epoch: u64,
-    pub run_id: String,
+/// Creates `dir` and its missing parents, readable by the owner only, and syncs each new entry.
+fn create_private_dirs(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_private_dirs(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
+    match dir.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
 }
 
-/// Where a run starts: read from the sessions table's newest snapshot.
-#[derive(Debug, Clone, Default)]
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync directory {}", dir.display()))
+}
+
+/// Where a run starts: read from the sessions table's newest snapshot of ours.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StartState {
     /// The first epoch this run commits.
     pub epoch: u64,
@@ -234,39 +287,44 @@ pub struct StartState {
     pub watermark_ms: u64,
     /// The checkpoint to restore, if any.
     pub checkpoint: Option<CheckpointRef>,
-    pub last_commit: Option<LastCommit>,
+    /// The checkpoint directory of the last commit, whose side-table files a run completes even
+    /// when it starts afresh.
+    pub last_checkpoint_dir: Option<String>,
+    pub last_commit: Option<Mark>,
 }
 
 impl StartState {
-    /// Reads the newest snapshot of the sessions table. With `restore` false (explicit start
-    /// offsets), only the epoch numbering continues: positions and state start afresh.
+    /// Reads the newest snapshot of ours in the sessions table's history (snapshots of other
+    /// tools on top of it are skipped). With `restore` false (explicit start offsets), only the
+    /// epoch numbering continues: positions and state start afresh.
     pub async fn load(
         warehouse: &Warehouse,
         config: &PipelineConfig,
         restore: bool,
     ) -> Result<StartState> {
         let table = warehouse.load(TableKind::Sessions).await?;
-        let Some(snapshot) = table.metadata().current_snapshot() else {
+        let Some(snapshot) = newest_own_snapshot(&table) else {
+            if table.metadata().current_snapshot().is_some() && restore {
+                bail!(
+                    "table {} has snapshots but none written by sessionize (were they expired?), \
+                     so where to resume is unknown; start explicitly with --start-offsets or \
+                     --start-timestamp (Kafka), or give another --iceberg-table",
+                    warehouse.ident(TableKind::Sessions)
+                );
+            }
             return Ok(StartState::default());
         };
         let props = &snapshot.summary().additional_properties;
-        let Some(epoch) = props.get(summary::EPOCH) else {
-            bail!(
-                "table {} has snapshots that sessionize did not write; give another \
-                 --iceberg-table",
-                warehouse.ident(TableKind::Sessions)
-            );
-        };
-        let epoch: u64 = epoch
-            .parse()
-            .context("the snapshot's epoch is not a number")?;
-        let last_commit = Some(LastCommit {
-            epoch,
-            run_id: props.get(summary::RUN_ID).cloned().unwrap_or_default(),
-        });
+        let last_commit = newest_mark(&table).expect("an own snapshot has a mark");
+        let checkpoint: Option<CheckpointRef> = props
+            .get(summary::CHECKPOINT)
+            .map(|json| serde_json::from_str(json))
+            .transpose()
+            .context("the snapshot's checkpoint name")?;
         let mut start = StartState {
-            epoch: epoch + 1,
-            last_commit,
+            epoch: last_commit.epoch + 1,
+            last_checkpoint_dir: checkpoint.as_ref().map(|c| c.dir.clone()),
+            last_commit: Some(last_commit),
             ..StartState::default()
         };
         if !restore {
@@ -292,6 +350,11 @@ impl StartState {
                     watermark_ms: position.watermark_ms,
                     // A bounded Kafka run ends at the offsets of its time; a later run reads on.
                     finished: position.finished && !kafka,
+                    // Commits made before the guard existed start it at the newest event time.
+                    jump_guard: match position.jump_guard.newest() {
+                        Some(_) => position.jump_guard,
+                        None => JumpGuard::starting_at(position.max_event_ms),
+                    },
                     counts: SourceCounts::default(),
                 },
             );
@@ -307,50 +370,62 @@ impl StartState {
             .map(|p| p.watermark_ms)
             .min()
             .unwrap_or(0);
-        if let Some(json) = props.get(summary::CHECKPOINT) {
-            start.checkpoint = Some(serde_json::from_str(json).context("the checkpoint name")?);
-        }
+        start.checkpoint = checkpoint;
         Ok(start)
     }
 
-    /// Commits the side tables' files of the start epoch if the run that wrote them stopped
-    /// between the sessions commit and theirs. Run once, by process 0, before the workers start.
+    /// Commits the side tables' files of the last commit if the run that wrote them stopped
+    /// between the sessions commit and theirs, on every start (an explicit start too). Run once,
+    /// by process 0, before the workers start; a pipeline doing the same at the same moment
+    /// cannot make it twice ([`Warehouse::commit_once`]).
     pub async fn complete_side_tables(
         &self,
         warehouse: &Warehouse,
         store: &CheckpointStore,
+        config: &PipelineConfig,
     ) -> Result<()> {
-        let (Some(last), Some(checkpoint)) = (&self.last_commit, &self.checkpoint) else {
+        let (Some(last), Some(dir)) = (&self.last_commit, &self.last_checkpoint_dir) else {
             return Ok(());
         };
         let mut side: Option<SideFiles> = None;
         for kind in [TableKind::Quarantine, TableKind::LateEvents] {
             let table = warehouse.load(kind).await?;
-            let committed = table
-                .metadata()
-                .current_snapshot()
-                .and_then(|s| s.summary().additional_properties.get(summary::EPOCH))
-                .and_then(|e| e.parse::<u64>().ok());
-            match committed {
-                Some(epoch) if epoch == last.epoch => continue,
-                Some(epoch) if epoch > last.epoch => bail!(
-                    "table {} is at epoch {epoch}, ahead of the sessions table (epoch {}): \
-                     another pipeline writes it",
+            let committed = newest_mark(&table);
+            match &committed {
+                Some(mark) if mark == last => continue,
+                Some(mark) if mark.epoch >= last.epoch => bail!(
+                    "table {} is at epoch {} of run {}, not behind the sessions table (epoch {} \
+                     of run {}): another pipeline writes it",
                     warehouse.ident(kind),
-                    last.epoch
+                    mark.epoch,
+                    mark.run_id,
+                    last.epoch,
+                    last.run_id
                 ),
                 _ => {}
             }
             if side.is_none() {
-                side = Some(store.read_side_files(&checkpoint.dir)?);
+                side = Some(store.read_side_files(dir)?);
             }
             let files = side
                 .as_ref()
                 .and_then(|s| s.files.get(&kind))
                 .map_or(&[][..], Vec::as_slice);
+            if files.is_empty() {
+                // The epoch had no rows for this table: it never gets a snapshot.
+                continue;
+            }
             tracing::info!(table = %warehouse.ident(kind), epoch = last.epoch, "completing an interrupted commit");
             warehouse
-                .commit(kind, files, side_properties(last.epoch, &last.run_id))
+                .commit_once(
+                    kind,
+                    table,
+                    files,
+                    side_properties(last),
+                    last,
+                    committed.as_ref(),
+                    config.retain_snapshots,
+                )
                 .await?;
         }
         Ok(())
@@ -358,10 +433,10 @@ impl StartState {
 }
 
 /// The summary of a side-table commit.
-pub fn side_properties(epoch: u64, run_id: &str) -> HashMap<String, String> {
+pub fn side_properties(mark: &Mark) -> HashMap<String, String> {
     HashMap::from([
-        (summary::EPOCH.to_string(), epoch.to_string()),
-        (summary::RUN_ID.to_string(), run_id.to_string()),
+        (summary::EPOCH.to_string(), mark.epoch.to_string()),
+        (summary::RUN_ID.to_string(), mark.run_id.clone()),
     ])
 }
 
@@ -386,6 +461,7 @@ pub fn sessions_properties(
                     max_event_ms: p.max_event_ms,
                     watermark_ms: p.watermark_ms,
                     finished: p.finished,
+                    jump_guard: p.jump_guard.clone(),
                 },
             )
         })

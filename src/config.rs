@@ -18,6 +18,10 @@ pub struct PipelineConfig {
     pub rules: SessionRules,
     /// How far behind its partition's latest event time an event may be and still be on time.
     pub allowed_lateness_ms: u64,
+    /// An event further than this ahead of its partition's newest event time moves the
+    /// partition's watermark only once events of other users confirm the jump
+    /// ([`crate::watermark::JumpGuard`]); `u64::MAX` turns the guard off.
+    pub max_event_time_jump_ms: u64,
     pub max_future_skew_ms: u64,
     pub max_event_bytes: usize,
     /// Number of `bucket(user_id)` partitions of the sessions table; also the unit of work
@@ -33,6 +37,11 @@ pub struct PipelineConfig {
     /// An epoch ends early once its sources have stamped this many records, bounding the work
     /// a commit holds and a restart redoes.
     pub max_epoch_records: u64,
+    /// An epoch with nothing to write is committed only when this long has passed since the last
+    /// commit (so that the recorded offsets move), or at the end of input.
+    pub idle_commit_interval: Duration,
+    /// Snapshots of ours each table keeps; older ones are expired (metadata only). 0 keeps all.
+    pub retain_snapshots: usize,
 }
 
 /// A Kafka topic as the input of a run.
@@ -65,6 +74,7 @@ impl PipelineConfig {
                 dedup_window_ms: 10 * 60_000,
             },
             allowed_lateness_ms: 10 * 60_000,
+            max_event_time_jump_ms: 6 * 3_600_000,
             max_future_skew_ms: 86_400_000,
             max_event_bytes: 1 << 20,
             buckets: 16,
@@ -73,6 +83,8 @@ impl PipelineConfig {
             chunk_bytes: 1 << 20,
             kafka: None,
             max_epoch_records: 50_000_000,
+            idle_commit_interval: Duration::from_secs(300),
+            retain_snapshots: 100,
         }
     }
 

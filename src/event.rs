@@ -50,10 +50,13 @@ impl Validator {
     /// ```
     pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Event<'a>, Rejection> {
         if line.len() > self.max_event_bytes {
+            return Err(self.too_long(line.len() as u64));
+        }
+        // A byte-order mark, as some tools write at the start of a file, is not part of the JSON.
+        let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        if let Some(at) = nesting_too_deep(line) {
             return Err(Rejection(format!(
-                "line of {} bytes exceeds --max-event-bytes {}",
-                line.len(),
-                self.max_event_bytes
+                "invalid event: nesting deeper than {MAX_NESTING} levels at byte {at}"
             )));
         }
         let raw: RawEvent<'a> =
@@ -77,6 +80,54 @@ impl Validator {
             event_time_ms,
         })
     }
+}
+
+impl Validator {
+    /// The rejection of a line of `length` bytes, longer than `--max-event-bytes`.
+    pub fn too_long(&self, length: u64) -> Rejection {
+        Rejection(format!(
+            "line of {length} bytes exceeds --max-event-bytes {}",
+            self.max_event_bytes
+        ))
+    }
+}
+
+/// The deepest nesting of arrays and objects accepted anywhere in a line, ignored fields too: it
+/// bounds the parser's recursion, so that no input can overflow a worker's stack.
+pub const MAX_NESTING: usize = 128;
+
+/// The byte offset where a line's nesting first exceeds [`MAX_NESTING`], if it does.
+fn nesting_too_deep(line: &[u8]) -> Option<usize> {
+    // Nearly every line opens fewer brackets than the limit in all, which one quick (vectorized)
+    // count shows; only the others are scanned with attention to strings.
+    let opened = line.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if opened <= MAX_NESTING {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (at, &byte) in line.iter().enumerate() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(at);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn required_text<'a>(value: Option<Cow<'a, str>>, field: &str) -> Result<Cow<'a, str>, Rejection> {
@@ -264,6 +315,75 @@ mod tests {
         assert!(
             reject(&format!(r#"{{"uuid":"{}"}}"#, "x".repeat(2000))).contains("max-event-bytes")
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_in_any_field_and_strings_do_not_count() {
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        let line = format!(
+            r#"{{"event_id":"x","uuid":"u","event_timestamp":"1772323200000","event_details":{{}},"x":{deep}}}"#
+        );
+        let reason = validator_with_room().parse(line.as_bytes()).unwrap_err().0;
+        assert!(
+            reason.contains("nesting") && reason.contains("byte"),
+            "{reason}"
+        );
+        let line = format!(
+            r#"{{"event_id":"x","uuid":"u","event_timestamp":5,"booking_details":{deep}}}"#
+        );
+        assert!(
+            validator_with_room()
+                .parse(line.as_bytes())
+                .unwrap_err()
+                .0
+                .contains("nesting")
+        );
+        // Brackets inside strings are text, not nesting.
+        let text = "[{".repeat(300);
+        let line =
+            format!(r#"{{"event_id":"x","uuid":"u","event_timestamp":5,"page_name":"{text}"}}"#);
+        assert_eq!(
+            validator_with_room()
+                .parse(line.as_bytes())
+                .unwrap()
+                .page_name
+                .as_deref(),
+            Some(text.as_str())
+        );
+        let nested = format!(
+            "{}{}",
+            "[".repeat(MAX_NESTING - 1),
+            "]".repeat(MAX_NESTING - 1)
+        );
+        let line = format!(r#"{{"event_id":"x","uuid":"u","event_timestamp":5,"x":{nested}}}"#);
+        assert!(validator_with_room().parse(line.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let line = b"\xEF\xBB\xBF{\"uuid\":\"u\",\"event_id\":\"e\",\"event_timestamp\":5}";
+        assert_eq!(validator().parse(line).unwrap().user_id, "u");
+    }
+
+    fn validator_with_room() -> Validator {
+        Validator {
+            max_event_bytes: 1 << 30,
+            ..validator()
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_byte_string_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = validator().parse(&bytes);
+        }
+
+        #[test]
+        fn no_json_like_string_panics(text in r#"[\[\]{}",:0-9a-z\\ \x00\u{d7ff}\u{e000}-]{0,256}"#) {
+            let _ = validator().parse(text.as_bytes());
+            let line = format!(r#"{{"uuid":"u","event_id":"e","event_timestamp":5,"x":{text}}}"#);
+            let _ = validator().parse(line.as_bytes());
+        }
     }
 
     #[test]

@@ -1,19 +1,26 @@
 //! Runs the pipeline on a timely cluster: sets up the warehouse, starts the workers, waits for the
 //! last commit and reports what was done.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
-use timely::synchronization::Barrier;
+use serde::{Deserialize, Serialize};
+use timely::ExchangeData;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Input, Inspect, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::worker::Worker;
 
 use crate::checkpoint::{CheckpointStore, StartState};
 use crate::config::PipelineConfig;
 use crate::dataflow::{RunTotals, Time, WorkerContext, build_pipeline};
+use crate::failure::stop;
 use crate::metrics::ProgressReporter;
 use crate::sink::iceberg::Warehouse;
 use crate::sink::tables::TableKind;
@@ -102,15 +109,26 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
     }
     let restore = config.kafka.as_ref().is_none_or(|k| k.start.is_none());
     let store = Arc::new(CheckpointStore::new(&config));
-    if cluster.process == 0 {
-        setup_runtime()?.block_on(async {
+    // Process 0 prepares the tables and decides where the run starts, once for the cluster; its
+    // first worker hands that decision and the run's identity to every worker of every process.
+    let start = if cluster.process == 0 {
+        let start = setup_runtime()?.block_on(async {
             let warehouse =
                 Warehouse::open(&config.warehouse, &config.database, &config.table).await?;
             warehouse.ensure_tables(config.buckets).await?;
             let start = StartState::load(&warehouse, &config, restore).await?;
-            start.complete_side_tables(&warehouse, &store).await
+            start
+                .complete_side_tables(&warehouse, &store, &config)
+                .await?;
+            anyhow::Ok(start)
         })?;
-    }
+        Some(RunStart {
+            run_id: new_run_id(),
+            start,
+        })
+    } else {
+        None
+    };
     let workers = cluster.threads.max(1) * cluster.processes.max(1);
     if (config.buckets as usize) < workers {
         tracing::warn!(
@@ -123,48 +141,34 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
     let started = Instant::now();
     let _progress = ProgressReporter::start(Duration::from_secs(5));
     let config = Arc::new(config);
-    let run_id = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    );
     let guards = timely::execute(timely_config, move |worker| {
-        let runtime = Rc::new(setup_runtime().expect("a tokio runtime"));
-        // Process 0 has created the tables before its workers reach this barrier.
-        Barrier::new(worker).wait();
-        let warehouse = runtime
-            .block_on(Warehouse::open(
-                &config.warehouse,
-                &config.database,
-                &config.table,
-            ))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let start = runtime
-            .block_on(StartState::load(&warehouse, &config, restore))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let tables: HashMap<TableKind, _> = TableKind::ALL
-            .into_iter()
-            .map(|kind| {
-                let table = runtime
-                    .block_on(warehouse.load(kind))
-                    .unwrap_or_else(|e| panic!("{e:#}"));
-                (kind, table)
+        let runtime = Rc::new(setup_runtime().unwrap_or_else(|e| stop(e)));
+        let RunStart { run_id, start } = agree(worker, start.clone());
+        if worker.index() == 0 {
+            tracing::info!(run_id, epoch = start.epoch, "starting");
+        }
+        let context = runtime
+            .block_on(async {
+                let warehouse =
+                    Warehouse::open(&config.warehouse, &config.database, &config.table).await?;
+                let mut tables = HashMap::new();
+                for kind in TableKind::ALL {
+                    tables.insert(kind, warehouse.load(kind).await?);
+                }
+                anyhow::Ok(WorkerContext {
+                    config: Arc::clone(&config),
+                    runtime: Rc::clone(&runtime),
+                    warehouse: Rc::new(warehouse),
+                    tables,
+                    run_id,
+                    start: Arc::new(start),
+                    store: Arc::clone(&store),
+                })
             })
-            .collect();
-        let context = WorkerContext {
-            config: Arc::clone(&config),
-            runtime,
-            warehouse: Rc::new(warehouse),
-            tables,
-            run_id: run_id.clone(),
-            start: Arc::new(start),
-            store: Arc::clone(&store),
-        };
+            .unwrap_or_else(|e| stop(e));
         let (committed, totals) = worker
             .dataflow::<Time, _, _>(|scope| build_pipeline(scope, &context))
-            .unwrap_or_else(|e| panic!("{e:#}"));
+            .unwrap_or_else(|e| stop(e));
         while !committed.done() {
             worker.step_or_park(Some(Duration::from_millis(20)));
         }
@@ -182,6 +186,53 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         }
     }
     Ok(summary)
+}
+
+/// What every worker of a run must agree on: who the run is, and where it starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunStart {
+    /// Names this run's data files and checkpoint directories and marks its commits.
+    run_id: String,
+    start: StartState,
+}
+
+/// A fresh run id: the wall clock and random bits (from the OS-seeded `RandomState`), so that two runs started at once differ.
+fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{nanos:x}-{:08x}", random as u32)
+}
+
+/// Worker 0's `value` (the only worker that has one), on every worker of the cluster, through a
+/// small dataflow; it also waits until every worker has started, as a barrier would.
+fn agree<T: ExchangeData + Clone>(worker: &mut Worker, value: Option<T>) -> T {
+    let mut input = InputHandle::new();
+    let probe = ProbeHandle::new();
+    let received = Rc::new(RefCell::new(None));
+    let sink = Rc::clone(&received);
+    worker.dataflow::<u64, _, _>(|scope| {
+        scope
+            .input_from(&mut input)
+            .container::<Vec<T>>()
+            .broadcast()
+            .inspect(move |value: &T| *sink.borrow_mut() = Some(value.clone()))
+            .probe_with(&probe);
+    });
+    if worker.index() == 0 {
+        input.send(value.expect("process 0 decides where the run starts"));
+    }
+    input.close();
+    while !probe.done() {
+        worker.step_or_park(Some(Duration::from_millis(20)));
+    }
+    received
+        .take()
+        .expect("worker 0's value reaches every worker before its input closes")
 }
 
 fn setup_runtime() -> Result<tokio::runtime::Runtime> {

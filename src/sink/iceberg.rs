@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use arrow_array::RecordBatch;
@@ -10,8 +11,8 @@ use arrow_schema::SchemaRef as ArrowSchemaRef;
 use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
 use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::{
-    DataFile, DataFileFormat, FormatVersion, TableProperties, deserialize_data_file_from_json,
-    serialize_data_file_to_json,
+    DataFile, DataFileFormat, FormatVersion, Snapshot, SnapshotRef, TableProperties,
+    deserialize_data_file_from_json, serialize_data_file_to_json,
 };
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
@@ -24,12 +25,16 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
+use iceberg::{
+    Catalog, CatalogBuilder, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
+};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
 
 use super::tables::TableKind;
+use crate::failure::TwoWriters;
 
 /// Snapshot-summary keys under which each commit records where the pipeline stands.
 pub mod summary {
@@ -132,15 +137,89 @@ impl Warehouse {
     }
 
     /// Appends data files (as serialized by [`TableWriter::close`]) to a table in one snapshot
-    /// whose summary carries `properties`.
-    pub async fn commit(
+    /// whose summary carries `properties` and whose mark is `mark`, exactly once, on top of `base`:
+    /// the table as this run last saw it, whose newest mark must be `previous`.
+    ///
+    /// The commit requires the table's current snapshot to be `base`'s, so the catalog refuses it
+    /// if anyone committed since. Then, and after any error whose outcome is unknown (a timeout,
+    /// a lost connection), it looks at what is there before doing anything else: its own mark
+    /// means the catalog took the commit; another pipeline's mark on top of `previous` is a
+    /// [`TwoWriters`] error; snapshots of other tools (compaction, deletes, expiry) on top are
+    /// welcome, and the commit is made again on top of them. It is never re-applied blindly.
+    ///
+    /// Snapshots of ours beyond the newest `retain_snapshots` are expired in the same commit
+    /// (metadata only), so that months of frequent commits keep the metadata small.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_once(
         &self,
         kind: TableKind,
+        base: Table,
         serialized_files: &[String],
         properties: HashMap<String, String>,
+        mark: &Mark,
+        previous: Option<&Mark>,
+        retain_snapshots: usize,
     ) -> Result<Table> {
-        let table = self.load(kind).await?;
-        let metadata = table.metadata();
+        let ident = self.ident(kind);
+        let mut base = base;
+        let mut delay = Duration::from_millis(200);
+        let mut failures = 0;
+        let mut rebases = 0;
+        loop {
+            let newest = newest_mark(&base);
+            if newest.as_ref() == Some(mark) {
+                return Ok(base);
+            }
+            if newest.as_ref() != previous {
+                return Err(two_writers(&ident, newest.as_ref(), previous).into());
+            }
+            let expire = own_snapshots_to_expire(&base, retain_snapshots);
+            let appended = self
+                .append(&base, serialized_files, properties.clone(), expire)
+                .await;
+            let error = match appended {
+                Ok(table) => return Ok(table),
+                Err(error) => error,
+            };
+            let seen = base.metadata().current_snapshot_id();
+            match self.load(kind).await {
+                Ok(table) if table.metadata().current_snapshot_id() != seen => {
+                    // Someone committed: the loop's checks decide what it was.
+                    base = table;
+                    rebases += 1;
+                    anyhow::ensure!(
+                        rebases <= MAX_REBASES,
+                        "commit to {ident} lost {MAX_REBASES} races in a row against other \
+                         writers of the table: {error:#}"
+                    );
+                    continue;
+                }
+                Ok(table) => base = table,
+                Err(load_error) => tracing::warn!("cannot read {ident} back: {load_error:#}"),
+            }
+            failures += 1;
+            if failures >= COMMIT_ATTEMPTS {
+                return Err(error.context(format!(
+                    "commit to {ident} failed {COMMIT_ATTEMPTS} times; nothing of it is in the \
+                     table: restart when the catalog is back"
+                )));
+            }
+            tracing::warn!("commit to {ident} failed, retrying in {delay:?}: {error:#}");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// One commit attempt on top of `base`, with no retry: a conflict or an error comes back to
+    /// [`Warehouse::commit_once`], which looks at the table before anything else.
+    async fn append(
+        &self,
+        base: &Table,
+        serialized_files: &[String],
+        properties: HashMap<String, String>,
+        expire: Vec<i64>,
+    ) -> Result<Table> {
+        let metadata = base.metadata();
         let spec = metadata.default_partition_spec();
         let schema = metadata.current_schema();
         let partition_type = spec.partition_type(schema)?;
@@ -150,17 +229,207 @@ impl Warehouse {
                 deserialize_data_file_from_json(json, spec.spec_id(), &partition_type, schema)
             })
             .collect::<Result<Vec<DataFile>, _>>()?;
-        let transaction = Transaction::new(&table);
+        let transaction = Transaction::new(base);
         let transaction = transaction
             .fast_append()
             .add_data_files(files)
             .set_snapshot_properties(properties)
             .apply(transaction)?;
+        let transaction = if expire.is_empty() {
+            transaction
+        } else {
+            // By id alone: an age cutoff before any snapshot selects nothing more.
+            let action = transaction
+                .expire_snapshots()
+                .expire_snapshot_ids(expire)
+                .expire_older_than_ms(0);
+            action.apply(transaction)?
+        };
+        let pinned = PinnedCatalog {
+            inner: &self.catalog,
+            base,
+        };
         let committed = transaction
-            .commit(&self.catalog)
+            .commit(&pinned)
             .await
-            .with_context(|| format!("commit to {} failed", self.ident(kind)))?;
+            .with_context(|| format!("commit to {} failed", base.identifier()))?;
         Ok(committed)
+    }
+}
+
+/// Attempts at a commit that fails with an error (not a lost race) before the run stops.
+const COMMIT_ATTEMPTS: u32 = 5;
+/// Races lost in a row to other writers' commits before the run stops.
+const MAX_REBASES: u32 = 100;
+
+/// Which epoch of which run committed a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub epoch: u64,
+    pub run_id: String,
+}
+
+impl Mark {
+    fn of(snapshot: &Snapshot) -> Option<Mark> {
+        let props = &snapshot.summary().additional_properties;
+        Some(Mark {
+            epoch: props.get(summary::EPOCH)?.parse().ok()?,
+            run_id: props.get(summary::RUN_ID).cloned().unwrap_or_default(),
+        })
+    }
+}
+
+/// The newest snapshot sessionize committed in the table's current history, walking back from
+/// the current snapshot through its parents, past snapshots of other tools (compaction, deletes).
+pub fn newest_own_snapshot(table: &Table) -> Option<&SnapshotRef> {
+    let metadata = table.metadata();
+    let mut next = metadata.current_snapshot_id();
+    while let Some(id) = next {
+        let snapshot = metadata.snapshot_by_id(id)?;
+        if Mark::of(snapshot).is_some() {
+            return Some(snapshot);
+        }
+        next = snapshot.parent_snapshot_id();
+    }
+    None
+}
+
+/// Our snapshots older than the newest `retain` of ours, once there are a tenth more than that
+/// (so that expiry is batched), never the current snapshot or another ref's head. Snapshots of
+/// other tools are theirs to expire.
+fn own_snapshots_to_expire(table: &Table, retain: usize) -> Vec<i64> {
+    let metadata = table.metadata();
+    let mut own: Vec<&SnapshotRef> = metadata
+        .snapshots()
+        .filter(|s| Mark::of(s).is_some())
+        .collect();
+    if retain == 0 || own.len() <= retain + retain.div_ceil(10) {
+        return Vec::new();
+    }
+    // The metadata has no accessor for its refs; its JSON form has them (this runs once in a
+    // tenth of `retain` commits).
+    let heads: Vec<i64> = serde_json::to_value(metadata)
+        .ok()
+        .and_then(|m| {
+            let refs = m.get("refs")?.as_object()?.clone();
+            Some(
+                refs.values()
+                    .filter_map(|r| r.get("snapshot-id")?.as_i64())
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
+    own.sort_by_key(|s| (s.sequence_number(), s.timestamp_ms()));
+    own[..own.len() - retain]
+        .iter()
+        .map(|s| s.snapshot_id())
+        .filter(|id| !heads.contains(id) && metadata.current_snapshot_id() != Some(*id))
+        .collect()
+}
+
+/// The mark of [`newest_own_snapshot`].
+pub fn newest_mark(table: &Table) -> Option<Mark> {
+    newest_own_snapshot(table).and_then(|s| Mark::of(s))
+}
+
+fn two_writers(ident: &TableIdent, newest: Option<&Mark>, expected: Option<&Mark>) -> TwoWriters {
+    let show = |mark: Option<&Mark>| {
+        mark.map_or("none".to_string(), |m| {
+            format!("epoch {} of run {}", m.epoch, m.run_id)
+        })
+    };
+    TwoWriters(format!(
+        "table {ident} was committed by another pipeline: its newest sessionize commit is {}, \
+         this run expected {}; two pipelines must not write one table: stop one, then restart \
+         the other",
+        show(newest),
+        show(expected)
+    ))
+}
+
+/// A view of the catalog for one commit: loading the table gives `base`, the table as the
+/// pipeline last saw it, so the transaction neither rebases onto a newer table nor drops the
+/// requirement on `base`'s snapshot; and a failed commit is never retried inside the transaction.
+#[derive(Debug)]
+struct PinnedCatalog<'a> {
+    inner: &'a dyn Catalog,
+    base: &'a Table,
+}
+
+#[async_trait::async_trait]
+impl Catalog for PinnedCatalog<'_> {
+    async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
+        if table == self.base.identifier() {
+            Ok(self.base.clone())
+        } else {
+            self.inner.load_table(table).await
+        }
+    }
+
+    async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
+        self.inner
+            .update_table(commit)
+            .await
+            .map_err(|e| e.with_retryable(false))
+    }
+
+    async fn list_namespaces(
+        &self,
+        parent: Option<&NamespaceIdent>,
+    ) -> iceberg::Result<Vec<NamespaceIdent>> {
+        self.inner.list_namespaces(parent).await
+    }
+    async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> iceberg::Result<Namespace> {
+        self.inner.create_namespace(namespace, properties).await
+    }
+    async fn get_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<Namespace> {
+        self.inner.get_namespace(namespace).await
+    }
+    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> iceberg::Result<bool> {
+        self.inner.namespace_exists(namespace).await
+    }
+    async fn update_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> iceberg::Result<()> {
+        self.inner.update_namespace(namespace, properties).await
+    }
+    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<()> {
+        self.inner.drop_namespace(namespace).await
+    }
+    async fn list_tables(&self, namespace: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
+        self.inner.list_tables(namespace).await
+    }
+    async fn create_table(
+        &self,
+        namespace: &NamespaceIdent,
+        creation: TableCreation,
+    ) -> iceberg::Result<Table> {
+        self.inner.create_table(namespace, creation).await
+    }
+    async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+        self.inner.drop_table(table).await
+    }
+    async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+        self.inner.purge_table(table).await
+    }
+    async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
+        self.inner.table_exists(table).await
+    }
+    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
+        self.inner.rename_table(src, dest).await
+    }
+    async fn register_table(
+        &self,
+        table: &TableIdent,
+        metadata_location: String,
+    ) -> iceberg::Result<Table> {
+        self.inner.register_table(table, metadata_location).await
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Chunk {
     /// For record sources (Kafka): where each record ends in `bytes`, and its offset. Line
     /// sources (files) have `None`: their records are the lines.
     pub records: Option<RecordIndex>,
+    /// A chunk of one line longer than the reader's line limit: `bytes` holds the line's head,
+    /// and this its full length (without the line end). The rest of the line was skipped.
+    pub oversize_line: Option<u64>,
 }
 
 /// The records of a chunk from a record source.
@@ -47,14 +50,23 @@ pub struct Record<'a> {
 impl Chunk {
     /// The 1-based number of the line after this chunk (files only).
     pub fn next_line(&self) -> u64 {
-        match self.records {
-            Some(_) => 0,
-            None => self.first_line + line_count(&self.bytes),
+        match (&self.records, self.oversize_line) {
+            (Some(_), _) => 0,
+            (None, Some(_)) => self.first_line + 1,
+            (None, None) => self.first_line + line_count(&self.bytes),
         }
     }
 
     /// The chunk's records. Blank lines of a file are not records; every Kafka record is one.
     pub fn records(&self) -> Box<dyn Iterator<Item = Record<'_>> + '_> {
+        if self.oversize_line.is_some() {
+            return Box::new(std::iter::once(Record {
+                start: 0,
+                bytes: &self.bytes,
+                offset: self.byte_offset,
+                line_number: self.first_line,
+            }));
+        }
         match &self.records {
             None => Box::new(
                 (self.first_line..)
@@ -83,7 +95,9 @@ impl Chunk {
 }
 
 /// Reads a file (or `-`, standard input) as a sequence of [`Chunk`]s of about `chunk_bytes` each.
-/// A chunk always ends at a line end, so a line longer than `chunk_bytes` makes a larger chunk.
+/// A chunk always ends at a line end, so a line longer than `chunk_bytes` makes a larger chunk;
+/// a line longer than the line limit is never held whole: its head makes a chunk of its own
+/// ([`Chunk::oversize_line`]) and the rest is skipped, so no input can exhaust memory.
 ///
 /// ```
 /// use sessionize::source::ChunkReader;
@@ -95,11 +109,19 @@ impl Chunk {
 /// let third = reader.next_chunk().unwrap().unwrap();
 /// assert_eq!((third.bytes.as_slice(), third.last), (&b"c"[..], true));
 /// assert!(reader.next_chunk().unwrap().is_none());
+///
+/// let mut reader = ChunkReader::new(0, Box::new(&b"ok\nxxxxxxxxxx\nok"[..]), 4).with_max_line_bytes(5);
+/// let long = reader.next_chunk().unwrap().unwrap();
+/// assert_eq!(long.bytes, b"ok\n");
+/// let long = reader.next_chunk().unwrap().unwrap();
+/// assert_eq!((long.bytes.as_slice(), long.oversize_line, long.first_line), (&b"xxxxx"[..], Some(10), 2));
+/// assert_eq!(reader.next_chunk().unwrap().unwrap().bytes, b"ok");
 /// ```
 pub struct ChunkReader {
     partition: u32,
     input: Box<dyn Read>,
     chunk_bytes: usize,
+    max_line_bytes: usize,
     /// Bytes read past the end of the previous chunk's last line.
     carry: Vec<u8>,
     seq: u64,
@@ -108,18 +130,28 @@ pub struct ChunkReader {
     done: bool,
 }
 
+/// How much of an oversize line is read at a time while it is skipped.
+const SKIP_BLOCK: usize = 1 << 20;
+
 impl ChunkReader {
     pub fn new(partition: u32, input: Box<dyn Read>, chunk_bytes: usize) -> Self {
         ChunkReader {
             partition,
             input,
             chunk_bytes: chunk_bytes.max(1),
+            max_line_bytes: usize::MAX,
             carry: Vec::new(),
             seq: 0,
             byte_offset: 0,
             next_line: 1,
             done: false,
         }
+    }
+
+    /// Lines longer than `max` bytes keep only their first `max` bytes; the rest is skipped.
+    pub fn with_max_line_bytes(mut self, max: usize) -> Self {
+        self.max_line_bytes = max.max(1);
+        self
     }
 
     /// Opens `path`, or standard input for `-`, to read from byte `offset`, which is the start
@@ -167,11 +199,28 @@ impl ChunkReader {
         }
         let mut bytes = std::mem::take(&mut self.carry);
         let mut eof = false;
+        // The end of the last whole line in `bytes`, and how much of `bytes` has been searched.
         let mut cut = None;
-        while cut.is_none() && !eof {
-            let start = bytes.len();
+        let mut searched = 0;
+        loop {
+            if let Some(i) = memchr_last_newline(&bytes[searched..]) {
+                cut = Some(searched + i + 1);
+            }
+            searched = bytes.len();
+            let line_start = cut.unwrap_or(0);
+            if bytes.len() - line_start > self.max_line_bytes {
+                if line_start > 0 {
+                    // The whole lines before the long one make a chunk first.
+                    self.carry = bytes.split_off(line_start);
+                    break;
+                }
+                return self.skip_oversize_line(bytes).map(Some);
+            }
+            if eof || (cut.is_some() && bytes.len() >= self.chunk_bytes) {
+                break;
+            }
             // Fill up to the chunk size; past it (a line longer than a chunk), grow by chunks.
-            let want = match self.chunk_bytes.checked_sub(start) {
+            let want = match self.chunk_bytes.checked_sub(bytes.len()) {
                 Some(room) if room > 0 => room,
                 _ => self.chunk_bytes,
             };
@@ -181,18 +230,45 @@ impl ChunkReader {
                 .take(want as u64)
                 .read_to_end(&mut bytes)?;
             eof = read < want;
-            if bytes.len() >= self.chunk_bytes || eof {
-                cut = memchr_last_newline(&bytes).map(|i| i + 1);
-            }
         }
         // At end of input the chunk takes everything; otherwise it ends at its last line end.
-        let end = if eof {
-            bytes.len()
-        } else {
-            cut.expect("loop ends with a cut")
+        if !eof && self.carry.is_empty() {
+            let end = cut.expect("the loop ends with a cut");
+            self.carry = bytes.split_off(end);
+        }
+        let last = eof && self.carry.is_empty();
+        Ok(Some(self.emit(bytes, last, None)))
+    }
+
+    /// Keeps the head of a line longer than the limit and reads past its end without keeping it.
+    fn skip_oversize_line(&mut self, mut head: Vec<u8>) -> io::Result<Chunk> {
+        let mut length = head.len() as u64;
+        head.truncate(self.max_line_bytes);
+        let mut block = vec![0u8; SKIP_BLOCK];
+        let mut line_end = 0;
+        let eof = loop {
+            let read = match self.input.read(&mut block) {
+                Ok(0) => break true,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(i) = block[..read].iter().position(|&b| b == b'\n') {
+                length += i as u64;
+                line_end = 1;
+                self.carry = block[i + 1..read].to_vec();
+                break false;
+            }
+            length += read as u64;
         };
-        self.carry = bytes.split_off(end);
-        let last = eof;
+        let consumed = length + line_end;
+        let mut chunk = self.emit(head, eof, Some(length));
+        chunk.end_offset = chunk.byte_offset + consumed;
+        self.byte_offset = chunk.end_offset;
+        Ok(chunk)
+    }
+
+    fn emit(&mut self, bytes: Vec<u8>, last: bool, oversize_line: Option<u64>) -> Chunk {
         let chunk = Chunk {
             partition: self.partition,
             seq: self.seq,
@@ -201,13 +277,14 @@ impl ChunkReader {
             last,
             end_offset: self.byte_offset + bytes.len() as u64,
             records: None,
+            oversize_line,
             bytes,
         };
         self.seq += 1;
-        self.byte_offset += chunk.bytes.len() as u64;
+        self.byte_offset = chunk.end_offset;
         self.next_line = chunk.next_line();
         self.done = last;
-        Ok(Some(chunk))
+        chunk
     }
 }
 
@@ -261,7 +338,77 @@ mod tests {
         assert_eq!(got, vec![(0, &b"ab"[..]), (4, &b""[..]), (5, &b"cd"[..])]);
     }
 
+    /// Every line as the reader hands it out: (offset, line number, bytes kept, full length).
+    fn read_lines(input: &[u8], size: usize, max_line: usize) -> Vec<(u64, u64, Vec<u8>, u64)> {
+        let mut reader = ChunkReader::new(0, Box::new(input.to_vec().leak() as &[u8]), size)
+            .with_max_line_bytes(max_line);
+        let mut out = Vec::new();
+        let mut expected_offset = 0;
+        while let Some(chunk) = reader.next_chunk().unwrap() {
+            assert_eq!(chunk.byte_offset, expected_offset);
+            expected_offset = chunk.end_offset;
+            match chunk.oversize_line {
+                Some(length) => out.push((
+                    chunk.byte_offset,
+                    chunk.first_line,
+                    chunk.bytes.clone(),
+                    length,
+                )),
+                None => {
+                    for (line_number, (start, line)) in
+                        (chunk.first_line..).zip(lines(&chunk.bytes))
+                    {
+                        let offset = chunk.byte_offset + start as u64;
+                        out.push((offset, line_number, line.to_vec(), line.len() as u64));
+                    }
+                }
+            }
+        }
+        assert_eq!(expected_offset, input.len() as u64);
+        out
+    }
+
     proptest! {
+        #[test]
+        fn long_lines_keep_their_head_and_everything_else_is_exact(
+            lines in proptest::collection::vec(proptest::collection::vec(
+                proptest::prop_oneof![Just(b'a'), Just(b'\0'), Just(0xffu8), Just(b'\r')], 0..60), 1..30),
+            trailing_newline in any::<bool>(),
+            size in 1usize..32,
+            max_line in 1usize..40,
+        ) {
+            let mut input = lines.join(&b'\n');
+            if trailing_newline { input.push(b'\n'); }
+            let got = read_lines(&input, size, max_line);
+            let mut offset = 0u64;
+            let mut expected = Vec::new();
+            for (i, line) in lines.iter().enumerate() {
+                if i + 1 == lines.len() && line.is_empty() && !trailing_newline {
+                    break;
+                }
+                let kept = line.strip_suffix(b"\r").unwrap_or(line);
+                expected.push((offset, i as u64 + 1, kept.len() as u64));
+                offset += line.len() as u64 + 1;
+            }
+            let got_short: Vec<_> = got.iter().map(|(o, n, _, len)| (*o, *n, *len)).collect();
+            // A long line's length counts its `\r`; a short line's does not.
+            for ((o, n, len), (eo, en, elen)) in got_short.iter().zip(&expected) {
+                prop_assert_eq!((o, n), (eo, en));
+                prop_assert!(*len == *elen || *len == *elen + 1);
+            }
+            prop_assert_eq!(got_short.len(), expected.len());
+            for (offset, _, kept, length) in &got {
+                let at = *offset as usize;
+                // A long line is cut to its head, unless it came whole in one read (then the
+                // parser rejects it by its length): either way memory stays bounded.
+                if (*length as usize) > max_line && kept.len() < *length as usize {
+                    prop_assert_eq!(kept.len(), max_line);
+                }
+                prop_assert!(kept.len() <= (max_line + size).max(SKIP_BLOCK));
+                prop_assert_eq!(&kept[..], &input[at..at + kept.len()]);
+            }
+        }
+
         #[test]
         fn chunks_reassemble_the_input_at_line_boundaries(
             lines in proptest::collection::vec("[a-z]{0,20}", 0..40),

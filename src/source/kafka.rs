@@ -654,6 +654,7 @@ fn take_chunk(partition: u32, cursor: &mut PartitionCursor, last: bool) -> Chunk
             ends: pending.ends,
             offsets: pending.offsets,
         }),
+        oversize_line: None,
     };
     cursor.next_seq += 1;
     chunk

@@ -1,0 +1,164 @@
+//! Sessionizing: the session rules per user, on the worker owning the user's bucket, with a
+//! checkpoint of its state at the end of every epoch.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use anyhow::Result;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::{Capability, CapabilitySet};
+use timely::progress::Antichain;
+
+use super::{
+    CommitPart, Out, SessionEvent, Time, WorkerContext, frontier_watermark, owns, user_bucket,
+};
+use crate::checkpoint::{CheckpointStore, SourcePosition};
+use crate::failure::stop;
+use crate::metrics;
+use crate::rules::{ClosedSession, Sessionizer};
+
+/// Applies the session rules on the worker owning each user's bucket, starting from the
+/// checkpoint the run resumes. When the frontier passes an epoch, the worker writes its state to
+/// that epoch's checkpoint and reports the part to the committer (the second stream).
+pub(super) fn sessionize<'scope>(
+    events: StreamVec<'scope, Time, SessionEvent>,
+    positions: StreamVec<'scope, Time, SourcePosition>,
+    context: &WorkerContext,
+) -> Result<(
+    StreamVec<'scope, Time, ClosedSession>,
+    StreamVec<'scope, Time, CommitPart>,
+)> {
+    let scope = events.scope();
+    let (index, peers) = (scope.index(), scope.peers());
+    let config = &context.config;
+    let mut sessionizer = Sessionizer::new(config.rules);
+    if let Some(checkpoint) = &context.start.checkpoint {
+        let buckets = config.buckets;
+        for part in &checkpoint.parts {
+            let mut state = context.store.read_part(checkpoint, part)?;
+            // A bounded run's last checkpoint has seen every event; a run that reads on starts
+            // from the partitions' watermarks.
+            state.watermark = state.watermark.min(context.start.watermark_ms);
+            sessionizer.restore(state, |user| owns(user_bucket(user, buckets), index, peers));
+        }
+    }
+    let store = Arc::clone(&context.store);
+    let run_id = context.run_id.clone();
+    let finished_max_event_ms = context
+        .start
+        .positions
+        .values()
+        .filter(|p| p.finished)
+        .filter_map(|p| p.max_event_ms)
+        .max();
+
+    let mut builder = OperatorBuilder::new("Sessionize".into(), scope);
+    let mut events_in = builder.new_input(
+        events,
+        Exchange::new(|e: &SessionEvent| u64::from(e.bucket)),
+    );
+    let mut positions_in = builder.new_input(positions, Pipeline);
+    let (closed_out, closed_stream) = builder.new_output();
+    let (parts_out, parts_stream) = builder.new_output();
+    let mut closed_out: Out<ClosedSession> = OutputBuilder::from(closed_out);
+    let mut parts_out: Out<CommitPart> = OutputBuilder::from(parts_out);
+    builder.build(move |initial| {
+        let [closed_cap, part_cap]: [Capability<Time>; 2] =
+            initial.try_into().expect("a capability per output");
+        let mut closed_caps = CapabilitySet::from_elem(closed_cap);
+        let mut part_caps = CapabilitySet::from_elem(part_cap);
+        // The latest event time of the whole input decides which sessions end with it
+        // (`end_of_input`); partitions a previous run finished count too, so that the reason
+        // does not depend on whether the run was interrupted.
+        let mut max_event_ms: Option<u64> = finished_max_event_ms;
+        let mut closed = Vec::new();
+        // Epochs whose positions have arrived: each gets a checkpoint when the frontier passes it.
+        let mut epochs_to_save = std::collections::BTreeSet::new();
+        let mut duplicates_reported = 0;
+        move |frontiers| {
+            events_in.for_each(|_cap, data| {
+                for e in data.drain(..) {
+                    sessionizer.push(
+                        e.user_id,
+                        e.event_id,
+                        e.page_name.as_deref(),
+                        e.event_time_ms,
+                    );
+                }
+            });
+            positions_in.for_each(|cap, data| {
+                let time = cap.stamp().iter().next().copied().expect("data has a time");
+                epochs_to_save.insert(time.epoch);
+                for p in data.drain(..).filter(|p| p.finished) {
+                    max_event_ms = max_event_ms.max(p.max_event_ms);
+                }
+            });
+            let mut frontier = Antichain::new();
+            for f in frontiers.iter() {
+                frontier.extend(f.frontier().iter().copied());
+            }
+            if let Some(watermark) = frontier_watermark(frontiers[0].frontier()) {
+                sessionizer.advance(watermark, &mut closed);
+            } else if frontier.is_empty() {
+                sessionizer.finish(max_event_ms.unwrap_or(0), &mut closed);
+            }
+            // Sessions closed now belong to the epoch being completed, whose checkpoint no longer
+            // holds them.
+            let current_epoch = epochs_to_save
+                .first()
+                .copied()
+                .or_else(|| frontier.iter().map(|t| t.epoch).min());
+            if !closed.is_empty()
+                && let Some(cap) = capability_for(&closed_caps, current_epoch)
+            {
+                metrics::SESSIONS_CLOSED.fetch_add(closed.len() as u64, Relaxed);
+                let mut output = closed_out.activate();
+                output.session(&cap).give_iterator(closed.drain(..));
+            }
+            while let Some(&epoch) = epochs_to_save.first() {
+                if !frontier.iter().all(|t| t.epoch > epoch) {
+                    break;
+                }
+                epochs_to_save.remove(&epoch);
+                let dir = CheckpointStore::epoch_dir(epoch, &run_id);
+                let duplicates = sessionizer.duplicates() - duplicates_reported;
+                duplicates_reported = sessionizer.duplicates();
+                let part = store
+                    .write_part(
+                        &dir,
+                        index,
+                        &sessionizer.checkpoint(),
+                        sessionizer.open_sessions() as u64,
+                        duplicates,
+                    )
+                    .unwrap_or_else(|e| stop(e.context("cannot write a checkpoint")));
+                if let Some(cap) = capability_for(&part_caps, Some(epoch)) {
+                    parts_out
+                        .activate()
+                        .session(&cap)
+                        .give(CommitPart::Checkpoint(part));
+                }
+            }
+            closed_caps.downgrade(frontier.iter());
+            part_caps.downgrade(frontier.iter());
+        }
+    });
+    Ok((closed_stream, parts_stream))
+}
+
+/// A capability at `epoch` (or, without one, at the earliest epoch held), derived from the
+/// capabilities held since the previous frontier.
+fn capability_for(
+    capabilities: &CapabilitySet<Time>,
+    epoch: Option<u64>,
+) -> Option<Capability<Time>> {
+    let earliest = capabilities
+        .iter()
+        .map(|c| *c.time())
+        .min_by_key(|t| t.epoch)?;
+    let epoch = epoch.unwrap_or(earliest.epoch).max(earliest.epoch);
+    Some(capabilities.delayed(&Time::new(epoch, earliest.watermark)))
+}

@@ -1,0 +1,410 @@
+//! Stamping: each partition's owner restores its order, classifies its lines against its
+//! watermark, and stamps records with `(epoch, watermark tick)`.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
+use timely::dataflow::{ProbeHandle, StreamVec};
+use timely::progress::Antichain;
+
+use super::{Out, ParsedChunk, SessionEvent, Time, WorkerContext};
+use crate::checkpoint::SourcePosition;
+use crate::config::wall_clock_ms;
+use crate::failure::stop;
+use crate::metrics;
+use crate::sink::tables::{LateEvent, QuarantinedLine};
+use crate::source::kafka::StopAt;
+
+/// The four record streams a stamper sends, each under its own capabilities.
+pub struct Stamped<'scope> {
+    pub on_time: StreamVec<'scope, Time, SessionEvent>,
+    pub quarantined: StreamVec<'scope, Time, QuarantinedLine>,
+    pub late: StreamVec<'scope, Time, LateEvent>,
+    pub positions: StreamVec<'scope, Time, SourcePosition>,
+}
+
+type OutSession<'a, D> = OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<D>>>;
+
+/// A partition's capabilities for the four outputs, always at the same time.
+struct OutputCaps([Capability<Time>; 4]);
+
+impl OutputCaps {
+    fn time(&self) -> Time {
+        *self.0[0].time()
+    }
+
+    fn downgrade(&mut self, time: Time) {
+        for cap in &mut self.0 {
+            cap.downgrade(&time);
+        }
+    }
+}
+
+/// The stamper's outputs, activated for one invocation.
+struct StampOutputs<'a> {
+    on_time: OutSession<'a, SessionEvent>,
+    quarantined: OutSession<'a, QuarantinedLine>,
+    late: OutSession<'a, LateEvent>,
+    positions: OutSession<'a, SourcePosition>,
+}
+
+/// Per-partition state of a stamper.
+struct PartitionStamper {
+    partition: u32,
+    /// Chunks that arrived ahead of their turn.
+    waiting: BTreeMap<u64, ParsedChunk>,
+    next_seq: u64,
+    position: SourcePosition,
+    capabilities: Option<OutputCaps>,
+    /// When the partition last delivered a record, for `--idle-timeout`.
+    last_record: Instant,
+    /// When the partition's watermark last moved: a partition that keeps sending records with a
+    /// frozen event time is treated as idle too.
+    last_advance: Instant,
+}
+
+impl PartitionStamper {
+    /// A partition starting at `position`, stamping under `capabilities`.
+    fn new(position: SourcePosition, capabilities: OutputCaps) -> Self {
+        PartitionStamper {
+            partition: position.partition,
+            waiting: BTreeMap::new(),
+            next_seq: 0,
+            position,
+            capabilities: Some(capabilities),
+            last_record: Instant::now(),
+            last_advance: Instant::now(),
+        }
+    }
+}
+
+/// Restores each partition's order, classifies its lines against its watermark and stamps them
+/// with `(epoch, watermark tick)`. A fifth output carries no data: its frontier shows which chunks
+/// the stampers have consumed, for the readers' back-pressure.
+pub(super) fn stamp<'scope>(
+    parsed: StreamVec<'scope, Time, ParsedChunk>,
+    context: &WorkerContext,
+    partitions: &[u32],
+    committed: ProbeHandle<Time>,
+    watermarks: Rc<RefCell<HashMap<u32, u64>>>,
+) -> (Stamped<'scope>, StreamVec<'scope, Time, ()>) {
+    let scope = parsed.scope();
+    let config = &context.config;
+    let mut builder = OperatorBuilder::new("Stamp".into(), scope);
+    let activator = scope.activator_for(builder.operator_info().address);
+    let mut input = builder.new_input_connection(
+        parsed,
+        Exchange::new(|p: &ParsedChunk| u64::from(p.chunk.partition)),
+        [],
+    );
+    // The record outputs are not connected to the input: their timestamps come from watermarks.
+    let disconnected = || [(0, Antichain::new())];
+    let (on_time_out, on_time) = builder.new_output_connection(disconnected());
+    let (quarantined_out, quarantined) = builder.new_output_connection(disconnected());
+    let (late_out, late) = builder.new_output_connection(disconnected());
+    let (positions_out, positions) = builder.new_output_connection(disconnected());
+    let (_consumed_out, consumed) = builder
+        .new_output_connection::<Vec<()>, _>([(0, Antichain::from_elem(Default::default()))]);
+    let mut on_time_out: Out<SessionEvent> = OutputBuilder::from(on_time_out);
+    let mut quarantined_out: Out<QuarantinedLine> = OutputBuilder::from(quarantined_out);
+    let mut late_out: Out<LateEvent> = OutputBuilder::from(late_out);
+    let mut positions_out: Out<SourcePosition> = OutputBuilder::from(positions_out);
+
+    let limits = EventTimeLimits {
+        lateness_ms: config.allowed_lateness_ms,
+        max_jump_ms: config.max_event_time_jump_ms,
+    };
+    let tick = config.watermark_tick_ms.max(1);
+    let interval = config.commit_interval;
+    let max_epoch_records = config.max_epoch_records.max(1);
+    // Only a stream that never ends has idle partitions: a bounded run waits for every record.
+    let idle_timeout = config
+        .kafka
+        .as_ref()
+        .filter(|k| k.stop == StopAt::Never)
+        .map(|k| k.idle_timeout);
+    let start = Arc::clone(&context.start);
+    let partitions = partitions.to_vec();
+
+    builder.build(move |mut capabilities| {
+        capabilities.truncate(4);
+        let initial: [Capability<Time>; 4] = capabilities
+            .try_into()
+            .expect("a capability for each record output");
+        let mut stampers: Vec<PartitionStamper> =
+            partitions
+                .iter()
+                .map(|&partition| {
+                    let position = start.positions.get(&partition).cloned().unwrap_or_else(|| {
+                        SourcePosition {
+                            partition,
+                            next_line: 1,
+                            watermark_ms: start.watermark_ms,
+                            ..SourcePosition::default()
+                        }
+                    });
+                    let mut caps = OutputCaps(initial.clone());
+                    caps.downgrade(Time::new(start.epoch, position.watermark_ms / tick * tick));
+                    PartitionStamper::new(position, caps)
+                })
+                .collect();
+        drop(initial);
+        let mut epoch = start.epoch;
+        let mut epoch_records = 0u64;
+        let mut next_commit = Instant::now() + interval;
+        move |_frontiers| {
+            // After an epoch ends, nothing more is stamped until it is committed, so that every
+            // epoch is a consistent cut of all partitions.
+            let draining = epoch > start.epoch
+                && committed.with_frontier(|f| f.iter().any(|t| t.epoch < epoch));
+            if draining {
+                activator.activate_after(Duration::from_millis(1));
+                return;
+            }
+            input.for_each(|_cap, data| {
+                for chunk in data.drain(..) {
+                    let partition = chunk.chunk.partition;
+                    if !stampers.iter().any(|s| s.partition == partition) {
+                        stampers.push(new_partition(partition, &stampers));
+                    }
+                    let stamper = stampers
+                        .iter_mut()
+                        .find(|s| s.partition == partition)
+                        .expect("added above");
+                    stamper.waiting.insert(chunk.chunk.seq, chunk);
+                }
+            });
+            let mut outputs = StampOutputs {
+                on_time: on_time_out.activate(),
+                quarantined: quarantined_out.activate(),
+                late: late_out.activate(),
+                positions: positions_out.activate(),
+            };
+            for stamper in stampers.iter_mut() {
+                while let Some(chunk) = stamper.waiting.remove(&stamper.next_seq) {
+                    stamper.next_seq += 1;
+                    if !chunk.lines.is_empty() {
+                        stamper.last_record = Instant::now();
+                    }
+                    epoch_records += chunk.lines.len() as u64;
+                    let before = stamper.position.watermark_ms;
+                    stamp_chunk(stamper, chunk, epoch, limits, tick, &mut outputs);
+                    if stamper.position.watermark_ms > before {
+                        stamper.last_advance = Instant::now();
+                    }
+                }
+                if let Some(timeout) = idle_timeout
+                    && (stamper.last_record.elapsed() >= timeout
+                        || stamper.last_advance.elapsed() >= timeout)
+                {
+                    follow_wall_clock(stamper, timeout, limits.lateness_ms, tick);
+                }
+                watermarks
+                    .borrow_mut()
+                    .insert(stamper.partition, stamper.position.watermark_ms);
+            }
+            let open = stampers.iter().any(|s| s.capabilities.is_some());
+            if open && (Instant::now() >= next_commit || epoch_records >= max_epoch_records) {
+                for stamper in stampers.iter_mut() {
+                    if let Some(caps) = stamper.capabilities.as_mut() {
+                        let report = SourcePosition {
+                            counts: std::mem::take(&mut stamper.position.counts),
+                            ..stamper.position.clone()
+                        };
+                        outputs.positions.session(&caps.0[3]).give(report);
+                        caps.downgrade(Time::new(epoch + 1, caps.time().watermark));
+                    }
+                }
+                epoch += 1;
+                epoch_records = 0;
+                next_commit = Instant::now() + interval;
+                activator.activate();
+            } else if open {
+                let mut wake = next_commit.saturating_duration_since(Instant::now());
+                if idle_timeout.is_some() {
+                    wake = wake.min(IDLE_CHECK_INTERVAL);
+                }
+                activator.activate_after(wake);
+            }
+        }
+    });
+    let stamped = Stamped {
+        on_time,
+        quarantined,
+        late,
+        positions,
+    };
+    (stamped, consumed)
+}
+
+/// How often a stamper checks for idle partitions.
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A partition that appeared in the topic while running starts at the watermark of a partition
+/// this stamper already has, so that it neither holds the others back nor lets late data in.
+fn new_partition(partition: u32, stampers: &[PartitionStamper]) -> PartitionStamper {
+    let Some(template) = stampers.iter().find_map(|s| s.capabilities.as_ref()) else {
+        stop(anyhow::anyhow!(
+            "partition {partition} appeared, but this worker has no open partition to stamp it \
+             alongside; restart the pipeline to read it"
+        ));
+    };
+    let caps = OutputCaps(template.0.clone());
+    let position = SourcePosition {
+        partition,
+        watermark_ms: caps.time().watermark,
+        ..SourcePosition::default()
+    };
+    PartitionStamper::new(position, caps)
+}
+
+/// An idle partition stops holding the watermark back: its watermark follows the wall clock,
+/// `now - idle timeout - allowed lateness`, as a live source's would have had it kept sending.
+/// Records it delivers later are classified against that watermark. A partition whose event
+/// time is frozen (a device clock stuck in the past) counts as idle, so that it cannot hold every
+/// worker's pending events back without bound; its frozen records become late events.
+fn follow_wall_clock(stamper: &mut PartitionStamper, timeout: Duration, lateness: u64, tick: u64) {
+    let Some(caps) = stamper.capabilities.as_mut() else {
+        return;
+    };
+    let wall = wall_clock_ms()
+        .saturating_sub(timeout.as_millis() as u64)
+        .saturating_sub(lateness);
+    if wall > stamper.position.watermark_ms {
+        stamper.position.watermark_ms = wall;
+        let tick_time = wall / tick * tick;
+        if tick_time > caps.time().watermark {
+            caps.downgrade(Time::new(caps.time().epoch, tick_time));
+        }
+    }
+}
+
+/// Record buffers of a chunk, sent each time the partition's watermark tick moves on.
+#[derive(Default)]
+struct StampBuffers {
+    on_time: Vec<SessionEvent>,
+    quarantined: Vec<QuarantinedLine>,
+    late: Vec<LateEvent>,
+}
+
+impl StampBuffers {
+    fn send(&mut self, caps: &OutputCaps, outputs: &mut StampOutputs<'_>) {
+        if !self.on_time.is_empty() {
+            outputs
+                .on_time
+                .session(&caps.0[0])
+                .give_iterator(self.on_time.drain(..));
+        }
+        if !self.quarantined.is_empty() {
+            outputs
+                .quarantined
+                .session(&caps.0[1])
+                .give_iterator(self.quarantined.drain(..));
+        }
+        if !self.late.is_empty() {
+            outputs
+                .late
+                .session(&caps.0[2])
+                .give_iterator(self.late.drain(..));
+        }
+    }
+}
+
+/// How a partition's event time may move.
+#[derive(Debug, Clone, Copy)]
+struct EventTimeLimits {
+    /// How far behind the partition's newest event time an event is still on time.
+    lateness_ms: u64,
+    /// How far ahead of it an event moves it only once others confirm the jump.
+    max_jump_ms: u64,
+}
+
+fn stamp_chunk(
+    stamper: &mut PartitionStamper,
+    parsed: ParsedChunk,
+    epoch: u64,
+    limits: EventTimeLimits,
+    tick: u64,
+    outputs: &mut StampOutputs<'_>,
+) {
+    let caps = stamper
+        .capabilities
+        .as_mut()
+        .expect("no chunk follows the last one");
+    let chunk = &parsed.chunk;
+    let position = &mut stamper.position;
+    let mut buffers = StampBuffers::default();
+    metrics::LINES_READ.fetch_add(parsed.lines.len() as u64, Relaxed);
+    for line in parsed.lines {
+        let raw = &chunk.bytes[line.start..line.end];
+        let offset = line.offset;
+        position.counts.lines += 1;
+        match line.event {
+            Err(reason) => {
+                position.counts.quarantined += 1;
+                buffers.quarantined.push(QuarantinedLine {
+                    raw: raw.to_vec(),
+                    reason,
+                    partition: stamper.partition,
+                    offset,
+                    line_number: line.line_number,
+                });
+            }
+            Ok(event) if event.event_time_ms < position.watermark_ms => {
+                position.counts.late += 1;
+                buffers.late.push(LateEvent {
+                    user_id: event.user_id,
+                    event_id: event.event_id,
+                    event_time_ms: event.event_time_ms,
+                    watermark_ms: position.watermark_ms,
+                    raw: String::from_utf8_lossy(raw).into_owned(),
+                    partition: stamper.partition,
+                    offset,
+                    line_number: line.line_number,
+                });
+            }
+            Ok(event) => {
+                position.counts.on_time += 1;
+                let time = event.event_time_ms;
+                position.max_event_ms = Some(position.max_event_ms.map_or(time, |m| m.max(time)));
+                let newest = position
+                    .jump_guard
+                    .observe(&event.user_id, time, limits.max_jump_ms);
+                position.watermark_ms = position
+                    .watermark_ms
+                    .max(newest.saturating_sub(limits.lateness_ms));
+                buffers.on_time.push(event);
+            }
+        }
+    }
+    // The whole chunk goes out at the watermark it started with: a stamp may be earlier than a
+    // record's watermark (never later), and one message per chunk instead of one per tick keeps
+    // the exchange cheap when a partition's events are sparse in event time.
+    buffers.send(caps, outputs);
+    let tick_time = position.watermark_ms / tick * tick;
+    if tick_time > caps.time().watermark {
+        caps.downgrade(Time::new(epoch, tick_time));
+    }
+    position.next_offset = chunk.end_offset;
+    if chunk.records.is_none() {
+        position.next_line = chunk.next_line();
+    }
+    metrics::BYTES_READ.fetch_add(chunk.bytes.len() as u64, Relaxed);
+    if chunk.last {
+        position.finished = true;
+        outputs
+            .positions
+            .session(&caps.0[3])
+            .give(std::mem::take(position));
+        stamper.capabilities = None;
+    }
+}

@@ -1,0 +1,104 @@
+//! How a run ends when something goes wrong: one line that names the cause and what to do, and an
+//! exit code that tells a supervisor (systemd, Kubernetes) which kind of failure it was.
+//!
+//! Whatever fails, the whole process ends: a worker that stopped alone would leave its peers
+//! waiting forever for its progress. A process that ends takes the cluster with it, because the
+//! other processes lose their connection to it and end in turn ([`EXIT_PEER_LOST`]). What is
+//! committed stays consistent, and a restart resumes where the table says.
+
+use std::fmt;
+
+/// The run is done.
+pub const EXIT_OK: i32 = 0;
+/// Start-up failed: a bad setting, an unreadable input, an unreachable broker or catalog. Fix what
+/// the message says, then start again.
+pub const EXIT_STARTUP: i32 = 1;
+/// The command line is invalid (clap's code for usage errors).
+pub const EXIT_USAGE: i32 = 2;
+/// A running pipeline hit an error it cannot continue from (storage, catalog, broker, checkpoint).
+/// Nothing partial is committed; a restart resumes from the last commit.
+pub const EXIT_RUNTIME: i32 = 3;
+/// Another pipeline committed to the same table: two writers must not share a table. Stop one of
+/// them; restarting this one blindly would fail again.
+pub const EXIT_CONFLICT: i32 = 4;
+/// Another process of the cluster ended, so this one cannot go on. Restart every process.
+pub const EXIT_PEER_LOST: i32 = 5;
+/// A bug: a worker panicked. A restart resumes from the last commit; please report it.
+pub const EXIT_INTERNAL: i32 = 70;
+
+/// Another pipeline has committed to a table this run writes.
+#[derive(Debug)]
+pub struct TwoWriters(pub String);
+
+impl fmt::Display for TwoWriters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TwoWriters {}
+
+/// The exit code for an error that ends a running pipeline.
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    if error.chain().any(|e| e.is::<TwoWriters>()) {
+        EXIT_CONFLICT
+    } else {
+        EXIT_RUNTIME
+    }
+}
+
+/// Ends the process after an error the pipeline cannot continue from, with one line on stderr.
+pub fn stop(error: anyhow::Error) -> ! {
+    tracing::error!("{error:#}");
+    eprintln!("sessionize: {error:#}");
+    std::process::exit(exit_code(&error))
+}
+
+/// Makes a panic in any thread (a worker, or timely's network threads when a peer process is
+/// gone) end the whole process with one line instead of leaving the other workers waiting.
+/// `RUST_BACKTRACE=1` adds the backtrace of a panic.
+pub fn end_process_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        // timely's network threads panic with this prefix when a peer's connection ends.
+        if message.contains("timely communication error") {
+            eprintln!(
+                "sessionize: lost the connection to another process of the cluster ({message}); \
+                 this process stops too: restart every process (the table says where to resume)"
+            );
+            std::process::exit(EXIT_PEER_LOST);
+        }
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            default_hook(info);
+        }
+        let thread = std::thread::current();
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "sessionize: internal error in thread {}: {message}{location}; the process stops \
+             (a restart resumes from the last commit; please report this)",
+            thread.name().unwrap_or("unnamed")
+        );
+        std::process::exit(EXIT_INTERNAL);
+    }));
+}
+
+/// Named points in the commit protocol where a test build can make the process die, as a kill -9
+/// would: `SESSIONIZE_FAIL_AT=<name>` aborts the process the first time it passes `name`. The
+/// variable is read once; without it a fail point costs one comparison.
+pub fn fail_point(name: &str) {
+    static FAIL_AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let armed = FAIL_AT.get_or_init(|| std::env::var("SESSIONIZE_FAIL_AT").ok());
+    if armed.as_deref() == Some(name) {
+        eprintln!("sessionize: fail point {name} reached (SESSIONIZE_FAIL_AT); aborting");
+        std::process::abort();
+    }
+}
