@@ -91,13 +91,25 @@ pub fn end_process_on_panic() {
     }));
 }
 
-/// Named points in the commit protocol where a test build can make the process die, as a kill -9
-/// would: `SESSIONIZE_FAIL_AT=<name>` aborts the process the first time it passes `name`. The
-/// variable is read once; without it a fail point costs one comparison.
+/// Named points in the commit protocol where the process can be made to die, as a kill -9 would,
+/// for the fault-injection tests: `SESSIONIZE_FAIL_AT=<name>` aborts the process the first time
+/// it passes `name`, and `<name>:<n>` the n-th time. The variable is read once; without it a fail
+/// point costs one comparison.
 pub fn fail_point(name: &str) {
-    static FAIL_AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let armed = FAIL_AT.get_or_init(|| std::env::var("SESSIONIZE_FAIL_AT").ok());
-    if armed.as_deref() == Some(name) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ARMED: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static PASSED: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let text = std::env::var("SESSIONIZE_FAIL_AT").ok()?;
+        Some(match text.split_once(':') {
+            Some((point, n)) => (point.to_string(), n.parse().unwrap_or(1)),
+            None => (text, 1),
+        })
+    });
+    if let Some((point, n)) = armed
+        && point == name
+        && PASSED.fetch_add(1, Ordering::Relaxed) + 1 == *n
+    {
         eprintln!("sessionize: fail point {name} reached (SESSIONIZE_FAIL_AT); aborting");
         std::process::abort();
     }

@@ -190,7 +190,10 @@ pub(super) fn stamp<'scope>(
                 positions: positions_out.activate(),
             };
             for stamper in stampers.iter_mut() {
-                while let Some(chunk) = stamper.waiting.remove(&stamper.next_seq) {
+                // An epoch ends at its record limit even mid-way through what has arrived.
+                while epoch_records < max_epoch_records
+                    && let Some(chunk) = stamper.waiting.remove(&stamper.next_seq)
+                {
                     stamper.next_seq += 1;
                     if !chunk.lines.is_empty() {
                         stamper.last_record = Instant::now();

@@ -93,11 +93,15 @@ impl Warehouse {
 
     /// Creates the namespace and the three tables where they do not exist yet.
     pub async fn ensure_tables(&self, buckets: u32) -> Result<()> {
-        if !self.catalog.namespace_exists(&self.namespace).await? {
-            self.catalog
+        // Another pipeline starting at the same moment may create them first: that is fine.
+        if !self.catalog.namespace_exists(&self.namespace).await?
+            && let Err(e) = self
+                .catalog
                 .create_namespace(&self.namespace, HashMap::new())
                 .await
-                .with_context(|| format!("cannot create namespace {:?}", self.namespace))?;
+            && !self.catalog.namespace_exists(&self.namespace).await?
+        {
+            return Err(e).with_context(|| format!("cannot create namespace {:?}", self.namespace));
         }
         for kind in TableKind::ALL {
             let ident = self.ident(kind);
@@ -121,10 +125,11 @@ impl Warehouse {
                     ),
                 ])
                 .build();
-            self.catalog
-                .create_table(&self.namespace, creation)
-                .await
-                .with_context(|| format!("cannot create table {ident}"))?;
+            if let Err(e) = self.catalog.create_table(&self.namespace, creation).await
+                && !self.catalog.table_exists(&ident).await?
+            {
+                return Err(e).with_context(|| format!("cannot create table {ident}"));
+            }
         }
         Ok(())
     }

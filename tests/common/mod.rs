@@ -140,7 +140,7 @@ pub struct SessionRow {
 }
 
 /// Everything the tables should hold, computed by brute force.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expected {
     pub sessions: Vec<SessionRow>,
     /// (partition, line number) of quarantined lines.

@@ -1,0 +1,387 @@
+//! Failure paths, from files into a real SQL catalog on SQLite: kills at every step of the commit
+//! protocol and at random instants, clusters that restart with other shapes, concurrent
+//! pipelines on one table, other writers of the table, and hostile input. After each, the tables
+//! must equal the brute-force reference row for row.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{Expected, HOUR, Lcg, MIN, event, read_tables, reference, workload, write_inputs};
+
+/// The `sessionize run` command over `inputs`, committing often and in small epochs, so that a
+/// run has many epochs to be killed in.
+fn run_command(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sessionize"));
+    command.arg("run");
+    for input in inputs {
+        command.arg("--input").arg(input);
+    }
+    command
+        .arg("--warehouse")
+        .arg(warehouse)
+        .args([
+            "--commit-interval",
+            "50ms",
+            "--max-epoch-records",
+            "400",
+            "--chunk-bytes",
+            "8192",
+            "--idle-commit-interval",
+            "0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn run(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> Output {
+    run_command(warehouse, inputs, extra).output().unwrap()
+}
+
+fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: {:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn assert_equal_to_reference(warehouse: &Path, expected: &Expected, what: &str) {
+    let actual = read_tables(warehouse);
+    assert_eq!(actual.sessions.len(), expected.sessions.len(), "{what}");
+    assert_eq!(actual.sessions, expected.sessions, "{what}");
+    assert_eq!(actual.quarantined, expected.quarantined, "{what}");
+    assert_eq!(actual.late, expected.late, "{what}");
+}
+
+fn default_reference(partitions: &[Vec<u8>]) -> Expected {
+    reference(partitions, 30 * MIN, 2 * HOUR, 10 * MIN)
+}
+
+#[test]
+fn a_kill_at_every_step_of_the_commit_protocol_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(31, 3);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    for point in [
+        "after-checkpoint-parts",
+        "after-side-files",
+        "after-sessions-commit",
+        "between-side-commits",
+        "after-cleanup",
+    ] {
+        for pass in ["1", "3"] {
+            let warehouse = dir.path().join(format!("warehouse-{point}-{pass}"));
+            let killed = run_command(&warehouse, &inputs, &["-w", "2"])
+                .env("SESSIONIZE_FAIL_AT", format!("{point}:{pass}"))
+                .output()
+                .unwrap();
+            assert!(
+                !killed.status.success(),
+                "{point}:{pass} was never reached: {}",
+                String::from_utf8_lossy(&killed.stderr)
+            );
+            let restarted = run(&warehouse, &inputs, &["-w", "3"]);
+            assert_success(&restarted, point);
+            assert_equal_to_reference(&warehouse, &expected, &format!("{point}:{pass}"));
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `processes` processes of one cluster with `threads` workers each.
+fn spawn_cluster(
+    warehouse: &Path,
+    inputs: &[PathBuf],
+    threads: &str,
+    processes: usize,
+    dir: &Path,
+) -> Vec<Child> {
+    let hostfile = dir.join(format!("hosts-{}", free_port()));
+    let hosts: String = (0..processes)
+        .map(|_| format!("127.0.0.1:{}\n", free_port()))
+        .collect();
+    std::fs::write(&hostfile, hosts).unwrap();
+    (0..processes)
+        .map(|process| {
+            let n = processes.to_string();
+            let p = process.to_string();
+            let mut command = run_command(
+                warehouse,
+                inputs,
+                &["-w", threads, "-n", &n, "-p", &p, "-h"],
+            );
+            command.arg(&hostfile).spawn().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn sigkills_at_random_instants_with_other_cluster_shapes_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(41, 4);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let warehouse = dir.path().join("warehouse");
+    let shapes = [("2", 2), ("1", 1), ("1", 2), ("3", 1), ("2", 1)];
+    let mut rng = Lcg(7);
+    let mut killed = 0;
+    for round in 0..20 {
+        let (threads, processes) = shapes[round % shapes.len()];
+        let mut cluster = spawn_cluster(&warehouse, &inputs, threads, processes, dir.path());
+        std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
+        let mut all_done = true;
+        for child in &mut cluster {
+            if child.try_wait().unwrap().is_none() {
+                all_done = false;
+                let _ = child.kill();
+            }
+        }
+        for mut child in cluster {
+            let _ = child.wait();
+        }
+        if all_done {
+            break;
+        }
+        killed += 1;
+    }
+    assert!(
+        killed > 0,
+        "no run was ever killed: the workload is too small"
+    );
+    // A last run with a shape of its own finishes what is left.
+    let mut cluster = spawn_cluster(&warehouse, &inputs, "2", 2, dir.path());
+    for child in cluster.drain(..) {
+        assert_success(&child.wait_with_output().unwrap(), "the final run");
+    }
+    assert_equal_to_reference(&warehouse, &expected, &format!("after {killed} kills"));
+}
+
+#[test]
+fn a_two_process_run_restarts_with_the_same_or_another_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(43, 4);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    for (threads, processes) in [("1", 2), ("3", 1)] {
+        let warehouse = dir.path().join(format!("warehouse-{threads}-{processes}"));
+        // Process 0 dies after its second commit; process 1 loses its peer and stops too.
+        let hostfile = dir.path().join(format!("hosts-{threads}"));
+        std::fs::write(
+            &hostfile,
+            format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+        )
+        .unwrap();
+        let outputs: Vec<Output> = ["0", "1"]
+            .into_iter()
+            .map(|p| {
+                let mut command =
+                    run_command(&warehouse, &inputs, &["-w", "2", "-n", "2", "-p", p, "-h"]);
+                command.arg(&hostfile);
+                if p == "0" {
+                    command.env("SESSIONIZE_FAIL_AT", "after-cleanup:2");
+                }
+                command.spawn().unwrap()
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|child| child.wait_with_output().unwrap())
+            .collect();
+        assert!(!outputs[0].status.success());
+        assert_eq!(
+            outputs[1].status.code(),
+            Some(5),
+            "the surviving process ends with the peer-lost code: {}",
+            String::from_utf8_lossy(&outputs[1].stderr)
+        );
+        let stderr = String::from_utf8_lossy(&outputs[1].stderr);
+        assert!(stderr.contains("restart every process"), "{stderr}");
+        assert!(!stderr.contains("stack backtrace"), "{stderr}");
+
+        let mut cluster = spawn_cluster(&warehouse, &inputs, threads, processes, dir.path());
+        for child in cluster.drain(..) {
+            assert_success(&child.wait_with_output().unwrap(), "the restart");
+        }
+        assert_equal_to_reference(
+            &warehouse,
+            &expected,
+            &format!("restart -w {threads} -n {processes}"),
+        );
+    }
+}
+
+#[test]
+fn concurrent_pipelines_on_one_table_never_double_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(47, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let mut conflicts = 0;
+    for attempt in 0..6 {
+        let warehouse = dir.path().join(format!("warehouse-{attempt}"));
+        std::fs::create_dir_all(&warehouse).unwrap();
+        let children: Vec<Child> = (0..2)
+            .map(|_| {
+                run_command(&warehouse, &inputs, &["-w", "2"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outputs: Vec<Output> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        for output in &outputs {
+            match output.status.code() {
+                Some(0) => {}
+                // The loser stops with the two-writers code, having committed nothing.
+                Some(4) => {
+                    conflicts += 1;
+                    let stderr = String::from_utf8_lossy(&output.stderr);
+                    assert!(stderr.contains("another pipeline"), "{stderr}");
+                }
+                other => panic!(
+                    "unexpected exit {other:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                ),
+            }
+        }
+        assert!(outputs.iter().any(|o| o.status.success()));
+        // Whatever happened, a restart finishes, and no row is doubled.
+        assert_success(&run(&warehouse, &inputs, &[]), "the run after");
+        assert_equal_to_reference(&warehouse, &expected, &format!("attempt {attempt}"));
+    }
+    assert!(conflicts > 0, "the two pipelines never overlapped");
+}
+
+/// Runs a Python snippet with pyiceberg against `warehouse`'s catalog.
+fn pyiceberg(warehouse: &Path, script: &str) {
+    let root = warehouse.canonicalize().unwrap();
+    let prelude = format!(
+        "from pyiceberg.catalog.sql import SqlCatalog\n\
+         catalog = SqlCatalog('default', uri='sqlite:///{root}/catalog.db', warehouse='file://{root}')\n",
+        root = root.display()
+    );
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(format!("{prelude}{script}"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "pyiceberg failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn other_writers_rewrite_and_delete_and_the_pipeline_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(53, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let warehouse = dir.path().join("warehouse");
+    let killed = run_command(&warehouse, &inputs, &["-w", "2"])
+        .env("SESSIONIZE_FAIL_AT", "after-cleanup:3")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    let gone = "user-007";
+    let deleted: Vec<_> = read_tables(&warehouse)
+        .sessions
+        .into_iter()
+        .filter(|s| s.user_id == gone)
+        .collect();
+    // A compaction-like rewrite of every table, then a GDPR delete of one user's sessions:
+    // snapshots without sessionize's marks on top of its own.
+    pyiceberg(
+        &warehouse,
+        &format!(
+            "for name in ['user_sessions', 'user_sessions_quarantine', 'user_sessions_late_events']:\n\
+             \x20   table = catalog.load_table('sessions.' + name)\n\
+             \x20   if table.current_snapshot() is not None:\n\
+             \x20       table.overwrite(table.scan().to_arrow())\n\
+             catalog.load_table('sessions.user_sessions').delete(\"user_id == '{gone}'\")\n"
+        ),
+    );
+    let restarted = run(&warehouse, &inputs, &["-w", "2"]);
+    assert_success(&restarted, "the restart on top of other writers' snapshots");
+    let actual = read_tables(&warehouse);
+    let mut wanted = expected.clone();
+    wanted.sessions.retain(|s| !deleted.contains(s));
+    assert_eq!(actual.sessions, wanted.sessions);
+    assert_eq!(actual.quarantined, expected.quarantined);
+    assert_eq!(actual.late, expected.late);
+}
+
+#[test]
+fn hostile_input_is_accounted_for_line_by_line_and_never_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = |user: &str, id: &str, minute: u64| {
+        event(user, id, common::BASE + minute * MIN, "home", true)
+    };
+    let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    let mut lines: Vec<Vec<u8>> = vec![
+        format!("\u{feff}{}", ok("u1", "bom", 0)).into_bytes(),
+        ok("u1", "a", 1).into_bytes(),
+        format!(r#"{{"event_id":"x","uuid":"u","event_timestamp":"1772323200000","event_details":{{}},"x":{deep}}}"#).into_bytes(),
+        format!(r#"{{"event_id":"y","uuid":"u","event_timestamp":1,"booking_details":{deep}}}"#).into_bytes(),
+        format!(r#"{{"event_id":"{}","uuid":"u2","event_timestamp":1}}"#, "z".repeat(5 << 20)).into_bytes(),
+        b"\0\0\0{\"uuid\":\"u\0\"}".to_vec(),
+        b"{\"uuid\":\"u\xff\xfe\",\"event_id\":\"e\",\"event_timestamp\":5}".to_vec(),
+        br#"{"uuid":"\ud800","event_id":"lone","event_timestamp":1772323260000}"#.to_vec(),
+        format!("{}\r", ok("u2", "crlf", 2)).into_bytes(),
+        br#"{"uuid":"u3","event_id":"big","event_timestamp":123456789012345678901234567890}"#.to_vec(),
+        br#"{"uuid":"u3","event_id":"big2","event_timestamp":"99999999999999999999999"}"#.to_vec(),
+        br#"{"uuid":"u3","uuid":"u4","event_id":"dup-key","event_timestamp":1772323200000}"#.to_vec(),
+        b"[1,2,3]".to_vec(),
+        b"\"just a string\"".to_vec(),
+        b"42".to_vec(),
+        b"null".to_vec(),
+        b"{".repeat(100_000),
+        ok("u1", "b", 3).into_bytes(),
+    ];
+    let normal = lines.len();
+    lines.push(ok("u5", "last", 4).into_bytes());
+    let mut bytes = lines.join(&b'\n');
+    bytes.push(b'\n');
+    let path = dir.path().join("hostile.jsonl");
+    std::fs::write(&path, &bytes).unwrap();
+    // And a line of 3 GB without a newline at the end (a sparse file: zeros, no disk used).
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.set_len(bytes.len() as u64 + (3 << 30)).unwrap();
+    drop(file);
+    let warehouse = dir.path().join("warehouse");
+    let output = run(&warehouse, &[path], &["-w", "2"]);
+    assert_success(&output, "hostile input");
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    let actual = read_tables(&warehouse);
+    let lines_in_file = normal + 2; // the last event and the 3 GB line
+    let events_in_sessions: i64 = actual.sessions.iter().map(|s| s.event_count).sum();
+    let accounted = events_in_sessions as u64
+        + summary["duplicates"].as_u64().unwrap()
+        + actual.quarantined.len() as u64
+        + actual.late.len() as u64;
+    assert_eq!(summary["events_read"], lines_in_file as u64);
+    assert_eq!(accounted, lines_in_file as u64, "{summary}");
+    // The last line is quarantined by its length, and its head is kept.
+    assert!(actual.quarantined.contains(&(0, lines_in_file as i64)));
+}
