@@ -29,6 +29,7 @@ use crate::config::PipelineConfig;
 use crate::rules::SessionizerState;
 use crate::sink::iceberg::{Mark, Warehouse, newest_mark, newest_own_snapshot, summary};
 use crate::sink::tables::TableKind;
+use crate::source::file::Fingerprint;
 use crate::watermark::JumpGuard;
 
 /// Where a partition stands at the end of an epoch, and what it saw during the epoch.
@@ -46,6 +47,9 @@ pub struct SourcePosition {
     /// not yet confirmed).
     #[serde(default)]
     pub jump_guard: JumpGuard,
+    /// A file's identity, by which a later run finds it under any path.
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
     #[serde(skip)]
     pub counts: SourceCounts,
 }
@@ -80,6 +84,8 @@ struct RecordedPosition {
     finished: bool,
     #[serde(default, skip_serializing_if = "JumpGuard::is_empty")]
     jump_guard: JumpGuard,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<Fingerprint>,
 }
 
 /// The checkpoint a snapshot names: a directory under the store and its part files.
@@ -291,6 +297,8 @@ pub struct StartState {
     /// when it starts afresh.
     pub last_checkpoint_dir: Option<String>,
     pub last_commit: Option<Mark>,
+    /// The fingerprint of each input file of this run, by partition.
+    pub fingerprints: BTreeMap<u32, Fingerprint>,
 }
 
 impl StartState {
@@ -301,6 +309,35 @@ impl StartState {
         warehouse: &Warehouse,
         config: &PipelineConfig,
         restore: bool,
+    ) -> Result<StartState> {
+        let heads: Vec<Option<Vec<u8>>> = match config.kafka {
+            Some(_) => Vec::new(),
+            None => config
+                .inputs
+                .iter()
+                .map(|path| {
+                    (path != "-")
+                        .then(|| Fingerprint::read_head(path))
+                        .transpose()
+                })
+                .collect::<std::io::Result<_>>()?,
+        };
+        let mut start = Self::load_positions(warehouse, config, restore, &heads).await?;
+        for (partition, head) in heads.iter().enumerate() {
+            let partition = partition as u32;
+            let recorded = start.positions.get(&partition).and_then(|p| p.fingerprint);
+            if let Some(fingerprint) = recorded.or(head.as_deref().map(Fingerprint::of_head)) {
+                start.fingerprints.insert(partition, fingerprint);
+            }
+        }
+        Ok(start)
+    }
+
+    async fn load_positions(
+        warehouse: &Warehouse,
+        config: &PipelineConfig,
+        restore: bool,
+        heads: &[Option<Vec<u8>>],
     ) -> Result<StartState> {
         let table = warehouse.load(TableKind::Sessions).await?;
         let Some(snapshot) = newest_own_snapshot(&table) else {
@@ -335,11 +372,21 @@ impl StartState {
             None => BTreeMap::new(),
         };
         let kafka = config.kafka.is_some();
+        let mut taken = vec![false; heads.len()];
         for (partition, position) in recorded {
             let partition: u32 = partition.parse().context("a partition number")?;
-            if position.source != config.source_name(partition) {
-                continue;
-            }
+            let (partition, finished) = if kafka {
+                if position.source != config.source_name(partition) {
+                    continue;
+                }
+                // A bounded Kafka run ends at the offsets of its time; a later run reads on.
+                (partition, false)
+            } else {
+                let Some((input, grown)) = find_input(config, heads, &mut taken, &position)? else {
+                    continue;
+                };
+                (input, position.finished && !grown)
+            };
             start.positions.insert(
                 partition,
                 SourcePosition {
@@ -348,13 +395,13 @@ impl StartState {
                     next_line: position.next_line,
                     max_event_ms: position.max_event_ms,
                     watermark_ms: position.watermark_ms,
-                    // A bounded Kafka run ends at the offsets of its time; a later run reads on.
-                    finished: position.finished && !kafka,
+                    finished,
                     // Commits made before the guard existed start it at the newest event time.
                     jump_guard: match position.jump_guard.newest() {
                         Some(_) => position.jump_guard,
                         None => JumpGuard::starting_at(position.max_event_ms),
                     },
+                    fingerprint: position.fingerprint,
                     counts: SourceCounts::default(),
                 },
             );
@@ -432,6 +479,57 @@ impl StartState {
     }
 }
 
+/// The input of this run that is the file a recorded position belongs to (found by its
+/// fingerprint, under whatever path), and whether it has grown since (appended lines are read
+/// on). Another file under the recorded name is an error, not a silent re-read.
+fn find_input(
+    config: &PipelineConfig,
+    heads: &[Option<Vec<u8>>],
+    taken: &mut [bool],
+    position: &RecordedPosition,
+) -> Result<Option<(u32, bool)>> {
+    let found = (0..heads.len()).find(|&i| {
+        !taken[i]
+            && match (&position.fingerprint, &heads[i]) {
+                (Some(fingerprint), Some(head)) => fingerprint.matches(head),
+                // Recorded before fingerprints: by name.
+                (None, _) => config.inputs[i] == position.source,
+                (Some(_), None) => false,
+            }
+    });
+    let Some(input) = found else {
+        if let Some(same_name) = config
+            .inputs
+            .iter()
+            .find(|path| **path == position.source && *path != "-")
+        {
+            bail!(
+                "input {same_name:?} is not the file this table read under that name (its first \
+                 bytes differ): a file replaced or rewritten is not re-read silently; give it \
+                 another name to read it as new input, or write to another --iceberg-table"
+            );
+        }
+        return Ok(None);
+    };
+    taken[input] = true;
+    let path = &config.inputs[input];
+    if path == "-" {
+        return Ok(Some((input as u32, false)));
+    }
+    let length = std::fs::metadata(path)
+        .with_context(|| format!("cannot read input {path:?}"))?
+        .len();
+    if length < position.next_offset {
+        bail!(
+            "input {path:?} is shorter ({length} bytes) than when this table read it ({} \
+             bytes): it was truncated or replaced; give another --iceberg-table to read it \
+             afresh",
+            position.next_offset
+        );
+    }
+    Ok(Some((input as u32, length > position.next_offset)))
+}
+
 /// The summary of a side-table commit.
 pub fn side_properties(mark: &Mark) -> HashMap<String, String> {
     HashMap::from([
@@ -462,6 +560,7 @@ pub fn sessions_properties(
                     watermark_ms: p.watermark_ms,
                     finished: p.finished,
                     jump_guard: p.jump_guard.clone(),
+                    fingerprint: p.fingerprint,
                 },
             )
         })

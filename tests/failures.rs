@@ -385,3 +385,82 @@ fn hostile_input_is_accounted_for_line_by_line_and_never_crashes() {
     // The last line is quarantined by its length, and its head is kept.
     assert!(actual.quarantined.contains(&(0, lines_in_file as i64)));
 }
+
+#[test]
+fn files_are_known_by_their_content_not_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(59, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let warehouse = dir.path().join("warehouse");
+    // Killed half-way, then resumed with other paths to the same files, in another order.
+    let killed = run_command(&warehouse, &inputs, &["-w", "2"])
+        .env("SESSIONIZE_FAIL_AT", "after-cleanup:2")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    let relative: Vec<PathBuf> = inputs
+        .iter()
+        .rev()
+        .map(|p| PathBuf::from(".").join(p.file_name().unwrap()))
+        .collect();
+    let resumed = run_command(&warehouse, &relative, &["-w", "2"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_success(&resumed, "resumed under other paths");
+    let actual = read_tables(&warehouse);
+    assert_eq!(actual.sessions, expected.sessions);
+    assert_eq!(actual.quarantined.len(), expected.quarantined.len());
+    assert_eq!(actual.late.len(), expected.late.len());
+
+    // A run over the same files adds nothing.
+    assert_success(&run(&warehouse, &inputs, &[]), "a rerun");
+    assert_eq!(read_tables(&warehouse).sessions, expected.sessions);
+
+    // Lines appended since are read by the next run, and only they.
+    let appended: Vec<String> = (0..5)
+        .map(|i| {
+            event(
+                "user-new",
+                &format!("new-{i}"),
+                common::BASE + 40 * HOUR + i * MIN,
+                "home",
+                false,
+            )
+        })
+        .collect();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&inputs[0])
+        .unwrap();
+    std::io::Write::write_all(&mut file, format!("{}\n", appended.join("\n")).as_bytes()).unwrap();
+    drop(file);
+    let output = run(&warehouse, &inputs, &[]);
+    assert_success(&output, "a run after an append");
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    assert_eq!(summary["events_read"], 5);
+    let sessions = read_tables(&warehouse).sessions;
+    assert_eq!(sessions.len(), expected.sessions.len() + 1);
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s.user_id == "user-new" && s.event_count == 5)
+    );
+
+    // Another file under a recorded name is refused, with what to do.
+    std::fs::write(
+        &inputs[1],
+        event("someone", "else", common::BASE, "home", true),
+    )
+    .unwrap();
+    let refused = run(&warehouse, &inputs, &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("is not the file") || stderr.contains("shorter"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

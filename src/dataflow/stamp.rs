@@ -149,6 +149,7 @@ pub(super) fn stamp<'scope>(
                             partition,
                             next_line: 1,
                             watermark_ms: start.watermark_ms,
+                            fingerprint: start.fingerprints.get(&partition).copied(),
                             ..SourcePosition::default()
                         }
                     });

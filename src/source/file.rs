@@ -5,6 +5,51 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use serde::{Deserialize, Serialize};
 
+/// What identifies an input file across runs, whatever path names it: a hash of its first bytes
+/// (at most [`FINGERPRINT_BYTES`], as many as it had when first read). Lines appended later keep
+/// the fingerprint; another file under the same name does not.
+///
+/// ```
+/// use sessionize::source::file::Fingerprint;
+/// let first = Fingerprint::of_head(b"line 1\n");
+/// assert!(first.matches(b"line 1\nline 2 appended since\n"));
+/// assert!(!first.matches(b"other file\n"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub bytes: u32,
+    pub hash: u64,
+}
+
+/// How much of a file's head its [`Fingerprint`] covers.
+pub const FINGERPRINT_BYTES: usize = 4096;
+
+impl Fingerprint {
+    /// The fingerprint of a file whose first bytes are `head`.
+    pub fn of_head(head: &[u8]) -> Self {
+        let head = &head[..head.len().min(FINGERPRINT_BYTES)];
+        Fingerprint {
+            bytes: head.len() as u32,
+            hash: xxhash_rust::xxh3::xxh3_64(head),
+        }
+    }
+
+    /// Whether a file whose first bytes are `head` is the file this fingerprint was taken of.
+    pub fn matches(&self, head: &[u8]) -> bool {
+        head.len() >= self.bytes as usize
+            && xxhash_rust::xxh3::xxh3_64(&head[..self.bytes as usize]) == self.hash
+    }
+
+    /// The first [`FINGERPRINT_BYTES`] of the file at `path`.
+    pub fn read_head(path: &str) -> io::Result<Vec<u8>> {
+        let mut head = Vec::with_capacity(FINGERPRINT_BYTES);
+        File::open(path)
+            .and_then(|f| f.take(FINGERPRINT_BYTES as u64).read_to_end(&mut head))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot read input {path:?}: {e}")))?;
+        Ok(head)
+    }
+}
+
 /// A run of whole lines from one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {

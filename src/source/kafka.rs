@@ -113,6 +113,9 @@ impl KafkaSettings {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
+            // Records of aborted or open transactions are never read (librdkafka's default,
+            // stated because exactly-once depends on it).
+            .set("isolation.level", "read_committed")
             // Fetch in large batches: the dataflow parses them in parallel.
             .set("fetch.max.bytes", "104857600")
             .set("max.partition.fetch.bytes", "16777216")
