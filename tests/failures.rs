@@ -464,3 +464,204 @@ fn files_are_known_by_their_content_not_their_path() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A tmpfs of `size` mounted at `dir` (the tests run as root), unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: PathBuf, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs(dir))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_run_cleanly_and_a_restart_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(67, 3);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let Some(disk) = Tmpfs::mount(dir.path().join("disk"), "600k") else {
+        panic!("cannot mount a tmpfs: the tests must run as root");
+    };
+    let warehouse = disk.0.join("warehouse");
+    let full = run(&warehouse, &inputs, &["-w", "2"]);
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    disk.resize("64m");
+    assert_success(
+        &run(&warehouse, &inputs, &["-w", "2"]),
+        "after space was freed",
+    );
+    assert_equal_to_reference(&warehouse, &expected, "after a full disk");
+}
+
+#[test]
+fn a_locked_catalog_is_waited_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(71, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let warehouse = dir.path().join("warehouse");
+    // The first commits, then the catalog is locked by another client for 8 s mid-run.
+    let killed = run_command(&warehouse, &inputs, &[])
+        .env("SESSIONIZE_FAIL_AT", "after-cleanup:2")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    let catalog = warehouse.join("catalog.db");
+    let mut lock = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect('{}', isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(8)\n\
+             c.execute('COMMIT')\n",
+            catalog.display()
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(lock.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let output = run(&warehouse, &inputs, &["-w", "2"]);
+    lock.wait().unwrap();
+    assert_success(&output, "a run against a locked catalog");
+    assert_equal_to_reference(&warehouse, &expected, "after the lock");
+}
+
+#[test]
+fn a_missing_checkpoint_or_a_bad_name_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(73, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let warehouse = dir.path().join("warehouse");
+    let killed = run_command(&warehouse, &inputs, &[])
+        .env("SESSIONIZE_FAIL_AT", "after-cleanup:2")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    let checkpoints = warehouse.join("_sessionize/sessions.user_sessions/checkpoints");
+    // Checkpoints are the owner's alone.
+    for entry in walk(&checkpoints) {
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&entry.metadata().unwrap().permissions());
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is readable by others",
+            entry.path().display()
+        );
+    }
+    std::fs::remove_dir_all(&checkpoints).unwrap();
+    let output = run(&warehouse, &inputs, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("is missing") && stderr.contains("restore"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+
+    for (flag, value) in [
+        ("--iceberg-table", "../../etc"),
+        ("--iceberg-database", "a.b"),
+        ("--iceberg-table", ""),
+    ] {
+        let output = run(&warehouse, &inputs, &[flag, value]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flag} {value:?}: {stderr}");
+        assert!(
+            stderr.contains(&flag[2..]) && stderr.lines().count() == 1,
+            "{stderr}"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::fs::DirEntry> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            entries.extend(walk(&entry.path()));
+        }
+        entries.push(entry);
+    }
+    entries
+}
+
+#[test]
+fn one_device_a_day_ahead_does_not_make_the_rest_late() {
+    let dir = tempfile::tempdir().unwrap();
+    // Twenty users active for three hours, in order; early on one device's clock is 23 h ahead.
+    let mut lines = Vec::new();
+    for minute in 0..180 {
+        for user in 0..20 {
+            let id = format!("e-{minute}-{user}");
+            lines.push(event(
+                &format!("user-{user}"),
+                &id,
+                common::BASE + minute * MIN,
+                "home",
+                true,
+            ));
+        }
+        if minute == 10 {
+            lines.push(event(
+                "bad-clock",
+                "ahead",
+                common::BASE + 23 * HOUR,
+                "home",
+                true,
+            ));
+        }
+    }
+    let partitions = vec![format!("{}\n", lines.join("\n")).into_bytes()];
+    let inputs = write_inputs(dir.path(), &partitions);
+    let guarded = dir.path().join("guarded");
+    assert_success(&run(&guarded, &inputs, &[]), "guarded");
+    let actual = read_tables(&guarded);
+    assert!(actual.late.is_empty(), "{} late events", actual.late.len());
+    assert_eq!(
+        actual.sessions.iter().map(|s| s.event_count).sum::<i64>(),
+        20 * 180 + 1
+    );
+    // Without the guard, the rest of the stream would have been late.
+    let unguarded = dir.path().join("unguarded");
+    assert_success(
+        &run(&unguarded, &inputs, &["--max-event-time-jump", "0"]),
+        "unguarded",
+    );
+    assert!(read_tables(&unguarded).late.len() > 3000);
+}

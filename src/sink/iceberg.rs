@@ -63,20 +63,39 @@ impl Warehouse {
         let root: PathBuf = root
             .canonicalize()
             .with_context(|| format!("cannot resolve the warehouse path {}", root.display()))?;
-        let catalog = SqlCatalogBuilder::default()
-            .uri(format!("sqlite:{}/catalog.db?mode=rwc", root.display()))
-            .warehouse_location(format!("file://{}", root.display()))
-            .sql_bind_style(SqlBindStyle::QMark)
-            .with_storage_factory(Arc::new(LocalFsStorageFactory))
-            .load("default", HashMap::new())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the Iceberg SQL catalog {}/catalog.db: check that the warehouse \
-                     directory is writable",
-                    root.display()
-                )
-            })?;
+        // A catalog that is busy (locked by another client) or briefly away is waited for; one
+        // that stays away is an error that says what to check.
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(200);
+        let catalog = loop {
+            let opened = SqlCatalogBuilder::default()
+                .uri(format!("sqlite:{}/catalog.db?mode=rwc", root.display()))
+                .warehouse_location(format!("file://{}", root.display()))
+                .sql_bind_style(SqlBindStyle::QMark)
+                .with_storage_factory(Arc::new(LocalFsStorageFactory))
+                .load("default", HashMap::new())
+                .await;
+            match opened {
+                Ok(catalog) => break catalog,
+                Err(e) if started.elapsed() < CATALOG_WAIT => {
+                    tracing::warn!(
+                        "the Iceberg catalog is not available yet, retrying in {delay:?}: {e}"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot open the Iceberg SQL catalog {}/catalog.db for {CATALOG_WAIT:?}: \
+                             check that the warehouse directory is writable and that no other \
+                             program holds the catalog locked",
+                            root.display()
+                        )
+                    });
+                }
+            }
+        };
         Ok(Warehouse {
             catalog,
             namespace: NamespaceIdent::new(database.to_string()),
@@ -261,6 +280,9 @@ impl Warehouse {
         Ok(committed)
     }
 }
+
+/// How long start-up waits for a catalog that is locked or unreachable.
+const CATALOG_WAIT: Duration = Duration::from_secs(30);
 
 /// Attempts at a commit that fails with an error (not a lost race) before the run stops.
 const COMMIT_ATTEMPTS: u32 = 5;
