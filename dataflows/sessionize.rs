@@ -174,6 +174,9 @@ struct RunArgs {
     /// Size of the line-aligned chunks inputs are read and parsed in.
     #[arg(long, default_value_t = 1 << 20)]
     chunk_bytes: usize,
+    /// Input bytes each worker may read ahead of the stampers (memory for throughput).
+    #[arg(long, default_value_t = 64 << 20)]
+    read_ahead_bytes: usize,
     /// Bounded run: read up to the end offsets seen at start, close every session, commit and
     /// exit (files always end).
     #[arg(long)]
@@ -581,6 +584,7 @@ impl RunArgs {
         config.max_future_skew_ms = ms(&self.max_future_skew, 60 * minutes, "max-future-skew")?;
         config.max_event_bytes = self.max_event_bytes;
         config.chunk_bytes = self.chunk_bytes.max(1);
+        config.read_ahead_bytes = self.read_ahead_bytes.max(1);
         anyhow::ensure!(self.buckets > 0, "--buckets must be at least 1");
         config.buckets = self.buckets;
         config.commit_interval = Duration::from_millis(ms(

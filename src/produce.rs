@@ -47,10 +47,11 @@ pub fn produce(config: &ProduceConfig) -> Result<GenerateStats> {
     for (key, value) in &config.options {
         client.set(key, value);
     }
-    let producer: BaseProducer = client.create().with_context(|| {
-        format!(
-            "cannot create a Kafka producer for {}: check --kafka-servers",
-            config.servers
+    let producer: BaseProducer = client.create().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create a Kafka producer for {}: {}; check --kafka-servers and --kafka-option",
+            config.servers,
+            crate::source::kafka::without_values(&e)
         )
     })?;
     let mut stream = Clickstream::new(config.clickstream.clone());

@@ -665,3 +665,45 @@ fn one_device_a_day_ahead_does_not_make_the_rest_late() {
     );
     assert!(read_tables(&unguarded).late.len() > 3000);
 }
+
+#[test]
+fn metadata_stays_small_over_many_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(89, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let warehouse = dir.path().join("warehouse");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sessionize"));
+    command.arg("run");
+    for input in &inputs {
+        command.arg("--input").arg(input);
+    }
+    let output = command
+        .arg("--warehouse")
+        .arg(&warehouse)
+        .args(["--commit-interval", "20ms", "--max-epoch-records", "100"])
+        .args(["--chunk-bytes", "2048", "--retain-snapshots", "4"])
+        .output()
+        .unwrap();
+    assert_success(&output, "many epochs");
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    assert!(summary["epochs"].as_u64().unwrap() >= 15, "{summary}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let snapshots = runtime.block_on(async {
+        let warehouse =
+            sessionize::sink::iceberg::Warehouse::open(&warehouse, "sessions", "user_sessions")
+                .await
+                .unwrap();
+        let table = warehouse
+            .load(sessionize::sink::tables::TableKind::Sessions)
+            .await
+            .unwrap();
+        table.metadata().snapshots().len()
+    });
+    assert!(snapshots <= 6, "{snapshots} snapshots kept");
+    assert_equal_to_reference(&warehouse, &expected, "after expiry");
+}

@@ -653,3 +653,116 @@ fn a_bounded_run_over_a_transactional_topic_reads_only_committed_records_and_end
     assert_eq!(actual.quarantined.len(), expected.quarantined.len());
     assert!(actual.late.len() >= expected.late.len());
 }
+
+/// Reads the tables until `done` holds of them, for at most a minute.
+fn poll_tables(warehouse: &Path, what: &str, done: impl Fn(&Actual) -> bool) -> Actual {
+    let started = Instant::now();
+    loop {
+        // Until the pipeline has created the tables, reading them fails.
+        if let Ok(actual) = std::panic::catch_unwind(|| read_tables(warehouse))
+            && done(&actual)
+        {
+            return actual;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_worker_whose_partitions_are_silent_does_not_hold_back_the_others() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 2).unwrap();
+    // Partition 1 never gets a record; partition 0 has many times the read-ahead.
+    let mut partitions = workload(81, 1);
+    partitions.push(Vec::new());
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let records = records_of(&partitions[0]).len() as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let _pipeline = KillOnDrop(spawn_run(
+        broker.bootstrap_servers(),
+        &warehouse,
+        &[
+            "-w",
+            "2",
+            "--idle-timeout",
+            "1s",
+            "--read-ahead-bytes",
+            "16384",
+            "--chunk-bytes",
+            "4096",
+        ],
+    ));
+    poll_tables(
+        &warehouse,
+        "partition 0 was not read to its end",
+        |actual| actual.next_offsets().get(&0) == Some(&records),
+    );
+}
+
+#[test]
+fn a_partition_with_a_frozen_clock_does_not_hold_back_every_session() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 2).unwrap();
+    let mut partitions = workload(83, 1);
+    partitions.push(Vec::new());
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    // Partition 1 keeps sending events whose time never moves, until the test ends.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let frozen = {
+        let stop = std::sync::Arc::clone(&stop);
+        let servers = broker.bootstrap_servers().to_string();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let line = common::event("stuck", &format!("s{n}"), common::BASE, "home", true);
+                produce(
+                    &servers,
+                    &[Vec::new(), format!("{line}\n").into_bytes()],
+                    None,
+                );
+                n += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let _pipeline = KillOnDrop(spawn_run(
+        broker.bootstrap_servers(),
+        &warehouse,
+        &["-w", "2", "--idle-timeout", "2s"],
+    ));
+    let expected = common::reference(&partitions[..1], 30 * MIN, 2 * common::HOUR, 10 * MIN);
+    let actual = poll_tables(&warehouse, "no session closed", |actual| {
+        actual.sessions.len() >= expected.sessions.len() / 2
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    frozen.join().unwrap();
+    // Sessions closed by the watermark (not by the end of input) are those of the reference.
+    let key = |s: &common::SessionRow| (s.user_id.clone(), s.start_ms, s.end_ms, s.event_count);
+    let expected: Vec<_> = expected.sessions.iter().map(key).collect();
+    for session in actual.sessions.iter().filter(|s| s.user_id != "stuck") {
+        assert!(expected.contains(&key(session)), "{session:?}");
+    }
+}
+
+#[test]
+fn kafka_options_come_from_the_environment_and_files_without_showing_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, "s3cret-from-file\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
+        .args(run_args("127.0.0.1:1", &dir.path().join("warehouse"), &[]))
+        .arg("--kafka-option")
+        .arg(format!("no.such.file.key=@{}", secret.display()))
+        .env("SESSIONIZE_KAFKA_OPTION_NO_SUCH_ENV_KEY", "s3cret-from-env")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // librdkafka names the first unknown key it is given; neither value is ever shown.
+    assert!(stderr.contains("no.such"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}

@@ -18,11 +18,6 @@ use crate::failure::stop;
 use crate::source::file::{Chunk, ChunkReader};
 use crate::source::kafka::{KafkaReader, ReadStatus, StartOffsets, resolve_start};
 
-/// Input bytes a worker's readers may have in flight ahead of the stampers, shared by the
-/// partitions it reads. A deep read-ahead keeps every worker parsing while the owner stamps;
-/// 64 MiB measured 1.5x the throughput of 8 MiB (docs/PERFORMANCE.md).
-const READ_AHEAD_BYTES: usize = 64 << 20;
-
 /// What one worker reads: its files, or its partitions of a Kafka topic.
 pub(super) enum Readers {
     Files(Vec<ChunkReader>),
@@ -95,7 +90,7 @@ pub(super) struct Alignment {
 /// Records a Kafka reader hands out per call, so that a busy topic cannot starve the worker.
 const KAFKA_RECORDS_PER_READ: usize = 50_000;
 
-/// Reads the partitions this worker owns, chunk by chunk, keeping at most [`READ_AHEAD_BYTES`]
+/// Reads the partitions this worker owns, chunk by chunk, keeping at most `--read-ahead-bytes`
 /// ahead of the stampers (`consumed` shows how far they have got).
 ///
 /// A chunk is sent at `(0, t)` for `t` the microsecond it was read at (strictly increasing per
@@ -116,6 +111,7 @@ pub(super) fn read_chunks<'scope>(
         .and_then(|k| k.max_watermark_drift)
         .map(|d| d.as_millis() as u64);
     let rate_per_worker = max_rate.div_ceil(scope.peers() as u64);
+    let read_ahead_bytes = config.read_ahead_bytes;
     let mut builder = OperatorBuilder::new("ReadChunks".into(), scope);
     let activator = scope.activator_for(builder.operator_info().address);
     let (output, stream) = builder.new_output();
@@ -139,7 +135,7 @@ pub(super) fn read_chunks<'scope>(
                 in_flight_bytes -= in_flight.pop_front().expect("checked").1;
             }
             let now = clock_micros();
-            if in_flight_bytes >= READ_AHEAD_BYTES {
+            if in_flight_bytes >= read_ahead_bytes {
                 next_chunk = next_chunk.max(now);
                 cap.downgrade(&Time::new(0, next_chunk));
                 activator.activate_after(Duration::from_millis(1));

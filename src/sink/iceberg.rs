@@ -171,8 +171,8 @@ impl Warehouse {
     /// [`TwoWriters`] error; snapshots of other tools (compaction, deletes, expiry) on top are
     /// welcome, and the commit is made again on top of them. It is never re-applied blindly.
     ///
-    /// Snapshots of ours beyond the newest `retain_snapshots` are expired in the same commit
-    /// (metadata only), so that months of frequent commits keep the metadata small.
+    /// Snapshots of ours beyond the newest `retain_snapshots` are then expired (metadata only),
+    /// so that months of frequent commits keep the metadata small.
     #[allow(clippy::too_many_arguments)]
     pub async fn commit_once(
         &self,
@@ -197,12 +197,11 @@ impl Warehouse {
             if newest.as_ref() != previous {
                 return Err(two_writers(&ident, newest.as_ref(), previous).into());
             }
-            let expire = own_snapshots_to_expire(&base, retain_snapshots);
             let appended = self
-                .append(&base, serialized_files, properties.clone(), expire)
+                .append(&base, serialized_files, properties.clone())
                 .await;
             let error = match appended {
-                Ok(table) => return Ok(table),
+                Ok(table) => return Ok(self.expire(table, retain_snapshots).await),
                 Err(error) => error,
             };
             let seen = base.metadata().current_snapshot_id();
@@ -241,7 +240,6 @@ impl Warehouse {
         base: &Table,
         serialized_files: &[String],
         properties: HashMap<String, String>,
-        expire: Vec<i64>,
     ) -> Result<Table> {
         let metadata = base.metadata();
         let spec = metadata.default_partition_spec();
@@ -259,16 +257,6 @@ impl Warehouse {
             .add_data_files(files)
             .set_snapshot_properties(properties)
             .apply(transaction)?;
-        let transaction = if expire.is_empty() {
-            transaction
-        } else {
-            // By id alone: an age cutoff before any snapshot selects nothing more.
-            let action = transaction
-                .expire_snapshots()
-                .expire_snapshot_ids(expire)
-                .expire_older_than_ms(0);
-            action.apply(transaction)?
-        };
         let pinned = PinnedCatalog {
             inner: &self.catalog,
             base,
@@ -278,6 +266,45 @@ impl Warehouse {
             .await
             .with_context(|| format!("commit to {} failed", base.identifier()))?;
         Ok(committed)
+    }
+}
+
+impl Warehouse {
+    /// Expires our snapshots beyond the newest `retain` (metadata only), in a commit of its own
+    /// on top of `table`. Best effort: a failure is logged, and the next commit tries again.
+    async fn expire(&self, table: Table, retain: usize) -> Table {
+        let expired = own_snapshots_to_expire(&table, retain);
+        if expired.is_empty() {
+            return table;
+        }
+        let count = expired.len();
+        let expire = async {
+            let transaction = Transaction::new(&table);
+            // By id alone: an age cutoff before any snapshot selects nothing more.
+            let action = transaction
+                .expire_snapshots()
+                .expire_snapshot_ids(expired)
+                .expire_older_than_ms(0);
+            let transaction = action.apply(transaction)?;
+            let pinned = PinnedCatalog {
+                inner: &self.catalog,
+                base: &table,
+            };
+            anyhow::Ok(transaction.commit(&pinned).await?)
+        };
+        match expire.await {
+            Ok(expired) => {
+                tracing::debug!(table = %table.identifier(), count, "expired old snapshots");
+                expired
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot expire old snapshots of {}: {e:#}",
+                    table.identifier()
+                );
+                table
+            }
+        }
     }
 }
 

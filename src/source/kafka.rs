@@ -130,10 +130,12 @@ impl KafkaSettings {
         for (key, value) in &self.options {
             config.set(key, value);
         }
-        config.create().with_context(|| {
-            format!(
-                "cannot create a Kafka consumer for {}: check --kafka-servers and --kafka-option",
-                self.servers
+        config.create().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create a Kafka consumer for {}: {}; check --kafka-servers and \
+                 --kafka-option",
+                self.servers,
+                without_values(&e)
             )
         })
     }
@@ -661,4 +663,15 @@ fn take_chunk(partition: u32, cursor: &mut PartitionCursor, last: bool) -> Chunk
     };
     cursor.next_seq += 1;
     chunk
+}
+
+/// A client error as it can be shown: librdkafka's configuration errors carry the value given,
+/// which may be a secret (`sasl.password`), so only the key is named.
+pub fn without_values(error: &rdkafka::error::KafkaError) -> String {
+    match error {
+        rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => {
+            format!("invalid Kafka option {key:?}: {description}")
+        }
+        other => other.to_string(),
+    }
 }
