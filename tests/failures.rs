@@ -707,3 +707,32 @@ fn metadata_stays_small_over_many_epochs() {
     assert!(snapshots <= 6, "{snapshots} snapshots kept");
     assert_equal_to_reference(&warehouse, &expected, "after expiry");
 }
+
+#[test]
+fn end_reasons_do_not_depend_on_an_interruption() {
+    let dir = tempfile::tempdir().unwrap();
+    // A short file whose events are the newest of all ends first; the long one goes on.
+    let newest: Vec<String> = (0..5)
+        .map(|i| {
+            event(
+                "night-owl",
+                &format!("n{i}"),
+                common::BASE + 60 * HOUR + i * MIN,
+                "home",
+                true,
+            )
+        })
+        .collect();
+    let mut partitions = vec![format!("{}\n", newest.join("\n")).into_bytes()];
+    partitions.extend(workload(103, 1));
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let warehouse = dir.path().join("warehouse");
+    let killed = run_command(&warehouse, &inputs, &[])
+        .env("SESSIONIZE_FAIL_AT", "after-cleanup:3")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    assert_success(&run(&warehouse, &inputs, &["-w", "2"]), "the restart");
+    assert_equal_to_reference(&warehouse, &expected, "end reasons after a restart");
+}

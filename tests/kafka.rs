@@ -470,6 +470,27 @@ fn idle_partitions_let_sessions_close_on_a_quiet_topic() {
             .iter()
             .all(|s| s.end_reason != "end_of_input")
     );
+    // Every session is closed and nothing more comes: epochs (every 100 ms) with nothing to write
+    // add no snapshots (until --idle-commit-interval, 5 min).
+    let snapshots = || {
+        let output = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "from pyiceberg.catalog.sql import SqlCatalog\n\
+                 c = SqlCatalog('default', uri='sqlite:///{root}/catalog.db', warehouse='file://{root}')\n\
+                 print(len(c.load_table('sessions.user_sessions').metadata.snapshots))",
+                root = warehouse.canonicalize().unwrap().display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let before = snapshots();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(snapshots() <= before + 1, "idle epochs made snapshots");
 }
 
 #[test]
@@ -765,4 +786,110 @@ fn kafka_options_come_from_the_environment_and_files_without_showing_their_value
     // librdkafka names the first unknown key it is given; neither value is ever shown.
     assert!(stderr.contains("no.such"), "{stderr}");
     assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+#[test]
+fn a_two_process_cluster_killed_mid_run_restarts_as_one_process() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 4).unwrap();
+    let partitions = workload(97, 4);
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let expected = kafka_reference(&partitions, 10 * MIN);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", port(), port()),
+    )
+    .unwrap();
+    let hosts = hostfile.display().to_string();
+    let children: Vec<Child> = ["0", "1"]
+        .into_iter()
+        .map(|process| {
+            let flags = [
+                "--test-mode",
+                "--max-epoch-records",
+                "300",
+                "--chunk-bytes",
+                "4096",
+                "-w",
+                "2",
+                "-n",
+                "2",
+                "-p",
+                process,
+                "-h",
+                &hosts,
+            ];
+            let mut command = Command::new(env!("CARGO_BIN_EXE_sessionize"));
+            command
+                .args(run_args(broker.bootstrap_servers(), &warehouse, &flags))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            if process == "0" {
+                command.env("SESSIONIZE_FAIL_AT", "after-cleanup:2");
+            }
+            command.spawn().unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| wait_with_timeout(c, Duration::from_secs(120)))
+        .collect();
+    assert!(
+        !outputs[0].status.success(),
+        "{}",
+        String::from_utf8_lossy(&outputs[0].stderr)
+    );
+    assert_eq!(outputs[1].status.code(), Some(5));
+    // Both processes' checkpoint parts are in the one directory the table names.
+    run_kafka(broker.bootstrap_servers(), &warehouse, &["-w", "3"]);
+    assert_tables_equal(
+        &read_tables(&warehouse),
+        &expected,
+        "restart as one process",
+    );
+}
+
+#[test]
+fn an_explicit_start_completes_the_side_tables_of_an_interrupted_commit() {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 2).unwrap();
+    let partitions = workload(101, 2);
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let expected = kafka_reference(&partitions, 10 * MIN);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    // The whole topic in one epoch, killed between the sessions commit and the side tables'.
+    let mut args = run_args(broker.bootstrap_servers(), &warehouse, &["--test-mode"]);
+    let interval = args.iter().position(|a| a == "--commit-interval").unwrap();
+    args[interval + 1] = "1h".into();
+    let killed = Command::new(env!("CARGO_BIN_EXE_sessionize"))
+        .args(args)
+        .env("SESSIONIZE_FAIL_AT", "after-sessions-commit")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    let before = read_tables(&warehouse);
+    assert_eq!(before.sessions, expected.sessions);
+    assert!(before.quarantined_offsets.is_empty() && before.late_offsets.is_empty());
+    // A replay from the end adds nothing, but completes what the killed run committed.
+    run_kafka(
+        broker.bootstrap_servers(),
+        &warehouse,
+        &["--start-offsets", "latest"],
+    );
+    assert_tables_equal(
+        &read_tables(&warehouse),
+        &expected,
+        "after an explicit start",
+    );
 }
