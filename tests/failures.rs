@@ -5,12 +5,13 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Expected, HOUR, Lcg, MIN, event, read_tables, reference, workload, write_inputs};
+use common::{
+    Expected, HOUR, Lcg, MIN, event, hostfile, read_tables, reference, workload, write_inputs,
+};
 
 /// The `sessionize run` command over `inputs`, committing often and in small epochs, so that a
 /// run has many epochs to be killed in.
@@ -37,6 +38,19 @@ fn run_command(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> Command 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
+}
+
+/// A run with `-w 2` that a fail point kills (`point`, or `point:n` for its n-th pass).
+fn kill_at(warehouse: &Path, inputs: &[PathBuf], point: &str) {
+    let killed = run_command(warehouse, inputs, &["-w", "2"])
+        .env("SESSIONIZE_FAIL_AT", point)
+        .output()
+        .unwrap();
+    assert!(
+        !killed.status.success(),
+        "{point} was never reached: {}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
 }
 
 fn run(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> Output {
@@ -79,28 +93,12 @@ fn a_kill_at_every_step_of_the_commit_protocol_loses_and_doubles_nothing() {
     ] {
         for pass in ["1", "3"] {
             let warehouse = dir.path().join(format!("warehouse-{point}-{pass}"));
-            let killed = run_command(&warehouse, &inputs, &["-w", "2"])
-                .env("SESSIONIZE_FAIL_AT", format!("{point}:{pass}"))
-                .output()
-                .unwrap();
-            assert!(
-                !killed.status.success(),
-                "{point}:{pass} was never reached: {}",
-                String::from_utf8_lossy(&killed.stderr)
-            );
+            kill_at(&warehouse, &inputs, &format!("{point}:{pass}"));
             let restarted = run(&warehouse, &inputs, &["-w", "3"]);
             assert_success(&restarted, point);
             assert_equal_to_reference(&warehouse, &expected, &format!("{point}:{pass}"));
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `processes` processes of one cluster with `threads` workers each.
@@ -111,11 +109,7 @@ fn spawn_cluster(
     processes: usize,
     dir: &Path,
 ) -> Vec<Child> {
-    let hostfile = dir.join(format!("hosts-{}", free_port()));
-    let hosts: String = (0..processes)
-        .map(|_| format!("127.0.0.1:{}\n", free_port()))
-        .collect();
-    std::fs::write(&hostfile, hosts).unwrap();
+    let hostfile = hostfile(dir, processes);
     (0..processes)
         .map(|process| {
             let n = processes.to_string();
@@ -180,12 +174,7 @@ fn a_two_process_run_restarts_with_the_same_or_another_shape() {
     for (threads, processes) in [("1", 2), ("3", 1)] {
         let warehouse = dir.path().join(format!("warehouse-{threads}-{processes}"));
         // Process 0 dies after its second commit; process 1 loses its peer and stops too.
-        let hostfile = dir.path().join(format!("hosts-{threads}"));
-        std::fs::write(
-            &hostfile,
-            format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-        )
-        .unwrap();
+        let hostfile = hostfile(dir.path(), 2);
         let outputs: Vec<Output> = ["0", "1"]
             .into_iter()
             .map(|p| {
@@ -295,11 +284,7 @@ fn other_writers_rewrite_and_delete_and_the_pipeline_goes_on() {
     let inputs = write_inputs(dir.path(), &partitions);
     let expected = default_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
-    let killed = run_command(&warehouse, &inputs, &["-w", "2"])
-        .env("SESSIONIZE_FAIL_AT", "after-cleanup:3")
-        .output()
-        .unwrap();
-    assert!(!killed.status.success());
+    kill_at(&warehouse, &inputs, "after-cleanup:3");
     let gone = "user-007";
     let deleted: Vec<_> = read_tables(&warehouse)
         .sessions
@@ -394,11 +379,7 @@ fn files_are_known_by_their_content_not_their_path() {
     let expected = default_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
     // Killed half-way, then resumed with other paths to the same files, in another order.
-    let killed = run_command(&warehouse, &inputs, &["-w", "2"])
-        .env("SESSIONIZE_FAIL_AT", "after-cleanup:2")
-        .output()
-        .unwrap();
-    assert!(!killed.status.success());
+    kill_at(&warehouse, &inputs, "after-cleanup:2");
     let relative: Vec<PathBuf> = inputs
         .iter()
         .rev()
@@ -526,11 +507,7 @@ fn a_locked_catalog_is_waited_out() {
     let expected = default_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
     // The first commits, then the catalog is locked by another client for 8 s mid-run.
-    let killed = run_command(&warehouse, &inputs, &[])
-        .env("SESSIONIZE_FAIL_AT", "after-cleanup:2")
-        .output()
-        .unwrap();
-    assert!(!killed.status.success());
+    kill_at(&warehouse, &inputs, "after-cleanup:2");
     let catalog = warehouse.join("catalog.db");
     let mut lock = Command::new("python3")
         .arg("-c")
@@ -565,11 +542,7 @@ fn a_missing_checkpoint_or_a_bad_name_is_one_clear_line() {
     let partitions = workload(73, 2);
     let inputs = write_inputs(dir.path(), &partitions);
     let warehouse = dir.path().join("warehouse");
-    let killed = run_command(&warehouse, &inputs, &[])
-        .env("SESSIONIZE_FAIL_AT", "after-cleanup:2")
-        .output()
-        .unwrap();
-    assert!(!killed.status.success());
+    kill_at(&warehouse, &inputs, "after-cleanup:2");
     let checkpoints = warehouse.join("_sessionize/sessions.user_sessions/checkpoints");
     // Checkpoints are the owner's alone.
     for entry in walk(&checkpoints) {
@@ -728,11 +701,7 @@ fn end_reasons_do_not_depend_on_an_interruption() {
     let inputs = write_inputs(dir.path(), &partitions);
     let expected = default_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
-    let killed = run_command(&warehouse, &inputs, &[])
-        .env("SESSIONIZE_FAIL_AT", "after-cleanup:3")
-        .output()
-        .unwrap();
-    assert!(!killed.status.success());
+    kill_at(&warehouse, &inputs, "after-cleanup:3");
     assert_success(&run(&warehouse, &inputs, &["-w", "2"]), "the restart");
     assert_equal_to_reference(&warehouse, &expected, "end reasons after a restart");
 }

@@ -501,19 +501,7 @@ fn two_processes_read_one_topic_into_the_same_tables() {
     produce(broker.bootstrap_servers(), &partitions, None);
     let expected = kafka_reference(&partitions, 10 * MIN);
     let dir = tempfile::tempdir().unwrap();
-    let hostfile = dir.path().join("hosts");
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", port(), port()),
-    )
-    .unwrap();
+    let hostfile = common::hostfile(dir.path(), 2);
     let warehouse = dir.path().join("warehouse");
     let hosts = hostfile.display().to_string();
     let processes: Vec<Child> = ["0", "1"]
@@ -797,19 +785,7 @@ fn a_two_process_cluster_killed_mid_run_restarts_as_one_process() {
     let expected = kafka_reference(&partitions, 10 * MIN);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", port(), port()),
-    )
-    .unwrap();
+    let hostfile = common::hostfile(dir.path(), 2);
     let hosts = hostfile.display().to_string();
     let children: Vec<Child> = ["0", "1"]
         .into_iter()

@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 
-use common::{HOUR, MIN, read_tables, reference, run_files, workload, write_inputs};
+use common::{HOUR, MIN, hostfile, read_tables, reference, run_files, workload, write_inputs};
 
 #[test]
 fn sessions_match_the_reference_with_one_and_two_workers() {
@@ -59,26 +58,13 @@ fn tiny_chunks_and_ticks_change_nothing() {
     assert_eq!(actual.late, expected.late);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn two_processes_write_the_same_tables() {
     let dir = tempfile::tempdir().unwrap();
     let partitions = workload(3, 2);
     let inputs = write_inputs(dir.path(), &partitions);
     let expected = reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN);
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
+    let hostfile = hostfile(dir.path(), 2);
     let warehouse = dir.path().join("warehouse");
     let spawn = |process: &str| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sessionize"));

@@ -317,6 +317,23 @@ pub fn run_files(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> String
     String::from_utf8(sessionize(&args).stdout).unwrap()
 }
 
+/// A timely hostfile in `dir` for `processes` processes on loopback, each on a free port.
+pub fn hostfile(dir: &Path, processes: usize) -> PathBuf {
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let hosts: String = (0..processes)
+        .map(|_| format!("127.0.0.1:{}\n", port()))
+        .collect();
+    let path = dir.join(format!("hosts-{}", port()));
+    std::fs::write(&path, hosts).unwrap();
+    path
+}
+
 pub fn write_inputs(dir: &Path, inputs: &[Vec<u8>]) -> Vec<PathBuf> {
     inputs
         .iter()
