@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineConfig;
 use crate::rules::SessionizerState;
-use crate::sink::iceberg::{Mark, Warehouse, newest_mark, newest_own_snapshot, summary};
+use crate::sink::iceberg::{Mark, Warehouse, last_record, newest_mark, summary};
 use crate::sink::tables::TableKind;
 use crate::source::file::Fingerprint;
 use crate::watermark::JumpGuard;
@@ -340,7 +340,7 @@ impl StartState {
         heads: &[Option<Vec<u8>>],
     ) -> Result<StartState> {
         let table = warehouse.load(TableKind::Sessions).await?;
-        let Some(snapshot) = newest_own_snapshot(&table) else {
+        let Some(props) = last_record(&table) else {
             if table.metadata().current_snapshot().is_some() && restore {
                 bail!(
                     "table {} has snapshots but none written by sessionize (were they expired?), \
@@ -351,8 +351,8 @@ impl StartState {
             }
             return Ok(StartState::default());
         };
-        let props = &snapshot.summary().additional_properties;
-        let last_commit = newest_mark(&table).expect("an own snapshot has a mark");
+        let props = &props;
+        let last_commit = newest_mark(&table).context("the table's record of its last commit")?;
         let checkpoint: Option<CheckpointRef> = props
             .get(summary::CHECKPOINT)
             .map(|json| serde_json::from_str(json))

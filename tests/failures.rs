@@ -291,8 +291,8 @@ fn other_writers_rewrite_and_delete_and_the_pipeline_goes_on() {
         .into_iter()
         .filter(|s| s.user_id == gone)
         .collect();
-    // A compaction-like rewrite of every table, then a GDPR delete of one user's sessions:
-    // snapshots without sessionize's marks on top of its own.
+    // A compaction-like rewrite of every table, a GDPR delete of one user's sessions, then
+    // every snapshot but the current one expired: not one snapshot of sessionize's is left.
     pyiceberg(
         &warehouse,
         &format!(
@@ -300,7 +300,14 @@ fn other_writers_rewrite_and_delete_and_the_pipeline_goes_on() {
              \x20   table = catalog.load_table('sessions.' + name)\n\
              \x20   if table.current_snapshot() is not None:\n\
              \x20       table.overwrite(table.scan().to_arrow())\n\
-             catalog.load_table('sessions.user_sessions').delete(\"user_id == '{gone}'\")\n"
+             catalog.load_table('sessions.user_sessions').delete(\"user_id == '{gone}'\")\n\
+             for name in ['user_sessions', 'user_sessions_quarantine', 'user_sessions_late_events']:\n\
+             \x20   table = catalog.load_table('sessions.' + name)\n\
+             \x20   if table.current_snapshot() is not None:\n\
+             \x20       current = table.current_snapshot().snapshot_id\n\
+             \x20       old = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != current]\n\
+             \x20       if old:\n\
+             \x20           table.maintenance.expire_snapshots().by_ids(old).commit()\n"
         ),
     );
     let restarted = run(&warehouse, &inputs, &["-w", "2"]);

@@ -255,8 +255,15 @@ impl Warehouse {
         let transaction = transaction
             .fast_append()
             .add_data_files(files)
-            .set_snapshot_properties(properties)
+            .set_snapshot_properties(properties.clone())
             .apply(transaction)?;
+        // The same record in the table's properties, in the same metadata commit: it survives
+        // when other tools expire our snapshots, and then says where the pipeline stands.
+        let record = properties.into_iter().fold(
+            transaction.update_table_properties(),
+            |action, (key, value)| action.set(key, value),
+        );
+        let transaction = record.apply(transaction)?;
         let pinned = PinnedCatalog {
             inner: &self.catalog,
             base,
@@ -348,6 +355,23 @@ pub fn newest_own_snapshot(table: &Table) -> Option<&SnapshotRef> {
     None
 }
 
+/// What sessionize recorded with its last commit to the table: the table's properties, which
+/// every commit of ours sets atomically with its snapshot and which outlive the snapshot when other
+/// tools expire it; for tables committed before the properties were kept, the summary of the
+/// newest snapshot of ours in the history.
+pub fn last_record(table: &Table) -> Option<HashMap<String, String>> {
+    let properties = table.metadata().properties();
+    if properties.contains_key(summary::EPOCH) {
+        let ours = properties
+            .iter()
+            .filter(|(key, _)| key.starts_with("sessionize."))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        return Some(ours);
+    }
+    newest_own_snapshot(table).map(|s| s.summary().additional_properties.clone())
+}
+
 /// Our snapshots older than the newest `retain` of ours, once there are a tenth more than that
 /// (so that expiry is batched), never the current snapshot or another ref's head. Snapshots of
 /// other tools are theirs to expire.
@@ -381,9 +405,13 @@ fn own_snapshots_to_expire(table: &Table, retain: usize) -> Vec<i64> {
         .collect()
 }
 
-/// The mark of [`newest_own_snapshot`].
+/// The mark of the table's [`last_record`].
 pub fn newest_mark(table: &Table) -> Option<Mark> {
-    newest_own_snapshot(table).and_then(|s| Mark::of(s))
+    let record = last_record(table)?;
+    Some(Mark {
+        epoch: record.get(summary::EPOCH)?.parse().ok()?,
+        run_id: record.get(summary::RUN_ID).cloned().unwrap_or_default(),
+    })
 }
 
 fn two_writers(ident: &TableIdent, newest: Option<&Mark>, expected: Option<&Mark>) -> TwoWriters {
