@@ -196,6 +196,9 @@ struct RunArgs {
     /// File with one host:port line per process (timely's -h).
     #[arg(short = 'h', long = "hostfile")]
     hostfile: Option<PathBuf>,
+    /// How long the processes of a cluster may take to connect to each other (bare: seconds).
+    #[arg(long, default_value = "120")]
+    cluster_timeout: String,
 }
 
 #[derive(Args)]
@@ -366,6 +369,7 @@ fn execute(command: Command) -> Result<()> {
                 processes: 1,
                 process: 0,
                 hostfile: None,
+                formation_timeout: Duration::from_secs(120),
             };
             let summary = run(pipeline, &cluster)?;
             if let Some(summary) = &summary
@@ -609,6 +613,8 @@ impl RunArgs {
             processes: self.processes,
             process: self.process,
             hostfile: self.hostfile,
+            formation_timeout: parse_duration(&self.cluster_timeout, Duration::from_secs(1))
+                .map_err(|e| anyhow::anyhow!("--cluster-timeout: {e}"))?,
         };
         Ok((config, cluster, self.summary))
     }

@@ -32,6 +32,8 @@ pub struct Cluster {
     pub processes: usize,
     pub process: usize,
     pub hostfile: Option<PathBuf>,
+    /// How long the processes may take to find each other before this one gives up.
+    pub formation_timeout: Duration,
 }
 
 impl Cluster {
@@ -141,9 +143,11 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
     let started = Instant::now();
     let _progress = ProgressReporter::start(Duration::from_secs(5));
     let config = Arc::new(config);
+    let formed = watch_formation(cluster);
     let guards = timely::execute(timely_config, move |worker| {
         let runtime = Rc::new(setup_runtime().unwrap_or_else(|e| stop(e)));
         let RunStart { run_id, start } = agree(worker, start.clone());
+        formed.store(true, std::sync::atomic::Ordering::Relaxed);
         if worker.index() == 0 {
             tracing::info!(run_id, epoch = start.epoch, "starting");
         }
@@ -186,6 +190,33 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         }
     }
     Ok(summary)
+}
+
+/// Ends the process if the cluster has not formed within the timeout: timely waits forever for a
+/// process that never connects (one that failed at start-up, or was never started).
+fn watch_formation(cluster: &Cluster) -> Arc<std::sync::atomic::AtomicBool> {
+    let formed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if cluster.processes <= 1 {
+        return formed;
+    }
+    let watched = Arc::clone(&formed);
+    let (timeout, processes) = (cluster.formation_timeout, cluster.processes);
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while !watched.load(std::sync::atomic::Ordering::Relaxed) {
+            if started.elapsed() >= timeout {
+                eprintln!(
+                    "sessionize: the {processes} processes of the cluster did not all connect \
+                     within {timeout:?}: start every process (-p 0 to {}) with the same hostfile, \
+                     and check that each can reach the others' addresses",
+                    processes - 1
+                );
+                std::process::exit(crate::failure::EXIT_STARTUP);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    formed
 }
 
 /// What every worker of a run must agree on: who the run is, and where it starts.

@@ -712,3 +712,19 @@ fn end_reasons_do_not_depend_on_an_interruption() {
     assert_success(&run(&warehouse, &inputs, &["-w", "2"]), "the restart");
     assert_equal_to_reference(&warehouse, &expected, "end reasons after a restart");
 }
+
+#[test]
+fn a_process_whose_peers_never_come_gives_up_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = write_inputs(dir.path(), &workload(107, 1));
+    let hosts = hostfile(dir.path(), 2);
+    let mut command = run_command(
+        &dir.path().join("warehouse"),
+        &inputs,
+        &["-n", "2", "-p", "0", "--cluster-timeout", "2s", "-h"],
+    );
+    let output = command.arg(&hosts).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did not all connect"), "{stderr}");
+}
