@@ -96,6 +96,15 @@ pub fn end_process_on_panic() {
 /// it passes `name`, and `<name>:<n>` the n-th time. The variable is read once; without it a fail
 /// point costs one comparison.
 pub fn fail_point(name: &str) {
+    if injected(name) {
+        eprintln!("sessionize: fail point {name} reached (SESSIONIZE_FAIL_AT); aborting");
+        std::process::abort();
+    }
+}
+
+/// Whether the fault named by `SESSIONIZE_FAIL_AT` is to happen at this pass of `name` (see
+/// [`fail_point`]); for faults other than a kill, such as a commit whose response is lost.
+pub fn injected(name: &str) -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
     static ARMED: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
     static PASSED: AtomicU64 = AtomicU64::new(0);
@@ -106,11 +115,6 @@ pub fn fail_point(name: &str) {
             None => (text, 1),
         })
     });
-    if let Some((point, n)) = armed
-        && point == name
-        && PASSED.fetch_add(1, Ordering::Relaxed) + 1 == *n
-    {
-        eprintln!("sessionize: fail point {name} reached (SESSIONIZE_FAIL_AT); aborting");
-        std::process::abort();
-    }
+    matches!(armed, Some((point, n))
+        if point == name && PASSED.fetch_add(1, Ordering::Relaxed) + 1 == *n)
 }

@@ -728,3 +728,26 @@ fn a_process_whose_peers_never_come_gives_up_with_one_line() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("did not all connect"), "{stderr}");
 }
+
+#[test]
+fn a_commit_whose_answer_is_lost_is_found_in_the_table_not_made_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(109, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    for pass in ["1", "2", "4"] {
+        let warehouse = dir.path().join(format!("warehouse-{pass}"));
+        let output = run_command(&warehouse, &inputs, &["-w", "2"])
+            .env("SESSIONIZE_FAIL_AT", format!("lose-commit-response:{pass}"))
+            .output()
+            .unwrap();
+        assert_success(&output, "a lost commit answer");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("answer was lost"), "{stderr}");
+        assert_equal_to_reference(
+            &warehouse,
+            &expected,
+            &format!("answer lost at pass {pass}"),
+        );
+    }
+}

@@ -197,9 +197,13 @@ impl Warehouse {
             if newest.as_ref() != previous {
                 return Err(two_writers(&ident, newest.as_ref(), previous).into());
             }
-            let appended = self
+            let mut appended = self
                 .append(&base, serialized_files, properties.clone())
                 .await;
+            if appended.is_ok() && crate::failure::injected("lose-commit-response") {
+                // As if the catalog took the commit but its answer never came back.
+                appended = Err(anyhow::anyhow!("the catalog's answer was lost (injected)"));
+            }
             let error = match appended {
                 Ok(table) => return Ok(self.expire(table, retain_snapshots).await),
                 Err(error) => error,
@@ -207,7 +211,11 @@ impl Warehouse {
             let seen = base.metadata().current_snapshot_id();
             match self.load(kind).await {
                 Ok(table) if table.metadata().current_snapshot_id() != seen => {
-                    // Someone committed: the loop's checks decide what it was.
+                    // Someone committed, perhaps this very commit: the loop's checks decide.
+                    tracing::info!(
+                        "commit to {ident} came back with an error ({error:#}) and the table has \
+                         changed: looking at what is there"
+                    );
                     base = table;
                     rebases += 1;
                     anyhow::ensure!(
