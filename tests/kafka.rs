@@ -360,13 +360,19 @@ fn a_broker_outage_is_waited_out_without_loss() {
     broker.set_up(false).unwrap();
     std::thread::sleep(Duration::from_millis(2000));
     broker.set_up(true).unwrap();
+    finish(child);
+    assert_tables_equal(&read_tables(&warehouse), &expected, "after the outage");
+}
+
+/// Waits (at most two minutes) for a run that must succeed.
+fn finish(child: Child) -> Output {
     let output = wait_with_timeout(child, Duration::from_secs(120));
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_tables_equal(&read_tables(&warehouse), &expected, "after the outage");
+    output
 }
 
 fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
@@ -525,12 +531,7 @@ fn two_processes_read_one_topic_into_the_same_tables() {
         })
         .collect();
     for child in processes {
-        let output = wait_with_timeout(child, Duration::from_secs(120));
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        finish(child);
     }
     let actual = read_tables(&warehouse);
     assert_tables_equal(&actual, &expected, "-n 2 -w 2");
@@ -647,12 +648,7 @@ fn a_bounded_run_over_a_transactional_topic_reads_only_committed_records_and_end
         &warehouse,
         &["--test-mode", "-w", "2"],
     );
-    let output = wait_with_timeout(child, Duration::from_secs(120));
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    finish(child);
     // The commit markers and aborted records take offsets that deliver nothing: the run still
     // reaches its end offsets, with every committed record. (The mock broker does not tell
     // consumers which transactions were aborted, so it delivers the aborted records too; the
