@@ -5,16 +5,14 @@
 //! waiting forever for its progress. A process that ends takes the cluster with it, because the
 //! other processes lose their connection to it and end in turn ([`EXIT_PEER_LOST`]). What is
 //! committed stays consistent, and a restart resumes where the table says.
+//!
+//! Exit codes: 0 done; 2 a bad command line (clap's); and the codes below.
 
 use std::fmt;
 
-/// The run is done.
-pub const EXIT_OK: i32 = 0;
 /// Start-up failed: a bad setting, an unreadable input, an unreachable broker or catalog. Fix what
 /// the message says, then start again.
 pub const EXIT_STARTUP: i32 = 1;
-/// The command line is invalid (clap's code for usage errors).
-pub const EXIT_USAGE: i32 = 2;
 /// A running pipeline hit an error it cannot continue from (storage, catalog, broker, checkpoint).
 /// Nothing partial is committed; a restart resumes from the last commit.
 pub const EXIT_RUNTIME: i32 = 3;
