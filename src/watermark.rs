@@ -109,7 +109,6 @@ impl JumpGuard {
     pub fn is_empty(&self) -> bool {
         *self == JumpGuard::default()
     }
-
 }
 
 #[cfg(test)]
