@@ -171,9 +171,14 @@ pub fn parse_duration(text: &str, bare_unit: Duration) -> Result<Duration, Strin
 
 /// The wall clock, in epoch milliseconds.
 pub fn wall_clock_ms() -> u64 {
+    wall_clock_micros() / 1000
+}
+
+/// The wall clock, in epoch microseconds (the times of the readers' chunks).
+pub fn wall_clock_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Parses an RFC 3339 time such as `2026-03-01T10:00:00Z` into epoch milliseconds.

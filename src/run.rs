@@ -229,14 +229,14 @@ struct RunStart {
 
 /// A fresh run id: the wall clock and random bits (from the OS-seeded `RandomState`), so that two runs started at once differ.
 fn new_run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    format!("{nanos:x}-{:08x}", random as u32)
+    format!(
+        "{:x}-{:08x}",
+        crate::config::wall_clock_micros(),
+        random as u32
+    )
 }
 
 /// Worker 0's `value` (the only worker that has one), on every worker of the cluster, through a

@@ -13,7 +13,7 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use super::time::Time;
 use super::{WorkerContext, frontier_watermark, owns};
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, wall_clock_micros};
 use crate::failure::stop;
 use crate::source::file::{Chunk, ChunkReader};
 use crate::source::kafka::{KafkaReader, ReadStatus, StartOffsets, resolve_start};
@@ -134,7 +134,7 @@ pub(super) fn read_chunks<'scope>(
             while in_flight.front().is_some_and(|(n, _)| *n < stamped_up_to) {
                 in_flight_bytes -= in_flight.pop_front().expect("checked").1;
             }
-            let now = clock_micros();
+            let now = wall_clock_micros();
             if in_flight_bytes >= read_ahead_bytes {
                 next_chunk = next_chunk.max(now);
                 cap.downgrade(&Time::new(0, next_chunk));
@@ -191,13 +191,6 @@ pub(super) fn read_chunks<'scope>(
         }
     });
     stream
-}
-
-/// The wall clock in microseconds: the times of chunks.
-fn clock_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Reads the next chunk of every file that has not ended.
