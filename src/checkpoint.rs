@@ -351,8 +351,8 @@ impl StartState {
             }
             return Ok(StartState::default());
         };
-        let props = &props;
-        let last_commit = newest_mark(&table).context("the table's record of its last commit")?;
+        let last_commit =
+            Mark::from_record(&props).context("the table's record of its last commit")?;
         let checkpoint: Option<CheckpointRef> = props
             .get(summary::CHECKPOINT)
             .map(|json| serde_json::from_str(json))

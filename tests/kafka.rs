@@ -51,6 +51,17 @@ fn spawn_run(servers: &str, warehouse: &Path, extra: &[&str]) -> Child {
         .unwrap()
 }
 
+/// A broker whose topic holds `workload(seed, count)`, each partition in its own, and the
+/// reference for it.
+fn loaded_topic(seed: u64, count: usize) -> (EmbeddedBroker, Vec<Vec<u8>>, Expected) {
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, count as u32).unwrap();
+    let partitions = workload(seed, count);
+    produce(broker.bootstrap_servers(), &partitions, None);
+    let expected = kafka_reference(&partitions, 10 * MIN);
+    (broker, partitions, expected)
+}
+
 fn assert_tables_equal(actual: &Actual, expected: &Expected, what: &str) {
     assert_eq!(actual.quarantined_offsets, expected.quarantined, "{what}");
     assert_eq!(actual.late_offsets, expected.late, "{what}");
@@ -94,11 +105,7 @@ fn end_offsets(partitions: &[Vec<u8>]) -> BTreeMap<u32, u64> {
 
 #[test]
 fn a_bounded_run_matches_the_reference_and_records_the_end_offsets() {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, 4).unwrap();
-    let partitions = workload(5, 4);
-    produce(broker.bootstrap_servers(), &partitions, None);
-    let expected = kafka_reference(&partitions, 10 * MIN);
+    let (broker, partitions, expected) = loaded_topic(5, 4);
     assert!(!expected.late.is_empty() && !expected.quarantined.is_empty());
 
     let dir = tempfile::tempdir().unwrap();
@@ -340,11 +347,7 @@ fn rfc3339(ms: i64) -> String {
 
 #[test]
 fn a_broker_outage_is_waited_out_without_loss() {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, 4).unwrap();
-    let partitions = workload(13, 4);
-    produce(broker.bootstrap_servers(), &partitions, None);
-    let expected = kafka_reference(&partitions, 10 * MIN);
+    let (broker, partitions, expected) = loaded_topic(13, 4);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let total: u64 = end_offsets(&partitions).values().sum();
@@ -433,11 +436,7 @@ fn two_pipelines_on_one_table_stop_with_a_clear_error() {
 
 #[test]
 fn idle_partitions_let_sessions_close_on_a_quiet_topic() {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, 2).unwrap();
-    let partitions = workload(21, 2);
-    produce(broker.bootstrap_servers(), &partitions, None);
-    let expected = kafka_reference(&partitions, 10 * MIN);
+    let (broker, _, expected) = loaded_topic(21, 2);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     // A live run (no --test-mode): nothing but idleness can close the last sessions.
@@ -501,11 +500,7 @@ fn idle_partitions_let_sessions_close_on_a_quiet_topic() {
 
 #[test]
 fn two_processes_read_one_topic_into_the_same_tables() {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, 4).unwrap();
-    let partitions = workload(23, 4);
-    produce(broker.bootstrap_servers(), &partitions, None);
-    let expected = kafka_reference(&partitions, 10 * MIN);
+    let (broker, partitions, expected) = loaded_topic(23, 4);
     let dir = tempfile::tempdir().unwrap();
     let hostfile = common::hostfile(dir.path(), 2);
     let warehouse = dir.path().join("warehouse");
@@ -774,11 +769,7 @@ fn kafka_options_come_from_the_environment_and_files_without_showing_their_value
 
 #[test]
 fn a_two_process_cluster_killed_mid_run_restarts_as_one_process() {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, 4).unwrap();
-    let partitions = workload(97, 4);
-    produce(broker.bootstrap_servers(), &partitions, None);
-    let expected = kafka_reference(&partitions, 10 * MIN);
+    let (broker, _, expected) = loaded_topic(97, 4);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let hostfile = common::hostfile(dir.path(), 2);
@@ -833,11 +824,7 @@ fn a_two_process_cluster_killed_mid_run_restarts_as_one_process() {
 
 #[test]
 fn an_explicit_start_completes_the_side_tables_of_an_interrupted_commit() {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, 2).unwrap();
-    let partitions = workload(101, 2);
-    produce(broker.bootstrap_servers(), &partitions, None);
-    let expected = kafka_reference(&partitions, 10 * MIN);
+    let (broker, _, expected) = loaded_topic(101, 2);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     // The whole topic in one epoch, killed between the sessions commit and the side tables'.

@@ -19,8 +19,7 @@ use crate::checkpoint::{
     side_properties,
 };
 use crate::config::PipelineConfig;
-use crate::failure::fail_point;
-use crate::failure::stop;
+use crate::failure::{fail_point, stop};
 use crate::sink::iceberg::{Mark, Warehouse, newest_mark};
 use crate::sink::tables::TableKind;
 

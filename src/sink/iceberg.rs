@@ -177,7 +177,7 @@ impl Warehouse {
     pub async fn commit_once(
         &self,
         kind: TableKind,
-        base: Table,
+        mut base: Table,
         serialized_files: &[String],
         properties: HashMap<String, String>,
         mark: &Mark,
@@ -185,7 +185,6 @@ impl Warehouse {
         retain_snapshots: usize,
     ) -> Result<Table> {
         let ident = self.ident(kind);
-        let mut base = base;
         let mut delay = Duration::from_millis(200);
         let mut failures = 0;
         let mut rebases = 0;
@@ -339,12 +338,16 @@ pub struct Mark {
 }
 
 impl Mark {
-    fn of(snapshot: &Snapshot) -> Option<Mark> {
-        let props = &snapshot.summary().additional_properties;
+    /// The mark in a commit's record (a snapshot summary, or the table's properties).
+    pub fn from_record(record: &HashMap<String, String>) -> Option<Mark> {
         Some(Mark {
-            epoch: props.get(summary::EPOCH)?.parse().ok()?,
-            run_id: props.get(summary::RUN_ID).cloned().unwrap_or_default(),
+            epoch: record.get(summary::EPOCH)?.parse().ok()?,
+            run_id: record.get(summary::RUN_ID).cloned().unwrap_or_default(),
         })
+    }
+
+    fn of(snapshot: &Snapshot) -> Option<Mark> {
+        Mark::from_record(&snapshot.summary().additional_properties)
     }
 }
 
@@ -415,11 +418,7 @@ fn own_snapshots_to_expire(table: &Table, retain: usize) -> Vec<i64> {
 
 /// The mark of the table's [`last_record`].
 pub fn newest_mark(table: &Table) -> Option<Mark> {
-    let record = last_record(table)?;
-    Some(Mark {
-        epoch: record.get(summary::EPOCH)?.parse().ok()?,
-        run_id: record.get(summary::RUN_ID).cloned().unwrap_or_default(),
-    })
+    Mark::from_record(&last_record(table)?)
 }
 
 fn two_writers(ident: &TableIdent, newest: Option<&Mark>, expected: Option<&Mark>) -> TwoWriters {
