@@ -4,7 +4,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use sessionize::checkpoint::{CheckpointRef, CheckpointStore};
 use sessionize::config::PipelineConfig;
-use sessionize::rules::{SessionRules, Sessionizer};
+use sessionize::rules::{Boundary, SessionRules, Sessionizer};
 
 const SESSIONS: u64 = 1_000_000;
 
@@ -27,6 +27,7 @@ fn open_sessions() -> Sessionizer {
                 format!("event-{user}-{step}"),
                 Some(pages[((user + step) % 5) as usize]),
                 time,
+                Boundary::NONE,
             );
         }
     }

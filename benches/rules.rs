@@ -2,7 +2,7 @@
 //! `cargo bench --bench rules`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sessionize::rules::{SessionRules, Sessionizer};
+use sessionize::rules::{Boundary, SessionRules, Sessionizer};
 
 const EVENTS: u64 = 200_000;
 const USERS: u64 = 5_000;
@@ -33,7 +33,13 @@ fn rules(c: &mut Criterion) {
             let mut sessionizer = Sessionizer::new(rules);
             let mut closed = Vec::new();
             for (i, (user, id, page, time)) in events.iter().enumerate() {
-                sessionizer.push(user.as_str(), id.as_str(), Some(page), *time);
+                sessionizer.push(
+                    user.as_str(),
+                    id.as_str(),
+                    Some(page),
+                    *time,
+                    Boundary::NONE,
+                );
                 if i % 1000 == 999 {
                     sessionizer.advance(*time - 60_000, &mut closed);
                 }

@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 
-use sessionize::rules::{SessionRules, Sessionizer};
+use sessionize::rules::{Boundary, SessionRules, Sessionizer};
 
 struct Counting;
 
@@ -47,7 +47,13 @@ fn main() {
                 let user_id = format!("2f1c7a4e-{:04x}-4bde-9d1e-{:012x}", user % 65536, user);
                 let event_id = format!("e-{user}-{round}");
                 let page = pages[((user + round) % pages.len() as u64) as usize];
-                sessionizer.push(user_id, event_id, Some(page), start + round * 60_000);
+                sessionizer.push(
+                    user_id,
+                    event_id,
+                    Some(page),
+                    start + round * 60_000,
+                    Boundary::NONE,
+                );
             }
         }
         sessionizer.advance(start + 3 * 60_000, &mut closed);

@@ -17,6 +17,7 @@ use sessionize::config::{
 use sessionize::failure;
 use sessionize::generate::{GenerateConfig, generate};
 use sessionize::produce::{ProduceConfig, produce};
+use sessionize::rules::{BoundaryRules, FieldEquals};
 use sessionize::run::{Cluster, RunSummary, run};
 use sessionize::source::kafka::{KafkaSettings, StartOffsets, StopAt};
 
@@ -140,6 +141,17 @@ struct RunArgs {
     /// Longest session before a split (a bare number is hours; or 90m, 2h).
     #[arg(long, default_value = "2")]
     max_session_duration: String,
+    /// A business rule: an event whose FIELD equals VALUE ends its session after itself
+    /// (repeatable). FIELD: page_name, event_details.event_name or event_details.event_type.
+    #[arg(long = "end-session-on", value_name = "FIELD=VALUE")]
+    end_session_on: Vec<FieldEquals>,
+    /// A business rule: an event whose FIELD equals VALUE starts a new session (repeatable).
+    #[arg(long = "start-session-on", value_name = "FIELD=VALUE")]
+    start_session_on: Vec<FieldEquals>,
+    /// Start even though the table was written under other session rules (timeouts or
+    /// boundaries); the new rules apply from where the table stands.
+    #[arg(long)]
+    allow_rule_change: bool,
     /// How far behind its partition's newest event an event may be and still count (bare: minutes).
     #[arg(long, default_value = "10")]
     allowed_lateness: String,
@@ -575,6 +587,11 @@ impl RunArgs {
             60 * minutes,
             "max-session-duration",
         )?;
+        config.boundaries = BoundaryRules {
+            end_on: self.end_session_on,
+            start_on: self.start_session_on,
+        };
+        config.allow_rule_change = self.allow_rule_change;
         config.allowed_lateness_ms = ms(&self.allowed_lateness, minutes, "allowed-lateness")?;
         config.rules.dedup_window_ms = config.allowed_lateness_ms;
         config.max_event_time_jump_ms = match ms(

@@ -4,7 +4,7 @@
 //! An epoch commits in this order, so that a kill at any instant leaves a state a restart can
 //! finish exactly once:
 //!
-//! 1. every worker writes its session state to `checkpoints/<epoch dir>/part-w<i>.bin`, and the
+//! 1. every worker writes its session state to `checkpoints/<epoch dir>/part-w<i>.v2.bin`, and the
 //!    committer writes the epoch's side-table files to `side-files.json`, all synced to disk;
 //! 2. the sessions table commits its files in one snapshot whose summary names the epoch, every
 //!    partition's next offset and the checkpoint: this is the commit point;
@@ -26,11 +26,51 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineConfig;
-use crate::rules::SessionizerState;
+use crate::rules::{Boundary, SavedEvent, SavedSession, SessionizerState};
 use crate::sink::iceberg::{Mark, Warehouse, last_record, newest_mark, summary};
 use crate::sink::tables::TableKind;
 use crate::source::file::Fingerprint;
 use crate::watermark::JumpGuard;
+
+/// The format of the session state in checkpoint parts, in their file names
+/// (`part-w<i>.<format>.bin`); parts without it predate session boundaries.
+const PART_FORMAT: &str = "v2";
+
+/// Session state as checkpoints held it before pending events carried a [`Boundary`], so that a
+/// new release resumes from an older one's checkpoint.
+#[derive(Deserialize)]
+struct StateBeforeBoundaries {
+    watermark: u64,
+    open: Vec<SavedSession>,
+    pending: Vec<EventBeforeBoundaries>,
+    recent_ids: Vec<(u64, u128)>,
+}
+
+#[derive(Deserialize)]
+struct EventBeforeBoundaries {
+    user_id: String,
+    event_id: String,
+    page_name: Option<String>,
+    time_ms: u64,
+}
+
+impl StateBeforeBoundaries {
+    fn upgrade(self) -> SessionizerState {
+        let pending = self.pending.into_iter().map(|e| SavedEvent {
+            user_id: e.user_id,
+            event_id: e.event_id,
+            page_name: e.page_name,
+            time_ms: e.time_ms,
+            boundary: Boundary::NONE,
+        });
+        SessionizerState {
+            watermark: self.watermark,
+            open: self.open,
+            pending: pending.collect(),
+            recent_ids: self.recent_ids,
+        }
+    }
+}
 
 /// Where a partition stands at the end of an epoch, and what it saw during the epoch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +186,7 @@ impl CheckpointStore {
         open_sessions: u64,
         duplicates: u64,
     ) -> Result<CheckpointPart> {
-        let file = format!("part-w{worker}.bin");
+        let file = format!("part-w{worker}.{PART_FORMAT}.bin");
         let path = self.root.join(dir).join(&file);
         write_synced(&path, |out| {
             bincode::serialize_into(out, state).map_err(std::io::Error::other)
@@ -170,7 +210,13 @@ impl CheckpointStore {
                 path.display()
             )
         })?;
-        bincode::deserialize_from(BufReader::new(input)).with_context(|| {
+        let input = BufReader::new(input);
+        let state = if file.ends_with(&format!(".{PART_FORMAT}.bin")) {
+            bincode::deserialize_from(input)
+        } else {
+            bincode::deserialize_from(input).map(StateBeforeBoundaries::upgrade)
+        };
+        state.with_context(|| {
             format!(
                 "the checkpoint {} is damaged (truncated or overwritten outside sessionize); \
                      restore the file, or replay from scratch into a new table",
@@ -353,6 +399,22 @@ impl StartState {
         };
         let last_commit =
             Mark::from_record(&props).context("the table's record of its last commit")?;
+        if let Some(recorded) = props.get(summary::RULES) {
+            let current = config.rules_record();
+            if *recorded != current && config.allow_rule_change {
+                tracing::warn!(from = %recorded, to = %current, "session rules changed (--allow-rule-change)");
+                let rules = HashMap::from([(summary::RULES.to_string(), current)]);
+                warehouse.set_properties(TableKind::Sessions, rules).await?;
+            } else if *recorded != current {
+                bail!(
+                    "table {} was written under the session rules {recorded}, and this run has \
+                     {current}: start with the same --inactivity-timeout, --max-session-duration, \
+                     --end-session-on and --start-session-on, or pass --allow-rule-change to \
+                     apply the new rules from where the table stands",
+                    warehouse.ident(TableKind::Sessions)
+                );
+            }
+        }
         let checkpoint: Option<CheckpointRef> = props
             .get(summary::CHECKPOINT)
             .map(|json| serde_json::from_str(json))
@@ -544,7 +606,7 @@ pub fn sessions_properties(
     run_id: &str,
     watermark_ms: u64,
     positions: &BTreeMap<u32, SourcePosition>,
-    source_name: impl Fn(u32) -> String,
+    config: &PipelineConfig,
     checkpoint: &CheckpointRef,
 ) -> HashMap<String, String> {
     let positions: BTreeMap<String, RecordedPosition> = positions
@@ -553,7 +615,7 @@ pub fn sessions_properties(
             (
                 p.partition.to_string(),
                 RecordedPosition {
-                    source: source_name(p.partition),
+                    source: config.source_name(p.partition).to_string(),
                     next_offset: p.next_offset,
                     next_line: p.next_line,
                     max_event_ms: p.max_event_ms,
@@ -569,6 +631,7 @@ pub fn sessions_properties(
         (summary::EPOCH.to_string(), epoch.to_string()),
         (summary::RUN_ID.to_string(), run_id.to_string()),
         (summary::WATERMARK_MS.to_string(), watermark_ms.to_string()),
+        (summary::RULES.to_string(), config.rules_record()),
         (
             summary::POSITIONS.to_string(),
             serde_json::to_string(&positions).expect("positions serialize"),
@@ -578,4 +641,45 @@ pub fn sessions_properties(
             serde_json::to_string(checkpoint).expect("checkpoint names serialize"),
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part written before pending events carried boundaries, in that release's layout.
+    #[derive(Serialize)]
+    struct OldState {
+        watermark: u64,
+        open: Vec<SavedSession>,
+        pending: Vec<(String, String, Option<String>, u64)>,
+        recent_ids: Vec<(u64, u128)>,
+    }
+
+    #[test]
+    fn reads_parts_of_the_release_before_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(&PipelineConfig::new(vec![], dir.path().into()));
+        let checkpoint = CheckpointRef {
+            dir: CheckpointStore::epoch_dir(3, "r"),
+            parts: vec!["part-w0.bin".into()],
+        };
+        let old = OldState {
+            watermark: 7,
+            open: vec![],
+            pending: vec![("u".into(), "e".into(), Some("home".into()), 9)],
+            recent_ids: vec![(9, 42)],
+        };
+        let path = store.root.join(&checkpoint.dir);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("part-w0.bin"), bincode::serialize(&old).unwrap()).unwrap();
+        let state = store.read_part(&checkpoint, "part-w0.bin").unwrap();
+        assert_eq!((state.watermark, &state.recent_ids), (7, &vec![(9, 42)]));
+        assert_eq!(state.pending[0].page_name.as_deref(), Some("home"));
+        assert_eq!(state.pending[0].boundary, Boundary::NONE);
+
+        let written = store.write_part(&checkpoint.dir, 1, &state, 0, 0).unwrap();
+        assert!(written.file.ends_with(".v2.bin"));
+        assert_eq!(store.read_part(&checkpoint, &written.file).unwrap(), state);
+    }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::event::Validator;
-use crate::rules::SessionRules;
+use crate::rules::{BoundaryRules, SessionRules};
 use crate::source::kafka::{KafkaSettings, StartOffsets, StopAt};
 
 /// Everything a run needs to know, shared by every worker.
@@ -16,6 +16,10 @@ pub struct PipelineConfig {
     pub database: String,
     pub table: String,
     pub rules: SessionRules,
+    /// Business rules that end or start sessions on an event's fields.
+    pub boundaries: BoundaryRules,
+    /// Start on a table written under other rules (see [`PipelineConfig::rules_record`]).
+    pub allow_rule_change: bool,
     /// How far behind its partition's latest event time an event may be and still be on time.
     pub allowed_lateness_ms: u64,
     /// An event further than this ahead of its partition's newest event time moves the
@@ -77,6 +81,8 @@ impl PipelineConfig {
                 max_duration_ms: 2 * 3_600_000,
                 dedup_window_ms: 10 * 60_000,
             },
+            boundaries: BoundaryRules::default(),
+            allow_rule_change: false,
             allowed_lateness_ms: 10 * 60_000,
             max_event_time_jump_ms: 6 * 3_600_000,
             max_future_skew_ms: 86_400_000,
@@ -102,6 +108,33 @@ impl PipelineConfig {
                 .get(partition as usize)
                 .map_or("", String::as_str),
         }
+    }
+
+    /// The session rules as the table records them (`sessionize.rules`), so that a restart under
+    /// other rules is noticed: the open sessions of the checkpoint were cut by these.
+    ///
+    /// ```
+    /// use sessionize::config::PipelineConfig;
+    /// let mut config = PipelineConfig::new(vec![], "w".into());
+    /// let default = config.rules_record();
+    /// config.boundaries.end_on.push("page_name=logout".parse().unwrap());
+    /// assert_ne!(config.rules_record(), default);
+    /// assert!(config.rules_record().contains("page_name=logout"));
+    /// ```
+    pub fn rules_record(&self) -> String {
+        let list = |rules: &[crate::rules::FieldEquals]| {
+            let mut texts = rules.iter().map(ToString::to_string).collect::<Vec<_>>();
+            texts.sort();
+            texts.dedup();
+            texts
+        };
+        serde_json::json!({
+            "inactivity_ms": self.rules.inactivity_ms,
+            "max_duration_ms": self.rules.max_duration_ms,
+            "end_session_on": list(&self.boundaries.end_on),
+            "start_session_on": list(&self.boundaries.start_on),
+        })
+        .to_string()
     }
 
     /// The event validator, against the wall clock now.

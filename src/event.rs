@@ -8,7 +8,9 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::rules::EventField;
 
 /// The fields of an event the sessionizer needs; the rest of the line travels as raw bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +19,21 @@ pub struct Event<'a> {
     pub event_id: Cow<'a, str>,
     pub page_name: Option<Cow<'a, str>>,
     pub event_time_ms: u64,
+    /// `event_details.event_name` and `event_details.event_type` when they are strings, for the
+    /// session boundary rules.
+    pub event_name: Option<Cow<'a, str>>,
+    pub event_type: Option<Cow<'a, str>>,
+}
+
+impl Event<'_> {
+    /// The value of a field that a boundary rule tests.
+    pub fn field(&self, field: EventField) -> Option<&str> {
+        match field {
+            EventField::PageName => self.page_name.as_deref(),
+            EventField::EventName => self.event_name.as_deref(),
+            EventField::EventType => self.event_type.as_deref(),
+        }
+    }
 }
 
 /// Why a line was not accepted as an event.
@@ -73,11 +90,14 @@ impl Validator {
                 self.max_future_skew_ms, self.now_ms
             )));
         }
+        let details = raw.event_details.unwrap_or_default();
         Ok(Event {
             user_id,
             event_id,
             page_name: raw.page_name.flatten(),
             event_time_ms,
+            event_name: details.event_name,
+            event_type: details.event_type,
         })
     }
 }
@@ -160,8 +180,8 @@ struct RawEvent<'a> {
     event_timestamp: Option<EpochMillis>,
     #[serde(borrow, default)]
     page_name: Option<Option<Cow<'a, str>>>,
-    #[serde(default, rename = "event_details")]
-    _event_details: Option<EventDetails>,
+    #[serde(borrow, default)]
+    event_details: Option<EventDetails<'a>>,
     #[serde(default, rename = "booking_details")]
     _booking_details: Option<IgnoredAny>,
 }
@@ -218,27 +238,102 @@ impl Visitor<'_> for EpochMillisVisitor {
     }
 }
 
-/// `event_details`: must be an object (or null); its members are not interpreted.
-struct EventDetails;
+/// `event_details`: must be an object (or null). Of its members, `event_name` and `event_type` are
+/// read when they are strings (boundary rules test them); anything else is skipped unchecked.
+#[derive(Default)]
+struct EventDetails<'a> {
+    event_name: Option<Cow<'a, str>>,
+    event_type: Option<Cow<'a, str>>,
+}
 
-impl<'de> Deserialize<'de> for EventDetails {
+impl<'de: 'a, 'a> Deserialize<'de> for EventDetails<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(EventDetailsVisitor)
+        deserializer.deserialize_any(EventDetailsVisitor(std::marker::PhantomData))
     }
 }
 
-struct EventDetailsVisitor;
+struct EventDetailsVisitor<'a>(std::marker::PhantomData<&'a ()>);
 
-impl<'de> Visitor<'de> for EventDetailsVisitor {
-    type Value = EventDetails;
+impl<'de: 'a, 'a> Visitor<'de> for EventDetailsVisitor<'a> {
+    type Value = EventDetails<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("`event_details` as an object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventDetails, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventDetails<'a>, A::Error> {
+        let mut details = EventDetails::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match &*key {
+                "event_name" => details.event_name = map.next_value::<Text<'a>>()?.0,
+                "event_type" => details.event_type = map.next_value::<Text<'a>>()?.0,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(details)
+    }
+}
+
+/// A value that is kept when it is a string and skipped when it is anything else.
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextVisitor(std::marker::PhantomData))
+    }
+}
+
+struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+    type Value = Text<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
+        Ok(Text(Some(Cow::Borrowed(v))))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'a>, E> {
+        Ok(Text(Some(Cow::Owned(v.to_owned()))))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text<'a>, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Text<'a>, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Text<'a>, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Text<'a>, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Text<'a>, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Text<'a>, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text<'a>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Text(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<'a>, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(EventDetails)
+        Ok(Text(None))
     }
 }
 
@@ -268,6 +363,17 @@ mod tests {
             .unwrap();
         assert_eq!(a.event_time_ms, 1_772_323_100_000);
         assert_eq!(a.page_name.as_deref(), Some("home"));
+        assert_eq!(
+            (a.event_name.as_deref(), a.event_type.as_deref()),
+            (Some("n"), Some("t"))
+        );
+        let other_types = v
+            .parse(br#"{"event_id":"e","uuid":"u","event_timestamp":5,"event_details":{"event_name":7,"event_type":{"a":[1]},"event_value":"x"}}"#)
+            .unwrap();
+        assert_eq!(
+            (other_types.event_name, other_types.event_type),
+            (None, None)
+        );
         let b = v
             .parse(br#"{"event_id":"e","uuid":"u","event_timestamp":1772323100000,"page_name":null,"event_details":null,"booking_details":"abc"}"#)
             .unwrap();

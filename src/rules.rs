@@ -9,16 +9,20 @@
 //!   event (a split: the next split is measured from the new start). Equal to a limit stays in;
 //! * an event whose `event_id` the same user already had, at most `dedup_window` earlier, is a
 //!   duplicate and is dropped;
+//! * business boundaries ([`BoundaryRules`], `--end-session-on` / `--start-session-on`): an event
+//!   marked [`Boundary::ends`] closes its session after itself, one marked [`Boundary::starts`]
+//!   starts a new session before itself (the time rules come first: a session that a gap or the
+//!   maximum duration ends is not ended by a boundary as well);
 //! * a session ends at its last event; it is closed once the watermark proves that no event can
-//!   extend it.
+//!   extend it (a session ended by a boundary is closed when its last event is applied).
 //!
 //! ```
-//! use sessionize::rules::{EndReason, SessionRules, Sessionizer};
+//! use sessionize::rules::{Boundary, EndReason, SessionRules, Sessionizer};
 //! let rules = SessionRules { inactivity_ms: 30 * 60_000, max_duration_ms: 2 * 3_600_000, dedup_window_ms: 600_000 };
 //! let mut sessions = Sessionizer::new(rules);
-//! sessions.push("alice", "e2", Some("search"), 60_000);
-//! sessions.push("alice", "e1", Some("home"), 0);
-//! sessions.push("alice", "e1", Some("home"), 0); // a duplicate
+//! sessions.push("alice", "e2", Some("search"), 60_000, Boundary::NONE);
+//! sessions.push("alice", "e1", Some("home"), 0, Boundary::NONE);
+//! sessions.push("alice", "e1", Some("home"), 0, Boundary::NONE); // a duplicate
 //! let mut closed = Vec::new();
 //! sessions.advance(60_001 + 30 * 60_000, &mut closed);
 //! assert_eq!(closed.len(), 1);
@@ -58,6 +62,138 @@ pub struct SessionRules {
     pub dedup_window_ms: u64,
 }
 
+/// What an event does to the session around it under the business rules of [`BoundaryRules`].
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct Boundary {
+    /// The event starts a new session: the open one ends before it.
+    pub starts: bool,
+    /// The event is the last of its session: the session ends after it.
+    pub ends: bool,
+}
+
+impl Boundary {
+    pub const NONE: Boundary = Boundary {
+        starts: false,
+        ends: false,
+    };
+}
+
+/// A field of an event that a boundary rule can test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventField {
+    #[serde(rename = "page_name")]
+    PageName,
+    #[serde(rename = "event_details.event_name")]
+    EventName,
+    #[serde(rename = "event_details.event_type")]
+    EventType,
+}
+
+impl EventField {
+    pub const ALL: [EventField; 3] = [
+        EventField::PageName,
+        EventField::EventName,
+        EventField::EventType,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventField::PageName => "page_name",
+            EventField::EventName => "event_details.event_name",
+            EventField::EventType => "event_details.event_type",
+        }
+    }
+}
+
+/// `FIELD=VALUE`: an event whose `FIELD` equals `VALUE` exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FieldEquals {
+    pub field: EventField,
+    pub value: String,
+}
+
+impl std::str::FromStr for FieldEquals {
+    type Err = String;
+
+    /// ```
+    /// use sessionize::rules::{EventField, FieldEquals};
+    /// let rule: FieldEquals = "event_details.event_name=logout".parse().unwrap();
+    /// assert_eq!((rule.field, rule.value.as_str()), (EventField::EventName, "logout"));
+    /// assert!("user=bob".parse::<FieldEquals>().unwrap_err().contains("page_name"));
+    /// ```
+    fn from_str(text: &str) -> Result<Self, String> {
+        let fields = || EventField::ALL.map(EventField::as_str).join(", ");
+        let (name, value) = text.split_once('=').ok_or_else(|| {
+            format!(
+                "expected FIELD=VALUE with FIELD one of {}, got {text:?}",
+                fields()
+            )
+        })?;
+        let field = EventField::ALL
+            .into_iter()
+            .find(|f| f.as_str() == name)
+            .ok_or_else(|| format!("unknown field {name:?}: FIELD is one of {}", fields()))?;
+        Ok(FieldEquals {
+            field,
+            value: value.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for FieldEquals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.field.as_str(), self.value)
+    }
+}
+
+/// The business rules that cut sessions besides time: `--end-session-on` and `--start-session-on`.
+/// An event matches a list when it matches any rule of it.
+///
+/// ```
+/// use sessionize::rules::{Boundary, BoundaryRules, EventField};
+/// let rules = BoundaryRules {
+///     end_on: vec!["page_name=logout".parse().unwrap()],
+///     start_on: vec!["event_details.event_type=login".parse().unwrap()],
+/// };
+/// let page = |page| move |field| (field == EventField::PageName).then_some(page);
+/// assert_eq!(rules.classify(page("logout")), Boundary { starts: false, ends: true });
+/// assert_eq!(rules.classify(page("home")), Boundary::NONE);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundaryRules {
+    pub end_on: Vec<FieldEquals>,
+    pub start_on: Vec<FieldEquals>,
+}
+
+impl BoundaryRules {
+    pub fn is_empty(&self) -> bool {
+        self.end_on.is_empty() && self.start_on.is_empty()
+    }
+
+    /// Whether any rule tests `field`, so that parsers can skip fields no rule reads.
+    pub fn reads(&self, field: EventField) -> bool {
+        self.end_on
+            .iter()
+            .chain(&self.start_on)
+            .any(|r| r.field == field)
+    }
+
+    /// The boundary an event marks, given its fields (`None` for a field it lacks).
+    pub fn classify<'a>(&self, field: impl Fn(EventField) -> Option<&'a str>) -> Boundary {
+        let matches = |rules: &[FieldEquals]| {
+            rules
+                .iter()
+                .any(|rule| field(rule.field) == Some(rule.value.as_str()))
+        };
+        Boundary {
+            starts: matches(&self.start_on),
+            ends: matches(&self.end_on),
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EndReason {
@@ -67,6 +203,9 @@ pub enum EndReason {
     MaxDuration,
     /// The input ended within the inactivity timeout of the session's last event.
     EndOfInput,
+    /// A business rule ended it: its last event matched `--end-session-on`, or the next event
+    /// matched `--start-session-on`.
+    Boundary,
 }
 
 impl EndReason {
@@ -75,6 +214,7 @@ impl EndReason {
             EndReason::Inactivity => "inactivity",
             EndReason::MaxDuration => "max_duration",
             EndReason::EndOfInput => "end_of_input",
+            EndReason::Boundary => "boundary",
         }
     }
 }
@@ -143,6 +283,7 @@ pub struct SavedEvent {
     pub event_id: String,
     pub page_name: Option<String>,
     pub time_ms: u64,
+    pub boundary: Boundary,
 }
 
 /// A borrowed view of a [`Sessionizer`] that serializes exactly as a [`SessionizerState`].
@@ -213,6 +354,7 @@ struct SavedEventRef<'a> {
     event_id: &'a str,
     page_name: Option<&'a str>,
     time_ms: u64,
+    boundary: Boundary,
 }
 
 /// The pending events of every slot, with their count known up front.
@@ -234,6 +376,7 @@ impl<'a> Iterator for PendingIter<'a> {
                     event_id: &event.event_id,
                     page_name: event.page_name.as_deref(),
                     time_ms: event.time_ms,
+                    boundary: event.boundary,
                 });
             }
             self.current = self.slots.next()?.iter();
@@ -258,6 +401,7 @@ struct PendingEvent {
     user_id: Box<str>,
     event_id: Box<str>,
     page_name: Option<Rc<str>>,
+    boundary: Boundary,
 }
 
 #[derive(Debug)]
@@ -276,9 +420,10 @@ pub struct Sessionizer {
     pending: BTreeMap<u64, Vec<PendingEvent>>,
     pending_count: usize,
     open: HashMap<Rc<str>, OpenSession, RandomState>,
-    /// Candidate close times (`last + inactivity`), one entry per open session; an entry whose
-    /// session has moved on is re-queued at its current deadline when it surfaces.
-    deadlines: BinaryHeap<Reverse<(u64, Rc<str>)>>,
+    /// Candidate close times (`last + inactivity`) of the sessions started at `start`, by
+    /// `(deadline, user, start)`; an entry whose session has moved on is re-queued at its current
+    /// deadline when it surfaces, and one whose session has ended is dropped.
+    deadlines: BinaryHeap<Reverse<(u64, Rc<str>, u64)>>,
     /// Applied `(user, event_id)` hashes still inside the de-duplication window, with their times
     /// in application order (which is time order) for expiry.
     recent_ids: HashMap<u128, u64, RandomState>,
@@ -316,6 +461,7 @@ impl Sessionizer {
         event_id: impl Into<Box<str>>,
         page_name: Option<&str>,
         time_ms: u64,
+        boundary: Boundary,
     ) {
         assert!(
             time_ms >= self.watermark,
@@ -329,6 +475,7 @@ impl Sessionizer {
             user_id: user_id.into(),
             event_id: event_id.into(),
             page_name,
+            boundary,
         });
         self.pending_count += 1;
     }
@@ -347,20 +494,20 @@ impl Sessionizer {
             self.recent_ids.shrink_to_fit();
             self.recent_order.shrink_to_fit();
         }
-        while let Some(Reverse((deadline, _))) = self.deadlines.peek() {
+        while let Some(Reverse((deadline, _, _))) = self.deadlines.peek() {
             if *deadline >= watermark {
                 break;
             }
-            let Reverse((deadline, user)) = self.deadlines.pop().expect("peeked");
-            let current = self.open[&user].last_ms + self.rules.inactivity_ms;
+            let Reverse((deadline, user, start)) = self.deadlines.pop().expect("peeked");
+            let Some(session) = self.open.get(&user).filter(|s| s.start_ms == start) else {
+                continue;
+            };
+            let current = session.last_ms + self.rules.inactivity_ms;
             if current == deadline {
-                let session = self
-                    .open
-                    .remove(&user)
-                    .expect("deadline of an open session");
+                let session = self.open.remove(&user).expect("found above");
                 closed.push(finish(user, session, EndReason::Inactivity));
             } else {
-                self.deadlines.push(Reverse((current, user)));
+                self.deadlines.push(Reverse((current, user, start)));
             }
         }
     }
@@ -417,6 +564,7 @@ impl Sessionizer {
             self.deadlines.push(Reverse((
                 saved.last_ms + self.rules.inactivity_ms,
                 Rc::clone(&user),
+                saved.start_ms,
             )));
             self.open.insert(
                 user,
@@ -434,6 +582,7 @@ impl Sessionizer {
                 event.event_id,
                 event.page_name.as_deref(),
                 event.time_ms,
+                event.boundary,
             );
         }
         for (seen_ms, key) in state.recent_ids {
@@ -472,7 +621,12 @@ impl Sessionizer {
         }
         self.pending_count -= ready.len();
         ready.sort_unstable_by(|a, b| {
-            (a.time_ms, &a.event_id, &a.page_name).cmp(&(b.time_ms, &b.event_id, &b.page_name))
+            (a.time_ms, &a.event_id, &a.page_name, a.boundary).cmp(&(
+                b.time_ms,
+                &b.event_id,
+                &b.page_name,
+                b.boundary,
+            ))
         });
         for event in ready {
             self.apply(event, closed);
@@ -485,13 +639,17 @@ impl Sessionizer {
             self.duplicates += 1;
             return;
         }
-        let page = event.page_name;
-        let rules = self.rules;
-        if let Some(session) = self.open.get_mut(&*event.user_id) {
+        let (user_id, page, boundary, rules) =
+            (event.user_id, event.page_name, event.boundary, self.rules);
+        // A session that starts here needs a deadline, unless a boundary ends it right away.
+        let mut starts = None;
+        if let Some(session) = self.open.get_mut(&*user_id) {
             let reason = if time_ms - session.last_ms > rules.inactivity_ms {
                 Some(EndReason::Inactivity)
             } else if time_ms - session.start_ms > rules.max_duration_ms {
                 Some(EndReason::MaxDuration)
+            } else if boundary.starts {
+                Some(EndReason::Boundary)
             } else {
                 None
             };
@@ -505,14 +663,23 @@ impl Sessionizer {
                 }
                 Some(reason) => {
                     let ended = std::mem::replace(session, OpenSession::starting(time_ms, page));
-                    closed.push(finish(event.user_id.into(), ended, reason));
+                    let user: Rc<str> = Rc::from(&*user_id);
+                    closed.push(finish(Rc::clone(&user), ended, reason));
+                    starts = Some(user);
                 }
             }
         } else {
-            let user: Rc<str> = event.user_id.into();
+            let user: Rc<str> = Rc::from(&*user_id);
+            self.open
+                .insert(Rc::clone(&user), OpenSession::starting(time_ms, page));
+            starts = Some(user);
+        }
+        if boundary.ends {
+            let (user, session) = self.open.remove_entry(&*user_id).expect("applied above");
+            closed.push(finish(user, session, EndReason::Boundary));
+        } else if let Some(user) = starts {
             self.deadlines
-                .push(Reverse((time_ms + rules.inactivity_ms, Rc::clone(&user))));
-            self.open.insert(user, OpenSession::starting(time_ms, page));
+                .push(Reverse((time_ms + rules.inactivity_ms, user, time_ms)));
         }
     }
 
@@ -597,6 +764,9 @@ mod tests {
 
     const MIN: u64 = 60_000;
 
+    /// `(user, event_id, page, time, boundary)`.
+    type Ev = (String, String, String, u64, Boundary);
+
     fn rules() -> SessionRules {
         SessionRules {
             inactivity_ms: 30 * MIN,
@@ -607,12 +777,12 @@ mod tests {
 
     /// Runs events (user, id, page, time) through a sessionizer in the given arrival order, with the
     /// watermark following the earliest event not yet pushed.
-    fn run(rules: SessionRules, events: &[(String, String, String, u64)]) -> Vec<ClosedSession> {
+    fn run(rules: SessionRules, events: &[Ev]) -> Vec<ClosedSession> {
         let mut sessionizer = Sessionizer::new(rules);
         let mut closed = Vec::new();
         let max = events.iter().map(|e| e.3).max().unwrap_or(0);
-        for (i, (user, id, page, time)) in events.iter().enumerate() {
-            sessionizer.push(user.as_str(), id.as_str(), Some(page), *time);
+        for (i, (user, id, page, time, boundary)) in events.iter().enumerate() {
+            sessionizer.push(user.as_str(), id.as_str(), Some(page), *time, *boundary);
             let rest_min = events[i + 1..]
                 .iter()
                 .map(|e| e.3)
@@ -626,52 +796,62 @@ mod tests {
     }
 
     /// The rules, written as plainly as possible: sort each user's events, drop duplicates, cut.
-    fn reference(
-        rules: SessionRules,
-        events: &[(String, String, String, u64)],
-    ) -> Vec<ClosedSession> {
+    fn reference(rules: SessionRules, events: &[Ev]) -> Vec<ClosedSession> {
         let max = events.iter().map(|e| e.3).max().unwrap_or(0);
-        let mut by_user: BTreeMap<&str, Vec<(u64, &str, &str)>> = BTreeMap::new();
-        for (user, id, page, time) in events {
-            by_user.entry(user).or_default().push((*time, id, page));
+        let mut by_user: BTreeMap<&str, Vec<(u64, &str, &str, Boundary)>> = BTreeMap::new();
+        for (user, id, page, time, boundary) in events {
+            by_user
+                .entry(user)
+                .or_default()
+                .push((*time, id, page, *boundary));
         }
         let mut out = Vec::new();
         for (user, mut evs) in by_user {
             evs.sort();
             let mut applied: Vec<(u64, &str)> = Vec::new();
             let mut kept = Vec::new();
-            for (time, id, page) in evs {
+            for (time, id, page, boundary) in evs {
                 let dup = applied
                     .iter()
                     .any(|(t, i)| *i == id && *t + rules.dedup_window_ms >= time);
                 if !dup {
                     applied.push((time, id));
-                    kept.push((time, page));
+                    kept.push((time, page, boundary));
                 }
             }
-            let mut sessions: Vec<Vec<(u64, &str)>> = Vec::new();
-            let mut reasons = Vec::new();
-            for (time, page) in kept {
-                match sessions.last_mut() {
-                    Some(s) if time - s.last().unwrap().0 > rules.inactivity_ms => {
-                        reasons.push(EndReason::Inactivity);
-                        sessions.push(vec![(time, page)]);
+            // Each session's (time, page) events with the reason it ended, `None` while open.
+            type Cut<'a> = (Vec<(u64, &'a str)>, Option<EndReason>);
+            let mut sessions: Vec<Cut> = Vec::new();
+            for (time, page, boundary) in kept {
+                let open = sessions.last_mut().filter(|(_, reason)| reason.is_none());
+                match open {
+                    Some((s, reason)) if time - s.last().unwrap().0 > rules.inactivity_ms => {
+                        *reason = Some(EndReason::Inactivity);
+                        sessions.push((vec![(time, page)], None));
                     }
-                    Some(s) if time - s[0].0 > rules.max_duration_ms => {
-                        reasons.push(EndReason::MaxDuration);
-                        sessions.push(vec![(time, page)]);
+                    Some((s, reason)) if time - s[0].0 > rules.max_duration_ms => {
+                        *reason = Some(EndReason::MaxDuration);
+                        sessions.push((vec![(time, page)], None));
                     }
-                    Some(s) => s.push((time, page)),
-                    None => sessions.push(vec![(time, page)]),
+                    Some((_, reason)) if boundary.starts => {
+                        *reason = Some(EndReason::Boundary);
+                        sessions.push((vec![(time, page)], None));
+                    }
+                    Some((s, _)) => s.push((time, page)),
+                    None => sessions.push((vec![(time, page)], None)),
+                }
+                if boundary.ends {
+                    sessions.last_mut().unwrap().1 = Some(EndReason::Boundary);
                 }
             }
-            let last_end = sessions.last().unwrap().last().unwrap().0;
-            reasons.push(if last_end + rules.inactivity_ms < max {
-                EndReason::Inactivity
-            } else {
-                EndReason::EndOfInput
-            });
-            for (session, end_reason) in sessions.into_iter().zip(reasons) {
+            for (session, end_reason) in sessions {
+                let end_reason = end_reason.unwrap_or_else(|| {
+                    if session.last().unwrap().0 + rules.inactivity_ms < max {
+                        EndReason::Inactivity
+                    } else {
+                        EndReason::EndOfInput
+                    }
+                });
                 let mut pages: Vec<Rc<str>> = Vec::new();
                 for (_, page) in &session {
                     if pages.len() < MAX_PAGES_PER_SESSION && !pages.iter().any(|p| &**p == *page) {
@@ -692,8 +872,14 @@ mod tests {
         out
     }
 
-    fn ev(user: &str, id: &str, time: u64) -> (String, String, String, u64) {
-        (user.into(), id.into(), format!("p{}", time % 3), time)
+    fn ev(user: &str, id: &str, time: u64) -> Ev {
+        (
+            user.into(),
+            id.into(),
+            format!("p{}", time % 3),
+            time,
+            Boundary::NONE,
+        )
     }
 
     #[test]
@@ -739,6 +925,52 @@ mod tests {
         assert_eq!(closed, reference(rules(), &events));
     }
 
+    fn marked(user: &str, id: &str, time: u64, starts: bool, ends: bool) -> Ev {
+        let mut event = ev(user, id, time);
+        event.4 = Boundary { starts, ends };
+        event
+    }
+
+    #[test]
+    fn a_logout_ends_its_session_after_itself() {
+        let events = [
+            ev("u", "a", 0),
+            marked("u", "logout", MIN, false, true),
+            ev("u", "b", 2 * MIN),
+        ];
+        let closed = run(rules(), &events);
+        assert_eq!(closed.len(), 2);
+        assert_eq!((closed[0].event_count, closed[0].end_ms), (2, MIN));
+        assert_eq!(closed[0].end_reason, EndReason::Boundary);
+        assert_eq!(closed[1].start_ms, 2 * MIN);
+        assert_eq!(closed, reference(rules(), &events));
+    }
+
+    #[test]
+    fn a_login_starts_a_session_before_itself() {
+        let events = [
+            ev("u", "a", 0),
+            marked("u", "login", MIN, true, false),
+            ev("u", "b", 2 * MIN),
+        ];
+        let closed = run(rules(), &events);
+        assert_eq!(closed.len(), 2);
+        assert_eq!(
+            (closed[0].event_count, closed[0].end_reason),
+            (1, EndReason::Boundary)
+        );
+        assert_eq!((closed[1].start_ms, closed[1].event_count), (MIN, 2));
+        assert_eq!(closed, reference(rules(), &events));
+    }
+
+    #[test]
+    fn time_rules_come_before_boundaries() {
+        let events = [ev("u", "a", 0), marked("u", "login", 31 * MIN, true, false)];
+        let closed = run(rules(), &events);
+        assert_eq!(closed[0].end_reason, EndReason::Inactivity);
+        assert_eq!(closed, reference(rules(), &events));
+    }
+
     #[test]
     fn session_ids_are_deterministic_and_distinct() {
         assert_eq!(session_id("u", 5), session_id("u", 5));
@@ -752,10 +984,10 @@ mod tests {
     fn refuses_events_behind_the_watermark() {
         let mut s = Sessionizer::new(rules());
         s.advance(100, &mut Vec::new());
-        s.push("u", "a", None, 99);
+        s.push("u", "a", None, 99, Boundary::NONE);
     }
 
-    fn arb_events() -> impl Strategy<Value = Vec<(String, String, String, u64)>> {
+    fn arb_events() -> impl Strategy<Value = Vec<Ev>> {
         // Few users and ids, times clustered around the limits, so that boundaries and
         // duplicates are common.
         let step = prop_oneof![
@@ -767,10 +999,17 @@ mod tests {
             Just(120 * MIN),
             0..40 * MIN,
         ];
-        proptest::collection::vec((0..4u8, 0..12u8, step), 1..60).prop_map(|raw| {
+        // Most events mark no boundary; the others any of the three kinds.
+        let boundary = prop_oneof![
+            6 => Just(Boundary::NONE),
+            1 => Just(Boundary { starts: true, ends: false }),
+            1 => Just(Boundary { starts: false, ends: true }),
+            1 => Just(Boundary { starts: true, ends: true }),
+        ];
+        proptest::collection::vec((0..4u8, 0..12u8, step, boundary), 1..60).prop_map(|raw| {
             let mut time = 0;
             raw.into_iter()
-                .map(|(user, id, step)| {
+                .map(|(user, id, step, boundary)| {
                     time += step;
                     let time = time.saturating_sub((step % 7) * MIN); // some disorder
                     (
@@ -778,6 +1017,7 @@ mod tests {
                         format!("e{id}"),
                         format!("p{}", id % 5),
                         time,
+                        boundary,
                     )
                 })
                 .collect()
@@ -789,7 +1029,7 @@ mod tests {
     /// number of workers does.
     fn run_with_restart(
         rules: SessionRules,
-        events: &[(String, String, String, u64)],
+        events: &[Ev],
         cut: usize,
         workers: u64,
     ) -> Vec<ClosedSession> {
@@ -801,8 +1041,8 @@ mod tests {
         };
         let mut closed = Vec::new();
         let mut before = Sessionizer::new(rules);
-        for (i, (user, id, page, time)) in events.iter().enumerate().take(cut) {
-            before.push(user.as_str(), id.as_str(), Some(page), *time);
+        for (i, (user, id, page, time, boundary)) in events.iter().enumerate().take(cut) {
+            before.push(user.as_str(), id.as_str(), Some(page), *time, *boundary);
             before.advance(watermark_after(i), &mut closed);
         }
         // The borrowed view must read back as the owned state.
@@ -815,9 +1055,9 @@ mod tests {
                 sessionizer
             })
             .collect();
-        for (i, (user, id, page, time)) in events.iter().enumerate().skip(cut) {
+        for (i, (user, id, page, time, boundary)) in events.iter().enumerate().skip(cut) {
             let sessionizer = &mut after[worker_of(user) as usize];
-            sessionizer.push(user.as_str(), id.as_str(), Some(page), *time);
+            sessionizer.push(user.as_str(), id.as_str(), Some(page), *time, *boundary);
             for sessionizer in &mut after {
                 sessionizer.advance(watermark_after(i), &mut closed);
             }

@@ -5,7 +5,10 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{HOUR, MIN, hostfile, read_tables, reference, run_files, workload, write_inputs};
+use common::{
+    Boundaries, HOUR, MIN, hostfile, read_tables, reference, reference_with, run_files, workload,
+    write_inputs,
+};
 
 #[test]
 fn sessions_match_the_reference_with_one_and_two_workers() {
@@ -119,4 +122,86 @@ fn a_missing_input_is_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/events.jsonl"), "{stderr}");
+}
+
+/// The workload with business events in it: `payment` pages become `logout`, and `cart` pages
+/// are also the start of a checkout (`event_details.event_name`). Other lines stay as they are.
+fn with_business_events(partition: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in partition.split_inclusive(|b| *b == b'\n') {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        let mut value: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(value @ serde_json::Value::Object(_)) => value,
+            _ => {
+                out.extend_from_slice(line);
+                continue;
+            }
+        };
+        match value["page_name"].as_str() {
+            Some("payment") => value["page_name"] = "logout".into(),
+            Some("cart") if value["event_details"].is_object() => {
+                value["event_details"]["event_name"] = "checkout_start".into()
+            }
+            _ => {}
+        }
+        out.extend_from_slice(value.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+#[test]
+fn business_boundaries_cut_sessions_as_the_reference_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions: Vec<Vec<u8>> = workload(5, 2)
+        .iter()
+        .map(|p| with_business_events(p))
+        .collect();
+    let inputs = write_inputs(dir.path(), &partitions);
+    let boundaries = Boundaries {
+        end_on: vec![("page_name", "logout")],
+        start_on: vec![("event_details.event_name", "checkout_start")],
+    };
+    let expected = reference_with(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN, &boundaries);
+    assert!(
+        expected
+            .sessions
+            .iter()
+            .filter(|s| s.end_reason == "boundary")
+            .count()
+            > 20
+    );
+    let flags = [
+        "--end-session-on",
+        "page_name=logout",
+        "--start-session-on",
+        "event_details.event_name=checkout_start",
+    ];
+    let warehouse = dir.path().join("warehouse");
+    run_files(&warehouse, &inputs, &[&["-w", "2"][..], &flags].concat());
+    let actual = read_tables(&warehouse);
+    assert_eq!(actual.sessions, expected.sessions);
+    assert_eq!(actual.late, expected.late);
+    assert!(
+        actual.summary["sessionize.rules"].contains("page_name=logout"),
+        "{:?}",
+        actual.summary
+    );
+
+    // The same table under other rules is refused, unless the change is intended.
+    let refused = Command::new(env!("CARGO_BIN_EXE_sessionize"))
+        .args(["run", "--input"])
+        .arg(&inputs[0])
+        .arg("--warehouse")
+        .arg(&warehouse)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--allow-rule-change"), "{stderr}");
+    assert!(stderr.contains("page_name=logout"), "{stderr}");
+    let inputs_again: Vec<_> = inputs.iter().rev().cloned().collect();
+    run_files(&warehouse, &inputs_again, &["--allow-rule-change"]);
+    run_files(&warehouse, &inputs_again, &[]);
+    assert_eq!(read_tables(&warehouse).sessions, expected.sessions);
 }

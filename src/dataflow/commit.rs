@@ -194,13 +194,12 @@ impl Committer {
             dir: dir.clone(),
             parts,
         };
-        let config = Arc::clone(&self.config);
         let properties = sessions_properties(
             epoch,
             &self.run_id,
             totals.watermark_ms,
             &self.positions,
-            |p| config.source_name(p).to_string(),
+            &self.config,
             &checkpoint,
         );
         let no_files = Vec::new();

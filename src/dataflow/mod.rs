@@ -44,7 +44,7 @@ use crate::checkpoint::{
     CheckpointPart, CheckpointStore, SourceCounts, SourcePosition, StartState,
 };
 use crate::config::PipelineConfig;
-use crate::rules::ClosedSession;
+use crate::rules::{Boundary, ClosedSession};
 use crate::sink::iceberg::Warehouse;
 use crate::sink::tables::{self, LateEvent, QuarantinedLine, TableKind};
 use crate::source::file::Chunk;
@@ -70,6 +70,9 @@ pub struct SessionEvent {
     pub event_id: String,
     pub page_name: Option<String>,
     pub event_time_ms: u64,
+    /// What the event does under `--end-session-on` / `--start-session-on`, decided where it is
+    /// parsed, so that only two flags travel instead of the fields the rules read.
+    pub boundary: Boundary,
 }
 
 /// A chunk after parsing: each non-blank line's position and outcome.

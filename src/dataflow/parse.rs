@@ -37,6 +37,7 @@ pub(super) fn parse<'scope>(
                                     None => validator.parse(record.bytes),
                                 }
                                 .map(|e| SessionEvent {
+                                    boundary: config.boundaries.classify(|f| e.field(f)),
                                     bucket: user_bucket(&e.user_id, buckets),
                                     user_id: e.user_id.into_owned(),
                                     event_id: e.event_id.into_owned(),

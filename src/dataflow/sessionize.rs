@@ -86,6 +86,7 @@ pub(super) fn sessionize<'scope>(
                         e.event_id,
                         e.page_name.as_deref(),
                         e.event_time_ms,
+                        e.boundary,
                     );
                 }
             });

@@ -42,6 +42,8 @@ pub mod summary {
     pub const WATERMARK_MS: &str = "sessionize.watermark-ms";
     pub const POSITIONS: &str = "sessionize.positions";
     pub const CHECKPOINT: &str = "sessionize.checkpoint";
+    /// The session rules the table was written under ([`crate::config::PipelineConfig::rules_record`]).
+    pub const RULES: &str = "sessionize.rules";
     /// The run that committed the snapshot: a run that finds another run's commit on top of its
     /// own stops, since two pipelines are writing one table.
     pub const RUN_ID: &str = "sessionize.run-id";
@@ -158,6 +160,25 @@ impl Warehouse {
         self.catalog.load_table(&ident).await.with_context(|| {
             format!("cannot load table {ident}; run with the same --warehouse to create it")
         })
+    }
+
+    /// Sets table properties in a metadata commit of their own (no snapshot).
+    pub async fn set_properties(
+        &self,
+        kind: TableKind,
+        properties: HashMap<String, String>,
+    ) -> Result<Table> {
+        let table = self.load(kind).await?;
+        let transaction = Transaction::new(&table);
+        let update = properties.into_iter().fold(
+            transaction.update_table_properties(),
+            |action, (key, value)| action.set(key, value),
+        );
+        update
+            .apply(transaction)?
+            .commit(&self.catalog)
+            .await
+            .with_context(|| format!("cannot set the properties of {}", table.identifier()))
     }
 
     /// Appends data files (as serialized by [`TableWriter::close`]) to a table in one snapshot

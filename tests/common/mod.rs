@@ -149,6 +149,30 @@ pub struct Expected {
     pub late: Vec<(i32, i64, i64)>,
 }
 
+/// Business rules for the reference: `(field path, value)` pairs, the path as in the flags
+/// (`page_name`, `event_details.event_name`).
+#[derive(Debug, Clone, Default)]
+pub struct Boundaries {
+    pub end_on: Vec<(&'static str, &'static str)>,
+    pub start_on: Vec<(&'static str, &'static str)>,
+}
+
+impl Boundaries {
+    /// `(starts, ends)` of an event, read from its JSON.
+    fn of(&self, event: &serde_json::Value) -> (bool, bool) {
+        let matches = |rules: &[(&str, &str)]| {
+            rules.iter().any(|(path, value)| {
+                let field = path
+                    .split('.')
+                    .try_fold(event, |v, key| v.get(key))
+                    .and_then(|v| v.as_str());
+                field == Some(value)
+            })
+        };
+        (matches(&self.start_on), matches(&self.end_on))
+    }
+}
+
 /// The pipeline's semantics with the default limits, written as plainly as possible.
 pub fn reference(
     inputs: &[Vec<u8>],
@@ -156,8 +180,27 @@ pub fn reference(
     max_duration: u64,
     lateness: u64,
 ) -> Expected {
+    reference_with(
+        inputs,
+        inactivity,
+        max_duration,
+        lateness,
+        &Boundaries::default(),
+    )
+}
+
+/// [`reference`] with business rules that end and start sessions.
+pub fn reference_with(
+    inputs: &[Vec<u8>],
+    inactivity: u64,
+    max_duration: u64,
+    lateness: u64,
+    boundaries: &Boundaries,
+) -> Expected {
     let mut expected = Expected::default();
-    let mut on_time: Vec<(String, u64, String, Option<String>)> = Vec::new();
+    // (user, time, event id, page, (starts, ends)).
+    type OnTime = (String, u64, String, Option<String>, (bool, bool));
+    let mut on_time: Vec<OnTime> = Vec::new();
     for (partition, bytes) in inputs.iter().enumerate() {
         let mut max_seen: Option<u64> = None;
         for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
@@ -165,7 +208,7 @@ pub fn reference(
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let Some((user, time, id, page)) = parse_reference(line) else {
+            let Some((user, time, id, page, value)) = parse_reference(line) else {
                 expected.quarantined.push((partition as i32, line_number));
                 continue;
             };
@@ -177,13 +220,17 @@ pub fn reference(
                 continue;
             }
             max_seen = Some(max_seen.map_or(time, |m| m.max(time)));
-            on_time.push((user, time, id, page));
+            on_time.push((user, time, id, page, boundaries.of(&value)));
         }
     }
     let end_of_input = on_time.iter().map(|e| e.1).max().unwrap_or(0);
-    let mut by_user: BTreeMap<String, Vec<(u64, String, Option<String>)>> = BTreeMap::new();
-    for (user, time, id, page) in on_time {
-        by_user.entry(user).or_default().push((time, id, page));
+    type Applied = (u64, String, Option<String>, (bool, bool));
+    let mut by_user: BTreeMap<String, Vec<Applied>> = BTreeMap::new();
+    for (user, time, id, page, marks) in on_time {
+        by_user
+            .entry(user)
+            .or_default()
+            .push((time, id, page, marks));
     }
     for (user, mut events) in by_user {
         events.sort();
@@ -191,15 +238,16 @@ pub fn reference(
         // Each session: its (time, page) events and, once cut, why it ended.
         type Session = (Vec<(u64, Option<String>)>, Option<&'static str>);
         let mut sessions: Vec<Session> = Vec::new();
-        for (time, id, page) in events {
+        for (time, id, page, (starts, ends)) in events {
             if seen.get(&id).is_some_and(|t| t + lateness >= time) {
                 continue;
             }
             seen.insert(id, time);
             let cut = match sessions.last() {
-                None => Some(None),
+                None | Some((_, Some(_))) => Some(None),
                 Some((s, _)) if time - s.last().unwrap().0 > inactivity => Some(Some("inactivity")),
                 Some((s, _)) if time - s[0].0 > max_duration => Some(Some("max_duration")),
+                Some(_) if starts => Some(Some("boundary")),
                 Some(_) => None,
             };
             match cut {
@@ -210,6 +258,9 @@ pub fn reference(
                     sessions.push((vec![(time, page)], None));
                 }
                 None => sessions.last_mut().unwrap().0.push((time, page)),
+            }
+            if ends {
+                sessions.last_mut().unwrap().1 = Some("boundary");
             }
         }
         for (events, reason) in sessions {
@@ -244,11 +295,14 @@ pub fn reference(
     expected
 }
 
-/// The reference's own reading of a line, through serde_json rather than the pipeline's parser.
-fn parse_reference(line: &[u8]) -> Option<(String, u64, String, Option<String>)> {
+/// The reference's own reading of a line, through serde_json rather than the pipeline's parser:
+/// user, time, event id, page, and the whole event.
+fn parse_reference(
+    line: &[u8],
+) -> Option<(String, u64, String, Option<String>, serde_json::Value)> {
     let text = std::str::from_utf8(line).ok()?;
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    let object = value.as_object()?;
+    let object = value.as_object()?.clone();
     let user = object
         .get("uuid")?
         .as_str()
@@ -282,7 +336,7 @@ fn parse_reference(line: &[u8]) -> Option<(String, u64, String, Option<String>)>
         None | Some(serde_json::Value::Null) | Some(serde_json::Value::Object(_)) => {}
         Some(_) => return None,
     }
-    Some((user, time, id, page))
+    Some((user, time, id, page, value))
 }
 
 /// Runs the `sessionize` binary with `args`, failing the test with its output if it fails.
