@@ -10,7 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    Expected, HOUR, Lcg, MIN, event, hostfile, read_tables, reference, workload, write_inputs,
+    Expected, HOUR, Lcg, MIN, event, hostfile, pyiceberg, read_tables, reference, workload,
+    write_inputs,
 };
 
 /// The `sessionize run` command over `inputs`, committing often and in small epochs, so that a
@@ -255,26 +256,6 @@ fn concurrent_pipelines_on_one_table_never_double_a_row() {
         assert_equal_to_reference(&warehouse, &expected, &format!("attempt {attempt}"));
     }
     assert!(conflicts > 0, "the two pipelines never overlapped");
-}
-
-/// Runs a Python snippet with pyiceberg against `warehouse`'s catalog.
-fn pyiceberg(warehouse: &Path, script: &str) {
-    let root = warehouse.canonicalize().unwrap();
-    let prelude = format!(
-        "from pyiceberg.catalog.sql import SqlCatalog\n\
-         catalog = SqlCatalog('default', uri='sqlite:///{root}/catalog.db', warehouse='file://{root}')\n",
-        root = root.display()
-    );
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(format!("{prelude}{script}"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "pyiceberg failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 #[test]

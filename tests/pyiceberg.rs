@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{TOPIC, produce, run_files, sessionize};
+use common::{TOPIC, produce, pyiceberg, run_files, sessionize};
 use sessionize::broker::EmbeddedBroker;
 
 #[test]
@@ -121,4 +121,110 @@ fn independent_check(
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_str(stdout.trim()).unwrap()
+}
+
+/// The sessions table as a release before `end_reason` created it, with a column an analyst
+/// added and `event_count` of the given Iceberg type; with a `LongType` count, also a commit of
+/// that release (one row, and its mark in the snapshot summary).
+fn older_release_table(warehouse: &std::path::Path, event_count_type: &str) {
+    std::fs::create_dir_all(warehouse).unwrap();
+    pyiceberg(
+        warehouse,
+        &format!(
+            "import pyarrow as pa\n\
+             from pyiceberg.schema import Schema\n\
+             from pyiceberg.types import *\n\
+             from pyiceberg.partitioning import PartitionSpec, PartitionField\n\
+             from pyiceberg.transforms import DayTransform, BucketTransform\n\
+             catalog.create_namespace('sessions')\n\
+             schema = Schema(\n\
+             \x20   NestedField(1, 'user_id', StringType(), required=True),\n\
+             \x20   NestedField(2, 'session_id', StringType(), required=True),\n\
+             \x20   NestedField(3, 'session_start', TimestamptzType(), required=True),\n\
+             \x20   NestedField(4, 'session_start_time_ms', LongType(), required=True),\n\
+             \x20   NestedField(5, 'session_end_time_ms', LongType(), required=True),\n\
+             \x20   NestedField(6, 'session_duration_seconds', LongType(), required=True),\n\
+             \x20   NestedField(7, 'event_count', {event_count_type}(), required=True),\n\
+             \x20   NestedField(8, 'pages_visited', ListType(10, StringType(), element_required=False), required=True),\n\
+             \x20   NestedField(11, 'analyst_note', StringType(), required=False))\n\
+             spec = PartitionSpec(\n\
+             \x20   PartitionField(3, 1000, DayTransform(), 'session_start_day'),\n\
+             \x20   PartitionField(1, 1001, BucketTransform(16), 'user_id_bucket'))\n\
+             table = catalog.create_table('sessions.user_sessions', schema, partition_spec=spec)\n\
+             if '{event_count_type}' == 'LongType':\n\
+             \x20   import datetime\n\
+             \x20   row = dict(user_id='old-user', session_id='old-session',\n\
+             \x20       session_start=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),\n\
+             \x20       session_start_time_ms=1767225600000, session_end_time_ms=1767225660000,\n\
+             \x20       session_duration_seconds=60, event_count=2, pages_visited=['home'],\n\
+             \x20       analyst_note='kept')\n\
+             \x20   table.append(pa.Table.from_pylist([row], schema=table.schema().as_arrow()),\n\
+             \x20       snapshot_properties={{'sessionize.epoch': '1', 'sessionize.run-id': 'older'}})\n"
+        ),
+    );
+}
+
+#[test]
+fn a_table_of_an_older_release_is_evolved_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    sessionize(&[
+        "generate",
+        "--users",
+        "50",
+        "--events",
+        "5000",
+        "--out",
+        input.to_str().unwrap(),
+    ]);
+    let warehouse = dir.path().join("warehouse");
+    older_release_table(&warehouse, "LongType");
+    let run = run_files(&warehouse, std::slice::from_ref(&input), &[]);
+    let summary: serde_json::Value = serde_json::from_str(run.trim()).unwrap();
+
+    let read = pyiceberg(
+        &warehouse,
+        "import json\n\
+         table = catalog.load_table('sessions.user_sessions')\n\
+         rows = table.scan().to_arrow().to_pylist()\n\
+         old = [r for r in rows if r['user_id'] == 'old-user']\n\
+         new = [r for r in rows if r['user_id'] != 'old-user']\n\
+         print(json.dumps(dict(\n\
+         \x20   columns=[f.name for f in table.schema().fields],\n\
+         \x20   old=old,\n\
+         \x20   new=len(new),\n\
+         \x20   new_with_reason=sum(r['end_reason'] is not None for r in new),\n\
+         \x20   new_with_note=sum(r['analyst_note'] is not None for r in new)), default=str))\n",
+    );
+    let read: serde_json::Value = serde_json::from_str(read.trim()).unwrap();
+    let columns = read["columns"].as_array().unwrap();
+    assert!(columns.contains(&"end_reason".into()), "{read}");
+    assert!(columns.contains(&"analyst_note".into()), "{read}");
+    assert_eq!(read["old"][0]["analyst_note"], "kept");
+    assert_eq!(read["old"][0]["end_reason"], serde_json::Value::Null);
+    assert_eq!(read["new"], summary["sessions"]);
+    assert_eq!(read["new_with_reason"], summary["sessions"]);
+    assert_eq!(read["new_with_note"], 0);
+}
+
+#[test]
+fn a_table_whose_column_conflicts_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    older_release_table(&warehouse, "StringType");
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(
+        &input,
+        r#"{"uuid":"u","event_id":"e","event_timestamp":1772323200000}"#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
+        .args(["run", "--input", input.to_str().unwrap(), "--warehouse"])
+        .arg(&warehouse)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`event_count`"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }

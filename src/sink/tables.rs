@@ -1,11 +1,12 @@
 //! The three output tables: their Iceberg schemas, partition specs and Arrow conversions.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{
     ArrayRef, Int32Array, Int64Array, LargeBinaryArray, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    TimestampMicrosecondArray, new_null_array,
 };
 use arrow_schema::{DataType, SchemaRef as ArrowSchemaRef};
 use iceberg::spec::{
@@ -155,7 +156,7 @@ pub fn sessions_batch(schema: &ArrowSchemaRef, rows: &[ClosedSession]) -> Record
         }
         pages.append(true);
     }
-    let columns: Vec<ArrayRef> = vec![
+    let columns: [ArrayRef; 9] = [
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| &*r.user_id),
         )),
@@ -177,7 +178,37 @@ pub fn sessions_batch(schema: &ArrowSchemaRef, rows: &[ClosedSession]) -> Record
             rows.iter().map(|r| r.end_reason.as_str()),
         )),
     ];
-    RecordBatch::try_new(schema.clone(), columns).expect("columns follow the sessions schema")
+    fit(schema, TableKind::Sessions, columns.into(), rows.len())
+}
+
+/// The batch for a table whose schema is `schema`, from `columns` in the order of our own schema
+/// ([`TableKind::schema`]): matched by name, so that a table evolved by other tools (columns
+/// added or moved) is written too; columns that are not ours get nulls.
+fn fit(
+    schema: &ArrowSchemaRef,
+    kind: TableKind,
+    columns: Vec<ArrayRef>,
+    rows: usize,
+) -> RecordBatch {
+    let ours = kind.schema();
+    let mut by_name: HashMap<&str, ArrayRef> = ours
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| f.name.as_str())
+        .zip(columns)
+        .collect();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            by_name
+                .remove(field.name().as_str())
+                .unwrap_or_else(|| new_null_array(field.data_type(), rows))
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns)
+        .unwrap_or_else(|e| panic!("columns follow the {kind:?} table's checked schema: {e}"))
 }
 
 /// Arrow record batches for the quarantine table.
@@ -200,7 +231,7 @@ pub fn quarantine_batch(
         .map(|r| (r.partition, r.offset, r.line_number))
         .collect();
     columns.extend(origin_columns(&origins, epoch, source_name));
-    RecordBatch::try_new(schema.clone(), columns).expect("columns follow the quarantine schema")
+    fit(schema, TableKind::Quarantine, columns, rows.len())
 }
 
 /// Arrow record batches for the late-events table.
@@ -230,7 +261,7 @@ pub fn late_events_batch(
         .map(|r| (r.partition, r.offset, r.line_number))
         .collect();
     columns.extend(origin_columns(&origins, epoch, source_name));
-    RecordBatch::try_new(schema.clone(), columns).expect("columns follow the late-events schema")
+    fit(schema, TableKind::LateEvents, columns, rows.len())
 }
 
 /// The columns that say where a side-table row came from, the same in both side tables: source,

@@ -339,6 +339,28 @@ fn parse_reference(
     Some((user, time, id, page, value))
 }
 
+/// Runs a Python snippet with pyiceberg against `warehouse`'s catalog (as `catalog`); returns
+/// what it printed.
+pub fn pyiceberg(warehouse: &Path, script: &str) -> String {
+    let root = warehouse.canonicalize().unwrap();
+    let prelude = format!(
+        "from pyiceberg.catalog.sql import SqlCatalog\n\
+         catalog = SqlCatalog('default', uri='sqlite:///{root}/catalog.db', warehouse='file://{root}')\n",
+        root = root.display()
+    );
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(format!("{prelude}{script}"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "pyiceberg failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 /// Runs the `sessionize` binary with `args`, failing the test with its output if it fails.
 pub fn sessionize(args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
