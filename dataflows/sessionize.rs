@@ -14,9 +14,12 @@ use sessionize::broker::EmbeddedBroker;
 use sessionize::config::{
     KafkaInput, PipelineConfig, parse_duration, parse_timestamp_ms, wall_clock_ms,
 };
+use sessionize::event::EventFormat;
+use sessionize::event::avro::AvroDecoder;
+use sessionize::event::registry::Registry;
 use sessionize::failure;
 use sessionize::generate::{GenerateConfig, generate};
-use sessionize::produce::{ProduceConfig, produce};
+use sessionize::produce::{AvroOutput, ProduceConfig, produce};
 use sessionize::rules::{BoundaryRules, FieldEquals};
 use sessionize::run::{Cluster, RunSummary, run};
 use sessionize::source::kafka::{KafkaSettings, StartOffsets, StopAt};
@@ -88,10 +91,54 @@ struct KafkaArgs {
     kafka_options: Vec<(String, String)>,
 }
 
+/// How records encode events.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Json,
+    /// Avro datums in Kafka records: in the Confluent wire format with --schema-registry-url,
+    /// or plain with --avro-schema.
+    Avro,
+}
+
+#[derive(Args)]
+struct FormatArgs {
+    /// How records encode events.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// A Confluent-compatible schema registry, for Avro in the Confluent wire format (a zero
+    /// byte and the schema's id before each datum).
+    #[arg(long)]
+    schema_registry_url: Option<String>,
+    /// USER:PASSWORD for the schema registry (or SESSIONIZE_SCHEMA_REGISTRY_AUTH).
+    #[arg(long)]
+    schema_registry_auth: Option<String>,
+}
+
+impl FormatArgs {
+    fn registry(&self) -> Result<Option<Registry>> {
+        let auth = self
+            .schema_registry_auth
+            .clone()
+            .or_else(|| std::env::var(REGISTRY_AUTH_ENV).ok());
+        self.schema_registry_url
+            .as_deref()
+            .map(|url| Registry::new(url, auth.as_deref()))
+            .transpose()
+    }
+}
+
+const REGISTRY_AUTH_ENV: &str = "SESSIONIZE_SCHEMA_REGISTRY_AUTH";
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    format: FormatArgs,
+    /// Avro records are plain datums of this writer schema (an .avsc file, such as
+    /// schemas/clickstream_event.avsc) rather than in the Confluent wire format.
+    #[arg(long, conflicts_with = "schema_registry_url")]
+    avro_schema: Option<PathBuf>,
     /// The topic to read.
     #[arg(long, default_value = "clickstream-events")]
     kafka_topic: String,
@@ -217,6 +264,10 @@ struct RunArgs {
 struct ProduceArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
+    /// With --format avro: records in the Confluent wire format, the schema registered under
+    /// `<topic>-value`; without a registry, plain datums of schemas/clickstream_event.avsc.
+    #[command(flatten)]
+    format: FormatArgs,
     #[arg(long, default_value = "clickstream-events")]
     topic: String,
     #[arg(long, default_value_t = 1_000)]
@@ -349,6 +400,7 @@ fn execute(command: Command) -> Result<()> {
             };
             let stats = produce(&ProduceConfig {
                 servers: broker.bootstrap_servers().to_string(),
+                avro: None,
                 topic: topic.into(),
                 options: Vec::new(),
                 clickstream,
@@ -499,8 +551,15 @@ impl ProduceArgs {
             .map(|d| parse_duration(&d, Duration::from_secs(1)))
             .transpose()
             .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+        let avro = match self.format.format {
+            Format::Json => None,
+            Format::Avro => Some(AvroOutput {
+                registry: self.format.registry()?,
+            }),
+        };
         Ok(ProduceConfig {
             servers,
+            avro,
             topic: self.topic,
             options: self.kafka.kafka_options,
             clickstream: GenerateConfig {
@@ -576,7 +635,38 @@ impl RunArgs {
                 None
             }
         };
+        let format = match self.format.format {
+            Format::Json => {
+                anyhow::ensure!(
+                    self.avro_schema.is_none() && self.format.schema_registry_url.is_none(),
+                    "--avro-schema and --schema-registry-url apply to --format avro"
+                );
+                EventFormat::Json
+            }
+            Format::Avro => {
+                anyhow::ensure!(
+                    kafka.is_some(),
+                    "--format avro reads Kafka records (a datum each); files are read as JSON lines"
+                );
+                let decoder = match (&self.avro_schema, self.format.registry()?) {
+                    (Some(path), _) => {
+                        let text = std::fs::read_to_string(path).with_context(|| {
+                            format!("cannot read --avro-schema {}", path.display())
+                        })?;
+                        AvroDecoder::with_schema(&text)
+                            .map_err(|e| anyhow::anyhow!("--avro-schema {}: {e}", path.display()))?
+                    }
+                    (None, Some(registry)) => AvroDecoder::with_registry(registry),
+                    (None, None) => anyhow::bail!(
+                        "--format avro needs --schema-registry-url URL (Confluent wire format) \
+                         or --avro-schema FILE (plain datums)"
+                    ),
+                };
+                EventFormat::Avro(std::sync::Arc::new(decoder))
+            }
+        };
         let mut config = PipelineConfig::new(self.inputs, self.warehouse);
+        config.format = format;
         config.kafka = kafka;
         config.max_epoch_records = self.max_epoch_records;
         config.database = identifier(self.iceberg_database, "iceberg-database")?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::event::Validator;
+use crate::event::{EventFormat, Validator};
 use crate::rules::{BoundaryRules, SessionRules};
 use crate::source::kafka::{KafkaSettings, StartOffsets, StopAt};
 
@@ -16,6 +16,8 @@ pub struct PipelineConfig {
     pub database: String,
     pub table: String,
     pub rules: SessionRules,
+    /// How records encode events.
+    pub format: EventFormat,
     /// Business rules that end or start sessions on an event's fields.
     pub boundaries: BoundaryRules,
     /// Start on a table written under other rules (see [`PipelineConfig::rules_record`]).
@@ -81,6 +83,7 @@ impl PipelineConfig {
                 max_duration_ms: 2 * 3_600_000,
                 dedup_window_ms: 10 * 60_000,
             },
+            format: EventFormat::default(),
             boundaries: BoundaryRules::default(),
             allow_rule_change: false,
             allowed_lateness_ms: 10 * 60_000,

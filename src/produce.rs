@@ -8,12 +8,21 @@ use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+use crate::event::avro::{EVENT_SCHEMA, encode_json_event};
+use crate::event::registry::Registry;
 use crate::generate::{Clickstream, GenerateConfig, GenerateStats};
 
+/// Avro records: in the Confluent wire format with the schema registered in `registry`, or
+/// plain datums of [`EVENT_SCHEMA`] without one.
+pub struct AvroOutput {
+    pub registry: Option<Registry>,
+}
+
 /// What to produce, and where.
-#[derive(Debug, Clone)]
 pub struct ProduceConfig {
     pub servers: String,
+    /// Avro records instead of JSON.
+    pub avro: Option<AvroOutput>,
     pub topic: String,
     /// librdkafka settings passed through (`security.protocol`, `sasl.*`, ...).
     pub options: Vec<(String, String)>,
@@ -54,6 +63,11 @@ pub fn produce(config: &ProduceConfig) -> Result<GenerateStats> {
             crate::source::kafka::without_values(&e)
         )
     })?;
+    let avro = config
+        .avro
+        .as_ref()
+        .map(|output| avro_encoder(output, &config.topic))
+        .transpose()?;
     let mut stream = Clickstream::new(config.clickstream.clone());
     let started = Instant::now();
     let limit = config.events.unwrap_or(u64::MAX);
@@ -72,6 +86,8 @@ pub fn produce(config: &ProduceConfig) -> Result<GenerateStats> {
             println!("{}", String::from_utf8_lossy(payload));
         }
         let user = user_of(payload);
+        let encoded = avro.as_ref().and_then(|encode| encode(payload));
+        let payload = encoded.as_deref().unwrap_or(payload);
         let mut record = BaseRecord::<[u8], [u8]>::to(&config.topic).payload(payload);
         if let Some(user) = user.as_deref() {
             record = record.key(user.as_bytes());
@@ -97,6 +113,27 @@ pub fn produce(config: &ProduceConfig) -> Result<GenerateStats> {
         .flush(Duration::from_secs(60))
         .with_context(|| format!("the broker at {} did not take every record", config.servers))?;
     Ok(stream.stats().clone())
+}
+
+/// Encodes a generated JSON event as an Avro record; `None` for the generator's malformed lines,
+/// which are sent as they are (and quarantined by the pipeline).
+type AvroEncoder = Box<dyn Fn(&[u8]) -> Option<Vec<u8>>>;
+
+fn avro_encoder(output: &AvroOutput, topic: &str) -> Result<AvroEncoder> {
+    let schema = apache_avro::Schema::parse_str(EVENT_SCHEMA).expect("the event schema is valid");
+    let Some(registry) = &output.registry else {
+        return Ok(Box::new(move |line| encode_json_event(&schema, line)));
+    };
+    let subject = format!("{topic}-value");
+    let id = registry.register(&subject, EVENT_SCHEMA)?;
+    Ok(Box::new(move |line| {
+        let datum = encode_json_event(&schema, line)?;
+        let mut record = Vec::with_capacity(5 + datum.len());
+        record.push(0);
+        record.extend_from_slice(&id.to_be_bytes());
+        record.extend_from_slice(&datum);
+        Some(record)
+    }))
 }
 
 /// The event's user, to key its record with; malformed lines have none.

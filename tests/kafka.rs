@@ -11,8 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Actual, Expected, Lcg, MIN, TOPIC, kafka_reference, produce, read_tables, records_of,
-    sessionize, workload,
+    Actual, Expected, KillOnDrop, Lcg, MIN, TOPIC, kafka_reference, produce, read_tables,
+    records_of, sessionize, workload,
 };
 use sessionize::broker::EmbeddedBroker;
 
@@ -224,16 +224,6 @@ fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
     assert_eq!(actual.quarantined_offsets, expected.quarantined_offsets);
     assert_eq!(actual.late_offsets, expected.late_offsets);
     assert_eq!(actual.next_offsets(), end_offsets(&partitions));
-}
-
-/// A child process that is killed when the test ends, passed or not.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -34,7 +34,7 @@ pub(super) fn parse<'scope>(
                                 line_number: record.line_number,
                                 event: match chunk.oversize_line {
                                     Some(length) => Err(validator.too_long(length)),
-                                    None => validator.parse(record.bytes),
+                                    None => config.format.decode(&validator, record.bytes),
                                 }
                                 .map(|e| SessionEvent {
                                     boundary: config.boundaries.classify(|f| e.field(f)),

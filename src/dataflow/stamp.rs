@@ -19,6 +19,7 @@ use timely::progress::Antichain;
 use super::{Out, ParsedChunk, SessionEvent, Time, WorkerContext};
 use crate::checkpoint::SourcePosition;
 use crate::config::wall_clock_ms;
+use crate::event::EventFormat;
 use crate::failure::stop;
 use crate::metrics;
 use crate::sink::tables::{LateEvent, QuarantinedLine};
@@ -124,6 +125,7 @@ pub(super) fn stamp<'scope>(
         max_jump_ms: config.max_event_time_jump_ms,
     };
     let tick = config.watermark_tick_ms.max(1);
+    let format = config.format.clone();
     let interval = config.commit_interval;
     let max_epoch_records = config.max_epoch_records.max(1);
     // Only a stream that never ends has idle partitions: a bounded run waits for every record.
@@ -201,7 +203,7 @@ pub(super) fn stamp<'scope>(
                     }
                     epoch_records += chunk.lines.len() as u64;
                     let before = stamper.position.watermark_ms;
-                    stamp_chunk(stamper, chunk, epoch, limits, tick, &mut outputs);
+                    stamp_chunk(stamper, chunk, epoch, limits, tick, &format, &mut outputs);
                     if stamper.position.watermark_ms > before {
                         stamper.last_advance = Instant::now();
                     }
@@ -338,6 +340,7 @@ fn stamp_chunk(
     epoch: u64,
     limits: EventTimeLimits,
     tick: u64,
+    format: &EventFormat,
     outputs: &mut StampOutputs<'_>,
 ) {
     let caps = stamper
@@ -370,7 +373,7 @@ fn stamp_chunk(
                     event_id: event.event_id,
                     event_time_ms: event.event_time_ms,
                     watermark_ms: position.watermark_ms,
-                    raw: String::from_utf8_lossy(raw).into_owned(),
+                    raw: format.raw_text(raw),
                     partition: stamper.partition,
                     offset,
                     line_number: line.line_number,

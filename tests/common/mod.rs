@@ -361,6 +361,16 @@ pub fn pyiceberg(warehouse: &Path, script: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// A child process that is killed when the test ends, passed or not.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs the `sessionize` binary with `args`, failing the test with its output if it fails.
 pub fn sessionize(args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))

@@ -1,16 +1,20 @@
 //! Parsing and validation of clickstream events.
 //!
-//! An event is one JSON object per line. Parsing borrows from the input bytes wherever the JSON
+//! An event is one JSON object per line, or an Avro datum per Kafka record ([`avro`]). Parsing borrows from the input bytes wherever the JSON
 //! holds no escapes, so the hot path allocates nothing. Every rejection names the field at fault,
 //! so that a quarantined line can be fixed at its producer.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::rules::EventField;
+
+pub mod avro;
+pub mod registry;
 
 /// The fields of an event the sessionizer needs; the rest of the line travels as raw bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +47,48 @@ pub struct Rejection(pub String);
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// How the bytes of a record encode an event: `--format json|avro`.
+#[derive(Clone, Default)]
+pub enum EventFormat {
+    /// A JSON object (per line of a file, or per Kafka record).
+    #[default]
+    Json,
+    /// An Avro datum per Kafka record.
+    Avro(Arc<avro::AvroDecoder>),
+}
+
+impl fmt::Debug for EventFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EventFormat::Json => "json",
+            EventFormat::Avro(_) => "avro",
+        })
+    }
+}
+
+impl EventFormat {
+    /// Decodes and validates one record.
+    pub fn decode<'a>(
+        &self,
+        validator: &Validator,
+        record: &'a [u8],
+    ) -> Result<Event<'a>, Rejection> {
+        match self {
+            EventFormat::Json => validator.parse(record),
+            EventFormat::Avro(decoder) => decoder.decode(validator, record),
+        }
+    }
+
+    /// A record as text, for the late-events table: JSON as it came, Avro rendered as JSON.
+    pub fn raw_text(&self, record: &[u8]) -> String {
+        let rendered = match self {
+            EventFormat::Json => None,
+            EventFormat::Avro(decoder) => decoder.to_json(record),
+        };
+        rendered.unwrap_or_else(|| String::from_utf8_lossy(record).into_owned())
     }
 }
 
@@ -80,16 +126,7 @@ impl Validator {
             sonic_rs::from_slice(line).map_err(|e| Rejection(describe_json_error(&e)))?;
         let user_id = required_text(raw.uuid, "uuid")?;
         let event_id = required_text(raw.event_id, "event_id")?;
-        let event_time_ms = raw
-            .event_timestamp
-            .ok_or_else(|| Rejection("missing field `event_timestamp`".into()))?
-            .0;
-        if event_time_ms > self.now_ms.saturating_add(self.max_future_skew_ms) {
-            return Err(Rejection(format!(
-                "event_timestamp {event_time_ms} is more than --max-future-skew ({} ms) ahead of the wall clock ({})",
-                self.max_future_skew_ms, self.now_ms
-            )));
-        }
+        let event_time_ms = self.check_time(raw.event_timestamp.map(|t| t.0))?;
         let details = raw.event_details.unwrap_or_default();
         Ok(Event {
             user_id,
@@ -103,6 +140,19 @@ impl Validator {
 }
 
 impl Validator {
+    /// `event_timestamp`, present and not too far ahead of the wall clock.
+    fn check_time(&self, event_time_ms: Option<u64>) -> Result<u64, Rejection> {
+        let event_time_ms =
+            event_time_ms.ok_or_else(|| Rejection("missing field `event_timestamp`".into()))?;
+        if event_time_ms > self.now_ms.saturating_add(self.max_future_skew_ms) {
+            return Err(Rejection(format!(
+                "event_timestamp {event_time_ms} is more than --max-future-skew ({} ms) ahead of the wall clock ({})",
+                self.max_future_skew_ms, self.now_ms
+            )));
+        }
+        Ok(event_time_ms)
+    }
+
     /// The rejection of a line of `length` bytes, longer than `--max-event-bytes`.
     pub fn too_long(&self, length: u64) -> Rejection {
         Rejection(format!(

@@ -1,0 +1,442 @@
+//! Avro events: one datum per Kafka record, of any writer schema whose fields carry the event's
+//! names (`uuid`, `event_id`, `event_timestamp`, `page_name`, `event_details{event_name,
+//! event_type}`), read by name so that producers may add, reorder or drop optional fields.
+//!
+//! A record is either a plain datum of the schema given with `--avro-schema`, or in the Confluent
+//! wire format: a zero byte, the 4-byte big-endian id of its schema in a schema registry, then the
+//! datum. A record that does not decode is rejected with the reason, as a malformed JSON line is.
+//!
+//! ```
+//! use sessionize::event::Validator;
+//! use sessionize::event::avro::{AvroDecoder, EVENT_SCHEMA, encode_json_event};
+//! let decoder = AvroDecoder::with_schema(EVENT_SCHEMA).unwrap();
+//! let datum = encode_json_event(
+//!     &decoder.schema().unwrap(),
+//!     br#"{"uuid":"u1","event_id":"e1","event_timestamp":"1700000000000","page_name":"home"}"#,
+//! ).unwrap();
+//! let v = Validator { max_event_bytes: 1 << 20, max_future_skew_ms: 86_400_000, now_ms: 2_000_000_000_000 };
+//! let event = decoder.decode(&v, &datum).unwrap();
+//! assert_eq!((event.user_id.as_ref(), event.event_time_ms), ("u1", 1_700_000_000_000));
+//! assert!(decoder.decode(&v, b"\x02").unwrap_err().0.contains("Avro"));
+//! ```
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+
+use super::registry::Registry;
+use super::{Event, Rejection, Validator, required_text};
+
+/// The schema `sessionize produce --format avro` writes; also `schemas/clickstream_event.avsc`.
+pub const EVENT_SCHEMA: &str = include_str!("../../schemas/clickstream_event.avsc");
+
+/// How long a schema registry may stay unreachable before the run stops (to be restarted when it
+/// is back): records are never quarantined for an outage.
+const REGISTRY_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Decodes Avro records into events. Shared by the workers of a process.
+pub struct AvroDecoder {
+    writer: WriterSchema,
+}
+
+enum WriterSchema {
+    /// Every record is a plain datum of this schema.
+    Fixed(Schema),
+    /// Records are in the Confluent wire format, their schemas fetched once each by id; an id the
+    /// registry does not know is remembered with the reason.
+    Registry {
+        registry: Registry,
+        known: RwLock<HashMap<u32, Result<Arc<Schema>, String>>>,
+    },
+}
+
+impl AvroDecoder {
+    /// Plain datums of the writer schema `schema` (JSON text of an Avro schema).
+    pub fn with_schema(schema: &str) -> Result<Self, String> {
+        bound_allocations();
+        let schema = Schema::parse_str(schema).map_err(|e| format!("invalid Avro schema: {e}"))?;
+        Ok(AvroDecoder {
+            writer: WriterSchema::Fixed(schema),
+        })
+    }
+
+    /// Records in the Confluent wire format, with their schemas in `registry`.
+    pub fn with_registry(registry: Registry) -> Self {
+        bound_allocations();
+        AvroDecoder {
+            writer: WriterSchema::Registry {
+                registry,
+                known: RwLock::new(HashMap::new()),
+            },
+        }
+    }
+
+    /// The fixed writer schema, if records are plain datums.
+    pub fn schema(&self) -> Option<Schema> {
+        match &self.writer {
+            WriterSchema::Fixed(schema) => Some(schema.clone()),
+            WriterSchema::Registry { .. } => None,
+        }
+    }
+
+    /// Decodes and validates one record.
+    pub fn decode(
+        &self,
+        validator: &Validator,
+        record: &[u8],
+    ) -> Result<Event<'static>, Rejection> {
+        if record.len() > validator.max_event_bytes {
+            return Err(validator.too_long(record.len() as u64));
+        }
+        let value = self.datum(record)?;
+        let fields = EventFields::of(value)?;
+        Ok(Event {
+            user_id: required_text(fields.uuid.map(Cow::Owned), "uuid")?,
+            event_id: required_text(fields.event_id.map(Cow::Owned), "event_id")?,
+            event_time_ms: validator.check_time(fields.event_timestamp)?,
+            page_name: fields.page_name.map(Cow::Owned),
+            event_name: fields.event_name.map(Cow::Owned),
+            event_type: fields.event_type.map(Cow::Owned),
+        })
+    }
+
+    /// The record as JSON text (Avro's JSON rendering of the datum), for the late-events table,
+    /// whose `raw` column is text; `None` if it does not decode.
+    pub fn to_json(&self, record: &[u8]) -> Option<String> {
+        let value = self.datum(record).ok()?;
+        serde_json::Value::try_from(value)
+            .ok()
+            .map(|v| v.to_string())
+    }
+
+    fn datum(&self, record: &[u8]) -> Result<Value, Rejection> {
+        let fetched;
+        let (schema, mut datum) = match &self.writer {
+            WriterSchema::Fixed(schema) => (schema, record),
+            WriterSchema::Registry { registry, known } => {
+                let (id, datum) = wire_format(record)?;
+                fetched = lookup(registry, known, id).map_err(Rejection)?;
+                (&*fetched, datum)
+            }
+        };
+        let value = apache_avro::from_avro_datum(schema, &mut datum, None)
+            .map_err(|e| Rejection(format!("invalid Avro datum: {e}")))?;
+        if !datum.is_empty() {
+            return Err(Rejection(format!(
+                "invalid Avro datum: {} bytes left after the record (another schema?)",
+                datum.len()
+            )));
+        }
+        Ok(value)
+    }
+}
+
+/// Bounds what one hostile length prefix can make the decoder allocate (the crate's default is
+/// 512 MiB). The first setting in a process holds, for iceberg's manifests too, whose allocations
+/// stay far below it.
+fn bound_allocations() {
+    apache_avro::util::max_allocation_bytes(64 << 20);
+}
+
+/// Splits a record in the Confluent wire format into its schema id and datum.
+fn wire_format(record: &[u8]) -> Result<(u32, &[u8]), Rejection> {
+    match record {
+        [0, a, b, c, d, datum @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
+        [0, ..] | [] => Err(Rejection(format!(
+            "record of {} bytes is too short for the Confluent wire format (a zero byte and a \
+             4-byte schema id before the Avro datum)",
+            record.len()
+        ))),
+        [first, ..] => Err(Rejection(format!(
+            "not in the Confluent wire format: the first byte is 0x{first:02x}, not 0 (JSON \
+             records need --format json; plain Avro datums need --avro-schema)"
+        ))),
+    }
+}
+
+/// The schema of `id`, from the cache or the registry. A registry that stays unreachable stops the
+/// run (exit code 3): its records are not at fault.
+fn lookup(
+    registry: &Registry,
+    known: &RwLock<HashMap<u32, Result<Arc<Schema>, String>>>,
+    id: u32,
+) -> Result<Arc<Schema>, String> {
+    if let Some(found) = known.read().expect("no panic holds the lock").get(&id) {
+        return found.clone();
+    }
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    let text = loop {
+        match registry.schema(id) {
+            Ok(text) => break text,
+            Err(e) if started.elapsed() < REGISTRY_PATIENCE => {
+                tracing::warn!(id, error = %e, "schema registry unavailable; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => crate::failure::stop(e.context(format!(
+                "cannot fetch Avro schema {id}; restart when the registry answers"
+            ))),
+        }
+    };
+    let found = text.and_then(|text| {
+        Schema::parse_str(&text)
+            .map(Arc::new)
+            .map_err(|e| format!("schema id {id} of the registry is not a valid Avro schema: {e}"))
+    });
+    known
+        .write()
+        .expect("no panic holds the lock")
+        .insert(id, found.clone());
+    found
+}
+
+/// The fields of an event, by name, from a decoded record.
+#[derive(Default)]
+struct EventFields {
+    uuid: Option<String>,
+    event_id: Option<String>,
+    event_timestamp: Option<u64>,
+    page_name: Option<String>,
+    event_name: Option<String>,
+    event_type: Option<String>,
+}
+
+impl EventFields {
+    fn of(value: Value) -> Result<EventFields, Rejection> {
+        let Value::Record(fields) = value else {
+            return Err(Rejection(format!(
+                "invalid event: the Avro datum is {}, not a record",
+                kind(&value)
+            )));
+        };
+        let mut event = EventFields::default();
+        for (name, value) in fields {
+            match name.as_str() {
+                "uuid" => event.uuid = text(value, "uuid")?,
+                "event_id" => event.event_id = text(value, "event_id")?,
+                "page_name" => event.page_name = text(value, "page_name")?,
+                "event_timestamp" => event.event_timestamp = millis(value)?,
+                "event_details" => match without_union(value) {
+                    Value::Null => {}
+                    Value::Record(details) => {
+                        for (name, value) in details {
+                            // As in JSON, only string values are read; others are skipped.
+                            let value = match without_union(value) {
+                                Value::String(s) | Value::Enum(_, s) => Some(s),
+                                _ => None,
+                            };
+                            match name.as_str() {
+                                "event_name" => event.event_name = value,
+                                "event_type" => event.event_type = value,
+                                _ => {}
+                            }
+                        }
+                    }
+                    other => {
+                        return Err(Rejection(format!(
+                            "`event_details` is {}, not a record",
+                            kind(&other)
+                        )));
+                    }
+                },
+                _ => {}
+            }
+        }
+        Ok(event)
+    }
+}
+
+fn without_union(value: Value) -> Value {
+    match value {
+        Value::Union(_, inner) => *inner,
+        other => other,
+    }
+}
+
+fn text(value: Value, field: &str) -> Result<Option<String>, Rejection> {
+    match without_union(value) {
+        Value::Null => Ok(None),
+        Value::String(s) | Value::Enum(_, s) => Ok(Some(s)),
+        other => Err(Rejection(format!(
+            "`{field}` is {}, not a string",
+            kind(&other)
+        ))),
+    }
+}
+
+/// `event_timestamp` as epoch milliseconds: a long or int, a timestamp (millis or micros), or a
+/// string of digits, as JSON allows.
+fn millis(value: Value) -> Result<Option<u64>, Rejection> {
+    let signed = match without_union(value) {
+        Value::Null => return Ok(None),
+        Value::Long(ms) | Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) => ms,
+        Value::Int(ms) => i64::from(ms),
+        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => us.div_euclid(1000),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            return s
+                .parse()
+                .map(Some)
+                .map_err(|_| Rejection(format!("`event_timestamp` is out of range ({s:?})")));
+        }
+        Value::String(s) => {
+            return Err(Rejection(format!(
+                "`event_timestamp` is not numeric ({s:?})"
+            )));
+        }
+        other => {
+            return Err(Rejection(format!(
+                "`event_timestamp` is {}, not epoch milliseconds",
+                kind(&other)
+            )));
+        }
+    };
+    u64::try_from(signed)
+        .map(Some)
+        .map_err(|_| Rejection(format!("`event_timestamp` is negative ({signed})")))
+}
+
+/// A short name of a value's Avro type, for rejections.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Boolean(_) => "a boolean",
+        Value::Int(_) | Value::Long(_) => "a number",
+        Value::Float(_) | Value::Double(_) => "a floating-point number",
+        Value::Bytes(_) | Value::Fixed(..) => "bytes",
+        Value::String(_) | Value::Enum(..) => "a string",
+        Value::Array(_) => "an array",
+        Value::Map(_) => "a map",
+        Value::Record(_) => "a record",
+        _ => "a logical value",
+    }
+}
+
+/// Encodes a JSON event as a datum of `schema` (our [`EVENT_SCHEMA`]), for `sessionize produce
+/// --format avro`; `None` if the line does not fit the schema (it is sent as it is, as a
+/// malformed record).
+pub fn encode_json_event(schema: &Schema, line: &[u8]) -> Option<Vec<u8>> {
+    let json: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let object = json.as_object()?;
+    let optional_text = |value: Option<&serde_json::Value>| match value {
+        None | Some(serde_json::Value::Null) => Value::Union(0, Box::new(Value::Null)),
+        Some(serde_json::Value::String(s)) => Value::Union(1, Box::new(Value::String(s.clone()))),
+        Some(other) => Value::Union(1, Box::new(Value::String(other.to_string()))),
+    };
+    let string = |name: &str| Some(Value::String(object.get(name)?.as_str()?.to_string()));
+    let timestamp = match object.get("event_timestamp")? {
+        serde_json::Value::Number(n) => n.as_i64()?,
+        serde_json::Value::String(s) => s.parse().ok()?,
+        _ => return None,
+    };
+    let details = match object.get("event_details") {
+        None | Some(serde_json::Value::Null) => Value::Union(0, Box::new(Value::Null)),
+        Some(serde_json::Value::Object(details)) => Value::Union(
+            1,
+            Box::new(Value::Record(vec![
+                (
+                    "event_name".into(),
+                    optional_text(details.get("event_name")),
+                ),
+                (
+                    "event_type".into(),
+                    optional_text(details.get("event_type")),
+                ),
+                (
+                    "event_value".into(),
+                    optional_text(details.get("event_value")),
+                ),
+            ])),
+        ),
+        Some(_) => return None,
+    };
+    let page_name = match object.get("page_name") {
+        None | Some(serde_json::Value::Null | serde_json::Value::String(_)) => {
+            optional_text(object.get("page_name"))
+        }
+        Some(_) => return None,
+    };
+    let record = Value::Record(vec![
+        ("event_id".into(), string("event_id")?),
+        ("page_name".into(), page_name),
+        ("event_timestamp".into(), Value::TimestampMillis(timestamp)),
+        (
+            "booking_details".into(),
+            optional_text(object.get("booking_details")),
+        ),
+        ("uuid".into(), string("uuid")?),
+        ("event_details".into(), details),
+    ]);
+    apache_avro::to_avro_datum(schema, record).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validator() -> Validator {
+        Validator {
+            max_event_bytes: 1 << 16,
+            max_future_skew_ms: 86_400_000,
+            now_ms: 1_772_323_200_000,
+        }
+    }
+
+    fn decoder() -> AvroDecoder {
+        AvroDecoder::with_schema(EVENT_SCHEMA).unwrap()
+    }
+
+    fn encode(line: &str) -> Vec<u8> {
+        encode_json_event(&decoder().schema().unwrap(), line.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn reads_what_produce_writes_with_the_fields_the_rules_test() {
+        let datum = encode(
+            r#"{"event_id":"e","uuid":"u","event_timestamp":1772323100000,"page_name":"home","booking_details":{"id":1},"event_details":{"event_name":"n","event_type":"t","event_value":3}}"#,
+        );
+        let event = decoder().decode(&validator(), &datum).unwrap();
+        assert_eq!(event.page_name.as_deref(), Some("home"));
+        assert_eq!(
+            (event.event_name.as_deref(), event.event_type.as_deref()),
+            (Some("n"), Some("t"))
+        );
+        let json = decoder().to_json(&datum).unwrap();
+        assert!(json.contains(r#""booking_details":"{\"id\":1}""#), "{json}");
+    }
+
+    #[test]
+    fn rejections_name_the_field_as_for_json() {
+        let empty_user = encode(r#"{"event_id":"e","uuid":"","event_timestamp":5}"#);
+        let reason = decoder().decode(&validator(), &empty_user).unwrap_err().0;
+        assert!(reason.contains("uuid"), "{reason}");
+        let negative = encode(r#"{"event_id":"e","uuid":"u","event_timestamp":-5}"#);
+        let reason = decoder().decode(&validator(), &negative).unwrap_err().0;
+        assert!(reason.contains("negative"), "{reason}");
+        let future = encode(r#"{"event_id":"e","uuid":"u","event_timestamp":4102444800000}"#);
+        let reason = decoder().decode(&validator(), &future).unwrap_err().0;
+        assert!(reason.contains("max-future-skew"), "{reason}");
+        let mut trailing = encode(r#"{"event_id":"e","uuid":"u","event_timestamp":5}"#);
+        trailing.push(0);
+        let reason = decoder().decode(&validator(), &trailing).unwrap_err().0;
+        assert!(reason.contains("1 bytes left"), "{reason}");
+    }
+
+    #[test]
+    fn the_wire_format_is_checked_before_the_registry_is_asked() {
+        assert!(wire_format(b"{\"uuid\"").unwrap_err().0.contains("0x7b"));
+        assert!(wire_format(&[0, 0, 1]).unwrap_err().0.contains("too short"));
+        assert_eq!(wire_format(&[0, 0, 0, 1, 2, 9]).unwrap(), (258, &[9][..]));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_bytes_panic_the_decoder(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = decoder().decode(&validator(), &bytes);
+        }
+    }
+}

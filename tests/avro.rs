@@ -1,0 +1,228 @@
+//! Avro events from Kafka (embedded broker): records written by an independent encoder (fastavro,
+//! `tests/avro_fixture.py`) in the Confluent wire format, with their writer schema served by
+//! schema-id lookups; and `sessionize produce --format avro` against its JSON twin.
+//! `scripts/test.sh` installs fastavro.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use common::{KillOnDrop, MIN, TOPIC, kafka_reference, read_tables, sessionize, workload};
+use sessionize::broker::EmbeddedBroker;
+
+/// Sends `records` to `partition` of `topic`, in order.
+fn send(servers: &str, topic: &str, partition: i32, records: &[Vec<u8>]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
+    for record in records {
+        let mut message = Some(
+            BaseRecord::<[u8], [u8]>::to(topic)
+                .payload(record)
+                .partition(partition),
+        );
+        while let Some(m) = message.take() {
+            if let Err((_, back)) = producer.send(m) {
+                message = Some(back);
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Length-prefixed records, as `tests/avro_fixture.py` writes them.
+fn read_records(path: &Path) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut records = Vec::new();
+    let mut rest = &bytes[..];
+    while let [a, b, c, d, tail @ ..] = rest {
+        let length = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+        records.push(tail[..length].to_vec());
+        rest = &tail[length..];
+    }
+    records
+}
+
+/// Starts `tests/avro_fixture.py` on the JSON-line partitions `dir/part-<p>.jsonl`: it encodes
+/// them into `dir/part-<p>.records`, then serves their schema. Returns the process and its URL.
+fn avro_fixture(dir: &Path, partitions: usize) -> (KillOnDrop, String) {
+    let mut registry = KillOnDrop(
+        Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/avro_fixture.py"
+            ))
+            .arg(dir)
+            .arg(partitions.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (scripts/test.sh installs fastavro)"),
+    );
+    let mut port = String::new();
+    BufReader::new(registry.0.stdout.as_mut().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    assert!(!port.trim().is_empty(), "the Avro fixture did not start");
+    (registry, format!("http://127.0.0.1:{}", port.trim()))
+}
+
+#[test]
+fn wire_format_records_of_another_encoder_match_the_json_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(23, 2);
+    for (p, bytes) in partitions.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("part-{p}.jsonl")), bytes).unwrap();
+    }
+    let (_registry, registry_url) = avro_fixture(dir.path(), partitions.len());
+
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, partitions.len() as u32).unwrap();
+    let mut expected = kafka_reference(&partitions, 10 * MIN);
+    for p in 0..partitions.len() {
+        let records = read_records(&dir.path().join(format!("part-{p}.records")));
+        send(broker.bootstrap_servers(), TOPIC, p as i32, &records);
+    }
+    // A record whose schema the registry does not have is quarantined, not fatal.
+    let next_offset = read_records(&dir.path().join("part-0.records")).len() as i64;
+    send(
+        broker.bootstrap_servers(),
+        TOPIC,
+        0,
+        &[vec![0, 0, 0, 0, 99, 2, b'x']],
+    );
+    expected.quarantined.push((0, next_offset));
+    expected.quarantined.sort();
+
+    let warehouse = dir.path().join("warehouse");
+    sessionize(&[
+        "run",
+        "--kafka-servers",
+        broker.bootstrap_servers(),
+        "--kafka-topic",
+        TOPIC,
+        "--format",
+        "avro",
+        "--schema-registry-url",
+        &registry_url,
+        "--warehouse",
+        warehouse.to_str().unwrap(),
+        "--commit-interval",
+        "100ms",
+        "--test-mode",
+        "-w",
+        "2",
+    ]);
+    let actual = read_tables(&warehouse);
+    assert_eq!(actual.quarantined_offsets, expected.quarantined);
+    assert_eq!(actual.late_offsets, expected.late);
+    assert_eq!(actual.sessions, expected.sessions);
+}
+
+/// `sessionize produce` of the same generated events as JSON, as plain Avro datums and as Avro in
+/// the wire format with the schema registered, then a bounded run over each topic: the sessions
+/// are the same, row for row.
+#[test]
+fn avro_and_json_copies_of_the_same_events_give_the_same_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_registry, registry_url) = avro_fixture(dir.path(), 0);
+    let broker = EmbeddedBroker::start(None).unwrap();
+    let servers = broker.bootstrap_servers();
+    let schema = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/clickstream_event.avsc"
+    );
+    let mut tables = Vec::new();
+    let registry = ["--schema-registry-url", &registry_url];
+    // (topic, format, flags of the producer, flags of the run)
+    for (topic, format, producer_flags, run_flags) in [
+        ("json", "json", &[][..], &[][..]),
+        ("avro-plain", "avro", &[], &["--avro-schema", schema][..]),
+        ("avro-wire", "avro", &registry[..], &registry[..]),
+    ] {
+        broker.create_topic(topic, 3).unwrap();
+        let mut produce = vec![
+            "produce",
+            "--kafka-servers",
+            servers,
+            "--topic",
+            topic,
+            "--format",
+            format,
+            "--events",
+            "20000",
+            "--num-users",
+            "300",
+            "--rate",
+            "0",
+            "--seed",
+            "9",
+            "--start-time",
+            "2026-11-01T00:00:00Z",
+        ];
+        produce.extend(producer_flags);
+        sessionize(&produce);
+        let warehouse = dir.path().join(topic);
+        let mut args = vec![
+            "run",
+            "--kafka-servers",
+            servers,
+            "--kafka-topic",
+            topic,
+            "--format",
+            format,
+            "--warehouse",
+            warehouse.to_str().unwrap(),
+            "--commit-interval",
+            "100ms",
+            "--test-mode",
+        ];
+        args.extend(run_flags);
+        sessionize(&args);
+        tables.push(read_tables(&warehouse));
+    }
+    let json = &tables[0];
+    assert!(json.sessions.len() > 1000, "{}", json.sessions.len());
+    assert!(!json.quarantined.is_empty());
+    for avro in &tables[1..] {
+        assert_eq!(avro.sessions, json.sessions);
+        // Malformed records have no user to key them by, so the producer spreads them over the
+        // partitions at random: the counts agree, the offsets need not.
+        assert_eq!(avro.quarantined.len(), json.quarantined.len());
+        assert_eq!(avro.late.len(), json.late.len());
+    }
+}
+
+#[test]
+fn avro_needs_a_schema_source_and_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
+            .arg("run")
+            .args(args)
+            .arg("--warehouse")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let no_schema = run(&["--kafka-servers", "127.0.0.1:1", "--format", "avro"]);
+    assert!(no_schema.contains("--schema-registry-url"), "{no_schema}");
+    let file = run(&[
+        "--input",
+        "events.avro",
+        "--format",
+        "avro",
+        "--avro-schema",
+        "x",
+    ]);
+    assert!(file.contains("Kafka"), "{file}");
+}
