@@ -1,7 +1,9 @@
-//! Event parsing throughput: `cargo bench --bench parse` (the events average about 300 bytes).
+//! Event parsing throughput: `cargo bench --bench parse` (the events average about 300 bytes as
+//! JSON, 200 as Avro datums of schemas/clickstream_event.avsc).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sessionize::event::Validator;
+use sessionize::event::avro::{AvroDecoder, EVENT_SCHEMA, encode_json_event};
 
 fn lines() -> Vec<String> {
     (0..10_000)
@@ -35,6 +37,20 @@ fn parse(c: &mut Criterion) {
             lines
                 .iter()
                 .filter(|l| validator.parse(l.as_bytes()).is_ok())
+                .count()
+        })
+    });
+    let avro = AvroDecoder::with_schema(EVENT_SCHEMA).unwrap();
+    let schema = avro.schema().unwrap();
+    let datums: Vec<Vec<u8>> = lines
+        .iter()
+        .map(|l| encode_json_event(&schema, l.as_bytes()).unwrap())
+        .collect();
+    group.bench_function("valid_events_avro", |b| {
+        b.iter(|| {
+            datums
+                .iter()
+                .filter(|d| avro.decode(&validator, d).is_ok())
                 .count()
         })
     });
