@@ -22,6 +22,7 @@ use sessionize::generate::{GenerateConfig, generate};
 use sessionize::produce::{AvroOutput, ProduceConfig, produce};
 use sessionize::rules::{BoundaryRules, FieldEquals};
 use sessionize::run::{Cluster, RunSummary, run};
+use sessionize::sink::catalog::CatalogSettings;
 use sessionize::source::kafka::{KafkaSettings, StartOffsets, StopAt};
 
 #[global_allocator]
@@ -174,9 +175,22 @@ struct RunArgs {
     /// standard input.
     #[arg(long = "input", conflicts_with = "kafka_servers")]
     inputs: Vec<String>,
-    /// Warehouse directory: data files and the SQLite catalog (catalog.db).
+    /// Warehouse directory: data files, checkpoints, and the default SQLite catalog (catalog.db).
     #[arg(long, default_value = "warehouse")]
     warehouse: PathBuf,
+    /// The Iceberg catalog: sqlite:PATH (default: <warehouse>/catalog.db), postgres://USER@HOST/DB
+    /// (a SQL catalog on PostgreSQL) or http(s)://HOST/PATH (a REST catalog).
+    #[arg(long)]
+    catalog_uri: Option<String>,
+    /// A catalog property, e.g. credential=ID:SECRET, token=T, header.X-Tenant=a, warehouse=NAME;
+    /// repeatable; `key=@FILE` reads the value from FILE; SESSIONIZE_CATALOG_OPTION holds more,
+    /// one key=value per line. Values are never logged.
+    #[arg(long = "catalog-option", value_parser = parse_key_value)]
+    catalog_options: Vec<(String, String)>,
+    /// How long an unreachable (or, for SQLite, locked) catalog is waited for at start (bare:
+    /// seconds).
+    #[arg(long, default_value = "30")]
+    catalog_timeout: String,
     #[arg(long, default_value = "sessions")]
     iceberg_database: String,
     /// The sessions table; side tables get the suffixes _quarantine and _late_events.
@@ -518,6 +532,19 @@ fn kafka_options_from_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// `SESSIONIZE_CATALOG_OPTION`: catalog options from the environment, one `key=value` per line.
+fn catalog_options_from_env() -> Result<Vec<(String, String)>> {
+    let Ok(text) = std::env::var("SESSIONIZE_CATALOG_OPTION") else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            parse_key_value(line).map_err(|e| anyhow::anyhow!("SESSIONIZE_CATALOG_OPTION: {e}"))
+        })
+        .collect()
+}
+
 /// A database or table name: it names a directory of the checkpoint store too, so only letters,
 /// digits, `_` and `-` (no path separators, no `..`, no `.` that could make two names meet).
 fn identifier(name: String, flag: &str) -> Result<String> {
@@ -666,6 +693,17 @@ impl RunArgs {
             }
         };
         let mut config = PipelineConfig::new(self.inputs, self.warehouse);
+        config.catalog = CatalogSettings {
+            uri: self.catalog_uri,
+            options: self
+                .catalog_options
+                .into_iter()
+                .chain(catalog_options_from_env()?)
+                .collect(),
+            patience: parse_duration(&self.catalog_timeout, Duration::from_secs(1))
+                .map_err(|e| anyhow::anyhow!("--catalog-timeout: {e}"))?,
+        };
+        config.catalog.kind(&config.warehouse)?;
         config.format = format;
         config.kafka = kafka;
         config.max_epoch_records = self.max_epoch_records;

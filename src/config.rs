@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::event::{EventFormat, Validator};
 use crate::rules::{BoundaryRules, SessionRules};
+use crate::sink::catalog::CatalogSettings;
 use crate::source::kafka::{KafkaSettings, StartOffsets, StopAt};
 
 /// Everything a run needs to know, shared by every worker.
@@ -13,6 +14,8 @@ pub struct PipelineConfig {
     /// Input files, one partition each, in order; `-` is standard input.
     pub inputs: Vec<String>,
     pub warehouse: PathBuf,
+    /// The Iceberg catalog of the tables.
+    pub catalog: CatalogSettings,
     pub database: String,
     pub table: String,
     pub rules: SessionRules,
@@ -76,6 +79,7 @@ impl PipelineConfig {
         PipelineConfig {
             inputs,
             warehouse,
+            catalog: CatalogSettings::default(),
             database: "sessions".into(),
             table: "user_sessions".into(),
             rules: SessionRules {

@@ -115,8 +115,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
     // first worker hands that decision and the run's identity to every worker of every process.
     let start = if cluster.process == 0 {
         let start = setup_runtime()?.block_on(async {
-            let warehouse =
-                Warehouse::open(&config.warehouse, &config.database, &config.table).await?;
+            let warehouse = open_warehouse(&config).await?;
             warehouse.ensure_tables(config.buckets).await?;
             let start = StartState::load(&warehouse, &config, restore).await?;
             start
@@ -153,8 +152,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         }
         let context = runtime
             .block_on(async {
-                let warehouse =
-                    Warehouse::open(&config.warehouse, &config.database, &config.table).await?;
+                let warehouse = open_warehouse(&config).await?;
                 let mut tables = HashMap::new();
                 for kind in TableKind::ALL {
                     tables.insert(kind, warehouse.load(kind).await?);
@@ -271,4 +269,15 @@ fn setup_runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start a tokio runtime")
+}
+
+/// The warehouse and catalog of `config`.
+async fn open_warehouse(config: &PipelineConfig) -> Result<Warehouse> {
+    Warehouse::open(
+        &config.catalog,
+        &config.warehouse,
+        &config.database,
+        &config.table,
+    )
+    .await
 }

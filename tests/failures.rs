@@ -10,36 +10,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    Expected, HOUR, Lcg, MIN, event, hostfile, pyiceberg, read_tables, reference, workload,
-    write_inputs,
+    Expected, HOUR, Lcg, MIN, event, hostfile, pyiceberg, read_tables, reference, run_command,
+    workload, write_inputs,
 };
-
-/// The `sessionize run` command over `inputs`, committing often and in small epochs, so that a
-/// run has many epochs to be killed in.
-fn run_command(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sessionize"));
-    command.arg("run");
-    for input in inputs {
-        command.arg("--input").arg(input);
-    }
-    command
-        .arg("--warehouse")
-        .arg(warehouse)
-        .args([
-            "--commit-interval",
-            "50ms",
-            "--max-epoch-records",
-            "400",
-            "--chunk-bytes",
-            "8192",
-            "--idle-commit-interval",
-            "0",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
 
 /// A run with `-w 2` that a fail point kills (`point`, or `point:n` for its n-th pass).
 fn kill_at(warehouse: &Path, inputs: &[PathBuf], point: &str) {
@@ -655,10 +628,14 @@ fn metadata_stays_small_over_many_epochs() {
         .build()
         .unwrap();
     let snapshots = runtime.block_on(async {
-        let warehouse =
-            sessionize::sink::iceberg::Warehouse::open(&warehouse, "sessions", "user_sessions")
-                .await
-                .unwrap();
+        let warehouse = sessionize::sink::iceberg::Warehouse::open(
+            &Default::default(),
+            &warehouse,
+            "sessions",
+            "user_sessions",
+        )
+        .await
+        .unwrap();
         let table = warehouse
             .load(sessionize::sink::tables::TableKind::Sessions)
             .await

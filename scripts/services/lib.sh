@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared helpers for the scripts in scripts/services/ (sourced, not run).
 #
 # Conventions every service script follows:
@@ -72,12 +73,23 @@ svc_pick_port() {
   fi
 }
 
-# svc_pid_alive PIDFILE: true when PIDFILE names a live process.
+# svc_pid_alive PIDFILE: true when PIDFILE names a live process (not a zombie) whose command
+# line contains $SVC_PID_MARKER (each script sets it to "DIR/"), so that a pid reused by an
+# unrelated process does not count.
 svc_pid_alive() {
-  local pid
+  local pid state
   [ -s "$1" ] || return 1
   pid=$(head -n1 "$1")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+  case $pid in '' | *[!0-9]*) return 1 ;; esac
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [ -r "/proc/$pid/stat" ]; then
+    state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+    [ "$state" = Z ] && return 1
+    if [ -n "${SVC_PID_MARKER:-}" ]; then
+      tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$SVC_PID_MARKER" || return 1
+    fi
+  fi
+  return 0
 }
 
 # svc_emit ENVFILE KEY=VALUE...: writes the pairs to ENVFILE (one a line) and prints one line.
@@ -134,10 +146,10 @@ svc_stop_pidfile() {
   pid=$(head -n1 "$pidfile")
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < grace * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
+    svc_pid_alive "$pidfile" || break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if svc_pid_alive "$pidfile"; then
     svc_log "pid $pid did not stop within ${grace}s; killing it"
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     sleep 0.5
@@ -175,7 +187,17 @@ svc_parse_args() {
       --dir=*) SVC_DIR=${1#--dir=}; shift ;;
       --port) SVC_PORT=${2:-}; shift 2 || svc_die "--port needs a value" ;;
       --port=*) SVC_PORT=${1#--port=}; shift ;;
-      -*) SVC_REST+=("$1"); shift ;;
+      -*)
+        # options of the calling script that take a value are listed in SVC_VALUE_OPTS
+        if [[ " ${SVC_VALUE_OPTS:-} " == *" $1 "* ]]; then
+          [ $# -ge 2 ] || svc_die "$1 needs a value"
+          SVC_REST+=("$1" "$2")
+          shift 2
+        else
+          SVC_REST+=("$1")
+          shift
+        fi
+        ;;
       *)
         if [ -z "$SVC_DIR" ]; then SVC_DIR=$1; else SVC_REST+=("$1"); fi
         shift

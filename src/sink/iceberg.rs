@@ -9,7 +9,6 @@ use anyhow::{Context, Result, bail};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef as ArrowSchemaRef;
 use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
-use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::{
     DataFile, DataFileFormat, FormatVersion, NestedFieldRef, Schema, Snapshot, SnapshotRef,
     TableProperties, Type, deserialize_data_file_from_json, serialize_data_file_to_json,
@@ -25,14 +24,12 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use iceberg::{
-    Catalog, CatalogBuilder, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
-};
-use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
+use iceberg::{Catalog, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use super::catalog::CatalogSettings;
 use super::tables::TableKind;
 use crate::failure::TwoWriters;
 
@@ -49,37 +46,43 @@ pub mod summary {
     pub const RUN_ID: &str = "sessionize.run-id";
 }
 
-/// The warehouse directory with its SQLite catalog (`<warehouse>/catalog.db`), readable by
-/// pyiceberg's `SqlCatalog("default", uri="sqlite:///<warehouse>/catalog.db", ...)`.
+/// The tables' catalog and the warehouse directory: by default a SQLite catalog at
+/// `<warehouse>/catalog.db`, readable by pyiceberg's
+/// `SqlCatalog("default", uri="sqlite:///<warehouse>/catalog.db", ...)`; see [`CatalogSettings`].
 pub struct Warehouse {
-    catalog: SqlCatalog,
+    catalog: Arc<dyn Catalog>,
     namespace: NamespaceIdent,
     sessions_table: String,
 }
 
 impl Warehouse {
-    /// Opens (creating if needed) the warehouse at `root`. Must run inside a tokio runtime.
-    pub async fn open(root: &Path, database: &str, sessions_table: &str) -> Result<Self> {
+    /// Opens the catalog `settings` name, with new data under `root` (created if needed). Must run
+    /// inside a tokio runtime.
+    pub async fn open(
+        settings: &CatalogSettings,
+        root: &Path,
+        database: &str,
+        sessions_table: &str,
+    ) -> Result<Self> {
         std::fs::create_dir_all(root)
             .with_context(|| format!("cannot create the warehouse directory {}", root.display()))?;
         let root: PathBuf = root
             .canonicalize()
             .with_context(|| format!("cannot resolve the warehouse path {}", root.display()))?;
+        settings.kind(&root)?;
         // A catalog that is busy (locked by another client) or briefly away is waited for; one
         // that stays away is an error that says what to check.
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(200);
         let catalog = loop {
-            let opened = SqlCatalogBuilder::default()
-                .uri(format!("sqlite:{}/catalog.db?mode=rwc", root.display()))
-                .warehouse_location(format!("file://{}", root.display()))
-                .sql_bind_style(SqlBindStyle::QMark)
-                .with_storage_factory(Arc::new(LocalFsStorageFactory))
-                .load("default", HashMap::new())
-                .await;
+            let opened = match settings.open(&root).await {
+                // A REST catalog is only reached on first use: ask it something now.
+                Ok(catalog) => catalog.list_namespaces(None).await.map(|_| catalog),
+                Err(e) => Err(e),
+            };
             match opened {
                 Ok(catalog) => break catalog,
-                Err(e) if started.elapsed() < CATALOG_WAIT => {
+                Err(e) if started.elapsed() < settings.patience => {
                     tracing::warn!(
                         "the Iceberg catalog is not available yet, retrying in {delay:?}: {e}"
                     );
@@ -89,10 +92,12 @@ impl Warehouse {
                 Err(e) => {
                     return Err(e).with_context(|| {
                         format!(
-                            "cannot open the Iceberg SQL catalog {}/catalog.db for {CATALOG_WAIT:?}: \
-                             check that the warehouse directory is writable and that no other \
-                             program holds the catalog locked",
-                            root.display()
+                            "cannot reach the Iceberg catalog {} for {:?}: check \
+                             --catalog-uri and --catalog-option (for the default SQLite catalog: \
+                             that the warehouse directory is writable and that no other program \
+                             holds the catalog locked)",
+                            settings.display_uri(&root),
+                            settings.patience
                         )
                     });
                 }
@@ -176,7 +181,10 @@ impl Warehouse {
                     (*field.field_type).clone(),
                 ))
             });
-        let evolved = update.apply(transaction)?.commit(&self.catalog).await;
+        let evolved = update
+            .apply(transaction)?
+            .commit(self.catalog.as_ref())
+            .await;
         if let Err(e) = evolved {
             // Another pipeline starting at the same moment may have added them first.
             let table = self.load(kind).await?;
@@ -211,7 +219,7 @@ impl Warehouse {
         );
         update
             .apply(transaction)?
-            .commit(&self.catalog)
+            .commit(self.catalog.as_ref())
             .await
             .with_context(|| format!("cannot set the properties of {}", table.identifier()))
     }
@@ -328,7 +336,7 @@ impl Warehouse {
         );
         let transaction = record.apply(transaction)?;
         let pinned = PinnedCatalog {
-            inner: &self.catalog,
+            inner: self.catalog.as_ref(),
             base,
         };
         let committed = transaction
@@ -357,7 +365,7 @@ impl Warehouse {
                 .expire_older_than_ms(0);
             let transaction = action.apply(transaction)?;
             let pinned = PinnedCatalog {
-                inner: &self.catalog,
+                inner: self.catalog.as_ref(),
                 base: &table,
             };
             anyhow::Ok(transaction.commit(&pinned).await?)
@@ -377,9 +385,6 @@ impl Warehouse {
         }
     }
 }
-
-/// How long start-up waits for a catalog that is locked or unreachable.
-const CATALOG_WAIT: Duration = Duration::from_secs(30);
 
 /// Attempts at a commit that fails with an error (not a lost race) before the run stops.
 const COMMIT_ATTEMPTS: u32 = 5;

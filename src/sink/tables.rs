@@ -121,7 +121,8 @@ impl TableKind {
     /// Sessions are partitioned by day of start and by user bucket, so that a day's sessions of
     /// one user live in one file per commit; the side tables are small and unpartitioned.
     pub fn partition_spec(self, buckets: u32) -> UnboundPartitionSpec {
-        let builder = UnboundPartitionSpec::builder();
+        // With its id: REST catalogs (Iceberg's Java server) require one in a create request.
+        let builder = UnboundPartitionSpec::builder().with_spec_id(0);
         match self {
             TableKind::Sessions => builder
                 .add_partition_field(3, "session_start_day", Transform::Day)

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -14,6 +14,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use arrow_array::{Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use sessionize::rules::session_id;
+use sessionize::sink::catalog::CatalogSettings;
 use sessionize::sink::iceberg::Warehouse;
 use sessionize::sink::tables::TableKind;
 
@@ -403,6 +404,33 @@ pub fn run_files(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> String
     String::from_utf8(sessionize(&args).stdout).unwrap()
 }
 
+/// The `sessionize run` command over `inputs`, committing often and in small epochs, so that a
+/// run has many epochs to be killed in.
+pub fn run_command(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sessionize"));
+    command.arg("run");
+    for input in inputs {
+        command.arg("--input").arg(input);
+    }
+    command
+        .arg("--warehouse")
+        .arg(warehouse)
+        .args([
+            "--commit-interval",
+            "50ms",
+            "--max-epoch-records",
+            "400",
+            "--chunk-bytes",
+            "8192",
+            "--idle-commit-interval",
+            "0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
 /// A timely hostfile in `dir` for `processes` processes on loopback, each on a free port.
 pub fn hostfile(dir: &Path, processes: usize) -> PathBuf {
     let port = || {
@@ -536,13 +564,96 @@ pub fn kafka_reference(partitions: &[Vec<u8>], lateness: u64) -> Expected {
     expected
 }
 
+/// A real service (Kafka, the Iceberg REST catalog, PostgreSQL) started by `scripts/services`,
+/// stopped when the test ends; `settings` holds what its start printed (`BOOTSTRAP`, `URI`, `URL`).
+pub struct Service {
+    script: PathBuf,
+    dir: PathBuf,
+    pub settings: HashMap<String, String>,
+}
+
+impl Service {
+    /// Starts `scripts/services/<name>.sh` with its state in `dir`.
+    pub fn start(name: &str, dir: &Path) -> Service {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scripts/services/{name}.sh"));
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg("--dir")
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{name} did not start (scripts/services/install.sh installs it):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let settings = String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Service {
+            script,
+            dir: dir.to_path_buf(),
+            settings,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        &self.settings[key]
+    }
+
+    /// Stops the service, then starts it again with its state (and port).
+    pub fn restart_after(&mut self, away: Duration) {
+        self.stop();
+        std::thread::sleep(away);
+        let name = self
+            .script
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let restarted = Service::start(&name, &self.dir);
+        let same_place = |settings: &HashMap<String, String>| {
+            let mut settings = settings.clone();
+            settings.remove("PID");
+            settings
+        };
+        assert_eq!(same_place(&restarted.settings), same_place(&self.settings));
+        // `self` stops it when the test ends.
+        std::mem::forget(restarted);
+    }
+
+    fn stop(&self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg("--dir")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 pub fn read_tables(warehouse: &Path) -> Actual {
+    read_tables_from(&CatalogSettings::default(), warehouse)
+}
+
+/// [`read_tables`] through the catalog `catalog`.
+pub fn read_tables_from(catalog: &CatalogSettings, warehouse: &Path) -> Actual {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let warehouse = Warehouse::open(warehouse, "sessions", "user_sessions")
+        let warehouse = Warehouse::open(catalog, warehouse, "sessions", "user_sessions")
             .await
             .unwrap();
         let sessions_table = warehouse.load(TableKind::Sessions).await.unwrap();
