@@ -56,7 +56,7 @@ pub(super) fn open_readers(context: &WorkerContext, index: usize, peers: usize) 
         return Ok(Readers::Files(readers));
     };
     let settings = &kafka.settings;
-    let consumer = settings.consumer()?;
+    let consumer = settings.reader_consumer()?;
     let count = settings.partition_count(&consumer, Duration::from_secs(30))?;
     let owned: Vec<u32> = (0..count).filter(|p| owns(*p, index, peers)).collect();
     let (positioned, fresh): (Vec<u32>, Vec<u32>) = owned

@@ -103,6 +103,12 @@ impl KafkaSettings {
         self.consumer_with(&[])
     }
 
+    /// The consumer a [`KafkaReader`] reads with: it is told when it reaches the end of a
+    /// partition, and then skips what delivers nothing (transaction markers, aborted records).
+    pub fn reader_consumer(&self) -> Result<BaseConsumer> {
+        self.consumer_with(&[("enable.partition.eof", "true")])
+    }
+
     /// A consumer with settings of ours on top of the usual ones (the user's still win).
     fn consumer_with(&self, overrides: &[(&str, &str)]) -> Result<BaseConsumer> {
         let mut config = ClientConfig::new();
@@ -481,6 +487,9 @@ impl KafkaReader {
                     drained = true;
                     break;
                 }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    self.skip_to_position(partition as u32);
+                }
                 Some(Err(e)) => {
                     if self.failing_since.is_none() {
                         tracing::warn!(
@@ -561,6 +570,27 @@ impl KafkaReader {
         } else {
             ReadStatus::Busy
         })
+    }
+
+    /// At the end of a partition, everything readable has been delivered, and the consumer's
+    /// position may be past offsets that deliver nothing: transaction markers and aborted
+    /// records. Moving on to it lets a bounded run reach its end offset, and a restart skip them.
+    fn skip_to_position(&mut self, partition: u32) {
+        let Some(cursor) = self.cursors.get_mut(&partition) else {
+            return;
+        };
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let position = positions
+            .find_partition(&self.settings.topic, partition as i32)
+            .map(|p| p.offset());
+        if let Some(Offset::Offset(position)) = position {
+            let position = cursor
+                .end
+                .map_or(position as u64, |end| end.min(position as u64));
+            cursor.next_offset = cursor.next_offset.max(position);
+        }
     }
 
     /// Watermark alignment: a partition whose watermark is more than `window` ahead of the

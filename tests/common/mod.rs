@@ -573,21 +573,35 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts `scripts/services/<name>.sh` with its state in `dir`.
+    /// Starts `scripts/services/<name>.sh` with its state in `dir`. A start that fails is tried
+    /// once more (the free port the script picked may have been taken before it bound it).
     pub fn start(name: &str, dir: &Path) -> Service {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scripts/services/{name}.sh"));
-        let output = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg("--dir")
-            .arg(dir)
-            .output()
-            .unwrap();
+        let start = || {
+            Command::new("bash")
+                .arg(&script)
+                .arg("start")
+                .arg("--dir")
+                .arg(dir)
+                .output()
+                .unwrap()
+        };
+        let mut output = start();
+        if !output.status.success() {
+            let _ = Command::new("bash")
+                .arg(&script)
+                .args(["stop", "--dir"])
+                .arg(dir)
+                .output();
+            output = start();
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
         assert!(
             output.status.success(),
             "{name} did not start (scripts/services/install.sh installs it):\n{}",
-            String::from_utf8_lossy(&output.stderr)
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
         let settings = String::from_utf8_lossy(&output.stdout)
             .split_whitespace()
