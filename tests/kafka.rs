@@ -382,24 +382,7 @@ fn a_real_broker_restart_is_waited_out_without_loss() {
 fn a_real_broker_holds_more_than_the_embedded_one_and_agrees_with_files() {
     let dir = tempfile::tempdir().unwrap();
     let kafka = real_kafka(dir.path(), 2);
-    let mut inputs = Vec::new();
-    let mut partitions = Vec::new();
-    for seed in ["1", "2"] {
-        let path = dir.path().join(format!("events-{seed}.jsonl"));
-        sessionize(&[
-            "generate",
-            "--users",
-            "2000",
-            "--events",
-            "120000",
-            "--seed",
-            seed,
-            "--out",
-            path.to_str().unwrap(),
-        ]);
-        partitions.push(std::fs::read(&path).unwrap());
-        inputs.push(path);
-    }
+    let (inputs, partitions) = common::generated(dir.path(), 2000, 120_000, &[1, 2]);
     assert!(partitions.iter().all(|p| p.len() > 20 << 20));
     produce(kafka.get("BOOTSTRAP"), &partitions, None);
     let from_kafka = dir.path().join("from-kafka");

@@ -6,28 +6,13 @@ mod common;
 
 use std::process::Command;
 
-use common::{TOPIC, produce, pyiceberg, run_files, sessionize};
+use common::{TOPIC, generated, produce, pyiceberg, run_files, sessionize};
 use sessionize::broker::EmbeddedBroker;
 
 #[test]
 fn pyiceberg_reads_tables_equal_to_an_independent_reference() {
     let dir = tempfile::tempdir().unwrap();
-    let mut inputs = Vec::new();
-    for (partition, seed) in [(0, "1"), (1, "2")] {
-        let path = dir.path().join(format!("events-{partition}.jsonl"));
-        sessionize(&[
-            "generate",
-            "--users",
-            "400",
-            "--events",
-            "80000",
-            "--seed",
-            seed,
-            "--out",
-            path.to_str().unwrap(),
-        ]);
-        inputs.push(path);
-    }
+    let (inputs, _) = generated(dir.path(), 400, 80_000, &[1, 2]);
     let warehouse = dir.path().join("warehouse");
     let run = run_files(&warehouse, &inputs, &["-w", "2"]);
     let summary: serde_json::Value = serde_json::from_str(run.trim()).unwrap();
@@ -49,24 +34,7 @@ fn pyiceberg_agrees_on_tables_read_from_kafka() {
     let broker = EmbeddedBroker::start(None).unwrap();
     broker.create_topic(TOPIC, 3).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut inputs = Vec::new();
-    let mut partitions = Vec::new();
-    for seed in ["5", "6", "7"] {
-        let path = dir.path().join(format!("partition-{seed}.jsonl"));
-        sessionize(&[
-            "generate",
-            "--users",
-            "200",
-            "--events",
-            "10000",
-            "--seed",
-            seed,
-            "--out",
-            path.to_str().unwrap(),
-        ]);
-        partitions.push(std::fs::read(&path).unwrap());
-        inputs.push(path);
-    }
+    let (inputs, partitions) = generated(dir.path(), 200, 10_000, &[5, 6, 7]);
     produce(broker.bootstrap_servers(), &partitions, None);
     let warehouse = dir.path().join("warehouse");
     let run = sessionize(&[

@@ -431,6 +431,29 @@ pub fn run_command(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> Comm
     command
 }
 
+/// `sessionize generate` into `dir`, a file of `events` events of `users` users per seed; returns
+/// the files and their contents.
+pub fn generated(
+    dir: &Path,
+    users: u64,
+    events: u64,
+    seeds: &[u64],
+) -> (Vec<PathBuf>, Vec<Vec<u8>>) {
+    let mut files = Vec::new();
+    let mut contents = Vec::new();
+    for seed in seeds {
+        let path = dir.join(format!("generated-{seed}.jsonl"));
+        let out = path.to_str().unwrap();
+        let (users, events, seed) = (users.to_string(), events.to_string(), seed.to_string());
+        sessionize(&[
+            "generate", "--users", &users, "--events", &events, "--seed", &seed, "--out", out,
+        ]);
+        contents.push(std::fs::read(&path).unwrap());
+        files.push(path);
+    }
+    (files, contents)
+}
+
 /// A timely hostfile in `dir` for `processes` processes on loopback, each on a free port.
 pub fn hostfile(dir: &Path, processes: usize) -> PathBuf {
     let port = || {
