@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Installs what scripts/services/{kafka,iceberg_rest,postgres}.sh need, skipping what is present:
+# Installs what scripts/services/{kafka,iceberg_rest,postgres,s3}.sh need, skipping what is present:
 #   - the PostgreSQL server (Debian package `postgresql`);
+#   - moto's S3 server (PyPI `moto[server]`);
 #   - the Java classpath of an Apache Kafka 4.x broker (KRaft), resolved with Maven into ~/.m2;
 #   - the Java classpath of Apache Iceberg's REST catalog test fixture, resolved likewise;
 #   - two small Java helpers from scripts/services/java/ compiled against those classpaths.
 # Generated poms, classpaths and compiled helpers go to $SESSIONIZE_SERVICES_CACHE
 # (default /var/tmp/sessionize-services). Needs Java 17+ (javac) and Maven 3.
 #
-# Usage: scripts/services/install.sh [all|postgres|kafka|iceberg-rest]...   (default: all)
+# Usage: scripts/services/install.sh [all|postgres|s3|kafka|iceberg-rest]...   (default: all)
 # Env:   KAFKA_VERSION (default 4.4.0, falls back to 4.1.1 if it does not resolve)
 #        ICEBERG_VERSION (default 1.11.0, falls back to 1.10.1)
 #        SERVICES_FORCE=1 re-resolves even when the cache looks complete.
@@ -28,7 +29,7 @@ wants() {
   return 1
 }
 for w in "${want[@]}"; do
-  case $w in all | postgres | kafka | iceberg-rest) ;; *) svc_die "unknown component '$w' (all, postgres, kafka, iceberg-rest)" ;; esac
+  case $w in all | postgres | s3 | kafka | iceberg-rest) ;; *) svc_die "unknown component '$w' (all, postgres, s3, kafka, iceberg-rest)" ;; esac
 done
 
 # ---------------------------------------------------------------- PostgreSQL (Debian package)
@@ -52,6 +53,18 @@ install_postgres() {
   apt-get install -y -qq --no-install-recommends postgresql postgresql-client >/dev/null
   pg_bindir >/dev/null || svc_die "postgres: installed, but no /usr/lib/postgresql/*/bin/postgres found"
   svc_log "postgres: installed ($(pg_bindir))"
+}
+
+# ---------------------------------------------------------------- S3 (moto's server, PyPI)
+install_s3() {
+  if command -v moto_server >/dev/null; then
+    svc_log "s3: present ($(command -v moto_server))"
+    return
+  fi
+  svc_log "s3: installing moto[server] from PyPI"
+  python3 -m pip install --quiet "moto[server]==5.*" >/dev/null 2>&1 ||
+    python3 -m pip install --quiet "moto[server]==5.*"
+  command -v moto_server >/dev/null || svc_die "s3: moto installed, but moto_server is not on PATH"
 }
 
 # ---------------------------------------------------------------- Maven helpers
@@ -210,6 +223,7 @@ if wants kafka || wants iceberg-rest; then
   command -v mvn >/dev/null || svc_die "mvn not found (Maven 3 is needed)"
 fi
 wants postgres && install_postgres
+wants s3 && install_s3
 wants kafka && install_kafka
 wants iceberg-rest && install_iceberg_rest
 svc_log "done in $((SECONDS - START))s (cache: $SVC_CACHE)"

@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use iceberg::io::LocalFsStorageFactory;
 use iceberg::{Catalog, CatalogBuilder};
 use iceberg_catalog_rest::RestCatalogBuilder;
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
 /// The catalog's name in the SQL catalog's rows (pyiceberg and Spark open it under this name).
 pub const CATALOG_NAME: &str = "default";
@@ -104,7 +104,7 @@ impl CatalogSettings {
     pub async fn open(&self, warehouse: &Path) -> iceberg::Result<Arc<dyn Catalog>> {
         let uri = self.resolved_uri(warehouse);
         let mut properties: HashMap<String, String> = self.options.iter().cloned().collect();
-        let storage = Arc::new(LocalFsStorageFactory);
+        let storage = Arc::new(OpenDalResolvingStorageFactory::new());
         let kind = self
             .kind(warehouse)
             .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))?;

@@ -599,6 +599,11 @@ impl Service {
     /// Starts `scripts/services/<name>.sh` with its state in `dir`. A start that fails is tried
     /// once more (the free port the script picked may have been taken before it bound it).
     pub fn start(name: &str, dir: &Path) -> Service {
+        Service::start_with(name, dir, &[], &[])
+    }
+
+    /// [`Service::start`] with more arguments for the script, and environment variables.
+    pub fn start_with(name: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scripts/services/{name}.sh"));
         let start = || {
@@ -607,6 +612,8 @@ impl Service {
                 .arg("start")
                 .arg("--dir")
                 .arg(dir)
+                .args(args)
+                .envs(env.iter().copied())
                 .output()
                 .unwrap()
         };
