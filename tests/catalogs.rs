@@ -20,9 +20,17 @@ fn command(warehouse: &Path, inputs: &[PathBuf], catalog: &str, extra: &[&str]) 
     command
 }
 
-/// A run killed after its third sessions commit, then a restart on one worker more.
-fn kill_and_restart(warehouse: &Path, inputs: &[PathBuf], catalog: &str) {
-    let killed = command(warehouse, inputs, catalog, &["-w", "2"])
+/// The two-partition workload of `seed` written to `dir`, and its reference.
+fn inputs_and_reference(dir: &Path, seed: u64) -> (Vec<PathBuf>, Expected) {
+    let partitions = workload(seed, 2);
+    let inputs = write_inputs(dir, &partitions);
+    (inputs, reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN))
+}
+
+/// A run killed after its third sessions commit, then a restart on one worker more; `flags` go
+/// to both.
+fn kill_and_restart(warehouse: &Path, inputs: &[PathBuf], catalog: &str, flags: &[&str]) {
+    let killed = command(warehouse, inputs, catalog, &[&["-w", "2"], flags].concat())
         .env("SESSIONIZE_FAIL_AT", "after-sessions-commit:3")
         .output()
         .unwrap();
@@ -31,7 +39,7 @@ fn kill_and_restart(warehouse: &Path, inputs: &[PathBuf], catalog: &str) {
         "the fail point was never reached: {}",
         String::from_utf8_lossy(&killed.stderr)
     );
-    let restarted: Output = command(warehouse, inputs, catalog, &["-w", "3"])
+    let restarted: Output = command(warehouse, inputs, catalog, &[&["-w", "3"], flags].concat())
         .output()
         .unwrap();
     assert!(
@@ -41,9 +49,15 @@ fn kill_and_restart(warehouse: &Path, inputs: &[PathBuf], catalog: &str) {
     );
 }
 
-fn assert_tables(catalog: &str, warehouse: &Path, expected: &Expected) {
+fn assert_tables(
+    catalog: &str,
+    options: &[(String, String)],
+    warehouse: &Path,
+    expected: &Expected,
+) {
     let settings = CatalogSettings {
         uri: Some(catalog.to_string()),
+        options: options.to_vec(),
         ..CatalogSettings::default()
     };
     let actual = read_tables_from(&settings, warehouse);
@@ -57,12 +71,10 @@ fn assert_tables(catalog: &str, warehouse: &Path, expected: &Expected) {
 fn a_postgres_catalog_receives_the_reference_tables_through_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let postgres = Service::start("postgres", &dir.path().join("postgres"));
-    let partitions = workload(61, 2);
-    let inputs = write_inputs(dir.path(), &partitions);
-    let expected = reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN);
+    let (inputs, expected) = inputs_and_reference(dir.path(), 61);
     let warehouse = dir.path().join("warehouse");
-    kill_and_restart(&warehouse, &inputs, postgres.get("URL"));
-    assert_tables(postgres.get("URL"), &warehouse, &expected);
+    kill_and_restart(&warehouse, &inputs, postgres.get("URL"), &[]);
+    assert_tables(postgres.get("URL"), &[], &warehouse, &expected);
     // The catalog is the server's: no SQLite catalog was made.
     assert!(!warehouse.join("catalog.db").exists());
 }
@@ -71,12 +83,10 @@ fn a_postgres_catalog_receives_the_reference_tables_through_a_kill() {
 fn a_rest_catalog_receives_the_reference_tables_through_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let rest = Service::start("iceberg_rest", &dir.path().join("rest"));
-    let partitions = workload(67, 2);
-    let inputs = write_inputs(dir.path(), &partitions);
-    let expected = reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN);
+    let (inputs, expected) = inputs_and_reference(dir.path(), 67);
     let warehouse = dir.path().join("warehouse");
-    kill_and_restart(&warehouse, &inputs, rest.get("URI"));
-    assert_tables(rest.get("URI"), &warehouse, &expected);
+    kill_and_restart(&warehouse, &inputs, rest.get("URI"), &[]);
+    assert_tables(rest.get("URI"), &[], &warehouse, &expected);
 
     let counted = Command::new("python3")
         .arg("-c")
@@ -122,58 +132,24 @@ fn a_rest_catalog_over_s3_receives_the_reference_tables_through_a_kill() {
             ("AWS_REGION", "us-east-1"),
         ],
     );
-    let options = [
-        format!("s3.endpoint={endpoint}"),
-        "s3.access-key-id=test".into(),
-        "s3.secret-access-key=test".into(),
-        "s3.region=us-east-1".into(),
-        "s3.path-style-access=true".into(),
-    ];
-    let flags: Vec<&str> = options
+    let options: Vec<(String, String)> = [
+        ("s3.endpoint", endpoint.as_str()),
+        ("s3.access-key-id", "test"),
+        ("s3.secret-access-key", "test"),
+        ("s3.region", "us-east-1"),
+        ("s3.path-style-access", "true"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec();
+    let pairs: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let flags: Vec<&str> = pairs
         .iter()
-        .flat_map(|o| ["--catalog-option", o.as_str()])
+        .flat_map(|pair| ["--catalog-option", pair.as_str()])
         .collect();
-    let partitions = workload(71, 2);
-    let inputs = write_inputs(dir.path(), &partitions);
-    let expected = reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN);
+    let (inputs, expected) = inputs_and_reference(dir.path(), 71);
     let warehouse = dir.path().join("warehouse");
-    let catalog = rest.get("URI");
-    let killed = command(
-        &warehouse,
-        &inputs,
-        catalog,
-        &[&["-w", "2"][..], &flags].concat(),
-    )
-    .env("SESSIONIZE_FAIL_AT", "after-sessions-commit:3")
-    .output()
-    .unwrap();
-    assert!(!killed.status.success(), "the fail point was never reached");
-    let restarted = command(
-        &warehouse,
-        &inputs,
-        catalog,
-        &[&["-w", "3"][..], &flags].concat(),
-    )
-    .output()
-    .unwrap();
-    assert!(
-        restarted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restarted.stderr)
-    );
-    let settings = CatalogSettings {
-        uri: Some(catalog.to_string()),
-        options: options
-            .iter()
-            .map(|o| o.split_once('=').unwrap())
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..CatalogSettings::default()
-    };
-    let actual = read_tables_from(&settings, &warehouse);
-    assert_eq!(actual.sessions, expected.sessions);
-    assert_eq!(actual.quarantined, expected.quarantined);
-    assert_eq!(actual.late, expected.late);
+    kill_and_restart(&warehouse, &inputs, rest.get("URI"), &flags);
+    assert_tables(rest.get("URI"), &options, &warehouse, &expected);
     // The data is in the bucket, not on the local disk.
     let listed = Command::new("python3")
         .arg("-c")
