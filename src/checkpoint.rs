@@ -399,13 +399,12 @@ impl StartState {
         };
         let last_commit =
             Mark::from_record(&props).context("the table's record of its last commit")?;
-        if let Some(recorded) = props.get(summary::RULES) {
-            let current = config.rules_record();
-            if *recorded != current && config.allow_rule_change {
-                tracing::warn!(from = %recorded, to = %current, "session rules changed (--allow-rule-change)");
-                let rules = HashMap::from([(summary::RULES.to_string(), current)]);
-                warehouse.set_properties(TableKind::Sessions, rules).await?;
-            } else if *recorded != current {
+        let current_rules = config.rules_record();
+        if let Some(recorded) = props.get(summary::RULES)
+            && *recorded != current_rules
+        {
+            let current = current_rules;
+            if !config.allow_rule_change {
                 bail!(
                     "table {} was written under the session rules {recorded}, and this run has \
                      {current}: start with the same --inactivity-timeout, --max-session-duration, \
@@ -414,6 +413,9 @@ impl StartState {
                     warehouse.ident(TableKind::Sessions)
                 );
             }
+            tracing::warn!(from = %recorded, to = %current, "session rules changed (--allow-rule-change)");
+            let rules = HashMap::from([(summary::RULES.to_string(), current)]);
+            warehouse.set_properties(TableKind::Sessions, rules).await?;
         }
         let checkpoint: Option<CheckpointRef> = props
             .get(summary::CHECKPOINT)

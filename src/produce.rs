@@ -8,7 +8,7 @@ use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use crate::event::avro::{EVENT_SCHEMA, encode_json_event};
+use crate::event::avro::{EVENT_SCHEMA, encode_json_event, to_wire_format};
 use crate::event::registry::Registry;
 use crate::generate::{Clickstream, GenerateConfig, GenerateStats};
 
@@ -127,12 +127,7 @@ fn avro_encoder(output: &AvroOutput, topic: &str) -> Result<AvroEncoder> {
     let subject = format!("{topic}-value");
     let id = registry.register(&subject, EVENT_SCHEMA)?;
     Ok(Box::new(move |line| {
-        let datum = encode_json_event(&schema, line)?;
-        let mut record = Vec::with_capacity(5 + datum.len());
-        record.push(0);
-        record.extend_from_slice(&id.to_be_bytes());
-        record.extend_from_slice(&datum);
-        Some(record)
+        Some(to_wire_format(id, &encode_json_event(&schema, line)?))
     }))
 }
 

@@ -168,18 +168,6 @@ pub struct BoundaryRules {
 }
 
 impl BoundaryRules {
-    pub fn is_empty(&self) -> bool {
-        self.end_on.is_empty() && self.start_on.is_empty()
-    }
-
-    /// Whether any rule tests `field`, so that parsers can skip fields no rule reads.
-    pub fn reads(&self, field: EventField) -> bool {
-        self.end_on
-            .iter()
-            .chain(&self.start_on)
-            .any(|r| r.field == field)
-    }
-
     /// The boundary an event marks, given its fields (`None` for a field it lacks).
     pub fn classify<'a>(&self, field: impl Fn(EventField) -> Option<&'a str>) -> Boundary {
         let matches = |rules: &[FieldEquals]| {

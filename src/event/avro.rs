@@ -142,6 +142,15 @@ fn bound_allocations() {
     apache_avro::util::max_allocation_bytes(64 << 20);
 }
 
+/// A record in the Confluent wire format: a zero byte, the schema's id, the datum.
+pub fn to_wire_format(schema_id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(5 + datum.len());
+    record.push(0);
+    record.extend_from_slice(&schema_id.to_be_bytes());
+    record.extend_from_slice(datum);
+    record
+}
+
 /// Splits a record in the Confluent wire format into its schema id and datum.
 fn wire_format(record: &[u8]) -> Result<(u32, &[u8]), Rejection> {
     match record {
@@ -431,6 +440,10 @@ mod tests {
         assert!(wire_format(b"{\"uuid\"").unwrap_err().0.contains("0x7b"));
         assert!(wire_format(&[0, 0, 1]).unwrap_err().0.contains("too short"));
         assert_eq!(wire_format(&[0, 0, 0, 1, 2, 9]).unwrap(), (258, &[9][..]));
+        assert_eq!(
+            wire_format(&to_wire_format(7, b"d")).unwrap(),
+            (7, &b"d"[..])
+        );
     }
 
     proptest::proptest! {

@@ -99,15 +99,17 @@ impl CatalogSettings {
         }
     }
 
-    /// Opens the catalog; data of new tables goes under `warehouse` where the catalog lets us
-    /// choose (the SQL catalogs; a REST catalog decides for itself).
-    pub async fn open(&self, warehouse: &Path) -> iceberg::Result<Arc<dyn Catalog>> {
+    /// Opens the catalog, of the `kind` [`CatalogSettings::kind`] found; data of new tables goes
+    /// under `warehouse` where the catalog lets us choose (the SQL catalogs; a REST catalog
+    /// decides for itself).
+    pub async fn open(
+        &self,
+        kind: CatalogKind,
+        warehouse: &Path,
+    ) -> iceberg::Result<Arc<dyn Catalog>> {
         let uri = self.resolved_uri(warehouse);
         let mut properties: HashMap<String, String> = self.options.iter().cloned().collect();
         let storage = Arc::new(OpenDalResolvingStorageFactory::new());
-        let kind = self
-            .kind(warehouse)
-            .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))?;
         Ok(match kind {
             CatalogKind::Sql => {
                 let (uri, bind_style) = if uri.starts_with("sqlite:") {

@@ -69,13 +69,13 @@ impl Warehouse {
         let root: PathBuf = root
             .canonicalize()
             .with_context(|| format!("cannot resolve the warehouse path {}", root.display()))?;
-        settings.kind(&root)?;
+        let kind = settings.kind(&root)?;
         // A catalog that is busy (locked by another client) or briefly away is waited for; one
         // that stays away is an error that says what to check.
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(200);
         let catalog = loop {
-            let opened = match settings.open(&root).await {
+            let opened = match settings.open(kind, &root).await {
                 // A REST catalog is only reached on first use: ask it something now.
                 Ok(catalog) => catalog.list_namespaces(None).await.map(|_| catalog),
                 Err(e) => Err(e),
@@ -213,12 +213,7 @@ impl Warehouse {
     ) -> Result<Table> {
         let table = self.load(kind).await?;
         let transaction = Transaction::new(&table);
-        let update = properties.into_iter().fold(
-            transaction.update_table_properties(),
-            |action, (key, value)| action.set(key, value),
-        );
-        update
-            .apply(transaction)?
+        with_properties(transaction, properties)?
             .commit(self.catalog.as_ref())
             .await
             .with_context(|| format!("cannot set the properties of {}", table.identifier()))
@@ -330,11 +325,7 @@ impl Warehouse {
             .apply(transaction)?;
         // The same record in the table's properties, in the same metadata commit: it survives
         // when other tools expire our snapshots, and then says where the pipeline stands.
-        let record = properties.into_iter().fold(
-            transaction.update_table_properties(),
-            |action, (key, value)| action.set(key, value),
-        );
-        let transaction = record.apply(transaction)?;
+        let transaction = with_properties(transaction, properties)?;
         let pinned = PinnedCatalog {
             inner: self.catalog.as_ref(),
             base,
@@ -581,6 +572,18 @@ impl Catalog for PinnedCatalog<'_> {
     ) -> iceberg::Result<Table> {
         self.inner.register_table(table, metadata_location).await
     }
+}
+
+/// `transaction` with an update of the table's properties that sets `properties`.
+fn with_properties(
+    transaction: Transaction,
+    properties: HashMap<String, String>,
+) -> iceberg::Result<Transaction> {
+    let update = properties.into_iter().fold(
+        transaction.update_table_properties(),
+        |action, (key, value)| action.set(key, value),
+    );
+    update.apply(transaction)
 }
 
 /// Our columns that `table` lacks; an error naming the column if the table has one that conflicts:

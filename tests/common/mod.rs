@@ -587,96 +587,101 @@ pub fn kafka_reference(partitions: &[Vec<u8>], lateness: u64) -> Expected {
     expected
 }
 
-/// A real service (Kafka, the Iceberg REST catalog, PostgreSQL) started by `scripts/services`,
-/// stopped when the test ends; `settings` holds what its start printed (`BOOTSTRAP`, `URI`, `URL`).
+/// A real service (Kafka, the Iceberg REST catalog, PostgreSQL, S3) started by
+/// `scripts/services`, stopped when the test ends; `settings` holds what its start printed
+/// (`BOOTSTRAP`, `URI`, `URL`, `ENDPOINT`).
 pub struct Service {
     script: PathBuf,
     dir: PathBuf,
+    /// More arguments and environment variables of the script's `start`.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
     pub settings: HashMap<String, String>,
 }
 
 impl Service {
-    /// Starts `scripts/services/<name>.sh` with its state in `dir`. A start that fails is tried
-    /// once more (the free port the script picked may have been taken before it bound it).
+    /// Starts `scripts/services/<name>.sh` with its state in `dir`.
     pub fn start(name: &str, dir: &Path) -> Service {
         Service::start_with(name, dir, &[], &[])
     }
 
     /// [`Service::start`] with more arguments for the script, and environment variables.
     pub fn start_with(name: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Service {
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scripts/services/{name}.sh"));
-        let start = || {
-            Command::new("bash")
-                .arg(&script)
-                .arg("start")
-                .arg("--dir")
-                .arg(dir)
-                .args(args)
-                .envs(env.iter().copied())
-                .output()
-                .unwrap()
-        };
-        let mut output = start();
-        if !output.status.success() {
-            let _ = Command::new("bash")
-                .arg(&script)
-                .args(["stop", "--dir"])
-                .arg(dir)
-                .output();
-            output = start();
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
-        assert!(
-            output.status.success(),
-            "{name} did not start (scripts/services/install.sh installs it):\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-        let settings = String::from_utf8_lossy(&output.stdout)
-            .split_whitespace()
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Service {
-            script,
+        let mut service = Service {
+            script: Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("scripts/services/{name}.sh")),
             dir: dir.to_path_buf(),
-            settings,
-        }
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            settings: HashMap::new(),
+        };
+        service.settings = service.launch();
+        service
     }
 
     pub fn get(&self, key: &str) -> &str {
         &self.settings[key]
     }
 
-    /// Stops the service, then starts it again with its state (and port).
+    /// Stops the service, then starts it again with its state, in the same place (port).
     pub fn restart_after(&mut self, away: Duration) {
         self.stop();
         std::thread::sleep(away);
-        let name = self
-            .script
-            .file_stem()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let restarted = Service::start(&name, &self.dir);
-        let same_place = |settings: &HashMap<String, String>| {
+        let settings = self.launch();
+        let place = |settings: &HashMap<String, String>| {
             let mut settings = settings.clone();
             settings.remove("PID");
             settings
         };
-        assert_eq!(same_place(&restarted.settings), same_place(&self.settings));
-        // `self` stops it when the test ends.
-        std::mem::forget(restarted);
+        assert_eq!(place(&settings), place(&self.settings));
+        self.settings = settings;
+    }
+
+    /// Runs the script's `start` and returns what it printed. A start that fails is tried once
+    /// more (the free port the script picked may have been taken before it bound it).
+    fn launch(&self) -> HashMap<String, String> {
+        let start = || {
+            self.script_command("start")
+                .args(&self.args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .output()
+                .unwrap()
+        };
+        let mut output = start();
+        if !output.status.success() {
+            self.stop();
+            output = start();
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+        assert!(
+            output.status.success(),
+            "{} did not start (scripts/services/install.sh installs it):\n{}",
+            self.script.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn script_command(&self, command: &str) -> Command {
+        let mut script = Command::new("bash");
+        script
+            .arg(&self.script)
+            .arg(command)
+            .arg("--dir")
+            .arg(&self.dir);
+        script
     }
 
     fn stop(&self) {
-        let _ = Command::new("bash")
-            .arg(&self.script)
-            .arg("stop")
-            .arg("--dir")
-            .arg(&self.dir)
-            .output();
+        let _ = self.script_command("stop").output();
     }
 }
 
