@@ -7,11 +7,13 @@
 #   - two small Java helpers from scripts/services/java/ compiled against those classpaths;
 #   - the readers the tests check the tables with (`readers`): PySpark with Iceberg's
 #     iceberg-spark-runtime jar (Maven), DuckDB with its iceberg, avro and httpfs extensions
-#     (PyPI wheels, so no download from DuckDB's extension server is needed).
+#     (PyPI wheels, so no download from DuckDB's extension server is needed);
+#   - a headless browser (`chromium`, the Debian package) for the tests of the pages sessionize
+#     serves and writes.
 # Generated poms, classpaths and compiled helpers go to $SESSIONIZE_SERVICES_CACHE
 # (default /var/tmp/sessionize-services). Needs Java 17+ (javac) and Maven 3.
 #
-# Usage: scripts/services/install.sh [all|postgres|s3|kafka|iceberg-rest|readers]...   (default: all)
+# Usage: scripts/services/install.sh [all|postgres|s3|kafka|iceberg-rest|readers|chromium]...   (default: all)
 # Env:   KAFKA_VERSION (default 4.4.0, falls back to 4.1.1 if it does not resolve)
 #        ICEBERG_VERSION (default 1.11.0, falls back to 1.10.1)
 #        ICEBERG_SPARK_VERSION (default 1.11.0, falls back to 1.10.1): iceberg-spark-runtime-3.5_2.12
@@ -33,7 +35,7 @@ wants() {
   return 1
 }
 for w in "${want[@]}"; do
-  case $w in all | postgres | s3 | kafka | iceberg-rest | readers) ;; *) svc_die "unknown component '$w' (all, postgres, s3, kafka, iceberg-rest, readers)" ;; esac
+  case $w in all | postgres | s3 | kafka | iceberg-rest | readers | chromium) ;; *) svc_die "unknown component '$w' (all, postgres, s3, kafka, iceberg-rest, readers, chromium)" ;; esac
 done
 
 # ---------------------------------------------------------------- PostgreSQL (Debian package)
@@ -261,6 +263,20 @@ sys.exit(pyspark.__version__ != '$READERS_PYSPARK' or duckdb.__version__ != '$RE
   svc_die "readers: no iceberg-spark-runtime version resolved (tried ${tried[*]})"
 }
 
+# ---------------------------------------------------------------- chromium (Debian package)
+install_chromium() {
+  if command -v chromium >/dev/null; then
+    svc_log "chromium: present ($(command -v chromium))"
+    return
+  fi
+  [ "$(id -u)" = 0 ] || svc_die "chromium: not installed and not root: run apt-get install chromium as root"
+  svc_log "chromium: installing the Debian package chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  command -v chromium >/dev/null || svc_die "chromium: installed, but not on PATH"
+}
+
 # ---------------------------------------------------------------- main
 if wants kafka || wants iceberg-rest || wants readers; then
   command -v java >/dev/null || svc_die "java not found (Java 17+ needed)"
@@ -272,4 +288,5 @@ wants s3 && install_s3
 wants kafka && install_kafka
 wants iceberg-rest && install_iceberg_rest
 wants readers && install_readers
+wants chromium && install_chromium
 svc_log "done in $((SECONDS - START))s (cache: $SVC_CACHE)"
