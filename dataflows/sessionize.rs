@@ -24,6 +24,7 @@ use sessionize::rules::{BoundaryRules, FieldEquals};
 use sessionize::run::{Cluster, RunSummary, run};
 use sessionize::sink::catalog::CatalogSettings;
 use sessionize::source::kafka::{KafkaSettings, StartOffsets, StopAt};
+use sessionize::storage::Location;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -175,9 +176,15 @@ struct RunArgs {
     /// standard input.
     #[arg(long = "input", conflicts_with = "kafka_servers")]
     inputs: Vec<String>,
-    /// Warehouse directory: data files, checkpoints, and the default SQLite catalog (catalog.db).
+    /// The warehouse: a directory, or s3://BUCKET/PREFIX (with --catalog-uri and the s3.*
+    /// --catalog-options); new tables' files (for the SQL catalogs), checkpoints, and the default
+    /// SQLite catalog (catalog.db).
     #[arg(long, default_value = "warehouse")]
-    warehouse: PathBuf,
+    warehouse: Location,
+    /// Where checkpoints go instead of <warehouse>/_sessionize: a directory or s3://BUCKET/PREFIX,
+    /// reached by every process of a cluster.
+    #[arg(long)]
+    checkpoint_location: Option<Location>,
     /// The Iceberg catalog: sqlite:PATH (default: <warehouse>/catalog.db), postgres://USER@HOST/DB
     /// (a SQL catalog on PostgreSQL) or http(s)://HOST/PATH (a REST catalog).
     #[arg(long)]
@@ -704,6 +711,7 @@ impl RunArgs {
                 .map_err(|e| anyhow::anyhow!("--catalog-timeout: {e}"))?,
         };
         config.catalog.kind(&config.warehouse)?;
+        config.checkpoints = self.checkpoint_location;
         config.format = format;
         config.kafka = kafka;
         config.max_epoch_records = self.max_epoch_records;

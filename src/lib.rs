@@ -19,4 +19,5 @@ pub mod rules;
 pub mod run;
 pub mod sink;
 pub mod source;
+pub mod storage;
 pub mod watermark;
