@@ -2,10 +2,10 @@
 # Apache Iceberg's REST catalog test fixture (what the apache/iceberg-rest-fixture image runs)
 # for tests, with a JDBC catalog and a warehouse of its own.
 #
-#   scripts/services/iceberg_rest.sh start --dir DIR [--port P] [--warehouse URI] [--catalog-uri JDBC_URI] [--upstream]
+#   scripts/services/iceberg_rest.sh start --dir DIR [--port P] [--host ADDR] [--warehouse URI] [--catalog-uri JDBC_URI] [--upstream]
 #       Serves the catalog on 127.0.0.1:P (a free port when --port is left out; a restart in
-#       the same DIR reuses the previous port when it is free), waits until GET /v1/config
-#       answers, then prints one line:
+#       the same DIR reuses the previous port when it is free; --host serves on ADDR instead,
+#       and the line names ADDR), waits until GET /v1/config answers, then prints one line:
 #         URI=http://127.0.0.1:P PID=<pid> LOG=DIR/iceberg_rest.log DIR=DIR WAREHOUSE=<uri> CATALOG_URI=<jdbc uri>
 #       Defaults: the catalog in SQLite, jdbc:sqlite:DIR/catalog.db (in-process, kept across
 #       restarts), and the warehouse file://DIR/warehouse. --catalog-uri can point it at

@@ -4,13 +4,17 @@
 #   - moto's S3 server (PyPI `moto[server]`);
 #   - the Java classpath of an Apache Kafka 4.x broker (KRaft), resolved with Maven into ~/.m2;
 #   - the Java classpath of Apache Iceberg's REST catalog test fixture, resolved likewise;
-#   - two small Java helpers from scripts/services/java/ compiled against those classpaths.
+#   - two small Java helpers from scripts/services/java/ compiled against those classpaths;
+#   - the readers the tests check the tables with (`readers`): PySpark with Iceberg's
+#     iceberg-spark-runtime jar (Maven), DuckDB with its iceberg, avro and httpfs extensions
+#     (PyPI wheels, so no download from DuckDB's extension server is needed).
 # Generated poms, classpaths and compiled helpers go to $SESSIONIZE_SERVICES_CACHE
 # (default /var/tmp/sessionize-services). Needs Java 17+ (javac) and Maven 3.
 #
-# Usage: scripts/services/install.sh [all|postgres|s3|kafka|iceberg-rest]...   (default: all)
+# Usage: scripts/services/install.sh [all|postgres|s3|kafka|iceberg-rest|readers]...   (default: all)
 # Env:   KAFKA_VERSION (default 4.4.0, falls back to 4.1.1 if it does not resolve)
 #        ICEBERG_VERSION (default 1.11.0, falls back to 1.10.1)
+#        ICEBERG_SPARK_VERSION (default 1.11.0, falls back to 1.10.1): iceberg-spark-runtime-3.5_2.12
 #        SERVICES_FORCE=1 re-resolves even when the cache looks complete.
 set -euo pipefail
 SVC_NAME=install
@@ -29,7 +33,7 @@ wants() {
   return 1
 }
 for w in "${want[@]}"; do
-  case $w in all | postgres | s3 | kafka | iceberg-rest) ;; *) svc_die "unknown component '$w' (all, postgres, s3, kafka, iceberg-rest)" ;; esac
+  case $w in all | postgres | s3 | kafka | iceberg-rest | readers) ;; *) svc_die "unknown component '$w' (all, postgres, s3, kafka, iceberg-rest, readers)" ;; esac
 done
 
 # ---------------------------------------------------------------- PostgreSQL (Debian package)
@@ -216,8 +220,49 @@ install_iceberg_rest() {
   svc_die "iceberg-rest: no version resolved (tried ${tried[*]})"
 }
 
+# ---------------------------------------------------------------- Readers (Spark, DuckDB)
+# PySpark 3.5 (Scala 2.12) from PyPI with Iceberg's Spark runtime for it from Maven Central (one
+# shaded jar, cached in ~/.m2, its path in $SVC_CACHE/readers/classpath.txt), and DuckDB with
+# its iceberg extension and the extensions that one loads (avro for manifests, httpfs for the
+# REST catalog) from the duckdb-extension-* wheels on PyPI, built for exactly that DuckDB.
+READERS_PYSPARK=3.5.8
+READERS_DUCKDB=1.5.5
+
+readers_pom() {
+  pom_header "readers-$1"
+  echo "  <dependencies>"
+  dep org.apache.iceberg iceberg-spark-runtime-3.5_2.12 "$1"
+  echo "  </dependencies>"
+  echo "</project>"
+}
+
+install_readers() {
+  if python3 -c "import sys, pyspark, duckdb, duckdb_extension_iceberg, duckdb_extension_avro, duckdb_extension_httpfs
+sys.exit(pyspark.__version__ != '$READERS_PYSPARK' or duckdb.__version__ != '$READERS_DUCKDB')" 2>/dev/null; then
+    svc_log "readers: pyspark $READERS_PYSPARK and duckdb $READERS_DUCKDB present"
+  else
+    svc_log "readers: installing pyspark $READERS_PYSPARK and duckdb $READERS_DUCKDB with its extensions from PyPI"
+    local pkgs=("pyspark==$READERS_PYSPARK" "duckdb==$READERS_DUCKDB")
+    local e
+    for e in iceberg avro httpfs; do pkgs+=("duckdb-extension-$e==$READERS_DUCKDB"); done
+    python3 -m pip install --quiet "${pkgs[@]}" >/dev/null 2>&1 || python3 -m pip install --quiet "${pkgs[@]}"
+  fi
+  local v tried=()
+  for v in ${ICEBERG_SPARK_VERSION:-1.11.0 1.10.1}; do
+    tried+=("$v")
+    if maven_classpath readers "$(readers_pom "$v")"; then
+      printf 'pyspark=%s\nduckdb=%s\niceberg-spark-runtime=%s\n' "$READERS_PYSPARK" "$READERS_DUCKDB" "$v" \
+        >"$SVC_CACHE/readers/versions"
+      svc_log "readers: org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:$v ready"
+      return
+    fi
+    svc_log "readers: iceberg-spark-runtime $v did not resolve"
+  done
+  svc_die "readers: no iceberg-spark-runtime version resolved (tried ${tried[*]})"
+}
+
 # ---------------------------------------------------------------- main
-if wants kafka || wants iceberg-rest; then
+if wants kafka || wants iceberg-rest || wants readers; then
   command -v java >/dev/null || svc_die "java not found (Java 17+ needed)"
   command -v javac >/dev/null || svc_die "javac not found (a JDK 17+ is needed, not just a JRE)"
   command -v mvn >/dev/null || svc_die "mvn not found (Maven 3 is needed)"
@@ -226,4 +271,5 @@ wants postgres && install_postgres
 wants s3 && install_s3
 wants kafka && install_kafka
 wants iceberg-rest && install_iceberg_rest
+wants readers && install_readers
 svc_log "done in $((SECONDS - START))s (cache: $SVC_CACHE)"

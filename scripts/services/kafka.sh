@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # A single-node Apache Kafka 4.x (KRaft: broker + controller in one JVM) for tests.
 #
-#   scripts/services/kafka.sh start --dir DIR [--port P] [--set KEY=VALUE]...
+#   scripts/services/kafka.sh start --dir DIR [--port P] [--host ADDR] [--set KEY=VALUE]...
 #       Formats DIR/data on the first start (random cluster id), starts the broker bound to
 #       127.0.0.1:P (a free port when --port is left out; a restart in the same DIR reuses the
 #       previous ports when they are free), waits until a client can create a topic, produce with
 #       an idempotent producer and commit a transaction, then prints one line:
 #         BOOTSTRAP=127.0.0.1:P PID=<pid> LOG=DIR/kafka.log DIR=DIR CONTROLLER=127.0.0.1:C
+#       --host binds (and advertises) ADDR instead of 127.0.0.1, e.g. a bridge's address that
+#       clients in other network namespaces reach; the line then names ADDR.
 #       --set appends broker settings (e.g. --set num.partitions=4). Starting an instance that
 #       is already running only prints its line. Readiness creates the topic __sessionize_ready.
 #   scripts/services/kafka.sh stop --dir DIR      (or: stop DIR) stops it; no-op if not running.
@@ -23,7 +25,7 @@ SVC_NAME=kafka
 . "$(dirname "$0")/lib.sh"
 
 usage() {
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -73,10 +75,14 @@ kafka_java() {
 
 start() {
   if svc_pid_alive "$PIDFILE"; then
-    local port
+    local port host
     port=$(sed -n 's/^BOOTSTRAP=.*://p' "$ENVFILE" 2>/dev/null)
+    host=$(sed -n 's/^BOOTSTRAP=\(.*\):.*/\1/p' "$ENVFILE" 2>/dev/null)
     if [ -n "$SVC_PORT" ] && [ "$SVC_PORT" != "$port" ]; then
       svc_die "already running in $DIR on port $port, not $SVC_PORT: stop it first"
+    fi
+    if [ -n "$host" ] && [ "$SVC_HOST" != "$host" ]; then
+      svc_die "already running in $DIR on $host, not $SVC_HOST: stop it first"
     fi
     svc_log "already running (pid $(cat "$PIDFILE"))"
     running_line

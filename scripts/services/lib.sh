@@ -4,7 +4,8 @@
 # Conventions every service script follows:
 #   - all state of one service instance lives in the directory given with --dir;
 #   - downloads are cached: Maven artifacts in ~/.m2, everything else under $SVC_CACHE;
-#   - the service binds to 127.0.0.1 only;
+#   - the service binds to 127.0.0.1 only, or to the one address given with --host ADDR (e.g. a
+#     bridge's address, for clients in other network namespaces), which it also advertises;
 #   - stdout carries exactly one line of machine-readable KEY=VALUE pairs separated by single
 #     spaces (values never contain spaces), so `eval "$(scripts/services/x.sh start ...)"` works;
 #     everything human-readable goes to stderr;
@@ -33,21 +34,21 @@ svc_check_dir() {
   esac
 }
 
-# svc_port_busy PORT: true when something listens on 127.0.0.1:PORT (or on all addresses).
+# svc_port_busy PORT: true when something listens on PORT (on any address).
 svc_port_busy() {
   local out
   out=$(ss -Htln "sport = :$1" 2>/dev/null) || return 1
   [ -n "$out" ]
 }
 
-# svc_free_port: prints a TCP port that is free on 127.0.0.1 right now.
+# svc_free_port: prints a TCP port that is free on $SVC_HOST right now.
 svc_free_port() {
   if command -v python3 >/dev/null 2>&1; then
-    python3 -c 'import socket
+    python3 -c 'import socket, sys
 s = socket.socket()
-s.bind(("127.0.0.1", 0))
+s.bind((sys.argv[1], 0))
 print(s.getsockname()[1])
-s.close()'
+s.close()' "$SVC_HOST"
     return
   fi
   local p i
@@ -173,8 +174,15 @@ svc_classpath() {
   cat "$f"
 }
 
-# svc_parse_args "$@": sets SVC_CMD, SVC_DIR, SVC_PORT from `CMD [--dir DIR | DIR] [--port P]`
-# and leaves any other arguments in SVC_REST (an array).
+# svc_check_host ADDR: rejects anything but a dotted IPv4 address (the configs and the KEY=VALUE
+# output carry it as is).
+svc_check_host() {
+  [[ $1 =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || svc_die "--host must be an IPv4 address, got '$1'"
+}
+
+# svc_parse_args "$@": sets SVC_CMD, SVC_DIR, SVC_PORT and SVC_HOST from
+# `CMD [--dir DIR | DIR] [--port P] [--host ADDR]` and leaves any other arguments in SVC_REST
+# (an array).
 svc_parse_args() {
   SVC_CMD=${1:-}
   [ $# -gt 0 ] && shift
@@ -187,6 +195,8 @@ svc_parse_args() {
       --dir=*) SVC_DIR=${1#--dir=}; shift ;;
       --port) SVC_PORT=${2:-}; shift 2 || svc_die "--port needs a value" ;;
       --port=*) SVC_PORT=${1#--port=}; shift ;;
+      --host) SVC_HOST=${2:-}; shift 2 || svc_die "--host needs a value" ;;
+      --host=*) SVC_HOST=${1#--host=}; shift ;;
       -*)
         # options of the calling script that take a value are listed in SVC_VALUE_OPTS
         if [[ " ${SVC_VALUE_OPTS:-} " == *" $1 "* ]]; then
@@ -204,6 +214,7 @@ svc_parse_args() {
         ;;
     esac
   done
+  svc_check_host "$SVC_HOST"
   if [ -n "$SVC_DIR" ]; then
     svc_check_dir "$SVC_DIR"
     SVC_DIR=$(svc_abs "$SVC_DIR")

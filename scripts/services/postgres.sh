@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL server (Debian's postgresql package) for tests.
 #
-#   scripts/services/postgres.sh start --dir DIR [--port P]
+#   scripts/services/postgres.sh start --dir DIR [--port P] [--host ADDR]
 #       On the first start, initdb into DIR/pgdata (owned by the OS user postgres when run as
 #       root, since the server refuses to run as root). Listens on 127.0.0.1:P only (a free port
 #       when --port is left out; a restart in the same DIR reuses the previous port when it is
 #       free), no Unix socket, trust authentication, fsync off. Creates the database iceberg,
 #       waits until psql connects to it, then prints one line:
 #         URL=postgres://postgres@127.0.0.1:P/iceberg PID=<pid> LOG=DIR/postgres.log DIR=DIR PORT=P JDBC_URL=jdbc:postgresql://127.0.0.1:P/iceberg
+#       --host listens on ADDR instead of 127.0.0.1 (the line then names ADDR), e.g. a bridge's
+#       address, and trusts clients on the networks the server's host is directly on (samenet).
 #       Starting an instance that is already running only prints its line.
 #   scripts/services/postgres.sh stop --dir DIR     (or: stop DIR) fast shutdown; no-op if not running.
 #   scripts/services/postgres.sh status --dir DIR   prints the line, exit 0 if running.
@@ -21,7 +23,7 @@ SVC_NAME=postgres
 . "$(dirname "$0")/lib.sh"
 
 usage() {
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -73,10 +75,14 @@ psql_ok() {
 start() {
   sync_pidfile
   if svc_pid_alive "$PIDFILE"; then
-    local port
+    local port host
     port=$(sed -n 's/^PORT=//p' "$ENVFILE" 2>/dev/null)
+    host=$(sed -n 's/^URL=.*@\(.*\):.*/\1/p' "$ENVFILE" 2>/dev/null)
     if [ -n "$SVC_PORT" ] && [ "$SVC_PORT" != "$port" ]; then
       svc_die "already running in $DIR on port $port, not $SVC_PORT: stop it first"
+    fi
+    if [ -n "$host" ] && [ "$SVC_HOST" != "$host" ]; then
+      svc_die "already running in $DIR on $host, not $SVC_HOST: stop it first"
     fi
     svc_log "already running (pid $(cat "$PIDFILE"))"
     running_line
@@ -130,8 +136,17 @@ synchronous_commit = off
 full_page_writes = off
 shared_buffers = 64MB
 max_connections = 100
+hba_file = '$DATA/sessionize_hba.conf'
 EOF
-  [ "$(id -u)" = 0 ] && chown postgres: "$DATA/sessionize.conf"
+  # initdb's pg_hba.conf trusts loopback only; clients of another --host come from its networks.
+  {
+    echo "# Written by scripts/services/postgres.sh on every start."
+    echo "local all all trust"
+    echo "host all all 127.0.0.1/32 trust"
+    echo "host all all ::1/128 trust"
+    [ "$SVC_HOST" = 127.0.0.1 ] || echo "host all all samenet trust"
+  } >"$DATA/sessionize_hba.conf"
+  [ "$(id -u)" = 0 ] && chown postgres: "$DATA/sessionize.conf" "$DATA/sessionize_hba.conf"
   rm -f "$DATA/postmaster.pid" # a stale one from a killed server would block the start
 
   echo "=== start $(date -Is) port $port" >>"$LOG"
@@ -146,7 +161,7 @@ EOF
   done
   sync_pidfile
   [ -s "$PIDFILE" ] || svc_fail_start "$PIDFILE" "$LOG" "the server did not write $DATA/postmaster.pid"
-  svc_wait_ready "$PIDFILE" "$LOG" "${POSTGRES_START_TIMEOUT:-60}" "psql connects to 127.0.0.1:$port" \
+  svc_wait_ready "$PIDFILE" "$LOG" "${POSTGRES_START_TIMEOUT:-60}" "psql connects to $SVC_HOST:$port" \
     psql_ok "$port" postgres
   if ! "$BIN/psql" -X -q -h "$SVC_HOST" -p "$port" -U postgres -d postgres -tAc \
     "select 1 from pg_database where datname = 'iceberg'" | grep -qx 1; then

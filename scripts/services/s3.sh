@@ -2,10 +2,11 @@
 # A throwaway S3 endpoint for tests: moto's server (PyPI `moto[server]`), which keeps buckets in
 # memory and honours conditional writes.
 #
-#   scripts/services/s3.sh start --dir DIR [--port P]
+#   scripts/services/s3.sh start --dir DIR [--port P] [--host ADDR]
 #       Serves S3 on 127.0.0.1:P (a free port when --port is left out), creates the bucket
 #       `lake`, then prints one line:
 #         ENDPOINT=http://127.0.0.1:P BUCKET=lake PID=<pid> LOG=DIR/s3.log DIR=DIR
+#       --host serves on ADDR instead of 127.0.0.1 (the line then names ADDR).
 #       Any access key and secret are accepted; the region is us-east-1.
 #   scripts/services/s3.sh stop --dir DIR
 #   scripts/services/s3.sh status --dir DIR
@@ -16,7 +17,7 @@ SVC_NAME=s3
 . "$(dirname "$0")/lib.sh"
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 

@@ -1,0 +1,460 @@
+//! A cluster across hosts, for real on one machine: two `sessionize` processes, each in its own
+//! network namespace with its own address, joined by a bridge in the root namespace where a real
+//! Kafka broker and a PostgreSQL catalog listen. The processes share only the broker, the catalog
+//! and the warehouse (a local directory for now). One process is SIGKILLed mid-run, then the
+//! cluster restarts with another number of workers and another process dies at a fail point,
+//! then a single process of yet another shape finishes the topic: the tables equal the reference
+//! row for row.
+//!
+//! Needs root (network namespaces, veth pairs, a bridge) and `scripts/services/install.sh`.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    Actual, Expected, MIN, Service, TOPIC, kafka_reference, produce, read_tables_from, records_of,
+    workload,
+};
+use sessionize::sink::catalog::CatalogSettings;
+
+/// Runs `ip ARGS`; the error is what it printed.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip (iproute2): {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+fn ip_ok(args: &[&str]) {
+    if let Err(e) = ip(args) {
+        panic!("setting up the network failed (the test runs as root): {e}");
+    }
+}
+
+/// Network namespaces on one private /24, each joined by a veth pair to a bridge in the root
+/// namespace that holds the subnet's `.1` (where the services listen); namespace `i` has `.{i+2}`.
+/// Names and subnet are unique to this test process. Everything, including any process still
+/// running in a namespace, goes away on drop, also when the test panics.
+struct Network {
+    /// `10.213.X`, without the last byte.
+    prefix: String,
+    bridge: String,
+    namespaces: Vec<String>,
+    /// The root namespace's end of each veth pair.
+    veths: Vec<String>,
+}
+
+impl Network {
+    fn new(count: usize) -> Network {
+        assert!(count <= 26);
+        let id = std::process::id();
+        let letter = |i: usize| (b'a' + i as u8) as char;
+        let network = Network {
+            prefix: free_subnet(id),
+            bridge: format!("sz{id}br"),
+            namespaces: (0..count)
+                .map(|i| format!("sz-{id}-{}", letter(i)))
+                .collect(),
+            veths: (0..count)
+                .map(|i| format!("sz{id}{}0", letter(i)))
+                .collect(),
+        };
+        // Leftovers of an earlier run that had this pid and was killed before its clean-up.
+        network.tear_down();
+        let gateway = format!("{}/24", network.gateway());
+        ip_ok(&["link", "add", &network.bridge, "type", "bridge"]);
+        ip_ok(&["addr", "add", &gateway, "dev", &network.bridge]);
+        ip_ok(&["link", "set", &network.bridge, "up"]);
+        for i in 0..count {
+            let (ns, host_end) = (network.namespaces[i].clone(), network.veths[i].clone());
+            let inner_end = format!("sz{id}{}1", letter(i));
+            let address = format!("{}/24", network.address(i));
+            ip_ok(&["netns", "add", &ns]);
+            ip_ok(&[
+                "link", "add", &host_end, "type", "veth", "peer", "name", &inner_end, "netns", &ns,
+            ]);
+            ip_ok(&["link", "set", &host_end, "master", &network.bridge]);
+            ip_ok(&["link", "set", &host_end, "up"]);
+            ip_ok(&["-n", &ns, "addr", "add", &address, "dev", &inner_end]);
+            ip_ok(&["-n", &ns, "link", "set", &inner_end, "up"]);
+            ip_ok(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        network
+    }
+
+    /// The bridge's address, where the root namespace's services are reached.
+    fn gateway(&self) -> String {
+        format!("{}.1", self.prefix)
+    }
+
+    /// Namespace `i`'s own address.
+    fn address(&self, i: usize) -> String {
+        format!("{}.{}", self.prefix, i + 2)
+    }
+
+    /// `program` to be run in namespace `i` (`ip netns exec` execs it: the child is `program`).
+    fn command(&self, i: usize, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.namespaces[i]])
+            .arg(program);
+        command
+    }
+
+    fn tear_down(&self) {
+        for ns in &self.namespaces {
+            // Only processes this test started can be in its namespaces.
+            if let Ok(output) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+            let _ = ip(&["netns", "del", ns]);
+        }
+        for veth in &self.veths {
+            let _ = ip(&["link", "del", veth]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.tear_down();
+    }
+}
+
+/// A /24 in 10.213.0.0/16 that no interface of the root namespace is on, starting the search at
+/// one derived from `id`.
+fn free_subnet(id: u32) -> String {
+    let output = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .expect("ip (iproute2) runs");
+    let used = String::from_utf8_lossy(&output.stdout).into_owned();
+    (0..254)
+        .map(|n| (id as usize + n) % 254 + 1)
+        .map(|x| format!("10.213.{x}"))
+        .find(|prefix| !used.contains(&format!(" {prefix}.")))
+        .expect("a free /24 in 10.213.0.0/16")
+}
+
+/// A `sessionize run` in a namespace, output to files; killed (SIGKILL) on drop if still running.
+struct Process {
+    name: String,
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Process {
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Its exit status, waiting at most `timeout`; a process still running then is killed and
+    /// the test fails.
+    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{} did not stop within {timeout:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The tail of its standard error.
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Its network namespace, once `ip netns exec` has entered it and exec'd the binary.
+    fn netns(&self) -> PathBuf {
+        let proc = PathBuf::from(format!("/proc/{}", self.child.id()));
+        let binary = Path::new(env!("CARGO_BIN_EXE_sessionize"))
+            .canonicalize()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(proc.join("exe")).ok() != Some(binary.clone()) {
+            assert!(Instant::now() < deadline, "{} never started", self.name);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::read_link(proc.join("ns/net")).unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What every process of the cluster shares, and nothing else: the broker, the catalog and the
+/// warehouse.
+struct Shared {
+    bootstrap: String,
+    catalog: CatalogSettings,
+    /// `--warehouse`: a directory on the local filesystem that every namespace sees. (When
+    /// checkpoints move to object storage, this becomes the store's location.)
+    warehouse: PathBuf,
+    /// Logs and hostfiles.
+    dir: PathBuf,
+}
+
+impl Shared {
+    /// Starts `sessionize run` in namespace `ns` as process `process` of `processes`, with
+    /// `workers` workers each and the hostfile `hosts` when there is more than one process.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        network: &Network,
+        ns: usize,
+        (processes, process, workers): (usize, usize, usize),
+        hosts: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        name: &str,
+    ) -> Process {
+        let stdout = self.dir.join(format!("{name}.out"));
+        let stderr = self.dir.join(format!("{name}.err"));
+        let mut command = network.command(ns, env!("CARGO_BIN_EXE_sessionize"));
+        command
+            .args([
+                "run",
+                "--kafka-servers",
+                &self.bootstrap,
+                "--kafka-topic",
+                TOPIC,
+            ])
+            .arg("--warehouse")
+            .arg(&self.warehouse)
+            .args(["--catalog-uri", self.catalog.uri.as_deref().unwrap()])
+            .args([
+                "--test-mode",
+                "--commit-interval",
+                "100ms",
+                "--max-epoch-records",
+                "300",
+                "--chunk-bytes",
+                "4096",
+                "--cluster-timeout",
+                "60s",
+            ])
+            .args(["-w", &workers.to_string()])
+            .args(["-n", &processes.to_string(), "-p", &process.to_string()]);
+        if let Some(hosts) = hosts {
+            command.arg("-h").arg(hosts);
+        }
+        command
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap());
+        Process {
+            name: format!("{name} (sessionize -n {processes} -p {process} -w {workers})"),
+            child: command.spawn().expect("ip netns exec runs"),
+            stderr,
+        }
+    }
+
+    /// A two-process cluster of `workers` workers each, process `i` in namespace `i` at its own
+    /// address; `env` goes to process 0 only.
+    fn start_cluster(
+        &self,
+        network: &Network,
+        round: &str,
+        port: u16,
+        workers: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Vec<Process> {
+        let hosts = self.dir.join(format!("hosts-{round}"));
+        let lines: String = (0..2)
+            .map(|i| format!("{}:{port}\n", network.address(i)))
+            .collect();
+        std::fs::write(&hosts, lines).unwrap();
+        (0..2)
+            .map(|i| {
+                let env = if i == 0 { env } else { &[] };
+                let name = format!("{round}-p{i}");
+                self.start(network, i, (2, i, workers), Some(&hosts), extra, env, &name)
+            })
+            .collect()
+    }
+
+    /// The tables, or `None` while they do not exist yet.
+    fn tables(&self) -> Option<Actual> {
+        let (catalog, warehouse) = (&self.catalog, &self.warehouse);
+        std::panic::catch_unwind(|| read_tables_from(catalog, warehouse)).ok()
+    }
+}
+
+/// Records read up to the newest commit, over all partitions.
+fn committed(actual: &Actual) -> u64 {
+    actual.next_offsets().values().sum()
+}
+
+fn assert_tables_equal(actual: &Actual, expected: &Expected) {
+    assert_eq!(actual.sessions.len(), expected.sessions.len());
+    assert_eq!(actual.sessions, expected.sessions);
+    assert_eq!(actual.quarantined_offsets, expected.quarantined);
+    assert_eq!(actual.late_offsets, expected.late);
+}
+
+/// The topic with `partitions` partitions, created with an independent client.
+fn create_topic(bootstrap: &str, partitions: i32) {
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1));
+    let created =
+        futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+}
+
+#[test]
+fn two_processes_in_two_network_namespaces_survive_a_sigkill_and_restart_in_other_shapes() {
+    // Dropped last: the processes and services go first.
+    let network = Network::new(2);
+    let dir = tempfile::tempdir().unwrap();
+    let host = network.gateway();
+    let kafka = Service::start_with("kafka", &dir.path().join("kafka"), &["--host", &host], &[]);
+    let postgres = Service::start_with(
+        "postgres",
+        &dir.path().join("postgres"),
+        &["--host", &host],
+        &[],
+    );
+    let bootstrap = kafka.get("BOOTSTRAP").to_string();
+    assert!(bootstrap.starts_with(&format!("{host}:")), "{bootstrap}");
+
+    let partitions = workload(131, 6);
+    create_topic(&bootstrap, partitions.len() as i32);
+    produce(&bootstrap, &partitions, None);
+    let expected = kafka_reference(&partitions, 10 * MIN);
+    assert!(!expected.late.is_empty() && !expected.quarantined.is_empty());
+    let total: u64 = partitions.iter().map(|p| records_of(p).len() as u64).sum();
+    // About five seconds of reading for the whole topic, so that failures land mid-stream.
+    let rate = (total / 5).to_string();
+    let slow = ["--max-rate", rate.as_str()];
+
+    let shared = Shared {
+        bootstrap,
+        catalog: CatalogSettings {
+            uri: Some(postgres.get("URL").to_string()),
+            ..CatalogSettings::default()
+        },
+        warehouse: dir.path().join("warehouse"),
+        dir: dir.path().to_path_buf(),
+    };
+
+    // 1. -n 2 -w 2; process 1 is SIGKILLed once the cluster has committed.
+    let mut cluster = shared.start_cluster(&network, "first", 2101, 2, &slow, &[]);
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let (ns0, ns1) = (cluster[0].netns(), cluster[1].netns());
+    assert!(ns0 != ns1 && ns0 != own && ns1 != own, "{ns0:?} {ns1:?}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let first_commit = loop {
+        if let Some(actual) = shared.tables()
+            && actual.summary.contains_key("sessionize.epoch")
+        {
+            break actual;
+        }
+        for process in &mut cluster {
+            assert!(
+                process.running(),
+                "{} stopped before the first commit:\n{}",
+                process.name,
+                process.log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no commit within two minutes:\n{}\n{}",
+            cluster[0].log(),
+            cluster[1].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(committed(&first_commit) < total, "the run ended too soon");
+    assert!(cluster[1].running(), "{}", cluster[1].log());
+    cluster[1].child.kill().unwrap(); // SIGKILL
+    cluster[1].wait(Duration::from_secs(10));
+    // The other process stops too: it lost its peer.
+    let status = cluster[0].wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(5), "{}", cluster[0].log());
+    drop(cluster);
+    let after_kill = shared.tables().expect("the tables exist");
+    assert!(committed(&after_kill) < total, "the kill came too late");
+
+    // 2. -n 2 -w 1; process 0 (whose worker 0 commits) dies at a fail point after its second
+    // sessions commit, before the side tables' commits.
+    let mut cluster = shared.start_cluster(
+        &network,
+        "second",
+        2102,
+        1,
+        &slow,
+        &[("SESSIONIZE_FAIL_AT", "after-sessions-commit:2")],
+    );
+    let status = cluster[0].wait(Duration::from_secs(120));
+    assert!(
+        !status.success() && cluster[0].log().contains("fail point"),
+        "{}",
+        cluster[0].log()
+    );
+    let status = cluster[1].wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(5), "{}", cluster[1].log());
+    drop(cluster);
+    let after_abort = shared.tables().expect("the tables exist");
+    assert!(
+        committed(&after_kill) < committed(&after_abort) && committed(&after_abort) < total,
+        "the restarted cluster should commit, and die before the end"
+    );
+
+    eprintln!(
+        "committed {} of {total} records after the SIGKILL, {} after the fail point",
+        committed(&after_kill),
+        committed(&after_abort)
+    );
+
+    // 3. One process of three workers, in the other namespace, reads the rest at full speed.
+    let mut last = shared.start(&network, 1, (1, 0, 3), None, &[], &[], "third");
+    let status = last.wait(Duration::from_secs(120));
+    assert!(status.success(), "{}", last.log());
+
+    let actual = shared.tables().expect("the tables exist");
+    assert_tables_equal(&actual, &expected);
+    assert_eq!(committed(&actual), total);
+}

@@ -1,0 +1,209 @@
+"""Reads the sessions table through an Iceberg REST catalog with the readers users have, for
+tests/readers.rs: Spark (PySpark with Iceberg's iceberg-spark-runtime jar), DuckDB (with its
+iceberg extension, loaded from the duckdb-extension-* wheels) and pyiceberg.
+
+Usage: python3 tests/readers.py CATALOG_URI OUT.json
+
+Each reader computes, by its own means, the numbers of a table validation: the row count, the
+number of users, the sessions of each user, and Spark's `describe` of session_duration_seconds
+(count, min, max, mean, sample standard deviation). OUT.json maps each reader to its numbers.
+Everything the readers need comes from scripts/services/install.sh (`readers`); when something
+is missing, this exits 2 with a line that says so.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+
+NAMESPACE, TABLE = "sessions", "user_sessions"
+COLUMN = "session_duration_seconds"
+CACHE = os.environ.get("SESSIONIZE_SERVICES_CACHE", "/var/tmp/sessionize-services")
+INSTALL = "run scripts/services/install.sh (or scripts/services/install.sh readers)"
+
+
+def missing(what):
+    print(f"readers.py: {what} is missing: {INSTALL}", file=sys.stderr)
+    sys.exit(2)
+
+
+def spark_jars():
+    """The iceberg-spark-runtime jar (and anything else install.sh resolved for Spark)."""
+    path = os.path.join(CACHE, "readers", "classpath.txt")
+    try:
+        with open(path) as f:
+            jars = [j for j in f.read().strip().split(":") if j]
+    except OSError:
+        missing(path)
+    for jar in jars:
+        if not os.path.isfile(jar):
+            missing(jar)
+    if not any("iceberg-spark-runtime" in os.path.basename(j) for j in jars):
+        missing(f"the iceberg-spark-runtime jar in {path}")
+    return jars
+
+
+def duckdb_extension(name):
+    """The path of DuckDB extension NAME in its duckdb-extension-NAME wheel, built for this
+    DuckDB."""
+    import duckdb
+
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+    if spec is None or spec.origin is None:
+        missing(f"the Python package duckdb-extension-{name}")
+    path = os.path.join(
+        os.path.dirname(spec.origin),
+        "extensions",
+        f"v{duckdb.__version__}",
+        f"{name}.duckdb_extension",
+    )
+    if not os.path.isfile(path):
+        missing(f"{path} (duckdb-extension-{name} for DuckDB {duckdb.__version__})")
+    return path
+
+
+def check_installed():
+    for module in ("pyspark", "duckdb", "pyiceberg", "pyarrow"):
+        if importlib.util.find_spec(module) is None:
+            missing(f"the Python package {module}")
+    jars = spark_jars()
+    extensions = [duckdb_extension(name) for name in ("avro", "httpfs", "iceberg")]
+    return jars, extensions
+
+
+def numbers(rows, per_user, count, minimum, maximum, mean, stddev):
+    return {
+        "rows": int(rows),
+        "users": len(per_user),
+        "per_user": {str(user): int(n) for user, n in per_user.items()},
+        "duration": {
+            "count": int(count),
+            "min": int(minimum),
+            "max": int(maximum),
+            "mean": float(mean),
+            "stddev": float(stddev),
+        },
+    }
+
+
+def read_spark(uri, jars, scratch):
+    """The validation as a Spark user writes it: load, count, group by user, describe."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ["SPARK_LOCAL_DIRS"] = os.path.join(scratch, "spark-local")
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName("sessionize-readers")
+        .config("spark.jars", ",".join(jars))
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.warehouse.dir", os.path.join(scratch, "spark-warehouse"))
+        .config("spark.sql.catalog.lake", "org.apache.iceberg.spark.SparkCatalog")
+        .config("spark.sql.catalog.lake.type", "rest")
+        .config("spark.sql.catalog.lake.uri", uri)
+        .getOrCreate()
+    )
+    try:
+        spark.sparkContext.setLogLevel("ERROR")
+        df = spark.table(f"lake.{NAMESPACE}.{TABLE}")
+        rows = df.count()
+        per_user = {r["user_id"]: r["count"] for r in df.groupBy("user_id").count().collect()}
+        described = {r["summary"]: r[COLUMN] for r in df.describe(COLUMN).collect()}
+        version = spark.version
+    finally:
+        spark.stop()
+    return numbers(
+        rows,
+        per_user,
+        described["count"],
+        described["min"],
+        described["max"],
+        described["mean"],
+        described["stddev"],
+    ), version
+
+
+def duckdb_numbers(con, relation):
+    (rows,) = con.sql(f"SELECT count(*) FROM {relation}").fetchone()
+    per_user = dict(
+        con.sql(f"SELECT user_id, count(*) FROM {relation} GROUP BY user_id").fetchall()
+    )
+    stats = con.sql(
+        f"SELECT count({COLUMN}), min({COLUMN}), max({COLUMN}), avg({COLUMN}), "
+        f"stddev_samp({COLUMN}) FROM {relation}"
+    ).fetchone()
+    return numbers(rows, per_user, *stats)
+
+
+def read_duckdb(uri, extensions, metadata_location):
+    """DuckDB attaches the REST catalog, and also scans the table's metadata file directly."""
+    import duckdb
+
+    con = duckdb.connect(
+        config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+    )
+    for path in extensions:
+        con.execute(f"LOAD '{path}'")
+    con.execute(
+        f"ATTACH '' AS lake (TYPE iceberg, ENDPOINT '{uri}', AUTHORIZATION_TYPE 'none')"
+    )
+    attached = duckdb_numbers(con, f"lake.{NAMESPACE}.{TABLE}")
+    scanned = duckdb_numbers(con, f"iceberg_scan('{metadata_location}')")
+    con.close()
+    return attached, scanned, duckdb.__version__
+
+
+def read_pyiceberg(uri):
+    import pyarrow.compute as pc
+    import pyiceberg
+    from pyiceberg.catalog.rest import RestCatalog
+
+    table = RestCatalog("rest", uri=uri).load_table(f"{NAMESPACE}.{TABLE}")
+    arrow = table.scan().to_arrow()
+    per_user = {
+        r["user_id"]: r["user_id_count"]
+        for r in arrow.group_by("user_id").aggregate([("user_id", "count")]).to_pylist()
+    }
+    duration = arrow.column(COLUMN)
+    result = numbers(
+        arrow.num_rows,
+        per_user,
+        pc.count(duration).as_py(),
+        pc.min(duration).as_py(),
+        pc.max(duration).as_py(),
+        pc.mean(duration).as_py(),
+        pc.stddev(duration, ddof=1).as_py(),
+    )
+    return result, table.metadata_location, pyiceberg.__version__
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    uri, out = sys.argv[1], sys.argv[2]
+    jars, extensions = check_installed()
+    result = {}
+    result["pyiceberg"], metadata_location, pyiceberg_version = read_pyiceberg(uri)
+    result["duckdb"], result["duckdb_iceberg_scan"], duckdb_version = read_duckdb(
+        uri, extensions, metadata_location
+    )
+    with tempfile.TemporaryDirectory(prefix="readers-spark-") as scratch:
+        result["spark"], spark_version = read_spark(uri, jars, scratch)
+    result["versions"] = {
+        "spark": spark_version,
+        "iceberg_spark_runtime": [os.path.basename(j) for j in jars],
+        "duckdb": duckdb_version,
+        "pyiceberg": pyiceberg_version,
+    }
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+//! Readers that users have (issue 8): **Spark** (PySpark with Iceberg's `iceberg-spark-runtime`
+//! jar), **DuckDB** (1.5.5 with its `iceberg` extension) and **pyiceberg** read the sessions table
+//! that a pipeline wrote through Apache Iceberg's REST catalog server, and get the reference's
+//! numbers.
+//!
+//! The pipeline (two workers, many small commits) writes a generated workload into the REST
+//! catalog started by `scripts/services/iceberg_rest.sh`; `tests/readers.py` then runs a table
+//! validation in each reader: the row count, the number of users, the sessions of each user, and
+//! Spark's `describe` of `session_duration_seconds` (count, min, max, mean, sample standard
+//! deviation). Spark opens the catalog as a Spark user does (`spark.sql.catalog.X.type=rest`),
+//! DuckDB both attaches the REST catalog and scans the table's metadata file with
+//! `iceberg_scan`, and pyiceberg uses its `RestCatalog`. Every number is compared with the same
+//! number computed from the brute-force reference: exactly for counts, minimum and maximum,
+//! within 1e-6 (relative) for the mean and the standard deviation.
+//!
+//! Nothing is skipped: without the readers installed (`scripts/services/install.sh`, part
+//! `readers`), the test fails and says so.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::{
+    Expected, HOUR, MIN, Service, SessionRow, read_tables_from, reference, run_command, workload,
+    write_inputs,
+};
+use sessionize::sink::catalog::CatalogSettings;
+
+/// The readers `tests/readers.py` reports on.
+const READERS: [&str; 4] = ["spark", "duckdb", "duckdb_iceberg_scan", "pyiceberg"];
+
+/// What a table validation finds: the numbers every reader must agree on.
+#[derive(Debug)]
+struct Validation {
+    rows: u64,
+    users: u64,
+    per_user: BTreeMap<String, u64>,
+    count: u64,
+    min: i64,
+    max: i64,
+    mean: f64,
+    stddev: f64,
+}
+
+impl Validation {
+    /// The numbers of the reference's sessions.
+    fn of(sessions: &[SessionRow]) -> Validation {
+        assert!(sessions.len() > 1, "the workload makes sessions");
+        let mut per_user: BTreeMap<String, u64> = BTreeMap::new();
+        for session in sessions {
+            *per_user.entry(session.user_id.clone()).or_default() += 1;
+        }
+        let durations: Vec<i64> = sessions.iter().map(|s| s.duration_s).collect();
+        let n = durations.len() as f64;
+        let mean = durations.iter().map(|&d| d as f64).sum::<f64>() / n;
+        let squares: f64 = durations.iter().map(|&d| (d as f64 - mean).powi(2)).sum();
+        Validation {
+            rows: sessions.len() as u64,
+            users: per_user.len() as u64,
+            per_user,
+            count: durations.len() as u64,
+            min: *durations.iter().min().unwrap(),
+            max: *durations.iter().max().unwrap(),
+            mean,
+            stddev: (squares / (n - 1.0)).sqrt(),
+        }
+    }
+
+    /// The numbers one reader reported in `tests/readers.py`'s output.
+    fn from_json(reader: &str, value: &serde_json::Value) -> Validation {
+        let field = |path: &[&str]| {
+            path.iter()
+                .try_fold(value, |v, key| v.get(key))
+                .unwrap_or_else(|| panic!("{reader} reported no {path:?}: {value}"))
+        };
+        let int = |path: &[&str]| {
+            field(path)
+                .as_i64()
+                .unwrap_or_else(|| panic!("{reader}: {path:?} is not an integer: {value}"))
+        };
+        let float = |path: &[&str]| {
+            field(path)
+                .as_f64()
+                .unwrap_or_else(|| panic!("{reader}: {path:?} is not a number: {value}"))
+        };
+        let per_user = field(&["per_user"])
+            .as_object()
+            .unwrap_or_else(|| panic!("{reader}: per_user is not an object: {value}"))
+            .iter()
+            .map(|(user, n)| (user.clone(), n.as_u64().unwrap()))
+            .collect();
+        Validation {
+            rows: int(&["rows"]) as u64,
+            users: int(&["users"]) as u64,
+            per_user,
+            count: int(&["duration", "count"]) as u64,
+            min: int(&["duration", "min"]),
+            max: int(&["duration", "max"]),
+            mean: float(&["duration", "mean"]),
+            stddev: float(&["duration", "stddev"]),
+        }
+    }
+
+    /// Fails the test, naming `reader`, where `self` (what it read) differs from `expected`.
+    fn assert_matches(&self, reader: &str, expected: &Validation) {
+        assert_eq!(self.rows, expected.rows, "{reader}: row count");
+        assert_eq!(self.users, expected.users, "{reader}: distinct users");
+        assert_eq!(
+            self.per_user, expected.per_user,
+            "{reader}: sessions per user"
+        );
+        assert_eq!(self.count, expected.count, "{reader}: describe count");
+        assert_eq!(self.min, expected.min, "{reader}: describe min");
+        assert_eq!(self.max, expected.max, "{reader}: describe max");
+        let close =
+            |actual: f64, wanted: f64| (actual - wanted).abs() <= 1e-6 * wanted.abs().max(1.0);
+        assert!(
+            close(self.mean, expected.mean),
+            "{reader}: describe mean {} != {}",
+            self.mean,
+            expected.mean
+        );
+        assert!(
+            close(self.stddev, expected.stddev),
+            "{reader}: describe stddev {} != {}",
+            self.stddev,
+            expected.stddev
+        );
+    }
+}
+
+/// Runs `tests/readers.py` against the REST catalog at `uri` (bounded by `timeout`, so a hung
+/// JVM fails the test instead of hanging it) and returns its JSON.
+fn read_with_every_reader(uri: &str, scratch: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers.py");
+    let out = scratch.join("readers.json");
+    let output = Command::new("timeout")
+        .args(["--kill-after=10", "600", "python3"])
+        .arg(&script)
+        .arg(uri)
+        .arg(&out)
+        .current_dir(scratch)
+        .output()
+        .expect("timeout and python3 run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
+    assert!(
+        output.status.success(),
+        "tests/readers.py failed ({}); the readers (PySpark with iceberg-spark-runtime, DuckDB \
+         1.5.5 with its iceberg extension, pyiceberg) come from scripts/services/install.sh:\n{}",
+        output.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
+#[test]
+fn spark_duckdb_and_pyiceberg_read_the_reference_numbers_from_a_rest_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let rest = Service::start("iceberg_rest", &dir.path().join("rest"));
+    let partitions = workload(73, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected: Expected = reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN);
+    let warehouse = dir.path().join("warehouse");
+
+    let run = run_command(
+        &warehouse,
+        &inputs,
+        &["-w", "2", "--catalog-uri", rest.get("URI")],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The table is the reference, row for row, before any other reader looks at it.
+    let settings = CatalogSettings {
+        uri: Some(rest.get("URI").to_string()),
+        ..CatalogSettings::default()
+    };
+    assert_eq!(
+        read_tables_from(&settings, &warehouse).sessions,
+        expected.sessions
+    );
+
+    let scratch = dir.path().join("readers");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let read = read_with_every_reader(rest.get("URI"), &scratch);
+    eprintln!("reader versions: {}", read["versions"]);
+    let wanted = Validation::of(&expected.sessions);
+    for reader in READERS {
+        let value = read
+            .get(reader)
+            .unwrap_or_else(|| panic!("tests/readers.py reported nothing for {reader}: {read}"));
+        Validation::from_json(reader, value).assert_matches(reader, &wanted);
+    }
+}
