@@ -360,10 +360,13 @@ impl ObjectStore {
 
     fn directories(&self, dir: &str) -> Result<Vec<String>> {
         let operator = self.operator.clone();
-        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let prefix = match dir.trim_matches('/') {
+            "" => String::new(),
+            dir => format!("{dir}/"),
+        };
         let listed = self.wait({
-            let prefix = prefix.clone();
-            async move { operator.list(&prefix).await }
+            let path = format!("/{prefix}");
+            async move { operator.list(&path).await }
         });
         let entries = match listed {
             Ok(entries) => entries,
