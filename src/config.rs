@@ -134,7 +134,7 @@ impl PipelineConfig {
     ///
     /// ```
     /// use sessionize::config::PipelineConfig;
-    /// let mut config = PipelineConfig::new(vec![], "w".into());
+    /// let mut config = PipelineConfig::new(vec![], std::path::Path::new("w"));
     /// let default = config.rules_record();
     /// config.boundaries.end_on.push("page_name=logout".parse().unwrap());
     /// assert_ne!(config.rules_record(), default);

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dataflow;
 pub mod event;
 pub mod failure;
+pub mod flag_sources;
 pub mod generate;
 pub mod metrics;
 pub mod produce;
