@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use sessionize::broker::EmbeddedBroker;
 use sessionize::config::{
     KafkaInput, PipelineConfig, parse_duration, parse_timestamp_ms, wall_clock_ms,
@@ -17,13 +17,14 @@ use sessionize::config::{
 use sessionize::event::EventFormat;
 use sessionize::event::avro::AvroDecoder;
 use sessionize::event::registry::Registry;
-use sessionize::failure;
 use sessionize::generate::{GenerateConfig, generate};
 use sessionize::produce::{AvroOutput, ProduceConfig, produce};
 use sessionize::rules::{BoundaryRules, FieldEquals};
 use sessionize::run::{Cluster, RunSummary, run};
 use sessionize::sink::catalog::CatalogSettings;
 use sessionize::source::kafka::{KafkaSettings, StartOffsets, StopAt};
+use sessionize::storage::Location;
+use sessionize::{failure, flag_sources};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,6 +42,12 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// A TOML file of flags, e.g. `threads = 4` and `catalog-option = ["s3.region=eu-west-1"]`.
+    /// Every flag can also be set in the environment as SESSIONIZE_<FLAG>, e.g.
+    /// SESSIONIZE_KAFKA_SERVERS; the command line wins over the environment, which wins over the
+    /// file, and repeatable flags add up (one value per line in the environment).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Print help.
     #[arg(long, global = true, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -110,25 +117,19 @@ struct FormatArgs {
     /// byte and the schema's id before each datum).
     #[arg(long)]
     schema_registry_url: Option<String>,
-    /// USER:PASSWORD for the schema registry (or SESSIONIZE_SCHEMA_REGISTRY_AUTH).
+    /// USER:PASSWORD for the schema registry (best from SESSIONIZE_SCHEMA_REGISTRY_AUTH).
     #[arg(long)]
     schema_registry_auth: Option<String>,
 }
 
 impl FormatArgs {
     fn registry(&self) -> Result<Option<Registry>> {
-        let auth = self
-            .schema_registry_auth
-            .clone()
-            .or_else(|| std::env::var(REGISTRY_AUTH_ENV).ok());
         self.schema_registry_url
             .as_deref()
-            .map(|url| Registry::new(url, auth.as_deref()))
+            .map(|url| Registry::new(url, self.schema_registry_auth.as_deref()))
             .transpose()
     }
 }
-
-const REGISTRY_AUTH_ENV: &str = "SESSIONIZE_SCHEMA_REGISTRY_AUTH";
 
 #[derive(Args)]
 struct RunArgs {
@@ -175,15 +176,21 @@ struct RunArgs {
     /// standard input.
     #[arg(long = "input", conflicts_with = "kafka_servers")]
     inputs: Vec<String>,
-    /// Warehouse directory: data files, checkpoints, and the default SQLite catalog (catalog.db).
+    /// The warehouse: a directory, or s3://BUCKET/PREFIX (with --catalog-uri and the s3.*
+    /// --catalog-options); new tables' files (for the SQL catalogs), checkpoints, and the default
+    /// SQLite catalog (catalog.db).
     #[arg(long, default_value = "warehouse")]
-    warehouse: PathBuf,
+    warehouse: Location,
+    /// Where checkpoints go instead of <warehouse>/_sessionize: a directory or s3://BUCKET/PREFIX,
+    /// reached by every process of a cluster.
+    #[arg(long)]
+    checkpoint_location: Option<Location>,
     /// The Iceberg catalog: sqlite:PATH (default: <warehouse>/catalog.db), postgres://USER@HOST/DB
     /// (a SQL catalog on PostgreSQL) or http(s)://HOST/PATH (a REST catalog).
     #[arg(long)]
     catalog_uri: Option<String>,
     /// A catalog property, e.g. credential=ID:SECRET, token=T, header.X-Tenant=a, warehouse=NAME;
-    /// repeatable; `key=@FILE` reads the value from FILE; SESSIONIZE_CATALOG_OPTION holds more,
+    /// repeatable; `key=@FILE` reads the value from FILE; SESSIONIZE_CATALOG_OPTION adds more,
     /// one key=value per line. Values are never logged.
     #[arg(long = "catalog-option", value_parser = parse_key_value)]
     catalog_options: Vec<(String, String)>,
@@ -319,7 +326,13 @@ struct GenerateArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(failure::EXIT_STARTUP as u8);
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -338,6 +351,41 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
+}
+
+/// The command line, with flags from the environment and the `--config` file
+/// ([`sessionize::flag_sources`]).
+fn parse_command_line() -> Result<Cli> {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .filter(|(key, _)| key.starts_with(flag_sources::ENV_PREFIX))
+        .collect();
+    let file = match flag_sources::config_file(&args, &env) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "--config {}: cannot read it; check the path",
+                    path.display()
+                )
+            })?;
+            Some((path.display().to_string(), text))
+        }
+        None => None,
+    };
+    let file = file
+        .as_ref()
+        .map(|(name, text)| (name.as_str(), text.as_str()));
+    let (command, args) = flag_sources::with_flag_sources(Cli::command(), args, file, &env)?;
+    let matches = command.get_matches_from(args);
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
 }
 
 fn execute(command: Command) -> Result<()> {
@@ -532,19 +580,6 @@ fn kafka_options_from_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// `SESSIONIZE_CATALOG_OPTION`: catalog options from the environment, one `key=value` per line.
-fn catalog_options_from_env() -> Result<Vec<(String, String)>> {
-    let Ok(text) = std::env::var("SESSIONIZE_CATALOG_OPTION") else {
-        return Ok(Vec::new());
-    };
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            parse_key_value(line).map_err(|e| anyhow::anyhow!("SESSIONIZE_CATALOG_OPTION: {e}"))
-        })
-        .collect()
-}
-
 /// A database or table name: it names a directory of the checkpoint store too, so only letters,
 /// digits, `_` and `-` (no path separators, no `..`, no `.` that could make two names meet).
 fn identifier(name: String, flag: &str) -> Result<String> {
@@ -695,15 +730,12 @@ impl RunArgs {
         let mut config = PipelineConfig::new(self.inputs, self.warehouse);
         config.catalog = CatalogSettings {
             uri: self.catalog_uri,
-            options: self
-                .catalog_options
-                .into_iter()
-                .chain(catalog_options_from_env()?)
-                .collect(),
+            options: self.catalog_options,
             patience: parse_duration(&self.catalog_timeout, Duration::from_secs(1))
                 .map_err(|e| anyhow::anyhow!("--catalog-timeout: {e}"))?,
         };
         config.catalog.kind(&config.warehouse)?;
+        config.checkpoints = self.checkpoint_location;
         config.format = format;
         config.kafka = kafka;
         config.max_epoch_records = self.max_epoch_records;

@@ -17,10 +17,6 @@
 //! committed are left unreferenced.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -30,6 +26,7 @@ use crate::rules::{Boundary, SavedEvent, SavedSession, SessionizerState};
 use crate::sink::iceberg::{Mark, Warehouse, last_record, newest_mark, summary};
 use crate::sink::tables::TableKind;
 use crate::source::file::Fingerprint;
+use crate::storage::WriteOnceFiles;
 use crate::watermark::JumpGuard;
 
 /// The format of the session state in checkpoint parts, in their file names
@@ -153,22 +150,22 @@ pub struct SideFiles {
     pub files: BTreeMap<TableKind, Vec<String>>,
 }
 
-/// The checkpoint directory of a table: `<warehouse>/_sessionize/<database>.<table>/`.
-#[derive(Debug, Clone)]
+/// The checkpoints of a table: `<checkpoint location>/<database>.<table>/`, by default under
+/// `<warehouse>/_sessionize/`, on a local disk or on S3 (see [`WriteOnceFiles`]).
 pub struct CheckpointStore {
-    root: PathBuf,
+    files: WriteOnceFiles,
 }
 
 const SIDE_FILES: &str = "side-files.json";
 
 impl CheckpointStore {
-    pub fn new(config: &PipelineConfig) -> Self {
-        CheckpointStore {
-            root: config
-                .warehouse
-                .join("_sessionize")
-                .join(format!("{}.{}", config.database, config.table)),
-        }
+    pub fn new(config: &PipelineConfig) -> Result<Self> {
+        let location = config
+            .checkpoint_location()
+            .join(&format!("{}.{}", config.database, config.table));
+        Ok(CheckpointStore {
+            files: WriteOnceFiles::open(&location, &config.catalog.options)?,
+        })
     }
 
     /// The directory of an epoch's checkpoint, relative to the store: unique per run, so that a
@@ -177,7 +174,7 @@ impl CheckpointStore {
         format!("checkpoints/e{epoch:012}-{run_id}")
     }
 
-    /// Writes a worker's state and syncs it; returns its part record.
+    /// Writes a worker's state once; returns its part record.
     pub fn write_part(
         &self,
         dir: &str,
@@ -187,13 +184,12 @@ impl CheckpointStore {
         duplicates: u64,
     ) -> Result<CheckpointPart> {
         let file = format!("part-w{worker}.{PART_FORMAT}.bin");
-        let path = self.root.join(dir).join(&file);
-        write_synced(&path, |out| {
+        let bytes = self.files.create(&format!("{dir}/{file}"), |out| {
             bincode::serialize_into(out, state).map_err(std::io::Error::other)
         })?;
         Ok(CheckpointPart {
             worker,
-            bytes: std::fs::metadata(&path)?.len(),
+            bytes,
             file,
             open_sessions,
             duplicates,
@@ -201,16 +197,15 @@ impl CheckpointStore {
     }
 
     pub fn read_part(&self, checkpoint: &CheckpointRef, file: &str) -> Result<SessionizerState> {
-        let path = self.root.join(&checkpoint.dir).join(file);
-        let input = File::open(&path).with_context(|| {
+        let name = format!("{}/{file}", checkpoint.dir);
+        let input = self.files.read(&name)?.with_context(|| {
             format!(
                 "the checkpoint {} named by the table's newest snapshot is missing: every \
                  process must reach the same checkpoint location, and checkpoints must not be \
                  deleted by hand; restore the file, or replay from scratch into a new table",
-                path.display()
+                self.files.display(&name)
             )
         })?;
-        let input = BufReader::new(input);
         let state = if file.ends_with(&format!(".{PART_FORMAT}.bin")) {
             bincode::deserialize_from(input)
         } else {
@@ -219,113 +214,52 @@ impl CheckpointStore {
         state.with_context(|| {
             format!(
                 "the checkpoint {} is damaged (truncated or overwritten outside sessionize); \
-                     restore the file, or replay from scratch into a new table",
-                path.display()
+                 restore the file, or replay from scratch into a new table",
+                self.files.display(&name)
             )
         })
     }
 
     pub fn write_side_files(&self, dir: &str, side: &SideFiles) -> Result<()> {
-        write_synced(&self.root.join(dir).join(SIDE_FILES), |out| {
+        self.files.create(&format!("{dir}/{SIDE_FILES}"), |out| {
             serde_json::to_writer(out, side).map_err(std::io::Error::other)
-        })
+        })?;
+        Ok(())
     }
 
     pub fn read_side_files(&self, dir: &str) -> Result<SideFiles> {
-        let path = self.root.join(dir).join(SIDE_FILES);
-        let input = File::open(&path).with_context(|| {
+        let name = format!("{dir}/{SIDE_FILES}");
+        let input = self.files.read(&name)?.with_context(|| {
             format!(
                 "cannot read {}: the checkpoint is incomplete",
-                path.display()
+                self.files.display(&name)
             )
         })?;
-        serde_json::from_reader(BufReader::new(input))
-            .with_context(|| format!("{} is unreadable", path.display()))
+        serde_json::from_reader(input)
+            .with_context(|| format!("{} is unreadable", self.files.display(&name)))
     }
 
     /// Removes the checkpoint directories of epochs before `epoch`: the newest snapshot names a
     /// checkpoint of `epoch`, and a directory of a later epoch may belong to a run still writing
     /// it.
     pub fn remove_before(&self, epoch: u64) {
-        let Ok(entries) = std::fs::read_dir(self.root.join("checkpoints")) else {
-            return;
+        let directories = match self.files.directories("checkpoints") {
+            Ok(directories) => directories,
+            Err(e) => {
+                tracing::warn!("cannot list old checkpoints: {e:#}");
+                return;
+            }
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
+        for name in directories {
             let older = name
-                .to_str()
-                .and_then(|n| n.strip_prefix('e')?.get(..12)?.parse::<u64>().ok())
+                .strip_prefix('e')
+                .and_then(|n| n.get(..12)?.parse::<u64>().ok())
                 .is_some_and(|e| e < epoch);
-            if older && let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                tracing::warn!(
-                    "cannot remove old checkpoint {}: {e}",
-                    entry.path().display()
-                );
+            if older && let Err(e) = self.files.remove_directory(&format!("checkpoints/{name}")) {
+                tracing::warn!("cannot remove an old checkpoint: {e:#}");
             }
         }
     }
-}
-
-/// Writes a checkpoint file once: into a temporary file that is synced, then linked under its
-/// name, which fails if the name exists, so a checkpoint is never overwritten and never seen
-/// half-written; the directory is synced too, so the name survives a power loss. Only the owner
-/// may read checkpoints: they hold user ids and events.
-fn write_synced(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>,
-) -> Result<()> {
-    let parent = path.parent().context("a checkpoint file has a directory")?;
-    create_private_dirs(parent)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("part");
-    let temporary = parent.join(format!(".{name}.{}.tmp", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, &file);
-    write(&mut out).with_context(|| format!("cannot write {}", path.display()))?;
-    out.flush()
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    drop(out);
-    file.sync_all()
-        .with_context(|| format!("cannot sync {}", path.display()))?;
-    let linked = std::fs::hard_link(&temporary, path);
-    let _ = std::fs::remove_file(&temporary);
-    linked.with_context(|| {
-        format!(
-            "cannot create checkpoint {} (it must not exist yet)",
-            path.display()
-        )
-    })?;
-    sync_dir(parent)
-}
-
-/// Creates `dir` and its missing parents, readable by the owner only, and syncs each new entry.
-fn create_private_dirs(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        create_private_dirs(parent)?;
-    }
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
-    }
-    match dir.parent() {
-        Some(parent) => sync_dir(parent),
-        None => Ok(()),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync directory {}", dir.display()))
 }
 
 /// Where a run starts: read from the sessions table's newest snapshot of ours.
@@ -661,7 +595,7 @@ mod tests {
     #[test]
     fn reads_parts_of_the_release_before_boundaries() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::new(&PipelineConfig::new(vec![], dir.path().into()));
+        let store = CheckpointStore::new(&PipelineConfig::new(vec![], dir.path())).unwrap();
         let checkpoint = CheckpointRef {
             dir: CheckpointStore::epoch_dir(3, "r"),
             parts: vec!["part-w0.bin".into()],
@@ -672,9 +606,12 @@ mod tests {
             pending: vec![("u".into(), "e".into(), Some("home".into()), 9)],
             recent_ids: vec![(9, 42)],
         };
-        let path = store.root.join(&checkpoint.dir);
-        std::fs::create_dir_all(&path).unwrap();
-        std::fs::write(path.join("part-w0.bin"), bincode::serialize(&old).unwrap()).unwrap();
+        let part = format!("{}/part-w0.bin", checkpoint.dir);
+        let old = bincode::serialize(&old).unwrap();
+        store
+            .files
+            .create(&part, |out| out.write_all(&old))
+            .unwrap();
         let state = store.read_part(&checkpoint, "part-w0.bin").unwrap();
         assert_eq!((state.watermark, &state.recent_ids), (7, &vec![(9, 42)]));
         assert_eq!(state.pending[0].page_name.as_deref(), Some("home"));

@@ -1,19 +1,22 @@
 //! Settings of a pipeline run, and the parsing of human-friendly durations.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::event::{EventFormat, Validator};
 use crate::rules::{BoundaryRules, SessionRules};
 use crate::sink::catalog::CatalogSettings;
 use crate::source::kafka::{KafkaSettings, StartOffsets, StopAt};
+use crate::storage::Location;
 
 /// Everything a run needs to know, shared by every worker.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     /// Input files, one partition each, in order; `-` is standard input.
     pub inputs: Vec<String>,
-    pub warehouse: PathBuf,
+    /// Where new tables' files go (for the SQL catalogs), and checkpoints by default.
+    pub warehouse: Location,
+    /// Where checkpoints go, if not under the warehouse (see [`PipelineConfig::checkpoint_location`]).
+    pub checkpoints: Option<Location>,
     /// The Iceberg catalog of the tables.
     pub catalog: CatalogSettings,
     pub database: String,
@@ -75,10 +78,11 @@ pub struct KafkaInput {
 
 impl PipelineConfig {
     /// A configuration with the product's defaults, for the given inputs and warehouse.
-    pub fn new(inputs: Vec<String>, warehouse: PathBuf) -> Self {
+    pub fn new(inputs: Vec<String>, warehouse: impl Into<Location>) -> Self {
         PipelineConfig {
             inputs,
-            warehouse,
+            warehouse: warehouse.into(),
+            checkpoints: None,
             catalog: CatalogSettings::default(),
             database: "sessions".into(),
             table: "user_sessions".into(),
@@ -107,6 +111,14 @@ impl PipelineConfig {
     }
 
     /// How side-table rows name the source of a partition: the file, or the topic.
+    /// The root of the checkpoints of every table: `--checkpoint-location`, or `_sessionize` in
+    /// the warehouse.
+    pub fn checkpoint_location(&self) -> Location {
+        self.checkpoints
+            .clone()
+            .unwrap_or_else(|| self.warehouse.join("_sessionize"))
+    }
+
     pub fn source_name(&self, partition: u32) -> &str {
         match &self.kafka {
             Some(kafka) => &kafka.settings.topic,
@@ -122,7 +134,7 @@ impl PipelineConfig {
     ///
     /// ```
     /// use sessionize::config::PipelineConfig;
-    /// let mut config = PipelineConfig::new(vec![], "w".into());
+    /// let mut config = PipelineConfig::new(vec![], std::path::Path::new("w"));
     /// let default = config.rules_record();
     /// config.boundaries.end_on.push("page_name=logout".parse().unwrap());
     /// assert_ne!(config.rules_record(), default);

@@ -110,7 +110,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
             .partition_count(&consumer, Duration::from_secs(30))?;
     }
     let restore = config.kafka.as_ref().is_none_or(|k| k.start.is_none());
-    let store = Arc::new(CheckpointStore::new(&config));
+    let store = Arc::new(CheckpointStore::new(&config)?);
     // Process 0 prepares the tables and decides where the run starts, once for the cluster; its
     // first worker hands that decision and the run's identity to every worker of every process.
     let start = if cluster.process == 0 {

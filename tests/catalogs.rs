@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{
-    Expected, HOUR, MIN, Service, read_tables_from, reference, run_command, workload, write_inputs,
+    Expected, HOUR, MIN, Service, bucket_keys, read_tables_from, reference, rest_on_s3,
+    run_command, s3_options, workload, write_inputs,
 };
 use sessionize::sink::catalog::CatalogSettings;
 
@@ -122,25 +123,9 @@ fn a_rest_catalog_over_s3_receives_the_reference_tables_through_a_kill() {
         "iceberg_rest",
         &dir.path().join("rest"),
         &["--warehouse", "s3://lake/warehouse"],
-        &[
-            ("CATALOG_IO__IMPL", "org.apache.iceberg.aws.s3.S3FileIO"),
-            ("CATALOG_S3_ENDPOINT", &endpoint),
-            ("CATALOG_S3_PATH__STYLE__ACCESS", "true"),
-            ("CATALOG_S3_ACCESS__KEY__ID", "test"),
-            ("CATALOG_S3_SECRET__ACCESS__KEY", "test"),
-            ("CATALOG_CLIENT_REGION", "us-east-1"),
-            ("AWS_REGION", "us-east-1"),
-        ],
+        &rest_on_s3(&endpoint),
     );
-    let options: Vec<(String, String)> = [
-        ("s3.endpoint", endpoint.as_str()),
-        ("s3.access-key-id", "test"),
-        ("s3.secret-access-key", "test"),
-        ("s3.region", "us-east-1"),
-        ("s3.path-style-access", "true"),
-    ]
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .to_vec();
+    let options = s3_options(&endpoint);
     let pairs: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let flags: Vec<&str> = pairs
         .iter()
@@ -151,22 +136,8 @@ fn a_rest_catalog_over_s3_receives_the_reference_tables_through_a_kill() {
     kill_and_restart(&warehouse, &inputs, rest.get("URI"), &flags);
     assert_tables(rest.get("URI"), &options, &warehouse, &expected);
     // The data is in the bucket, not on the local disk.
-    let listed = Command::new("python3")
-        .arg("-c")
-        .arg(format!(
-            "import boto3\n\
-             s3 = boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='test',\n\
-             \x20   aws_secret_access_key='test', region_name='us-east-1')\n\
-             pages = s3.get_paginator('list_objects_v2').paginate(Bucket='lake')\n\
-             print(sum(1 for p in pages for o in p.get('Contents', []) if o['Key'].endswith('.parquet')))"
-        ))
-        .output()
-        .unwrap();
-    let parquet: usize = String::from_utf8_lossy(&listed.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    assert!(parquet > 0, "{}", String::from_utf8_lossy(&listed.stderr));
+    let keys = bucket_keys(&endpoint);
+    assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
 }
 
 #[test]
@@ -192,4 +163,51 @@ fn an_unreachable_catalog_is_one_clear_line() {
         assert!(error[0].contains(hint), "{stderr}");
         assert!(!stderr.contains("s3cret"), "{stderr}");
     }
+}
+
+/// Checkpoint files on S3 are created once: a second writer of the same name (another run, or a
+/// process that lost track of its own) fails with a conditional `PUT` rejected by the store,
+/// rather than replace what a snapshot may already name; cleanup removes whole directories.
+#[test]
+fn files_on_s3_are_written_once() {
+    use sessionize::storage::{Location, WriteOnceFiles};
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = Service::start("s3", &dir.path().join("s3"));
+    let location: Location = "s3://lake/checkpoints/t".parse().unwrap();
+    let files = WriteOnceFiles::open(&location, &s3_options(s3.get("ENDPOINT"))).unwrap();
+    let read = |name: &str| {
+        let mut text = String::new();
+        files
+            .read(name)
+            .unwrap()
+            .map(|mut file| file.read_to_string(&mut text).unwrap())
+            .map(|_| text)
+    };
+    assert_eq!(read("e1/part.bin"), None);
+    assert_eq!(
+        files
+            .create("e1/part.bin", |w| w.write_all(b"first"))
+            .unwrap(),
+        5
+    );
+    let second = files.create("e1/part.bin", |w| w.write_all(b"second"));
+    let error = format!("{:#}", second.unwrap_err());
+    assert!(
+        error.contains("s3://lake/checkpoints/t/e1/part.bin") && error.contains("exists"),
+        "{error}"
+    );
+    assert_eq!(read("e1/part.bin").as_deref(), Some("first"));
+    // The same bytes again are a retried request that went through: not an error.
+    files
+        .create("e1/part.bin", |w| w.write_all(b"first"))
+        .unwrap();
+    files.create("e2/part.bin", |w| w.write_all(b"x")).unwrap();
+    assert_eq!(files.directories("").unwrap(), ["e1", "e2"]);
+    files.remove_directory("e1").unwrap();
+    assert_eq!(files.directories("").unwrap(), ["e2"]);
+    assert_eq!(
+        bucket_keys(s3.get("ENDPOINT")),
+        ["checkpoints/t/e2/part.bin"]
+    );
 }

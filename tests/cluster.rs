@@ -1,7 +1,8 @@
 //! A cluster across hosts, for real on one machine: two `sessionize` processes, each in its own
 //! network namespace with its own address, joined by a bridge in the root namespace where a real
-//! Kafka broker and a PostgreSQL catalog listen. The processes share only the broker, the catalog
-//! and the warehouse (a local directory for now). One process is SIGKILLed mid-run, then the
+//! Kafka broker, the catalog (PostgreSQL, or Iceberg's REST catalog) and an S3 server (moto)
+//! listen. The processes share only the broker, the catalog and the bucket, which holds the
+//! tables' files and the checkpoints. One process is SIGKILLed mid-run, then the
 //! cluster restarts with another number of workers and another process dies at a fail point,
 //! then a single process of yet another shape finishes the topic: the tables equal the reference
 //! row for row.
@@ -17,8 +18,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Actual, Expected, MIN, Service, TOPIC, kafka_reference, produce, read_tables_from, records_of,
-    workload,
+    Actual, Expected, MIN, Service, TOPIC, bucket_keys, kafka_reference, produce, read_tables_from,
+    records_of, rest_on_s3, s3_options, workload,
 };
 use sessionize::sink::catalog::CatalogSettings;
 
@@ -47,7 +48,7 @@ fn ip_ok(args: &[&str]) {
 
 /// Network namespaces on one private /24, each joined by a veth pair to a bridge in the root
 /// namespace that holds the subnet's `.1` (where the services listen); namespace `i` has `.{i+2}`.
-/// Names and subnet are unique to this test process. Everything, including any process still
+/// Names and subnet are unique to this network. Everything, including any process still
 /// running in a namespace, goes away on drop, also when the test panics.
 struct Network {
     /// `10.213.X`, without the last byte.
@@ -61,10 +62,15 @@ struct Network {
 impl Network {
     fn new(count: usize) -> Network {
         assert!(count <= 26);
-        let id = std::process::id();
+        // Tests of this process set up one network at a time, each under its own name, so that
+        // they never pick the same free subnet.
+        static SETUP: std::sync::Mutex<u32> = std::sync::Mutex::new(0);
+        let mut networks = SETUP.lock().unwrap_or_else(|e| e.into_inner());
+        *networks += 1;
+        let id = format!("{}{}", std::process::id(), *networks);
         let letter = |i: usize| (b'a' + i as u8) as char;
         let network = Network {
-            prefix: free_subnet(id),
+            prefix: free_subnet(std::process::id() + *networks),
             bridge: format!("sz{id}br"),
             namespaces: (0..count)
                 .map(|i| format!("sz-{id}-{}", letter(i)))
@@ -216,14 +222,15 @@ impl Drop for Process {
 }
 
 /// What every process of the cluster shares, and nothing else: the broker, the catalog and the
-/// warehouse.
+/// bucket.
 struct Shared {
     bootstrap: String,
+    /// The catalog, with the bucket's `s3.*` options.
     catalog: CatalogSettings,
-    /// `--warehouse`: a directory on the local filesystem that every namespace sees. (When
-    /// checkpoints move to object storage, this becomes the store's location.)
-    warehouse: PathBuf,
-    /// Logs and hostfiles.
+    /// `--warehouse` and `--checkpoint-location`, both in the bucket.
+    warehouse: String,
+    checkpoints: String,
+    /// Logs and hostfiles, and a directory that no process writes to.
     dir: PathBuf,
 }
 
@@ -252,9 +259,13 @@ impl Shared {
                 "--kafka-topic",
                 TOPIC,
             ])
-            .arg("--warehouse")
-            .arg(&self.warehouse)
-            .args(["--catalog-uri", self.catalog.uri.as_deref().unwrap()])
+            .args(["--warehouse", &self.warehouse])
+            .args(["--checkpoint-location", &self.checkpoints])
+            .args(["--catalog-uri", self.catalog.uri.as_deref().unwrap()]);
+        for (key, value) in &self.catalog.options {
+            command.args(["--catalog-option", &format!("{key}={value}")]);
+        }
+        command
             .args([
                 "--test-mode",
                 "--commit-interval",
@@ -311,8 +322,8 @@ impl Shared {
 
     /// The tables, or `None` while they do not exist yet.
     fn tables(&self) -> Option<Actual> {
-        let (catalog, warehouse) = (&self.catalog, &self.warehouse);
-        std::panic::catch_unwind(|| read_tables_from(catalog, warehouse)).ok()
+        let (catalog, reader) = (&self.catalog, self.dir.join("reader"));
+        std::panic::catch_unwind(|| read_tables_from(catalog, &reader)).ok()
     }
 }
 
@@ -343,21 +354,53 @@ fn create_topic(bootstrap: &str, partitions: i32) {
     assert!(created.iter().all(Result::is_ok), "{created:?}");
 }
 
+/// The catalogs a cluster can share.
+enum SharedCatalog {
+    /// iceberg's SQL catalog on PostgreSQL, its tables' files under `--warehouse s3://…`.
+    Postgres,
+    /// Iceberg's REST catalog, which puts tables in the bucket itself.
+    Rest,
+}
+
 #[test]
-fn two_processes_in_two_network_namespaces_survive_a_sigkill_and_restart_in_other_shapes() {
+fn a_cluster_on_a_postgres_catalog_and_s3_survives_kills_and_other_shapes() {
+    a_cluster_survives_kills_and_other_shapes(SharedCatalog::Postgres);
+}
+
+#[test]
+fn a_cluster_on_a_rest_catalog_over_s3_survives_kills_and_other_shapes() {
+    a_cluster_survives_kills_and_other_shapes(SharedCatalog::Rest);
+}
+
+fn a_cluster_survives_kills_and_other_shapes(catalog: SharedCatalog) {
     // Dropped last: the processes and services go first.
     let network = Network::new(2);
     let dir = tempfile::tempdir().unwrap();
     let host = network.gateway();
-    let kafka = Service::start_with("kafka", &dir.path().join("kafka"), &["--host", &host], &[]);
-    let postgres = Service::start_with(
-        "postgres",
-        &dir.path().join("postgres"),
-        &["--host", &host],
-        &[],
-    );
+    let on_bridge = ["--host", host.as_str()];
+    let kafka = Service::start_with("kafka", &dir.path().join("kafka"), &on_bridge, &[]);
     let bootstrap = kafka.get("BOOTSTRAP").to_string();
     assert!(bootstrap.starts_with(&format!("{host}:")), "{bootstrap}");
+    let s3 = Service::start_with("s3", &dir.path().join("s3"), &on_bridge, &[]);
+    let endpoint = s3.get("ENDPOINT").to_string();
+    let options = s3_options(&endpoint);
+    let (_catalog_service, uri) = match catalog {
+        SharedCatalog::Postgres => {
+            let postgres = Service::start_with("postgres", &dir.path().join("pg"), &on_bridge, &[]);
+            let url = postgres.get("URL").to_string();
+            (postgres, url)
+        }
+        SharedCatalog::Rest => {
+            let rest = Service::start_with(
+                "iceberg_rest",
+                &dir.path().join("rest"),
+                &[&on_bridge[..], &["--warehouse", "s3://lake/tables"]].concat(),
+                &rest_on_s3(&endpoint),
+            );
+            let uri = rest.get("URI").to_string();
+            (rest, uri)
+        }
+    };
 
     let partitions = workload(131, 6);
     create_topic(&bootstrap, partitions.len() as i32);
@@ -372,10 +415,12 @@ fn two_processes_in_two_network_namespaces_survive_a_sigkill_and_restart_in_othe
     let shared = Shared {
         bootstrap,
         catalog: CatalogSettings {
-            uri: Some(postgres.get("URL").to_string()),
+            uri: Some(uri),
+            options: options.clone(),
             ..CatalogSettings::default()
         },
-        warehouse: dir.path().join("warehouse"),
+        warehouse: "s3://lake/warehouse".into(),
+        checkpoints: "s3://lake/checkpoints".into(),
         dir: dir.path().to_path_buf(),
     };
 
@@ -457,4 +502,16 @@ fn two_processes_in_two_network_namespaces_survive_a_sigkill_and_restart_in_othe
     let actual = shared.tables().expect("the tables exist");
     assert_tables_equal(&actual, &expected);
     assert_eq!(committed(&actual), total);
+
+    // Everything is in the bucket: the tables' files, and the newest checkpoint alone (older
+    // ones are removed as epochs commit).
+    let keys = bucket_keys(&endpoint);
+    assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
+    let checkpoints: std::collections::BTreeSet<&str> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix("checkpoints/sessions.user_sessions/checkpoints/"))
+        .filter_map(|k| k.split('/').next())
+        .collect();
+    assert_eq!(checkpoints.len(), 1, "{keys:?}");
+    assert!(!dir.path().join("warehouse").exists());
 }

@@ -205,3 +205,64 @@ fn business_boundaries_cut_sessions_as_the_reference_does() {
     run_files(&warehouse, &inputs_again, &[]);
     assert_eq!(read_tables(&warehouse).sessions, expected.sessions);
 }
+
+/// A run set up by a `--config` file and the environment, as a deployment sets it up, reads what
+/// they say: the file names the inputs and the rules, the environment the warehouse and the
+/// workers, and the command line overrides the file's inactivity timeout.
+#[test]
+fn flags_come_from_a_config_file_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(17, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = reference(&partitions, 20 * MIN, 2 * HOUR, 10 * MIN);
+    // The file's timeout would give other sessions.
+    let under_file = reference(&partitions, 45 * MIN, 2 * HOUR, 10 * MIN);
+    assert_ne!(under_file.sessions, expected.sessions);
+    let warehouse = dir.path().join("warehouse");
+    let quoted: Vec<String> = inputs
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    let config = dir.path().join("sessionize.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "input = [{}]\ninactivity-timeout = \"45m\"\nmax-session-duration = 2\nbuckets = 4\n",
+            quoted.join(", ")
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
+        .args(["run", "--inactivity-timeout", "20m"])
+        .env("SESSIONIZE_CONFIG", &config)
+        .env("SESSIONIZE_WAREHOUSE", &warehouse)
+        .env("SESSIONIZE_THREADS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let actual = read_tables(&warehouse);
+    assert_eq!(actual.sessions, expected.sessions);
+    assert_eq!(actual.quarantined, expected.quarantined);
+    // Two workers wrote the checkpoint.
+    let checkpoints = warehouse.join("_sessionize/sessions.user_sessions/checkpoints");
+    let newest = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .flatten()
+        .last()
+        .unwrap()
+        .path();
+    let mut parts: Vec<String> = std::fs::read_dir(newest)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("part-"))
+        .collect();
+    parts.sort();
+    assert_eq!(parts, ["part-w0.v2.bin", "part-w1.v2.bin"]);
+}

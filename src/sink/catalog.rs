@@ -13,12 +13,12 @@
 //! use sessionize::sink::catalog::{CatalogKind, CatalogSettings};
 //! let uri = Some("postgres://app:s3cret@db:5432/iceberg".into());
 //! let settings = CatalogSettings { uri, ..CatalogSettings::default() };
-//! assert_eq!(settings.kind(std::path::Path::new("/w")).unwrap(), CatalogKind::Sql);
-//! assert_eq!(settings.display_uri(std::path::Path::new("/w")), "postgres://app:***@db:5432/iceberg");
+//! let warehouse = "/w".parse().unwrap();
+//! assert_eq!(settings.kind(&warehouse).unwrap(), CatalogKind::Sql);
+//! assert_eq!(settings.display_uri(&warehouse), "postgres://app:***@db:5432/iceberg");
 //! ```
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ use iceberg::{Catalog, CatalogBuilder};
 use iceberg_catalog_rest::RestCatalogBuilder;
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
+
+use crate::storage::Location;
 
 /// The catalog's name in the SQL catalog's rows (pyiceberg and Spark open it under this name).
 pub const CATALOG_NAME: &str = "default";
@@ -62,14 +64,20 @@ pub enum CatalogKind {
 
 impl CatalogSettings {
     /// The catalog's URI, the default resolved against the warehouse directory.
-    fn resolved_uri(&self, warehouse: &Path) -> String {
+    fn resolved_uri(&self, warehouse: &Location) -> String {
         match &self.uri {
             Some(uri) => uri.clone(),
-            None => format!("sqlite:{}/catalog.db", warehouse.display()),
+            None => format!("sqlite:{warehouse}/catalog.db"),
         }
     }
 
-    pub fn kind(&self, warehouse: &Path) -> Result<CatalogKind> {
+    pub fn kind(&self, warehouse: &Location) -> Result<CatalogKind> {
+        if self.uri.is_none() && warehouse.local().is_none() {
+            bail!(
+                "--warehouse {warehouse}: the default SQLite catalog lives on a local disk; give \
+                 --catalog-uri (postgres://…, http(s)://… or sqlite:PATH) for a warehouse on S3"
+            );
+        }
         let uri = self.resolved_uri(warehouse);
         let scheme = uri.split(':').next().unwrap_or_default();
         Ok(match scheme {
@@ -84,7 +92,7 @@ impl CatalogSettings {
     }
 
     /// The URI for messages and logs, with any password in it hidden.
-    pub fn display_uri(&self, warehouse: &Path) -> String {
+    pub fn display_uri(&self, warehouse: &Location) -> String {
         let uri = self.resolved_uri(warehouse);
         let Some((scheme, rest)) = uri.split_once("://") else {
             return uri;
@@ -105,7 +113,7 @@ impl CatalogSettings {
     pub async fn open(
         &self,
         kind: CatalogKind,
-        warehouse: &Path,
+        warehouse: &Location,
     ) -> iceberg::Result<Arc<dyn Catalog>> {
         let uri = self.resolved_uri(warehouse);
         let mut properties: HashMap<String, String> = self.options.iter().cloned().collect();
@@ -126,7 +134,7 @@ impl CatalogSettings {
                 Arc::new(
                     SqlCatalogBuilder::default()
                         .uri(uri)
-                        .warehouse_location(format!("file://{}", warehouse.display()))
+                        .warehouse_location(warehouse.uri())
                         .sql_bind_style(bind_style)
                         .with_storage_factory(storage)
                         .load(CATALOG_NAME, properties)

@@ -1,7 +1,7 @@
 //! The Iceberg side: the embedded SQL catalog, table creation, Parquet data files and commits.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::catalog::CatalogSettings;
 use super::tables::TableKind;
 use crate::failure::TwoWriters;
+use crate::storage::Location;
 
 /// Snapshot-summary keys under which each commit records where the pipeline stands.
 pub mod summary {
@@ -60,15 +61,21 @@ impl Warehouse {
     /// inside a tokio runtime.
     pub async fn open(
         settings: &CatalogSettings,
-        root: &Path,
+        root: impl Into<Location>,
         database: &str,
         sessions_table: &str,
     ) -> Result<Self> {
-        std::fs::create_dir_all(root)
-            .with_context(|| format!("cannot create the warehouse directory {}", root.display()))?;
-        let root: PathBuf = root
-            .canonicalize()
-            .with_context(|| format!("cannot resolve the warehouse path {}", root.display()))?;
+        let root = match root.into() {
+            Location::Local(path) => {
+                std::fs::create_dir_all(&path).with_context(|| {
+                    format!("cannot create the warehouse directory {}", path.display())
+                })?;
+                Location::Local(path.canonicalize().with_context(|| {
+                    format!("cannot resolve the warehouse path {}", path.display())
+                })?)
+            }
+            s3 => s3,
+        };
         let kind = settings.kind(&root)?;
         // A catalog that is busy (locked by another client) or briefly away is waited for; one
         // that stays away is an error that says what to check.

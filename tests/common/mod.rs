@@ -807,3 +807,53 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
         .downcast_ref::<T>()
         .unwrap_or_else(|| panic!("type of column {name}"))
 }
+
+/// The `s3.*` catalog options of moto's server at `endpoint`.
+pub fn s3_options(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("s3.endpoint", endpoint),
+        ("s3.access-key-id", "test"),
+        ("s3.secret-access-key", "test"),
+        ("s3.region", "us-east-1"),
+        ("s3.path-style-access", "true"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec()
+}
+
+/// The environment of Iceberg's REST catalog writing through S3FileIO to `endpoint`.
+pub fn rest_on_s3(endpoint: &str) -> Vec<(&'static str, &str)> {
+    vec![
+        ("CATALOG_IO__IMPL", "org.apache.iceberg.aws.s3.S3FileIO"),
+        ("CATALOG_S3_ENDPOINT", endpoint),
+        ("CATALOG_S3_PATH__STYLE__ACCESS", "true"),
+        ("CATALOG_S3_ACCESS__KEY__ID", "test"),
+        ("CATALOG_S3_SECRET__ACCESS__KEY", "test"),
+        ("CATALOG_CLIENT_REGION", "us-east-1"),
+        ("AWS_REGION", "us-east-1"),
+    ]
+}
+
+/// Every key in the bucket `lake`, listed by boto3.
+pub fn bucket_keys(endpoint: &str) -> Vec<String> {
+    let listed = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import boto3\n\
+             s3 = boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='test',\n\
+             \x20   aws_secret_access_key='test', region_name='us-east-1')\n\
+             for page in s3.get_paginator('list_objects_v2').paginate(Bucket='lake'):\n\
+             \x20   for o in page.get('Contents', []): print(o['Key'])"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
