@@ -1,7 +1,10 @@
-//! Kafka → timely → Iceberg, against a real Kafka-protocol broker (librdkafka's mock cluster,
-//! started by each test) and a real SQL catalog and warehouse: exactly-once results through
-//! SIGKILLs and restarts with other worker counts, replays from offsets and times, a broker
-//! outage, and two pipelines on one table.
+//! Kafka → timely → Iceberg, against a real Apache Kafka broker (KRaft, `scripts/services/kafka.sh`:
+//! one shared by the tests, each on topics and a consumer group of its own, and one of its own
+//! for the test that stops and starts it) and a real SQL catalog and warehouse: exactly-once
+//! results through SIGKILLs and restarts with other worker counts, replays from offsets and
+//! times, transactional topics, a broker outage, and two pipelines on one table. The embedded
+//! broker (librdkafka's mock cluster) is only for `sessionize demo` and `sessionize broker`: one
+//! test checks that it still serves a run.
 
 mod common;
 
@@ -11,18 +14,51 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Actual, Expected, KillOnDrop, Lcg, MIN, Service, TOPIC, kafka_reference, produce, read_tables,
+    Actual, Expected, KillOnDrop, Lcg, MIN, Service, TOPIC, kafka_reference, read_tables,
     records_of, sessionize, workload,
 };
-use sessionize::broker::EmbeddedBroker;
 
-fn run_args(servers: &str, warehouse: &Path, extra: &[&str]) -> Vec<String> {
+/// A topic, on a broker, that a test reads under a consumer group of its own.
+struct Topic {
+    servers: String,
+    name: String,
+    group: String,
+}
+
+impl Topic {
+    /// Creates the topic `name` with `partitions` partitions on the shared broker.
+    fn new(name: &str, partitions: i32) -> Topic {
+        Topic::on(common::shared_kafka(), name, partitions, &[])
+    }
+
+    /// Creates the topic `name` with `partitions` partitions and the topic settings `configs` on
+    /// `kafka`; its consumer group is named after it.
+    fn on(kafka: &Service, name: &str, partitions: i32, configs: &[(&str, &str)]) -> Topic {
+        let servers = kafka.get("BOOTSTRAP").to_string();
+        common::create_topic(&servers, name, partitions, configs);
+        Topic {
+            servers,
+            name: name.to_string(),
+            group: format!("sessionize-{name}"),
+        }
+    }
+
+    /// Produces every partition's records to the partition of the same number (see
+    /// [`common::produce`]).
+    fn produce(&self, partitions: &[Vec<u8>], timestamp: Option<&dyn Fn(usize, usize) -> i64>) {
+        common::produce_to(&self.servers, &self.name, partitions, timestamp);
+    }
+}
+
+fn run_args(topic: &Topic, warehouse: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "run",
         "--kafka-servers",
-        servers,
+        &topic.servers,
         "--kafka-topic",
-        TOPIC,
+        &topic.name,
+        "--kafka-group",
+        &topic.group,
         "--warehouse",
     ]
     .map(String::from)
@@ -34,32 +70,31 @@ fn run_args(servers: &str, warehouse: &Path, extra: &[&str]) -> Vec<String> {
 }
 
 /// A bounded (`--test-mode`) run to completion.
-fn run_kafka(servers: &str, warehouse: &Path, extra: &[&str]) -> String {
+fn run_kafka(topic: &Topic, warehouse: &Path, extra: &[&str]) -> String {
     let mut extra = extra.to_vec();
     extra.push("--test-mode");
-    let args = run_args(servers, warehouse, &extra);
+    let args = run_args(topic, warehouse, &extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     String::from_utf8(sessionize(&args).stdout).unwrap()
 }
 
-fn spawn_run(servers: &str, warehouse: &Path, extra: &[&str]) -> Child {
+fn spawn_run(topic: &Topic, warehouse: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(run_args(servers, warehouse, extra))
+        .args(run_args(topic, warehouse, extra))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }
 
-/// A broker whose topic holds `workload(seed, count)`, each partition in its own, and the
-/// reference for it.
-fn loaded_topic(seed: u64, count: usize) -> (EmbeddedBroker, Vec<Vec<u8>>, Expected) {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, count as u32).unwrap();
+/// The topic `name` on the shared broker holding `workload(seed, count)`, each partition in its
+/// own, and the reference for it.
+fn loaded_topic(name: &str, seed: u64, count: usize) -> (Topic, Vec<Vec<u8>>, Expected) {
+    let topic = Topic::new(name, count as i32);
     let partitions = workload(seed, count);
-    produce(broker.bootstrap_servers(), &partitions, None);
+    topic.produce(&partitions, None);
     let expected = kafka_reference(&partitions, 10 * MIN);
-    (broker, partitions, expected)
+    (topic, partitions, expected)
 }
 
 fn assert_tables_equal(actual: &Actual, expected: &Expected, what: &str) {
@@ -70,17 +105,17 @@ fn assert_tables_equal(actual: &Actual, expected: &Expected, what: &str) {
 }
 
 /// The offsets a consumer group has committed, read with an independent client.
-fn group_offsets(servers: &str, group: &str, partitions: i32) -> BTreeMap<u32, u64> {
+fn group_offsets(topic: &Topic, partitions: i32) -> BTreeMap<u32, u64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", group)
+        .set("bootstrap.servers", &topic.servers)
+        .set("group.id", &topic.group)
         .create()
         .unwrap();
     let mut list = TopicPartitionList::new();
     for partition in 0..partitions {
-        list.add_partition(TOPIC, partition);
+        list.add_partition(&topic.name, partition);
     }
     let committed = consumer
         .committed_offsets(list, Duration::from_secs(10))
@@ -105,42 +140,36 @@ fn end_offsets(partitions: &[Vec<u8>]) -> BTreeMap<u32, u64> {
 
 #[test]
 fn a_bounded_run_matches_the_reference_and_records_the_end_offsets() {
-    let (broker, partitions, expected) = loaded_topic(5, 4);
+    let (topic, partitions, expected) = loaded_topic("bounded-run", 5, 4);
     assert!(!expected.late.is_empty() && !expected.quarantined.is_empty());
 
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
-    let summary = run_kafka(broker.bootstrap_servers(), &warehouse, &["-w", "2"]);
+    let summary = run_kafka(&topic, &warehouse, &["-w", "2"]);
     let actual = read_tables(&warehouse);
     assert_tables_equal(&actual, &expected, "-w 2");
     assert_eq!(actual.next_offsets(), end_offsets(&partitions));
     let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
     assert_eq!(summary["sessions"], expected.sessions.len() as u64);
     // Lag tools see the committed offsets under the consumer group.
-    assert_eq!(
-        group_offsets(broker.bootstrap_servers(), "sessionize", 4),
-        end_offsets(&partitions)
-    );
+    assert_eq!(group_offsets(&topic, 4), end_offsets(&partitions));
 
     // Running again finds nothing new: the table says where the topic was read up to.
-    run_kafka(broker.bootstrap_servers(), &warehouse, &["-w", "2"]);
+    run_kafka(&topic, &warehouse, &["-w", "2"]);
     assert_tables_equal(&read_tables(&warehouse), &expected, "second run");
 
     // A fresh table started from the group's committed offsets has nothing left to read.
     let from_group = dir.path().join("from-group");
-    run_kafka(
-        broker.bootstrap_servers(),
-        &from_group,
-        &["--start-offsets", "committed"],
-    );
+    run_kafka(&topic, &from_group, &["--start-offsets", "committed"]);
     let actual = read_tables(&from_group);
     assert!(actual.sessions.is_empty() && actual.quarantined_offsets.is_empty());
     assert_eq!(actual.next_offsets(), end_offsets(&partitions));
 }
 
+/// The only test of the embedded broker (librdkafka's mock cluster), which `sessionize demo`
+/// runs and `sessionize broker` serves: a small bounded run through the port it serves.
 #[test]
-fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
-    // The broker is `sessionize broker`, reached through the port it serves.
+fn the_embedded_broker_of_demo_and_broker_still_serves_a_bounded_run() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -149,7 +178,7 @@ fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
         .to_string();
     let mut broker = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_sessionize"))
-            .args(["broker", "--partitions", "4", "--port", &port])
+            .args(["broker", "--partitions", "2", "--port", &port])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -161,8 +190,29 @@ fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
         &mut bootstrap,
     )
     .unwrap();
-    let servers = bootstrap.trim().to_string();
-    assert_eq!(servers, format!("127.0.0.1:{port}"));
+    let topic = Topic {
+        servers: bootstrap.trim().to_string(),
+        name: TOPIC.into(),
+        group: "sessionize".into(),
+    };
+    assert_eq!(topic.servers, format!("127.0.0.1:{port}"));
+    let partitions = workload(3, 2);
+    topic.produce(&partitions, None);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    run_kafka(&topic, &warehouse, &["-w", "2"]);
+    let actual = read_tables(&warehouse);
+    assert_tables_equal(
+        &actual,
+        &kafka_reference(&partitions, 10 * MIN),
+        "embedded broker",
+    );
+    assert_eq!(actual.next_offsets(), end_offsets(&partitions));
+}
+
+#[test]
+fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
+    let topic = Topic::new("sigkills", 4);
     let dir = tempfile::tempdir().unwrap();
     let mut partitions = Vec::new();
     for seed in 1..=4 {
@@ -172,7 +222,6 @@ fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
             "generate",
             "--users",
             "300",
-            // The embedded broker keeps 5 MiB per partition: stay below.
             "--events",
             "12000",
             "--seed",
@@ -182,11 +231,10 @@ fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
         ]);
         partitions.push(std::fs::read(&path).unwrap());
     }
-    produce(&servers, &partitions, None);
-    let servers = servers.as_str();
+    topic.produce(&partitions, None);
 
     let uninterrupted = dir.path().join("uninterrupted");
-    run_kafka(servers, &uninterrupted, &["-w", "2"]);
+    run_kafka(&topic, &uninterrupted, &["-w", "2"]);
     let expected = read_tables(&uninterrupted);
     assert_tables_equal(
         &expected,
@@ -200,7 +248,7 @@ fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
     let mut kills = 0;
     for workers in ["2", "1", "3"] {
         let mut child = spawn_run(
-            servers,
+            &topic,
             &killed,
             &["--test-mode", "--max-rate", "10000", "-w", workers],
         );
@@ -218,7 +266,7 @@ fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
         );
     }
     assert!(kills >= 2, "the kills should interrupt running pipelines");
-    run_kafka(servers, &killed, &["-w", "2"]);
+    run_kafka(&topic, &killed, &["-w", "2"]);
     let actual = read_tables(&killed);
     assert_eq!(actual.sessions, expected.sessions);
     assert_eq!(actual.quarantined_offsets, expected.quarantined_offsets);
@@ -228,24 +276,21 @@ fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
 
 #[test]
 fn replays_from_offsets_and_times_and_runs_bounded_by_time() {
-    // A real broker: times are found through its time index.
+    // Times are found through the broker's time index. The record timestamps (not event
+    // times) are months old, one second per offset: the topic keeps them forever, or the
+    // broker's retention (7 days, checked 30 s after its start and every 5 min) would not.
     let dir = tempfile::tempdir().unwrap();
-    let kafka = real_kafka(dir.path(), 2);
+    let topic = Topic::on(
+        common::shared_kafka(),
+        "replays",
+        2,
+        &[("retention.ms", "-1")],
+    );
     let partitions = workload(9, 2);
-    // Record timestamps (not event times): one second per offset, recent enough that the
-    // broker's retention keeps them.
     let t0 = common::BASE as i64;
-    produce(
-        kafka.get("BOOTSTRAP"),
-        &partitions,
-        Some(&|_, offset| t0 + 1000 * offset as i64),
-    );
+    topic.produce(&partitions, Some(&|_, offset| t0 + 1000 * offset as i64));
     let explicit = dir.path().join("explicit");
-    run_kafka(
-        kafka.get("BOOTSTRAP"),
-        &explicit,
-        &["--start-offsets", "0:40,1:75"],
-    );
+    run_kafka(&topic, &explicit, &["--start-offsets", "0:40,1:75"]);
     assert_tables_equal(
         &read_tables(&explicit),
         &reference_after(&partitions, &[40, 75]),
@@ -255,7 +300,7 @@ fn replays_from_offsets_and_times_and_runs_bounded_by_time() {
     // Both partitions' records from T0 + 40 s on: offset 40 onwards.
     let at = dir.path().join("timestamp");
     let time = rfc3339(t0 + 40_000);
-    run_kafka(kafka.get("BOOTSTRAP"), &at, &["--start-timestamp", &time]);
+    run_kafka(&topic, &at, &["--start-timestamp", &time]);
     assert_tables_equal(
         &read_tables(&at),
         &reference_after(&partitions, &[40, 40]),
@@ -265,7 +310,7 @@ fn replays_from_offsets_and_times_and_runs_bounded_by_time() {
     // A run bounded by time: both partitions' records before T0 + 40 s, offsets 0..40.
     let until = dir.path().join("until");
     let args = run_args(
-        kafka.get("BOOTSTRAP"),
+        &topic,
         &until,
         &["--start-offsets", "earliest", "--until-timestamp", &time],
     );
@@ -332,48 +377,37 @@ fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// The broker is stopped mid-read and started again (in the same place, with its data): the run
+/// waits it out and the tables are exactly the reference. This test has a broker of its own.
 #[test]
 fn a_broker_outage_is_waited_out_without_loss() {
-    let (broker, partitions, expected) = loaded_topic(13, 4);
     let dir = tempfile::tempdir().unwrap();
-    let warehouse = dir.path().join("warehouse");
-    let total: u64 = end_offsets(&partitions).values().sum();
-    // About 4 s of reading, with the broker away for 2 s of it.
-    let rate = (total / 4).to_string();
-    let mut child = spawn_run(
-        broker.bootstrap_servers(),
-        &warehouse,
-        &["--test-mode", "--max-rate", &rate, "-w", "2"],
-    );
-    std::thread::sleep(Duration::from_millis(1000));
-    assert!(child.try_wait().unwrap().is_none(), "still reading");
-    broker.set_up(false).unwrap();
-    std::thread::sleep(Duration::from_millis(2000));
-    broker.set_up(true).unwrap();
-    finish(child);
-    assert_tables_equal(&read_tables(&warehouse), &expected, "after the outage");
-}
-
-#[test]
-fn a_real_broker_restart_is_waited_out_without_loss() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut kafka = real_kafka(dir.path(), 4);
-    let partitions = workload(17, 4);
-    produce(kafka.get("BOOTSTRAP"), &partitions, None);
+    let mut kafka = common::start_kafka(&dir.path().join("kafka"));
+    let topic = Topic::on(&kafka, "outage", 4, &[]);
+    let partitions = workload(13, 4);
+    topic.produce(&partitions, None);
     let expected = kafka_reference(&partitions, 10 * MIN);
     let warehouse = dir.path().join("warehouse");
     let total: u64 = end_offsets(&partitions).values().sum();
-    // About 8 s of reading, with the broker stopped and started again in the middle.
+    // About 8 s of reading, with the broker stopped and started again once the run has
+    // committed part of it.
     let rate = (total / 8).to_string();
-    let child = spawn_run(
-        kafka.get("BOOTSTRAP"),
+    let mut child = spawn_run(
+        &topic,
         &warehouse,
         &["--test-mode", "--max-rate", &rate, "-w", "2"],
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    let before = poll_tables(&warehouse, "nothing was committed", |actual| {
+        actual.next_offsets().values().sum::<u64>() > 0
+    });
+    let read: u64 = before.next_offsets().values().sum();
+    assert!(read < total, "read {read} of {total} before the outage");
+    assert!(child.try_wait().unwrap().is_none(), "still reading");
     kafka.restart_after(Duration::from_secs(2));
     finish(child);
-    assert_tables_equal(&read_tables(&warehouse), &expected, "after the restart");
+    let actual = read_tables(&warehouse);
+    assert_tables_equal(&actual, &expected, "after the outage");
+    assert_eq!(actual.next_offsets(), end_offsets(&partitions));
 }
 
 /// Per partition, more than librdkafka's mock cluster keeps (5 MiB): a real broker, and the same
@@ -381,12 +415,12 @@ fn a_real_broker_restart_is_waited_out_without_loss() {
 #[test]
 fn a_real_broker_holds_more_than_the_embedded_one_and_agrees_with_files() {
     let dir = tempfile::tempdir().unwrap();
-    let kafka = real_kafka(dir.path(), 2);
+    let topic = Topic::new("large", 2);
     let (inputs, partitions) = common::generated(dir.path(), 2000, 120_000, &[1, 2]);
     assert!(partitions.iter().all(|p| p.len() > 20 << 20));
-    produce(kafka.get("BOOTSTRAP"), &partitions, None);
+    topic.produce(&partitions, None);
     let from_kafka = dir.path().join("from-kafka");
-    let summary = run_kafka(kafka.get("BOOTSTRAP"), &from_kafka, &["-w", "2"]);
+    let summary = run_kafka(&topic, &from_kafka, &["-w", "2"]);
     let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
     let records: u64 = end_offsets(&partitions).values().sum();
     assert_eq!(summary["events_read"], records);
@@ -400,24 +434,6 @@ fn a_real_broker_holds_more_than_the_embedded_one_and_agrees_with_files() {
         file_tables.quarantined.len()
     );
     assert_eq!(kafka_tables.late.len(), file_tables.late.len());
-}
-
-/// A real Apache Kafka broker (KRaft, one node, from Maven Central: `scripts/services/kafka.sh`)
-/// with `TOPIC` in `partitions` partitions; stopped when the test ends.
-fn real_kafka(dir: &Path, partitions: i32) -> Service {
-    use rdkafka::ClientConfig;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let kafka = Service::start("kafka", &dir.join("kafka"));
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka.get("BOOTSTRAP"))
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1));
-    let created =
-        futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
-    kafka
 }
 
 /// Waits (at most two minutes) for a run that must succeed.
@@ -445,21 +461,16 @@ fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
 
 #[test]
 fn two_pipelines_on_one_table_stop_with_a_clear_error() {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, 2).unwrap();
-    produce(broker.bootstrap_servers(), &workload(17, 2), None);
+    let topic = Topic::new("two-pipelines", 2);
+    topic.produce(&workload(17, 2), None);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     // Create the tables first, so that both pipelines start from the same snapshot.
-    run_kafka(
-        broker.bootstrap_servers(),
-        &warehouse,
-        &["--start-offsets", "latest"],
-    );
+    run_kafka(&topic, &warehouse, &["--start-offsets", "latest"]);
     let live = ["--start-offsets", "earliest"];
     let mut pipelines = [
-        spawn_run(broker.bootstrap_servers(), &warehouse, &live),
-        spawn_run(broker.bootstrap_servers(), &warehouse, &live),
+        spawn_run(&topic, &warehouse, &live),
+        spawn_run(&topic, &warehouse, &live),
     ];
     // Live runs never end by themselves: wait for one to stop, then stop the other.
     let started = Instant::now();
@@ -489,12 +500,12 @@ fn two_pipelines_on_one_table_stop_with_a_clear_error() {
 
 #[test]
 fn idle_partitions_let_sessions_close_on_a_quiet_topic() {
-    let (broker, _, expected) = loaded_topic(21, 2);
+    let (topic, _, expected) = loaded_topic("idle", 21, 2);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     // A live run (no --test-mode): nothing but idleness can close the last sessions.
     let _pipeline = KillOnDrop(spawn_run(
-        broker.bootstrap_servers(),
+        &topic,
         &warehouse,
         &["--idle-timeout", "1s", "-w", "2"],
     ));
@@ -553,7 +564,7 @@ fn idle_partitions_let_sessions_close_on_a_quiet_topic() {
 
 #[test]
 fn two_processes_read_one_topic_into_the_same_tables() {
-    let (broker, partitions, expected) = loaded_topic(23, 4);
+    let (topic, partitions, expected) = loaded_topic("two-processes", 23, 4);
     let dir = tempfile::tempdir().unwrap();
     let hostfile = common::hostfile(dir.path(), 2);
     let warehouse = dir.path().join("warehouse");
@@ -562,7 +573,7 @@ fn two_processes_read_one_topic_into_the_same_tables() {
         .into_iter()
         .map(|process| {
             spawn_run(
-                broker.bootstrap_servers(),
+                &topic,
                 &warehouse,
                 &[
                     "--test-mode",
@@ -588,17 +599,16 @@ fn two_processes_read_one_topic_into_the_same_tables() {
 
 #[test]
 fn a_partition_far_ahead_in_event_time_waits_for_the_others() {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, 2).unwrap();
+    let topic = Topic::new("far-ahead", 2);
     // Partition 1 runs six hours ahead of partition 0 in event time.
     let mut partitions = workload(29, 2);
     partitions[1] = shift_event_times(&partitions[1], 6 * 60 * MIN);
-    produce(broker.bootstrap_servers(), &partitions, None);
+    topic.produce(&partitions, None);
     let expected = kafka_reference(&partitions, 10 * MIN);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let args = run_args(
-        broker.bootstrap_servers(),
+        &topic,
         &warehouse,
         // Read slowly, so that partition 1 has been stamped before it is all read.
         &[
@@ -650,20 +660,19 @@ fn a_bounded_run_over_a_transactional_topic_reads_only_committed_records_and_end
     use rdkafka::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let dir = tempfile::tempdir().unwrap();
-    let kafka = real_kafka(dir.path(), 2);
-    let servers = kafka.get("BOOTSTRAP");
+    let topic = Topic::new("transactional", 2);
     let partitions = workload(61, 2);
     let expected = common::reference(&partitions, 30 * MIN, 2 * common::HOUR, 10 * MIN);
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("transactional.id", "sessionize-test")
+        .set("bootstrap.servers", &topic.servers)
+        .set("transactional.id", "sessionize-test-transactional")
         .create()
         .unwrap();
     let timeout = Duration::from_secs(30);
     producer.init_transactions(timeout).unwrap();
     let send = |partition: usize, record: &[u8]| {
         let mut message = Some(
-            BaseRecord::<[u8], [u8]>::to(TOPIC)
+            BaseRecord::<[u8], [u8]>::to(&topic.name)
                 .payload(record)
                 .partition(partition as i32),
         );
@@ -691,7 +700,7 @@ fn a_bounded_run_over_a_transactional_topic_reads_only_committed_records_and_end
         producer.commit_transaction(timeout).unwrap();
     }
     let warehouse = dir.path().join("warehouse");
-    let child = spawn_run(servers, &warehouse, &["--test-mode", "-w", "2"]);
+    let child = spawn_run(&topic, &warehouse, &["--test-mode", "-w", "2"]);
     finish(child);
     // The commit markers and aborted records take offsets that deliver nothing: the run still
     // reaches its end offsets, with every committed record and none of the aborted ones.
@@ -718,17 +727,16 @@ fn poll_tables(warehouse: &Path, what: &str, done: impl Fn(&Actual) -> bool) -> 
 
 #[test]
 fn a_worker_whose_partitions_are_silent_does_not_hold_back_the_others() {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, 2).unwrap();
+    let topic = Topic::new("silent", 2);
     // Partition 1 never gets a record; partition 0 has many times the read-ahead.
     let mut partitions = workload(81, 1);
     partitions.push(Vec::new());
-    produce(broker.bootstrap_servers(), &partitions, None);
+    topic.produce(&partitions, None);
     let records = records_of(&partitions[0]).len() as u64;
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let _pipeline = KillOnDrop(spawn_run(
-        broker.bootstrap_servers(),
+        &topic,
         &warehouse,
         &[
             "-w",
@@ -750,24 +758,24 @@ fn a_worker_whose_partitions_are_silent_does_not_hold_back_the_others() {
 
 #[test]
 fn a_partition_with_a_frozen_clock_does_not_hold_back_every_session() {
-    let broker = EmbeddedBroker::start(None).unwrap();
-    broker.create_topic(TOPIC, 2).unwrap();
+    let topic = Topic::new("frozen-clock", 2);
     let mut partitions = workload(83, 1);
     partitions.push(Vec::new());
-    produce(broker.bootstrap_servers(), &partitions, None);
+    topic.produce(&partitions, None);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     // Partition 1 keeps sending events whose time never moves, until the test ends.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let frozen = {
         let stop = std::sync::Arc::clone(&stop);
-        let servers = broker.bootstrap_servers().to_string();
+        let (servers, name) = (topic.servers.clone(), topic.name.clone());
         std::thread::spawn(move || {
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let line = common::event("stuck", &format!("s{n}"), common::BASE, "home", true);
-                produce(
+                common::produce_to(
                     &servers,
+                    &name,
                     &[Vec::new(), format!("{line}\n").into_bytes()],
                     None,
                 );
@@ -777,7 +785,7 @@ fn a_partition_with_a_frozen_clock_does_not_hold_back_every_session() {
         })
     };
     let _pipeline = KillOnDrop(spawn_run(
-        broker.bootstrap_servers(),
+        &topic,
         &warehouse,
         &["-w", "2", "--idle-timeout", "2s"],
     ));
@@ -800,8 +808,14 @@ fn kafka_options_come_from_the_environment_and_files_without_showing_their_value
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("password");
     std::fs::write(&secret, "s3cret-from-file\n").unwrap();
+    // No broker: the options are refused before anything is reached.
+    let nowhere = Topic {
+        servers: "127.0.0.1:1".into(),
+        name: TOPIC.into(),
+        group: "sessionize".into(),
+    };
     let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(run_args("127.0.0.1:1", &dir.path().join("warehouse"), &[]))
+        .args(run_args(&nowhere, &dir.path().join("warehouse"), &[]))
         .arg("--kafka-option")
         .arg(format!("no.such.file.key=@{}", secret.display()))
         .env("SESSIONIZE_KAFKA_OPTION_NO_SUCH_ENV_KEY", "s3cret-from-env")
@@ -816,7 +830,7 @@ fn kafka_options_come_from_the_environment_and_files_without_showing_their_value
 
 #[test]
 fn a_two_process_cluster_killed_mid_run_restarts_as_one_process() {
-    let (broker, _, expected) = loaded_topic(97, 4);
+    let (topic, _, expected) = loaded_topic("cluster-killed", 97, 4);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let hostfile = common::hostfile(dir.path(), 2);
@@ -841,7 +855,7 @@ fn a_two_process_cluster_killed_mid_run_restarts_as_one_process() {
             ];
             let mut command = Command::new(env!("CARGO_BIN_EXE_sessionize"));
             command
-                .args(run_args(broker.bootstrap_servers(), &warehouse, &flags))
+                .args(run_args(&topic, &warehouse, &flags))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             if process == "0" {
@@ -861,7 +875,7 @@ fn a_two_process_cluster_killed_mid_run_restarts_as_one_process() {
     );
     assert_eq!(outputs[1].status.code(), Some(5));
     // Both processes' checkpoint parts are in the one directory the table names.
-    run_kafka(broker.bootstrap_servers(), &warehouse, &["-w", "3"]);
+    run_kafka(&topic, &warehouse, &["-w", "3"]);
     assert_tables_equal(
         &read_tables(&warehouse),
         &expected,
@@ -871,11 +885,11 @@ fn a_two_process_cluster_killed_mid_run_restarts_as_one_process() {
 
 #[test]
 fn an_explicit_start_completes_the_side_tables_of_an_interrupted_commit() {
-    let (broker, _, expected) = loaded_topic(101, 2);
+    let (topic, _, expected) = loaded_topic("interrupted-commit", 101, 2);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     // The whole topic in one epoch, killed between the sessions commit and the side tables'.
-    let mut args = run_args(broker.bootstrap_servers(), &warehouse, &["--test-mode"]);
+    let mut args = run_args(&topic, &warehouse, &["--test-mode"]);
     let interval = args.iter().position(|a| a == "--commit-interval").unwrap();
     args[interval + 1] = "1h".into();
     let killed = Command::new(env!("CARGO_BIN_EXE_sessionize"))
@@ -888,11 +902,7 @@ fn an_explicit_start_completes_the_side_tables_of_an_interrupted_commit() {
     assert_eq!(before.sessions, expected.sessions);
     assert!(before.quarantined_offsets.is_empty() && before.late_offsets.is_empty());
     // A replay from the end adds nothing, but completes what the killed run committed.
-    run_kafka(
-        broker.bootstrap_servers(),
-        &warehouse,
-        &["--start-offsets", "latest"],
-    );
+    run_kafka(&topic, &warehouse, &["--start-offsets", "latest"]);
     assert_tables_equal(
         &read_tables(&warehouse),
         &expected,

@@ -2,6 +2,7 @@
 # A single-node Apache Kafka 4.x (KRaft: broker + controller in one JVM) for tests.
 #
 #   scripts/services/kafka.sh start --dir DIR [--port P] [--host ADDR] [--set KEY=VALUE]...
+#                                   [--stop-with PID]
 #       Formats DIR/data on the first start (random cluster id), starts the broker bound to
 #       127.0.0.1:P (a free port when --port is left out; a restart in the same DIR reuses the
 #       previous ports when they are free), waits until a client can create a topic, produce with
@@ -11,6 +12,10 @@
 #       clients in other network namespaces reach; the line then names ADDR.
 #       --set appends broker settings (e.g. --set num.partitions=4). Starting an instance that
 #       is already running only prints its line. Readiness creates the topic __sessionize_ready.
+#       --stop-with PID: the broker stops itself once process PID is gone (a watchdog in its own
+#       session checks every second), e.g. a test process that cannot stop it (a Rust static is
+#       never dropped); also when the start finds it already running (then whichever of the
+#       processes named goes first stops it). Each start arms its own watchdog.
 #   scripts/services/kafka.sh stop --dir DIR      (or: stop DIR) stops it; no-op if not running.
 #   scripts/services/kafka.sh status --dir DIR    prints the line and exits 0 if running, else 1.
 #   scripts/services/kafka.sh run MAIN_CLASS ARGS...
@@ -25,7 +30,7 @@ SVC_NAME=kafka
 . "$(dirname "$0")/lib.sh"
 
 usage() {
-  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -38,17 +43,20 @@ if [ "$1" = run ]; then
     -cp "$(svc_classpath kafka)" "$@"
 fi
 
-SVC_VALUE_OPTS="--set"
+SVC_VALUE_OPTS="--set --stop-with"
 svc_parse_args "$@"
 [ -n "$SVC_DIR" ] || usage
 EXTRA_SETTINGS=()
+STOP_WITH=
 set -- "${SVC_REST[@]+"${SVC_REST[@]}"}"
 while [ $# -gt 0 ]; do
   case $1 in
     --set) EXTRA_SETTINGS+=("$2"); shift 2 ;;
+    --stop-with) STOP_WITH=$2; shift 2 ;;
     *) svc_die "unknown argument '$1'" ;;
   esac
 done
+[ -z "$STOP_WITH" ] || svc_check_stop_with "$STOP_WITH"
 
 DIR=$SVC_DIR
 SVC_PID_MARKER=$DIR/
@@ -73,6 +81,11 @@ kafka_java() {
     ${KAFKA_JVM_OPTS:-} -cp "$CP" "$@")
 }
 
+# With --stop-with, a watchdog stops the broker once that process is gone.
+arm_watchdog() {
+  [ -z "$STOP_WITH" ] || svc_watchdog "$STOP_WITH" "$PIDFILE" "$LOG" "$SVC_SCRIPTS/kafka.sh" stop --dir "$DIR"
+}
+
 start() {
   if svc_pid_alive "$PIDFILE"; then
     local port host
@@ -85,6 +98,7 @@ start() {
       svc_die "already running in $DIR on $host, not $SVC_HOST: stop it first"
     fi
     svc_log "already running (pid $(cat "$PIDFILE"))"
+    arm_watchdog
     running_line
     return
   fi
@@ -162,6 +176,7 @@ EOF
   echo "=== start $(date -Is) port $port controller $cport" >>"$LOG"
   kafka_java kafka.Kafka "$DIR/server.properties"
   svc_spawn "$PIDFILE" "$LOG" "${JAVA_CMD[@]}"
+  arm_watchdog
   local deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-90}))
   svc_wait_ready "$PIDFILE" "$LOG" "${KAFKA_START_TIMEOUT:-90}" "it accepts connections on $SVC_HOST:$port" tcp_open "$port"
   local left=$((deadline - SECONDS))

@@ -167,6 +167,52 @@ svc_spawn() {
   echo $! >"$pidfile"
 }
 
+# svc_proc_alive PID: true when PID is a live process (not a zombie).
+svc_proc_alive() {
+  local state
+  case $1 in '' | *[!0-9]*) return 1 ;; esac
+  kill -0 "$1" 2>/dev/null || return 1
+  if [ -r "/proc/$1/stat" ]; then
+    state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+    [ "$state" = Z ] && return 1
+  fi
+  return 0
+}
+
+# svc_check_stop_with PID: rejects a `--stop-with` value that is not a live process.
+svc_check_stop_with() {
+  case $1 in '' | *[!0-9]*) svc_die "--stop-with needs a process id, got '$1'" ;; esac
+  svc_proc_alive "$1" || svc_die "--stop-with $1: no such process"
+}
+
+# svc_watchdog WATCHED_PID PIDFILE LOG CMD... (`--stop-with`): starts, in its own session and
+# detached from the caller's stdout and stderr, a loop that checks every second whether
+# WATCHED_PID is still alive and, once it is gone, runs CMD (the script's `stop`), noting it in
+# LOG. The loop ends by itself when the service it was started for (the pid PIDFILE names now)
+# stops or is replaced, so a restart in the same DIR arms a watchdog of its own.
+svc_watchdog() {
+  local watched=$1 pidfile=$2 log=$3 service
+  shift 3
+  service=$(head -n1 "$pidfile")
+  # shellcheck disable=SC2016 # expanded by the watchdog's shell
+  setsid bash -c '. "$1" && shift && svc_watch_loop "$@"' svc-watchdog "$SVC_SCRIPTS/lib.sh" \
+    "$watched" "$pidfile" "$service" "$@" </dev/null >>"$log" 2>&1 &
+}
+
+# svc_watch_loop WATCHED_PID PIDFILE SERVICE_PID CMD...: the loop of svc_watchdog.
+svc_watch_loop() {
+  local watched=$1 pidfile=$2 service=$3
+  shift 3
+  while svc_proc_alive "$watched"; do
+    if [ "$(head -n1 "$pidfile" 2>/dev/null)" != "$service" ] || ! svc_proc_alive "$service"; then
+      return 0
+    fi
+    sleep 1
+  done
+  echo "=== watchdog $(date -Is): process $watched is gone, stopping pid $service"
+  exec "$@"
+}
+
 # svc_classpath NAME: the classpath resolved by install.sh for NAME (kafka, iceberg-rest).
 svc_classpath() {
   local f="$SVC_CACHE/$1/classpath.txt"

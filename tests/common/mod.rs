@@ -857,3 +857,99 @@ pub fn bucket_keys(endpoint: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// [`produce`] to the topic `topic`.
+pub fn produce_to(
+    servers: &str,
+    topic: &str,
+    partitions: &[Vec<u8>],
+    timestamp: Option<&dyn Fn(usize, usize) -> i64>,
+) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for (partition, bytes) in partitions.iter().enumerate() {
+        for (offset, record) in records_of(bytes).into_iter().enumerate() {
+            let mut message = BaseRecord::<[u8], [u8]>::to(topic)
+                .payload(record)
+                .partition(partition as i32);
+            if let Some(timestamp) = timestamp {
+                message = message.timestamp(timestamp(partition, offset));
+            }
+            let mut message = Some(message);
+            while let Some(m) = message.take() {
+                if let Err((_, back)) = producer.send(m) {
+                    message = Some(back);
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Creates `topic` with `partitions` partitions and the topic settings `configs` on the broker
+/// at `servers`.
+pub fn create_topic(servers: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        new = new.set(key, value);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let created = futures::executor::block_on(admin.create_topics([&new], &options)).unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+}
+
+/// A real Apache Kafka broker (KRaft, one node: `scripts/services/kafka.sh`) with its state in
+/// `dir`, stopped when the value is dropped and, failing that, by the script's watchdog once this
+/// test process is gone (`--stop-with`).
+pub fn start_kafka(dir: &Path) -> Service {
+    let pid = std::process::id().to_string();
+    Service::start_with("kafka", dir, &["--stop-with", &pid], &[])
+}
+
+/// A real Apache Kafka broker of its own in `dir/kafka`, with [`TOPIC`] in `partitions`
+/// partitions.
+pub fn kafka_with_topic(dir: &Path, partitions: i32) -> Service {
+    let kafka = start_kafka(&dir.join("kafka"));
+    create_topic(kafka.get("BOOTSTRAP"), TOPIC, partitions, &[]);
+    kafka
+}
+
+/// One real Kafka broker shared by every test of the test binary, started by the first test that
+/// asks for it: each test uses topics and consumer groups of its own. A static is never dropped,
+/// so the broker stops itself once the test process is gone (see [`start_kafka`]). Its state is
+/// in `CARGO_TARGET_TMPDIR/shared-kafka/<pid>`; that of test processes that are gone is removed.
+pub fn shared_kafka() -> &'static Service {
+    static KAFKA: std::sync::OnceLock<Service> = std::sync::OnceLock::new();
+    KAFKA.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-kafka");
+        let pid = std::process::id();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services/kafka.sh");
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let owner = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok());
+            let gone = owner.is_none_or(|p| p == pid || !Path::new(&format!("/proc/{p}")).exists());
+            if gone {
+                // Its watchdog stops it within a second; this makes sure before removing it.
+                let _ = Command::new("bash")
+                    .arg(&script)
+                    .args(["stop", "--dir"])
+                    .arg(entry.path())
+                    .output();
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        start_kafka(&root.join(pid.to_string()))
+    })
+}
