@@ -24,7 +24,7 @@ use sessionize::run::{Cluster, RunSummary, run};
 use sessionize::sink::catalog::CatalogSettings;
 use sessionize::source::kafka::{KafkaSettings, StartOffsets, StopAt};
 use sessionize::storage::Location;
-use sessionize::{failure, flag_sources};
+use sessionize::{failure, flag_sources, inspect, metrics, report};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -42,6 +42,10 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// How log lines on standard error look: text for people, or json (one object a line, and
+    /// no progress bar) for log shippers.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// A TOML file of flags, e.g. `threads = 4` and `catalog-option = ["s3.region=eu-west-1"]`.
     /// Every flag can also be set in the environment as SESSIONIZE_<FLAG>, e.g.
     /// SESSIONIZE_KAFKA_SERVERS; the command line wins over the environment, which wins over the
@@ -51,6 +55,12 @@ struct Cli {
     /// Print help.
     #[arg(long, global = true, action = clap::ArgAction::Help)]
     help: Option<bool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +79,11 @@ enum Command {
         #[arg(long = "topic", default_value = "clickstream-events")]
         topics: Vec<String>,
     },
+    /// Where the tables stand: the last commits, every partition's committed offset and
+    /// watermark, the checkpoint, row counts, and with --kafka-servers the lag per partition.
+    Inspect(InspectArgs),
+    /// Write one self-contained HTML file of plots of the tables and the session rule checks.
+    Report(ReportArgs),
     /// Produce the clickstream to a Kafka topic, each record keyed by its user.
     Produce(ProduceArgs),
     /// Write a realistic, reproducible clickstream as JSON lines.
@@ -131,6 +146,56 @@ impl FormatArgs {
     }
 }
 
+/// Where the tables and checkpoints are: shared by `run` and the commands that read what it wrote.
+#[derive(Args)]
+struct TablesArgs {
+    /// The warehouse: a directory, or s3://BUCKET/PREFIX (with --catalog-uri and the s3.*
+    /// --catalog-options); new tables' files (for the SQL catalogs), checkpoints, and the default
+    /// SQLite catalog (catalog.db).
+    #[arg(long, default_value = "warehouse")]
+    warehouse: Location,
+    /// Where checkpoints go instead of <warehouse>/_sessionize: a directory or s3://BUCKET/PREFIX,
+    /// reached by every process of a cluster.
+    #[arg(long)]
+    checkpoint_location: Option<Location>,
+    /// The Iceberg catalog: sqlite:PATH (default: <warehouse>/catalog.db), postgres://USER@HOST/DB
+    /// (a SQL catalog on PostgreSQL) or http(s)://HOST/PATH (a REST catalog).
+    #[arg(long)]
+    catalog_uri: Option<String>,
+    /// A catalog property, e.g. credential=ID:SECRET, token=T, header.X-Tenant=a, warehouse=NAME;
+    /// repeatable; `key=@FILE` reads the value from FILE; SESSIONIZE_CATALOG_OPTION adds more,
+    /// one key=value per line. Values are never logged.
+    #[arg(long = "catalog-option", value_parser = parse_key_value)]
+    catalog_options: Vec<(String, String)>,
+    /// How long an unreachable (or, for SQLite, locked) catalog is waited for at start (bare:
+    /// seconds).
+    #[arg(long, default_value = "30")]
+    catalog_timeout: String,
+    #[arg(long, default_value = "sessions")]
+    iceberg_database: String,
+    /// The sessions table; side tables get the suffixes _quarantine and _late_events.
+    #[arg(long, default_value = "user_sessions")]
+    iceberg_table: String,
+}
+
+impl TablesArgs {
+    /// A pipeline configuration with these tables (and the defaults otherwise).
+    fn into_config(self, inputs: Vec<String>) -> Result<PipelineConfig> {
+        let mut config = PipelineConfig::new(inputs, self.warehouse);
+        config.catalog = CatalogSettings {
+            uri: self.catalog_uri,
+            options: self.catalog_options,
+            patience: parse_duration(&self.catalog_timeout, Duration::from_secs(1))
+                .map_err(|e| anyhow::anyhow!("--catalog-timeout: {e}"))?,
+        };
+        config.catalog.kind(&config.warehouse)?;
+        config.checkpoints = self.checkpoint_location;
+        config.database = identifier(self.iceberg_database, "iceberg-database")?;
+        config.table = identifier(self.iceberg_table, "iceberg-table")?;
+        Ok(config)
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
@@ -176,33 +241,8 @@ struct RunArgs {
     /// standard input.
     #[arg(long = "input", conflicts_with = "kafka_servers")]
     inputs: Vec<String>,
-    /// The warehouse: a directory, or s3://BUCKET/PREFIX (with --catalog-uri and the s3.*
-    /// --catalog-options); new tables' files (for the SQL catalogs), checkpoints, and the default
-    /// SQLite catalog (catalog.db).
-    #[arg(long, default_value = "warehouse")]
-    warehouse: Location,
-    /// Where checkpoints go instead of <warehouse>/_sessionize: a directory or s3://BUCKET/PREFIX,
-    /// reached by every process of a cluster.
-    #[arg(long)]
-    checkpoint_location: Option<Location>,
-    /// The Iceberg catalog: sqlite:PATH (default: <warehouse>/catalog.db), postgres://USER@HOST/DB
-    /// (a SQL catalog on PostgreSQL) or http(s)://HOST/PATH (a REST catalog).
-    #[arg(long)]
-    catalog_uri: Option<String>,
-    /// A catalog property, e.g. credential=ID:SECRET, token=T, header.X-Tenant=a, warehouse=NAME;
-    /// repeatable; `key=@FILE` reads the value from FILE; SESSIONIZE_CATALOG_OPTION adds more,
-    /// one key=value per line. Values are never logged.
-    #[arg(long = "catalog-option", value_parser = parse_key_value)]
-    catalog_options: Vec<(String, String)>,
-    /// How long an unreachable (or, for SQLite, locked) catalog is waited for at start (bare:
-    /// seconds).
-    #[arg(long, default_value = "30")]
-    catalog_timeout: String,
-    #[arg(long, default_value = "sessions")]
-    iceberg_database: String,
-    /// The sessions table; side tables get the suffixes _quarantine and _late_events.
-    #[arg(long, default_value = "user_sessions")]
-    iceberg_table: String,
+    #[command(flatten)]
+    tables: TablesArgs,
     /// Inactivity that ends a session (a bare number is minutes; or 90s, 30m, 1h30m).
     #[arg(long, default_value = "30")]
     inactivity_timeout: String,
@@ -264,6 +304,10 @@ struct RunArgs {
     /// Also write the one-line JSON summary to this file.
     #[arg(long)]
     summary: Option<PathBuf>,
+    /// Time between progress log lines, when standard error is not a terminal (on a terminal a
+    /// bounded run draws a progress bar instead) (bare: seconds).
+    #[arg(long, default_value = "5")]
+    progress_interval: String,
     /// Worker threads per process (timely's -w).
     #[arg(short = 'w', long = "threads", default_value_t = 1)]
     threads: usize,
@@ -279,6 +323,38 @@ struct RunArgs {
     /// How long the processes of a cluster may take to connect to each other (bare: seconds).
     #[arg(long, default_value = "120")]
     cluster_timeout: String,
+    /// Serve Prometheus metrics (/metrics), health probes (/healthz, /readyz) and a live status
+    /// page (/, and /status as JSON) on this address, e.g. 0.0.0.0:9464; each process of a
+    /// cluster serves its own workers' figures (default: off).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    #[command(flatten)]
+    tables: TablesArgs,
+    /// Also show each partition's log end offset and lag, from these Kafka servers.
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The topic whose lag to show (with --kafka-servers).
+    #[arg(long, default_value = "clickstream-events")]
+    kafka_topic: String,
+    /// How many of the newest snapshots to list.
+    #[arg(long, default_value_t = 10)]
+    commits: usize,
+    /// One JSON object on standard output, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    tables: TablesArgs,
+    /// The HTML file to write.
+    #[arg(long, default_value = "sessions.html")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -335,15 +411,26 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    // Lines go through the progress bar's writer, which lifts the bar while a line is written.
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(metrics::LogWriter);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => {
+            // Every line of standard error is then a JSON object: no bar between them.
+            metrics::disable_bars();
+            logs.json().with_ansi(false).init();
+        }
+    }
     failure::end_process_on_panic();
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match cli.log_format {
+                LogFormat::Text => eprintln!("error: {e:#}"),
+                LogFormat::Json => tracing::error!("{e:#}"),
+            }
             let code = match failure::exit_code(&e) {
                 failure::EXIT_CONFLICT => failure::EXIT_CONFLICT,
                 _ => failure::EXIT_STARTUP,
@@ -393,6 +480,55 @@ fn execute(command: Command) -> Result<()> {
         Command::Run(args) => {
             let (config, cluster, summary_path) = args.into_config()?;
             report(run(config, &cluster)?, summary_path.as_deref())
+        }
+        Command::Inspect(args) => {
+            let config = args.tables.into_config(Vec::new())?;
+            let mut inspection = runtime()?.block_on(async {
+                let warehouse = inspect::open_tables(&config).await?;
+                inspect::inspect(&warehouse, &config, args.commits).await
+            })?;
+            if let Some(servers) = args.kafka.kafka_servers {
+                inspection.measure_lag(&KafkaSettings {
+                    servers,
+                    topic: args.kafka_topic,
+                    // Never joined nor committed under: lag is read, not published.
+                    group_id: "sessionize-inspect".into(),
+                    options: args
+                        .kafka
+                        .kafka_options
+                        .into_iter()
+                        .chain(kafka_options_from_env())
+                        .collect(),
+                })?;
+            }
+            let text = if args.json {
+                serde_json::to_string_pretty(&inspection)? + "\n"
+            } else {
+                inspection.to_text()
+            };
+            print_out(&text)
+        }
+        Command::Report(args) => {
+            let config = args.tables.into_config(Vec::new())?;
+            let data = runtime()?.block_on(async {
+                let warehouse = inspect::open_tables(&config).await?;
+                report::load(&warehouse).await
+            })?;
+            let page = report::html(&data, wall_clock_ms() as i64);
+            std::fs::write(&args.out, page).with_context(|| {
+                format!(
+                    "cannot write the report to {}: check the path",
+                    args.out.display()
+                )
+            })?;
+            eprintln!(
+                "wrote {} ({} sessions, {} late events, {} quarantined lines)",
+                args.out.display(),
+                data.sessions.len(),
+                data.late_arrivals_ms.len(),
+                data.quarantined.len()
+            );
+            Ok(())
         }
         Command::Broker {
             partitions,
@@ -518,6 +654,24 @@ fn execute(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Writes `text` to standard output; a reader that went away (`| head`) is no error.
+fn print_out(text: &str) -> Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A runtime for the commands that read the tables once.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a tokio runtime")
 }
 
 /// Marks a warehouse the demo made, so that a second demo can start afresh without ever deleting
@@ -727,20 +881,10 @@ impl RunArgs {
                 EventFormat::Avro(std::sync::Arc::new(decoder))
             }
         };
-        let mut config = PipelineConfig::new(self.inputs, self.warehouse);
-        config.catalog = CatalogSettings {
-            uri: self.catalog_uri,
-            options: self.catalog_options,
-            patience: parse_duration(&self.catalog_timeout, Duration::from_secs(1))
-                .map_err(|e| anyhow::anyhow!("--catalog-timeout: {e}"))?,
-        };
-        config.catalog.kind(&config.warehouse)?;
-        config.checkpoints = self.checkpoint_location;
+        let mut config = self.tables.into_config(self.inputs)?;
         config.format = format;
         config.kafka = kafka;
         config.max_epoch_records = self.max_epoch_records;
-        config.database = identifier(self.iceberg_database, "iceberg-database")?;
-        config.table = identifier(self.iceberg_table, "iceberg-table")?;
         config.rules.inactivity_ms = ms(&self.inactivity_timeout, minutes, "inactivity-timeout")?;
         config.rules.max_duration_ms = ms(
             &self.max_session_duration,
@@ -779,6 +923,15 @@ impl RunArgs {
             "idle-commit-interval",
         )?);
         config.retain_snapshots = self.retain_snapshots;
+        config.progress_interval = Duration::from_millis(
+            ms(
+                &self.progress_interval,
+                Duration::from_secs(1),
+                "progress-interval",
+            )?
+            .max(1),
+        );
+        config.metrics_addr = self.metrics_addr;
         config.watermark_tick_ms = ms(
             &self.watermark_tick,
             Duration::from_millis(1),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Validates the deployment files (Dockerfile, .dockerignore, docker-compose.yml, deploy/k8s/,
-# deploy/airflow/) as far as a machine without a Docker engine, a Kubernetes cluster or an Airflow
+# deploy/airflow/, deploy/grafana/) as far as a machine without a Docker engine, a Kubernetes cluster or an Airflow
 # installation allows. Every check prints what it checked; the script exits non-zero if any fails.
 #
 #   bash scripts/validate_deploy.sh
@@ -421,6 +421,60 @@ def cmd_stub_cargo():
     sys.exit(1 if missing else 0)
 
 
+# --- grafana: the dashboard is well-formed and queries only metrics sessionize serves -----------
+def served_metrics():
+    """The names of src/ops/metrics.rs's NAMES, the list a unit test checks /metrics serves."""
+    with open("src/ops/metrics.rs") as f:
+        block = re.search(r"pub const NAMES: \[&str; \d+\] = \[(.*?)\];", f.read(), re.S)
+    if not block:
+        die("no NAMES list in src/ops/metrics.rs")
+    return set(re.findall(r'"(sessionize_[a-z_]+)"', block.group(1)))
+
+
+def cmd_grafana(path):
+    with open(path) as f:
+        dashboard = json.load(f)
+    served = served_metrics()
+    problems = []
+    queries = []  # (where, expression)
+    for variable in dashboard.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        if isinstance(query, dict):
+            query = query.get("query")
+        if variable.get("type") == "query":
+            queries.append((f"variable {variable['name']}", query or ""))
+    ids = [p.get("id") for p in dashboard.get("panels", [])]
+    if len(set(ids)) != len(ids):
+        problems.append(f"panel ids are not unique: {ids}")
+    for panel in dashboard.get("panels", []):
+        where = f"panel {panel.get('id')} {panel.get('title')!r}"
+        grid = panel.get("gridPos", {})
+        if grid.get("x", 0) + grid.get("w", 0) > 24:
+            problems.append(f"{where}: wider than the 24-column grid")
+        if not panel.get("targets"):
+            problems.append(f"{where}: no query")
+        for target in panel.get("targets", []):
+            if not target.get("expr"):
+                problems.append(f"{where}: a target without an expression")
+            queries.append((where, target.get("expr", "")))
+    queried = set()
+    for where, expr in queries:
+        for name in set(re.findall(r"\bsessionize_[a-z_]+", expr)):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            if name not in served and not (base != name and base.endswith("_seconds") and base in served):
+                problems.append(f"{where}: {name} is not a metric sessionize serves")
+            queried.add(name if name in served else base)
+    unused = sorted(served - queried - {"sessionize_next_offset"})
+    if unused:
+        problems.append("metrics no panel shows: " + " ".join(unused))
+    for p in problems:
+        print(p)
+    if not problems:
+        print(f"{len(dashboard['panels'])} panels, {len(queries)} queries; every metric queried is served, "
+              f"and every metric served is shown ({len(queried)} names)")
+    sys.exit(1 if problems else 0)
+
+
 def cmd_runtime_libs(binary):
     """The binary's shared libraries come from packages the runtime stage installs or the base has."""
     with open("Dockerfile") as f:
@@ -562,6 +616,13 @@ sessionize-1.sessionize-headless.prod.svc.cluster.local:2101" ] || { echo "unexp
 }
 check "deploy/k8s: the start script run as a pod (stand-ins for hostname and sessionize): hostfile, -n/-p from the ordinal, secret files as --catalog-option" \
   check_pod_script
+
+# ------------------------------------------------------------------------------------------------
+echo "== deploy/grafana"
+for dashboard in deploy/grafana/*.json; do
+  check "$dashboard: well-formed JSON; its queries use only metrics sessionize serves (src/ops/metrics.rs NAMES), and show them all" \
+    helper grafana "$dashboard"
+done
 
 # ------------------------------------------------------------------------------------------------
 echo "== deploy/airflow"

@@ -109,20 +109,38 @@ impl std::ops::AddAssign for SourceCounts {
     }
 }
 
-/// A partition's position as a snapshot summary records it.
+/// A partition's position as a snapshot summary records it (`sessionize.positions`, by partition).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct RecordedPosition {
-    source: String,
-    next_offset: u64,
-    next_line: u64,
-    max_event_ms: Option<u64>,
+pub struct RecordedPosition {
+    pub source: String,
+    pub next_offset: u64,
+    pub next_line: u64,
+    pub max_event_ms: Option<u64>,
     #[serde(default)]
-    watermark_ms: u64,
-    finished: bool,
+    pub watermark_ms: u64,
+    pub finished: bool,
     #[serde(default, skip_serializing_if = "JumpGuard::is_empty")]
-    jump_guard: JumpGuard,
+    pub jump_guard: JumpGuard,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    fingerprint: Option<Fingerprint>,
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl RecordedPosition {
+    /// The positions a commit's record names, by partition.
+    pub fn all_in(record: &HashMap<String, String>) -> Result<BTreeMap<u32, RecordedPosition>> {
+        let Some(json) = record.get(summary::POSITIONS) else {
+            return Ok(BTreeMap::new());
+        };
+        let by_name: BTreeMap<String, RecordedPosition> =
+            serde_json::from_str(json).context("the snapshot's positions")?;
+        by_name
+            .into_iter()
+            .map(|(partition, position)| {
+                let partition = partition.parse().context("a partition number")?;
+                Ok((partition, position))
+            })
+            .collect()
+    }
 }
 
 /// The checkpoint a snapshot names: a directory under the store and its part files.
@@ -197,6 +215,20 @@ impl CheckpointStore {
     }
 
     pub fn read_part(&self, checkpoint: &CheckpointRef, file: &str) -> Result<SessionizerState> {
+        Ok(self.read_part_sized(checkpoint, file)?.0)
+    }
+
+    /// Where a file of the store is, for people.
+    pub fn display(&self, name: &str) -> String {
+        self.files.display(name)
+    }
+
+    /// A part's state and its size in bytes.
+    pub fn read_part_sized(
+        &self,
+        checkpoint: &CheckpointRef,
+        file: &str,
+    ) -> Result<(SessionizerState, u64)> {
         let name = format!("{}/{file}", checkpoint.dir);
         let input = self.files.read(&name)?.with_context(|| {
             format!(
@@ -206,18 +238,25 @@ impl CheckpointStore {
                 self.files.display(&name)
             )
         })?;
-        let state = if file.ends_with(&format!(".{PART_FORMAT}.bin")) {
-            bincode::deserialize_from(input)
-        } else {
-            bincode::deserialize_from(input).map(StateBeforeBoundaries::upgrade)
+        let mut input = CountingReader {
+            inner: input,
+            bytes: 0,
         };
-        state.with_context(|| {
+        let state = if file.ends_with(&format!(".{PART_FORMAT}.bin")) {
+            bincode::deserialize_from(&mut input)
+        } else {
+            bincode::deserialize_from(&mut input).map(StateBeforeBoundaries::upgrade)
+        };
+        let state = state.with_context(|| {
             format!(
                 "the checkpoint {} is damaged (truncated or overwritten outside sessionize); \
                  restore the file, or replay from scratch into a new table",
                 self.files.display(&name)
             )
-        })
+        })?;
+        // bincode reads what the state needs, which is the whole part; whatever follows counts.
+        std::io::copy(&mut input, &mut std::io::sink())?;
+        Ok((state, input.bytes))
     }
 
     pub fn write_side_files(&self, dir: &str, side: &SideFiles) -> Result<()> {
@@ -259,6 +298,20 @@ impl CheckpointStore {
                 tracing::warn!("cannot remove an old checkpoint: {e:#}");
             }
         }
+    }
+}
+
+/// A reader that counts the bytes it read.
+struct CountingReader<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.bytes += read as u64;
+        Ok(read)
     }
 }
 

@@ -21,9 +21,10 @@ use crate::checkpoint::{CheckpointStore, StartState};
 use crate::config::PipelineConfig;
 use crate::dataflow::{RunTotals, Time, WorkerContext, build_pipeline};
 use crate::failure::stop;
-use crate::metrics::ProgressReporter;
+use crate::metrics::{InputUnit, ProgressReporter, ProgressStyleChoice};
 use crate::sink::iceberg::Warehouse;
 use crate::sink::tables::TableKind;
+use crate::source::kafka::StopAt;
 
 /// Timely's cluster options (`-w`, `-n`, `-p`, `-h`).
 #[derive(Debug, Clone, Default)]
@@ -102,6 +103,12 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         })?;
     }
     let timely_config = cluster.timely_config()?;
+    if let Some(addr) = config.metrics_addr {
+        // Before the tables are prepared, so that the probes answer (not ready) while the catalog
+        // is waited for.
+        let shape = (cluster.process, cluster.processes, cluster.threads);
+        crate::ops::serve(addr, &config, shape)?;
+    }
     if let Some(kafka) = &config.kafka {
         // Reach the broker before starting the cluster, so that a wrong address is one clear error.
         let consumer = kafka.settings.consumer()?;
@@ -140,9 +147,18 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
     }
 
     let started = Instant::now();
-    let _progress = ProgressReporter::start(Duration::from_secs(5));
+    // Files always end; a topic ends only for a bounded run.
+    let (bounded, unit) = match &config.kafka {
+        Some(kafka) => (kafka.stop != StopAt::Never, InputUnit::Records),
+        None => (true, InputUnit::Bytes),
+    };
+    let _progress = ProgressReporter::start(
+        config.progress_interval,
+        ProgressStyleChoice::for_run(bounded, unit),
+    );
     let config = Arc::new(config);
     let formed = watch_formation(cluster);
+    let threads = cluster.threads.max(1);
     let guards = timely::execute(timely_config, move |worker| {
         let runtime = Rc::new(setup_runtime().unwrap_or_else(|e| stop(e)));
         let RunStart { run_id, start } = agree(worker, start.clone());
@@ -171,8 +187,17 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         let (committed, totals) = worker
             .dataflow::<Time, _, _>(|scope| build_pipeline(scope, &context))
             .unwrap_or_else(|e| stop(e));
+        let telemetry = crate::ops::telemetry();
+        if let Some(telemetry) = telemetry {
+            telemetry.health.restored(Instant::now());
+        }
+        // Timely numbers a process's workers consecutively.
+        let local = worker.index() % threads;
         while !committed.done() {
             worker.step_or_park(Some(Duration::from_millis(20)));
+            if let Some(telemetry) = telemetry {
+                telemetry.worker_stepped(local, &committed);
+            }
         }
         let totals = totals.borrow().clone();
         (worker.index() == 0).then_some(totals)

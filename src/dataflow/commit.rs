@@ -166,6 +166,7 @@ impl Committer {
             tracing::debug!(epoch, "nothing to write: no commit");
             return Ok(());
         }
+        let committing = Instant::now();
         totals.sessions += part.sessions;
         totals.session_events += part.session_events;
         totals.epochs += 1;
@@ -229,6 +230,9 @@ impl Committer {
         self.store.remove_before(epoch);
         fail_point("after-cleanup");
         self.publish_offsets();
+        if let Some(telemetry) = crate::ops::telemetry() {
+            telemetry.committed(epoch, part.sessions, committing.elapsed());
+        }
         tracing::info!(epoch, sessions = part.sessions, "committed");
         Ok(())
     }

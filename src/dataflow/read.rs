@@ -87,6 +87,9 @@ pub(super) struct Alignment {
     pub(super) low: ProbeHandle<Time>,
 }
 
+/// How often a Kafka reader reports its next offsets for the lag metrics.
+const OFFSETS_REPORT_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Records a Kafka reader hands out per call, so that a busy topic cannot starve the worker.
 const KAFKA_RECORDS_PER_READ: usize = 50_000;
 
@@ -124,6 +127,8 @@ pub(super) fn read_chunks<'scope>(
         let mut in_flight_bytes = 0usize;
         let mut ready = Vec::new();
         let started = Instant::now();
+        let telemetry = crate::ops::telemetry();
+        let mut offsets_reported = started;
         move |_frontiers| {
             let Some(cap) = capability.as_mut() else {
                 return;
@@ -158,10 +163,17 @@ pub(super) fn read_chunks<'scope>(
                         let allowed = started.elapsed().as_secs_f64() * rate_per_worker as f64;
                         (allowed as u64).saturating_sub(reader.records_read())
                     };
-                    reader.read(
+                    let status = reader.read(
                         budget.min(KAFKA_RECORDS_PER_READ as u64) as usize,
                         &mut ready,
-                    )
+                    );
+                    if let Some(telemetry) = telemetry
+                        && offsets_reported.elapsed() >= OFFSETS_REPORT_INTERVAL
+                    {
+                        telemetry.reading(reader.next_offsets());
+                        offsets_reported = Instant::now();
+                    }
+                    status
                 }
             };
             let status = status.unwrap_or_else(|e| stop(e.context("reading input failed")));

@@ -78,6 +78,8 @@ pub(super) fn sessionize<'scope>(
         // Epochs whose positions have arrived: each gets a checkpoint when the frontier passes it.
         let mut epochs_to_save = std::collections::BTreeSet::new();
         let mut duplicates_reported = 0;
+        let telemetry = crate::ops::telemetry();
+        let mut figures = crate::ops::WorkerFigures::default();
         move |frontiers| {
             events_in.for_each(|_cap, data| {
                 for e in data.drain(..) {
@@ -101,10 +103,22 @@ pub(super) fn sessionize<'scope>(
             for f in frontiers.iter() {
                 frontier.extend(f.frontier().iter().copied());
             }
-            if let Some(watermark) = frontier_watermark(frontiers[0].frontier()) {
+            let watermark = frontier_watermark(frontiers[0].frontier());
+            if let Some(watermark) = watermark {
                 sessionizer.advance(watermark, &mut closed);
             } else if frontier.is_empty() {
                 sessionizer.finish(max_event_ms.unwrap_or(0), &mut closed);
+            }
+            if let Some(telemetry) = telemetry {
+                if let Some(watermark) = watermark {
+                    telemetry.pipeline_watermark(watermark);
+                }
+                figures.report(
+                    telemetry,
+                    sessionizer.open_sessions(),
+                    sessionizer.pending_events(),
+                    sessionizer.duplicates(),
+                );
             }
             // Sessions closed now belong to the epoch being completed, whose checkpoint no longer
             // holds them.
@@ -116,6 +130,9 @@ pub(super) fn sessionize<'scope>(
                 && let Some(cap) = capability_for(&closed_caps, current_epoch)
             {
                 metrics::SESSIONS_CLOSED.fetch_add(closed.len() as u64, Relaxed);
+                if let Some(telemetry) = telemetry {
+                    telemetry.sessions_closed(&closed, cap.time().epoch);
+                }
                 let mut output = closed_out.activate();
                 output.session(&cap).give_iterator(closed.drain(..));
             }
@@ -125,6 +142,7 @@ pub(super) fn sessionize<'scope>(
                 }
                 epochs_to_save.remove(&epoch);
                 let dir = CheckpointStore::epoch_dir(epoch, &run_id);
+                let writing = std::time::Instant::now();
                 let duplicates = sessionizer.duplicates() - duplicates_reported;
                 duplicates_reported = sessionizer.duplicates();
                 let part = store
@@ -136,6 +154,9 @@ pub(super) fn sessionize<'scope>(
                         duplicates,
                     )
                     .unwrap_or_else(|e| stop(e.context("cannot write a checkpoint")));
+                if let Some(telemetry) = telemetry {
+                    figures.checkpoint(telemetry, part.bytes, writing.elapsed());
+                }
                 if let Some(cap) = capability_for(&part_caps, Some(epoch)) {
                     parts_out
                         .activate()

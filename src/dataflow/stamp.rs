@@ -136,6 +136,7 @@ pub(super) fn stamp<'scope>(
         .map(|k| k.idle_timeout);
     let start = Arc::clone(&context.start);
     let partitions = partitions.to_vec();
+    let telemetry = crate::ops::telemetry();
 
     builder.build(move |mut capabilities| {
         capabilities.truncate(4);
@@ -217,6 +218,16 @@ pub(super) fn stamp<'scope>(
                 watermarks
                     .borrow_mut()
                     .insert(stamper.partition, stamper.position.watermark_ms);
+                // A finished partition's position has gone to the committer: its last report stands.
+                if let Some(telemetry) = telemetry
+                    && stamper.capabilities.is_some()
+                {
+                    telemetry.stamper_position(
+                        stamper.partition,
+                        stamper.position.next_offset,
+                        stamper.position.watermark_ms,
+                    );
+                }
             }
             let open = stampers.iter().any(|s| s.capabilities.is_some());
             if open && (Instant::now() >= next_commit || epoch_records >= max_epoch_records) {
@@ -350,6 +361,7 @@ fn stamp_chunk(
     let chunk = &parsed.chunk;
     let position = &mut stamper.position;
     let mut buffers = StampBuffers::default();
+    let counts_before = position.counts;
     metrics::LINES_READ.fetch_add(parsed.lines.len() as u64, Relaxed);
     for line in parsed.lines {
         let raw = &chunk.bytes[line.start..line.end];
@@ -406,6 +418,16 @@ fn stamp_chunk(
         position.next_line = chunk.next_line();
     }
     metrics::BYTES_READ.fetch_add(chunk.bytes.len() as u64, Relaxed);
+    if let Some(telemetry) = crate::ops::telemetry() {
+        telemetry.stamped(stamper.partition, counts_before, position.counts);
+        if chunk.last {
+            telemetry.stamper_position(
+                stamper.partition,
+                position.next_offset,
+                position.watermark_ms,
+            );
+        }
+    }
     if chunk.last {
         position.finished = true;
         outputs

@@ -294,6 +294,10 @@ impl Warehouse {
                 Err(load_error) => tracing::warn!("cannot read {ident} back: {load_error:#}"),
             }
             failures += 1;
+            if let Some(telemetry) = crate::ops::telemetry() {
+                // Not ready while the catalog refuses or cannot be reached (`/readyz`).
+                telemetry.health.commit_failing(true);
+            }
             if failures >= COMMIT_ATTEMPTS {
                 return Err(error.context(format!(
                     "commit to {ident} failed {COMMIT_ATTEMPTS} times; nothing of it is in the \

@@ -213,7 +213,7 @@ impl KafkaSettings {
 }
 
 /// The low and high watermark offsets of a partition, retried through a broker outage.
-fn watermarks(consumer: &BaseConsumer, topic: &str, partition: u32) -> Result<(u64, u64)> {
+pub fn watermarks(consumer: &BaseConsumer, topic: &str, partition: u32) -> Result<(u64, u64)> {
     let (low, high) = retry("read partition offsets", || {
         consumer.fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
     })?;
@@ -342,6 +342,8 @@ pub enum StopAt {
 struct PartitionCursor {
     /// Offset of the next record to hand out.
     next_offset: u64,
+    /// Up to where the progress counters have counted the partition's offsets.
+    counted_offset: u64,
     /// Where a bounded run stops.
     end: Option<u64>,
     next_seq: u64,
@@ -428,6 +430,14 @@ impl KafkaReader {
         self.records_read
     }
 
+    /// The next offset to read of each partition that has not ended, for the lag metrics.
+    pub fn next_offsets(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.cursors
+            .iter()
+            .filter(|(_, c)| !c.ended)
+            .map(|(p, c)| (*p, c.next_offset))
+    }
+
     /// The partitions this reader has handed out chunks of, or will.
     pub fn partitions(&self) -> impl Iterator<Item = u32> + '_ {
         self.cursors.keys().copied()
@@ -448,10 +458,12 @@ impl KafkaReader {
                 )?),
             };
             let ended = end.is_some_and(|end| offset >= end);
+            crate::metrics::add_input(offset, end);
             self.cursors.insert(
                 partition,
                 PartitionCursor {
                     next_offset: offset,
+                    counted_offset: offset,
                     end,
                     next_seq: 0,
                     pending: PendingChunk::default(),
@@ -692,6 +704,9 @@ fn take_chunk(partition: u32, cursor: &mut PartitionCursor, last: bool) -> Chunk
         oversize_line: None,
     };
     cursor.next_seq += 1;
+    // Offsets, not records: transaction markers take offsets too, and a bounded run's end is one.
+    crate::metrics::input_done(cursor.next_offset.saturating_sub(cursor.counted_offset));
+    cursor.counted_offset = cursor.next_offset;
     chunk
 }
 
