@@ -211,3 +211,107 @@ fn files_on_s3_are_written_once() {
         ["checkpoints/t/e2/part.bin"]
     );
 }
+
+/// A REST catalog whose OAuth2 tokens expire (after two seconds here; after an hour or so in
+/// production) keeps receiving commits: the pipeline fetches a new token with its client
+/// credentials when the catalog refuses the old one, and its commits go through. Without the
+/// credentials the start is one clear error.
+#[test]
+fn a_rest_catalog_with_expiring_oauth2_tokens_keeps_receiving_commits() {
+    use std::io::Write;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rest = Service::start_with(
+        "iceberg_rest",
+        &dir.path().join("rest"),
+        &[],
+        &[
+            ("REST_CLIENT_CREDENTIAL", "sessionize:s3cret"),
+            ("REST_TOKEN_LIFETIME_SECONDS", "2"),
+        ],
+    );
+    let log = Path::new(rest.get("LOG")).to_path_buf();
+    let issued = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("issued token"))
+            .count()
+    };
+    let warehouse = dir.path().join("warehouse");
+
+    let refused = command(
+        &warehouse,
+        &[],
+        rest.get("URI"),
+        &["--catalog-timeout", "1s"],
+    )
+    .args(["--input", "-"])
+    .stdin(Stdio::null())
+    .output()
+    .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+
+    let partition = workload(79, 1).remove(0);
+    let expected = reference(
+        std::slice::from_ref(&partition),
+        30 * MIN,
+        2 * HOUR,
+        10 * MIN,
+    );
+    let (first, rest_of_input) = partition.split_at(partition.len() / 2);
+    let mut child = command(
+        &warehouse,
+        &[],
+        rest.get("URI"),
+        &["--catalog-option", "credential=sessionize:s3cret"],
+    )
+    .args(["--input", "-"])
+    .stdin(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(first).unwrap();
+    stdin.flush().unwrap();
+    // Once the first half is committed, the token that commit used is left to expire (the
+    // condition under test is time passing); the second half's commits then meet the refusal.
+    let metadata = Path::new(rest.get("DIR")).join("warehouse/sessions/user_sessions/metadata");
+    let commits = || {
+        std::fs::read_dir(&metadata).map_or(0, |entries| {
+            let names = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned());
+            names.filter(|n| n.ends_with(".metadata.json")).count()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while commits() < 2 {
+        assert!(Instant::now() < deadline, "nothing was committed");
+        assert!(child.try_wait().unwrap().is_none(), "the run stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tokens_before = issued();
+    std::thread::sleep(Duration::from_secs(3));
+    stdin.write_all(rest_of_input).unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("expired token"),
+        "the catalog never refused a token"
+    );
+    assert!(
+        issued() > tokens_before,
+        "the refused token was not renewed"
+    );
+    let options = [("credential".to_string(), "sessionize:s3cret".to_string())];
+    assert_tables(rest.get("URI"), &options, &warehouse, &expected);
+}

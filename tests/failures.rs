@@ -677,7 +677,7 @@ fn a_process_whose_peers_never_come_gives_up_with_one_line() {
     let inputs = write_inputs(dir.path(), &workload(107, 1));
     let hosts = hostfile(dir.path(), 2);
     let mut command = run_command(
-        &dir.path().join("warehouse"),
+        dir.path().join("warehouse"),
         &inputs,
         &["-n", "2", "-p", "0", "--cluster-timeout", "2s", "-h"],
     );

@@ -1,8 +1,12 @@
-"""Reads the sessions table through an Iceberg REST catalog with the readers users have, for
+"""Reads the sessions table, on S3, through its Iceberg catalog with the readers users have, for
 tests/readers.rs: Spark (PySpark with Iceberg's iceberg-spark-runtime jar), DuckDB (with its
 iceberg extension, loaded from the duckdb-extension-* wheels) and pyiceberg.
 
-Usage: python3 tests/readers.py CATALOG_URI OUT.json
+Usage: python3 tests/readers.py CATALOG_URI S3_ENDPOINT OUT.json
+
+CATALOG_URI is a REST catalog (http://…) or a SQL catalog on PostgreSQL (postgres://USER@HOST:
+PORT/DB, whose catalog is named "default", as sessionize names it); the tables' files are in
+moto's S3 at S3_ENDPOINT (keys test/test, path-style).
 
 Each reader computes, by its own means, the numbers of a table validation: the row count, the
 number of users, the sessions of each user, and Spark's `describe` of session_duration_seconds
@@ -16,6 +20,7 @@ import json
 import os
 import sys
 import tempfile
+from urllib.parse import urlparse
 
 NAMESPACE, TABLE = "sessions", "user_sessions"
 COLUMN = "session_duration_seconds"
@@ -63,8 +68,31 @@ def duckdb_extension(name):
     return path
 
 
+S3_KEY, S3_SECRET, S3_REGION = "test", "test", "us-east-1"
+
+
+class Catalog:
+    """Where the table is: its catalog, and the S3 server its files are on."""
+
+    def __init__(self, uri, endpoint):
+        self.uri, self.endpoint = uri, endpoint
+        self.rest = uri.startswith("http")
+        if not self.rest:
+            self.postgres = urlparse(uri)
+
+    def s3_properties(self):
+        """The Iceberg FileIO properties of the S3 server."""
+        return {
+            "s3.endpoint": self.endpoint,
+            "s3.access-key-id": S3_KEY,
+            "s3.secret-access-key": S3_SECRET,
+            "s3.region": S3_REGION,
+            "s3.path-style-access": "true",
+        }
+
+
 def check_installed():
-    for module in ("pyspark", "duckdb", "pyiceberg", "pyarrow"):
+    for module in ("pyspark", "duckdb", "pyiceberg", "pyarrow", "psycopg2"):
         if importlib.util.find_spec(module) is None:
             missing(f"the Python package {module}")
     jars = spark_jars()
@@ -87,13 +115,29 @@ def numbers(rows, per_user, count, minimum, maximum, mean, stddev):
     }
 
 
-def read_spark(uri, jars, scratch):
-    """The validation as a Spark user writes it: load, count, group by user, describe."""
+def read_spark(catalog, jars, scratch):
+    """The validation as a Spark user writes it: load, count, group by user, describe. A SQL
+    catalog is Iceberg's JDBC catalog, under the catalog name sessionize writes its rows with."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ["SPARK_LOCAL_DIRS"] = os.path.join(scratch, "spark-local")
     from pyspark.sql import SparkSession
 
-    spark = (
+    name = "lake" if catalog.rest else "default"
+    prefix = f"spark.sql.catalog.{name}"
+    if catalog.rest:
+        kind = {"type": "rest", "uri": catalog.uri}
+    else:
+        pg = catalog.postgres
+        kind = {
+            "type": "jdbc",
+            "uri": f"jdbc:postgresql://{pg.hostname}:{pg.port}{pg.path}",
+            "jdbc.user": pg.username or "postgres",
+            "warehouse": "s3://lake/warehouse",
+        }
+    settings = {"io-impl": "org.apache.iceberg.aws.s3.S3FileIO", "client.region": S3_REGION}
+    settings.update(catalog.s3_properties())
+    settings.update(kind)
+    builder = (
         SparkSession.builder.master("local[1]")
         .appName("sessionize-readers")
         .config("spark.jars", ",".join(jars))
@@ -103,14 +147,14 @@ def read_spark(uri, jars, scratch):
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.warehouse.dir", os.path.join(scratch, "spark-warehouse"))
-        .config("spark.sql.catalog.lake", "org.apache.iceberg.spark.SparkCatalog")
-        .config("spark.sql.catalog.lake.type", "rest")
-        .config("spark.sql.catalog.lake.uri", uri)
-        .getOrCreate()
+        .config(prefix, "org.apache.iceberg.spark.SparkCatalog")
     )
+    for key, value in settings.items():
+        builder = builder.config(f"{prefix}.{key}", value)
+    spark = builder.getOrCreate()
     try:
         spark.sparkContext.setLogLevel("ERROR")
-        df = spark.table(f"lake.{NAMESPACE}.{TABLE}")
+        df = spark.table(f"`{name}`.{NAMESPACE}.{TABLE}")
         rows = df.count()
         per_user = {r["user_id"]: r["count"] for r in df.groupBy("user_id").count().collect()}
         described = {r["summary"]: r[COLUMN] for r in df.describe(COLUMN).collect()}
@@ -140,8 +184,9 @@ def duckdb_numbers(con, relation):
     return numbers(rows, per_user, *stats)
 
 
-def read_duckdb(uri, extensions, metadata_location):
-    """DuckDB attaches the REST catalog, and also scans the table's metadata file directly."""
+def read_duckdb(catalog, extensions, metadata_location):
+    """DuckDB scans the table's metadata file directly and, for a REST catalog, attaches the
+    catalog too (it has no way into a SQL catalog)."""
     import duckdb
 
     con = duckdb.connect(
@@ -149,21 +194,39 @@ def read_duckdb(uri, extensions, metadata_location):
     )
     for path in extensions:
         con.execute(f"LOAD '{path}'")
+    endpoint = urlparse(catalog.endpoint)
     con.execute(
-        f"ATTACH '' AS lake (TYPE iceberg, ENDPOINT '{uri}', AUTHORIZATION_TYPE 'none')"
+        f"CREATE SECRET lake (TYPE s3, KEY_ID '{S3_KEY}', SECRET '{S3_SECRET}', "
+        f"REGION '{S3_REGION}', ENDPOINT '{endpoint.netloc}', URL_STYLE 'path', "
+        f"USE_SSL {str(endpoint.scheme == 'https').lower()})"
     )
-    attached = duckdb_numbers(con, f"lake.{NAMESPACE}.{TABLE}")
+    attached = None
+    if catalog.rest:
+        con.execute(
+            f"ATTACH '' AS lake (TYPE iceberg, ENDPOINT '{catalog.uri}', "
+            "AUTHORIZATION_TYPE 'none')"
+        )
+        attached = duckdb_numbers(con, f"lake.{NAMESPACE}.{TABLE}")
     scanned = duckdb_numbers(con, f"iceberg_scan('{metadata_location}')")
     con.close()
     return attached, scanned, duckdb.__version__
 
 
-def read_pyiceberg(uri):
+def read_pyiceberg(catalog):
     import pyarrow.compute as pc
     import pyiceberg
-    from pyiceberg.catalog.rest import RestCatalog
 
-    table = RestCatalog("rest", uri=uri).load_table(f"{NAMESPACE}.{TABLE}")
+    if catalog.rest:
+        from pyiceberg.catalog.rest import RestCatalog
+
+        opened = RestCatalog("rest", uri=catalog.uri, **catalog.s3_properties())
+    else:
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        pg = catalog.postgres
+        url = f"postgresql+psycopg2://{pg.username or 'postgres'}@{pg.hostname}:{pg.port}{pg.path}"
+        opened = SqlCatalog("default", uri=url, **catalog.s3_properties())
+    table = opened.load_table(f"{NAMESPACE}.{TABLE}")
     arrow = table.scan().to_arrow()
     per_user = {
         r["user_id"]: r["user_id_count"]
@@ -183,18 +246,20 @@ def read_pyiceberg(uri):
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) != 4:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    uri, out = sys.argv[1], sys.argv[2]
+    catalog, out = Catalog(sys.argv[1], sys.argv[2]), sys.argv[3]
     jars, extensions = check_installed()
     result = {}
-    result["pyiceberg"], metadata_location, pyiceberg_version = read_pyiceberg(uri)
-    result["duckdb"], result["duckdb_iceberg_scan"], duckdb_version = read_duckdb(
-        uri, extensions, metadata_location
+    result["pyiceberg"], metadata_location, pyiceberg_version = read_pyiceberg(catalog)
+    attached, result["duckdb_iceberg_scan"], duckdb_version = read_duckdb(
+        catalog, extensions, metadata_location
     )
+    if attached is not None:
+        result["duckdb"] = attached
     with tempfile.TemporaryDirectory(prefix="readers-spark-") as scratch:
-        result["spark"], spark_version = read_spark(uri, jars, scratch)
+        result["spark"], spark_version = read_spark(catalog, jars, scratch)
     result["versions"] = {
         "spark": spark_version,
         "iceberg_spark_runtime": [os.path.basename(j) for j in jars],

@@ -1,15 +1,15 @@
 //! Readers that users have (issue 8): **Spark** (PySpark with Iceberg's `iceberg-spark-runtime`
 //! jar), **DuckDB** (1.5.5 with its `iceberg` extension) and **pyiceberg** read the sessions table
-//! that a pipeline wrote through Apache Iceberg's REST catalog server, and get the reference's
-//! numbers.
+//! that a pipeline wrote to S3 (moto's server) through Apache Iceberg's REST catalog server, or
+//! through the SQL catalog on PostgreSQL, and get the reference's numbers.
 //!
-//! The pipeline (two workers, many small commits) writes a generated workload into the REST
-//! catalog started by `scripts/services/iceberg_rest.sh`; `tests/readers.py` then runs a table
+//! The pipeline (two workers, many small commits) writes a generated workload into the catalog
+//! started by `scripts/services`; `tests/readers.py` then runs a table
 //! validation in each reader: the row count, the number of users, the sessions of each user, and
 //! Spark's `describe` of `session_duration_seconds` (count, min, max, mean, sample standard
-//! deviation). Spark opens the catalog as a Spark user does (`spark.sql.catalog.X.type=rest`),
-//! DuckDB both attaches the REST catalog and scans the table's metadata file with
-//! `iceberg_scan`, and pyiceberg uses its `RestCatalog`. Every number is compared with the same
+//! deviation). Spark opens the catalog as a Spark user does (`spark.sql.catalog.X.type=rest` or
+//! `jdbc`, with S3FileIO), DuckDB scans the table's metadata file with `iceberg_scan` and also
+//! attaches a REST catalog, and pyiceberg uses its `RestCatalog` or `SqlCatalog`. Every number is compared with the same
 //! number computed from the brute-force reference: exactly for counts, minimum and maximum,
 //! within 1e-6 (relative) for the mean and the standard deviation.
 //!
@@ -23,13 +23,10 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    Expected, HOUR, MIN, Service, SessionRow, read_tables_from, reference, run_command, workload,
-    write_inputs,
+    Expected, HOUR, MIN, Service, SessionRow, read_tables_from, reference, rest_on_s3, run_command,
+    s3_options, workload, write_inputs,
 };
 use sessionize::sink::catalog::CatalogSettings;
-
-/// The readers `tests/readers.py` reports on.
-const READERS: [&str; 4] = ["spark", "duckdb", "duckdb_iceberg_scan", "pyiceberg"];
 
 /// What a table validation finds: the numbers every reader must agree on.
 #[derive(Debug)]
@@ -131,15 +128,15 @@ impl Validation {
     }
 }
 
-/// Runs `tests/readers.py` against the REST catalog at `uri` (bounded by `timeout`, so a hung
+/// Runs `tests/readers.py` against the catalog at `uri` with its files at `s3_endpoint` (bounded by `timeout`, so a hung
 /// JVM fails the test instead of hanging it) and returns its JSON.
-fn read_with_every_reader(uri: &str, scratch: &Path) -> serde_json::Value {
+fn read_with_every_reader(uri: &str, s3_endpoint: &str, scratch: &Path) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers.py");
     let out = scratch.join("readers.json");
     let output = Command::new("timeout")
         .args(["--kill-after=10", "600", "python3"])
         .arg(&script)
-        .arg(uri)
+        .args([uri, s3_endpoint])
         .arg(&out)
         .current_dir(scratch)
         .output()
@@ -156,22 +153,61 @@ fn read_with_every_reader(uri: &str, scratch: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
 }
 
+/// The catalogs the readers open, both with the tables' files on S3.
+#[derive(Clone, Copy)]
+enum Lakehouse {
+    /// Iceberg's REST catalog, which puts tables in the bucket.
+    RestOverS3,
+    /// iceberg's SQL catalog on PostgreSQL, with `--warehouse s3://…`.
+    PostgresAndS3,
+}
+
 #[test]
-fn spark_duckdb_and_pyiceberg_read_the_reference_numbers_from_a_rest_catalog() {
+fn spark_duckdb_and_pyiceberg_read_the_reference_numbers_from_a_rest_catalog_over_s3() {
+    readers_get_the_reference_numbers(Lakehouse::RestOverS3);
+}
+
+#[test]
+fn spark_duckdb_and_pyiceberg_read_the_reference_numbers_from_a_postgres_catalog_on_s3() {
+    readers_get_the_reference_numbers(Lakehouse::PostgresAndS3);
+}
+
+fn readers_get_the_reference_numbers(lakehouse: Lakehouse) {
     let dir = tempfile::tempdir().unwrap();
-    let rest = Service::start("iceberg_rest", &dir.path().join("rest"));
+    let s3 = Service::start("s3", &dir.path().join("s3"));
+    let endpoint = s3.get("ENDPOINT").to_string();
+    let (_catalog, uri) = match lakehouse {
+        Lakehouse::RestOverS3 => {
+            let rest = Service::start_with(
+                "iceberg_rest",
+                &dir.path().join("rest"),
+                &["--warehouse", "s3://lake/warehouse"],
+                &rest_on_s3(&endpoint),
+            );
+            let uri = rest.get("URI").to_string();
+            (rest, uri)
+        }
+        Lakehouse::PostgresAndS3 => {
+            let postgres = Service::start("postgres", &dir.path().join("postgres"));
+            let url = postgres.get("URL").to_string();
+            (postgres, url)
+        }
+    };
     let partitions = workload(73, 2);
     let inputs = write_inputs(dir.path(), &partitions);
     let expected: Expected = reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN);
-    let warehouse = dir.path().join("warehouse");
 
-    let run = run_command(
-        &warehouse,
-        &inputs,
-        &["-w", "2", "--catalog-uri", rest.get("URI")],
-    )
-    .output()
-    .unwrap();
+    let options = s3_options(&endpoint);
+    let pairs: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut flags = vec!["-w", "2", "--catalog-uri", &uri];
+    flags.extend(
+        pairs
+            .iter()
+            .flat_map(|pair| ["--catalog-option", pair.as_str()]),
+    );
+    let run = run_command("s3://lake/warehouse", &inputs, &flags)
+        .output()
+        .unwrap();
     assert!(
         run.status.success(),
         "{}",
@@ -179,20 +215,26 @@ fn spark_duckdb_and_pyiceberg_read_the_reference_numbers_from_a_rest_catalog() {
     );
     // The table is the reference, row for row, before any other reader looks at it.
     let settings = CatalogSettings {
-        uri: Some(rest.get("URI").to_string()),
+        uri: Some(uri.clone()),
+        options,
         ..CatalogSettings::default()
     };
     assert_eq!(
-        read_tables_from(&settings, &warehouse).sessions,
+        read_tables_from(&settings, &dir.path().join("reader")).sessions,
         expected.sessions
     );
 
     let scratch = dir.path().join("readers");
     std::fs::create_dir_all(&scratch).unwrap();
-    let read = read_with_every_reader(rest.get("URI"), &scratch);
+    let read = read_with_every_reader(&uri, &endpoint, &scratch);
     eprintln!("reader versions: {}", read["versions"]);
     let wanted = Validation::of(&expected.sessions);
-    for reader in READERS {
+    let readers: &[&str] = match lakehouse {
+        Lakehouse::RestOverS3 => &["spark", "duckdb", "duckdb_iceberg_scan", "pyiceberg"],
+        // DuckDB cannot open a SQL catalog: it scans the table's metadata file.
+        Lakehouse::PostgresAndS3 => &["spark", "duckdb_iceberg_scan", "pyiceberg"],
+    };
+    for reader in readers {
         let value = read
             .get(reader)
             .unwrap_or_else(|| panic!("tests/readers.py reported nothing for {reader}: {read}"));

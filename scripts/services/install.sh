@@ -229,22 +229,26 @@ install_iceberg_rest() {
 # REST catalog) from the duckdb-extension-* wheels on PyPI, built for exactly that DuckDB.
 READERS_PYSPARK=3.5.8
 READERS_DUCKDB=1.5.5
+READERS_POSTGRES_JDBC=42.7.8
 
 readers_pom() {
   pom_header "readers-$1"
   echo "  <dependencies>"
   dep org.apache.iceberg iceberg-spark-runtime-3.5_2.12 "$1"
+  # S3FileIO for tables on S3, and the JDBC driver of a SQL catalog on PostgreSQL.
+  dep org.apache.iceberg iceberg-aws-bundle "$1"
+  dep org.postgresql postgresql "$READERS_POSTGRES_JDBC"
   echo "  </dependencies>"
   echo "</project>"
 }
 
 install_readers() {
-  if python3 -c "import sys, pyspark, duckdb, duckdb_extension_iceberg, duckdb_extension_avro, duckdb_extension_httpfs
+  if python3 -c "import sys, psycopg2, pyspark, duckdb, duckdb_extension_iceberg, duckdb_extension_avro, duckdb_extension_httpfs
 sys.exit(pyspark.__version__ != '$READERS_PYSPARK' or duckdb.__version__ != '$READERS_DUCKDB')" 2>/dev/null; then
     svc_log "readers: pyspark $READERS_PYSPARK and duckdb $READERS_DUCKDB present"
   else
     svc_log "readers: installing pyspark $READERS_PYSPARK and duckdb $READERS_DUCKDB with its extensions from PyPI"
-    local pkgs=("pyspark==$READERS_PYSPARK" "duckdb==$READERS_DUCKDB")
+    local pkgs=("pyspark==$READERS_PYSPARK" "duckdb==$READERS_DUCKDB" "psycopg2-binary==2.9.*")
     local e
     for e in iceberg avro httpfs; do pkgs+=("duckdb-extension-$e==$READERS_DUCKDB"); done
     python3 -m pip install --quiet "${pkgs[@]}" >/dev/null 2>&1 || python3 -m pip install --quiet "${pkgs[@]}"

@@ -23,8 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use iceberg::{Catalog, CatalogBuilder};
-use iceberg_catalog_rest::RestCatalogBuilder;
+use iceberg::table::Table;
+use iceberg::{
+    Catalog, CatalogBuilder, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
+};
+use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
@@ -143,13 +146,145 @@ impl CatalogSettings {
             }
             CatalogKind::Rest => {
                 properties.insert("uri".into(), uri);
-                Arc::new(
-                    RestCatalogBuilder::default()
-                        .with_storage_factory(storage)
-                        .load(CATALOG_NAME, properties)
-                        .await?,
-                )
+                let catalog = RestCatalogBuilder::default()
+                    .with_storage_factory(storage)
+                    .load(CATALOG_NAME, properties)
+                    .await?;
+                Arc::new(RenewingCatalog(catalog))
             }
         })
+    }
+}
+
+/// A REST catalog whose OAuth2 token is renewed when the catalog refuses it: the REST client
+/// fetches a token with the client credentials at its first request and keeps it, while
+/// catalogs' tokens expire (after an hour, typically) and a pipeline runs for months. A request
+/// refused as unauthorized is made again once with a new token; a commit is not (its argument
+/// is consumed), and the commit loop's retry finds the new token.
+#[derive(Debug)]
+struct RenewingCatalog(RestCatalog);
+
+impl RenewingCatalog {
+    /// Fetches a new token if `result` is a refusal of the current one; returns whether it did.
+    async fn renewed<T>(&self, result: &iceberg::Result<T>) -> bool {
+        let Err(error) = result else {
+            return false;
+        };
+        if !error.to_string().contains("401 Unauthorized") {
+            return false;
+        }
+        match self.0.regenerate_token().await {
+            Ok(()) => {
+                tracing::info!("the REST catalog refused the OAuth2 token: fetched a new one");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the REST catalog refused the OAuth2 token, and gave no new one: {e}"
+                );
+                false
+            }
+        }
+    }
+}
+
+/// `$call` on the inner catalog, made again once after a renewed token.
+macro_rules! renewing {
+    ($self:ident, $call:expr) => {{
+        let result = $call.await;
+        if $self.renewed(&result).await {
+            $call.await
+        } else {
+            result
+        }
+    }};
+}
+
+#[async_trait::async_trait]
+impl Catalog for RenewingCatalog {
+    async fn list_namespaces(
+        &self,
+        parent: Option<&NamespaceIdent>,
+    ) -> iceberg::Result<Vec<NamespaceIdent>> {
+        renewing!(self, self.0.list_namespaces(parent))
+    }
+
+    async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> iceberg::Result<Namespace> {
+        renewing!(self, self.0.create_namespace(namespace, properties.clone()))
+    }
+
+    async fn get_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<Namespace> {
+        renewing!(self, self.0.get_namespace(namespace))
+    }
+
+    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> iceberg::Result<bool> {
+        renewing!(self, self.0.namespace_exists(namespace))
+    }
+
+    async fn update_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> iceberg::Result<()> {
+        renewing!(self, self.0.update_namespace(namespace, properties.clone()))
+    }
+
+    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<()> {
+        renewing!(self, self.0.drop_namespace(namespace))
+    }
+
+    async fn list_tables(&self, namespace: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
+        renewing!(self, self.0.list_tables(namespace))
+    }
+
+    async fn create_table(
+        &self,
+        namespace: &NamespaceIdent,
+        creation: TableCreation,
+    ) -> iceberg::Result<Table> {
+        let result = self.0.create_table(namespace, creation).await;
+        self.renewed(&result).await;
+        result
+    }
+
+    async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
+        renewing!(self, self.0.load_table(table))
+    }
+
+    async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+        renewing!(self, self.0.drop_table(table))
+    }
+
+    async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+        renewing!(self, self.0.purge_table(table))
+    }
+
+    async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
+        renewing!(self, self.0.table_exists(table))
+    }
+
+    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
+        renewing!(self, self.0.rename_table(src, dest))
+    }
+
+    async fn register_table(
+        &self,
+        table: &TableIdent,
+        metadata_location: String,
+    ) -> iceberg::Result<Table> {
+        renewing!(
+            self,
+            self.0.register_table(table, metadata_location.clone())
+        )
+    }
+
+    async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
+        let result = self.0.update_table(commit).await;
+        self.renewed(&result).await;
+        result
     }
 }

@@ -406,7 +406,12 @@ pub fn run_files(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> String
 
 /// The `sessionize run` command over `inputs`, committing often and in small epochs, so that a
 /// run has many epochs to be killed in.
-pub fn run_command(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> Command {
+/// `warehouse` is a directory or an `s3://` location.
+pub fn run_command(
+    warehouse: impl AsRef<std::ffi::OsStr>,
+    inputs: &[PathBuf],
+    extra: &[&str],
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sessionize"));
     command.arg("run");
     for input in inputs {
