@@ -141,6 +141,16 @@ def script_flags(script):
     return match.group(1), flags
 
 
+def env_flags(environment, others):
+    """The flags that SESSIONIZE_<FLAG> variables set (sessionize reads every long flag so), but for
+    the prefix of Kafka options and the names in `others` (read by something else)."""
+    return [
+        "--" + name[len("SESSIONIZE_"):].lower().replace("_", "-")
+        for name in environment
+        if name.startswith("SESSIONIZE_") and not name.startswith("SESSIONIZE_KAFKA_OPTION_") and name not in others
+    ]
+
+
 def cmd_flags(binary, compose_json):
     uses = []  # (where, subcommand, flags)
     with open(compose_json) as f:
@@ -150,14 +160,25 @@ def cmd_flags(binary, compose_json):
         if os.path.realpath(build.get("context", "/nonexistent")) != os.path.realpath("."):
             continue
         if service.get("entrypoint"):
-            continue  # runs something else than sessionize (warehouse-init)
+            continue  # runs something else than sessionize (catalog-init)
         command = service.get("command") or []
         uses.append((f"docker-compose.yml {name}", command[0], flags_in_tokens(command[1:])))
+        variables = env_flags(service.get("environment") or {}, set())
+        if variables:
+            uses.append((f"docker-compose.yml {name} environment", command[0], variables))
     docs = k8s_docs()
     sts = one(docs, "StatefulSet")
-    sub, flags = script_flags(statefulset_script(sts))
+    script = statefulset_script(sts)
+    sub, flags = script_flags(script)
     uses.append((f"{K8S}/statefulset.yaml start script", sub, flags))
     config = one(docs, "ConfigMap")
+    # The pod's SESSIONIZE_* variables reach sessionize too (envFrom): each is one the script reads
+    # or one of sessionize's own (a misspelt one would be ignored silently).
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    pod_env = dict(config["data"]) | {e["name"]: e.get("value") for e in container.get("env", [])}
+    variables = env_flags(pod_env, set(re.findall(r"\$\{(SESSIONIZE_[A-Z_]+)", script)))
+    if variables:
+        uses.append((f"{K8S} ConfigMap and env, SESSIONIZE_* not read by the script", sub, variables))
     extra = config["data"].get("SESSIONIZE_EXTRA_ARGS", "")
     if extra.strip():
         uses.append((f"{K8S}/configmap.yaml SESSIONIZE_EXTRA_ARGS", "run", flags_in_tokens(shlex.split(extra))))
@@ -182,20 +203,85 @@ def option(command, flag):
     return command[command.index(flag) + 1] if flag in command else None
 
 
+def is_s3(location):
+    return bool(location) and location.startswith(("s3://", "s3a://"))
+
+
+def normal_location(location):
+    """s3a://B/P/ and s3://B/P the same (sessionize reads s3a:// as s3://); file://P and P too."""
+    location = (location or "").strip()
+    if location.startswith("s3a://"):
+        location = "s3://" + location[len("s3a://"):]
+    if location.startswith("file://"):
+        location = location[len("file://"):]
+    return location.rstrip("/") or location
+
+
+def bucket_of(location):
+    return normal_location(location)[len("s3://"):].split("/", 1)[0]
+
+
+def setting(service, long, short=None):
+    """A run flag's value as sessionize resolves it: the command line, else SESSIONIZE_<FLAG>."""
+    command = service.get("command") or []
+    for i, token in enumerate(command):
+        if token in (f"--{long}", short) and i + 1 < len(command):
+            return command[i + 1]
+        if token.startswith(f"--{long}="):
+            return token.split("=", 1)[1]
+    return (service.get("environment") or {}).get("SESSIONIZE_" + long.upper().replace("-", "_"))
+
+
+def catalog_options(service):
+    """The --catalog-option pairs of a run service: SESSIONIZE_CATALOG_OPTION's lines, then the command's."""
+    values = [l.strip() for l in ((service.get("environment") or {}).get("SESSIONIZE_CATALOG_OPTION") or "").splitlines()]
+    command = service.get("command") or []
+    for i, token in enumerate(command):
+        if token == "--catalog-option" and i + 1 < len(command):
+            values.append(command[i + 1])
+        elif token.startswith("--catalog-option="):
+            values.append(token.split("=", 1)[1])
+    return dict(v.split("=", 1) for v in values if "=" in v)
+
+
+def endpoint_host(url):
+    match = re.match(r"https?://(?:[^@/]*@)?([^:/]+)(?::(\d+))?", url or "")
+    return (match.group(1), match.group(2)) if match else (None, None)
+
+
+def image_of(service):
+    """The image's repository, without tag or digest: minio/minio:RELEASE... -> minio/minio."""
+    image = (service.get("image") or "").split("@", 1)[0]
+    head, _, last = image.rpartition("/")
+    return (head + "/" if head else "") + last.split(":", 1)[0]
+
+
+def mount_of(service, path):
+    """(volume, mount path) of the service's mount that holds `path` (the deepest), or None."""
+    found = [(v.get("source"), v.get("target")) for v in service.get("volumes", [])
+             if path == v.get("target") or path.startswith(v.get("target", "").rstrip("/") + "/")]
+    return max(found, key=lambda m: len(m[1] or ""), default=None)
+
+
+def truthy(value):
+    return str(value).strip().lower() in ("true", "1")
+
+
 def cmd_compose_cluster(compose_json):
     with open(compose_json) as f:
         compose = json.load(f)
     services = compose["services"]
     runs = {n: s for n, s in services.items() if (s.get("command") or [None])[0] == "run" and not s.get("entrypoint")}
     problems = []
-    counts = {option(s["command"], "-n") for s in runs.values()}
-    if len(counts) != 1:
-        problems.append(f"the run services disagree on -n: {counts}")
-    n = int(counts.pop()) if len(counts) == 1 else 0
-    indexes = sorted(int(option(s["command"], "-p") or 0) for s in runs.values())
+    said = []
+    counts = {setting(s, "processes", "-n") for s in runs.values()}
+    if len(counts) != 1 or None in counts:
+        problems.append(f"the run services disagree on -n (--processes, SESSIONIZE_PROCESSES): {counts}")
+    n = int(next(iter(counts))) if len(counts) == 1 and None not in counts else 0
+    indexes = sorted(int(setting(s, "process", "-p") or 0) for s in runs.values())
     if indexes != list(range(n)):
         problems.append(f"-p values {indexes} are not 0..{n - 1}")
-    hostfiles = {option(s["command"], "-h") for s in runs.values()}
+    hostfiles = {setting(s, "hostfile", "-h") for s in runs.values()}
     if len(hostfiles) != 1:
         problems.append(f"the run services use different hostfiles: {hostfiles}")
     hostfile = hostfiles.pop() if len(hostfiles) == 1 else None
@@ -212,34 +298,147 @@ def cmd_compose_cluster(compose_json):
             host = line.rsplit(":", 1)[0]
             if host not in services:
                 problems.append(f"hostfile line {line}: {host} is not a service")
-    warehouses = {}
+    said.append(f"{n} processes {sorted(runs)}: -n {n}, -p 0..{n - 1}, one hostfile of {n} service:port lines mounted in each")
+
+    # The warehouse, and the checkpoints under it (or at --checkpoint-location): one for all processes.
+    warehouses = {name: setting(s, "warehouse") or "warehouse" for name, s in runs.items()}
+    checkpoints = {name: setting(s, "checkpoint-location") or warehouses[name].rstrip("/") + "/_sessionize"
+                   for name, s in runs.items()}
+    for what, found in (("--warehouse (SESSIONIZE_WAREHOUSE)", warehouses), ("checkpoint location", checkpoints)):
+        if len({normal_location(v) for v in found.values()}) > 1:
+            problems.append(f"the processes do not use one {what}: {found}")
+    warehouse = next(iter(warehouses.values()), None)
+    checkpoint = next(iter(checkpoints.values()), None)
+    minio = {name: s for name, s in services.items() if image_of(s).endswith("minio/minio")}
+    inits = {name: s for name, s in services.items() if image_of(s).endswith("minio/mc")}
+    s3_locations = [loc for loc in (warehouse, checkpoint) if is_s3(loc)]
+    local_locations = [loc for loc in (warehouse, checkpoint) if loc and not is_s3(loc)]
+
+    # Local paths: a volume every process mounts at that path (and the REST catalog too, for the warehouse).
+    volume_of = {}
     for name, s in runs.items():
-        path = option(s["command"], "--warehouse")
-        source = [v.get("source") for v in s.get("volumes", []) if v.get("target") == path]
-        if not source:
-            problems.append(f"{name}: --warehouse {path} is not a mounted volume")
-        warehouses[name] = (path, tuple(source))
-    if len(set(warehouses.values())) > 1:
-        problems.append(f"the processes do not share one warehouse volume: {warehouses}")
+        for path in dict.fromkeys(normal_location(loc) for loc in local_locations):
+            source = mount_of(s, path)
+            if not source:
+                problems.append(f"{name}: the local location {path} is not on a mounted volume")
+            volume_of.setdefault(path, set()).add(source)
+    for path, sources in volume_of.items():
+        if len(sources) > 1:
+            problems.append(f"the processes do not share one volume at {path}: {sources}")
+
+    # S3: the endpoint, the keys and the bucket are MinIO's; sessionize then needs no volume at all.
+    bucket_inits = set()
+    if s3_locations:
+        if not local_locations:
+            for name, s in runs.items():
+                if s.get("volumes"):
+                    problems.append(f"{name}: mounts {[v.get('target') for v in s['volumes']]}, but its warehouse and "
+                                    "checkpoints are on S3 (the processes are meant to be stateless)")
+        buckets = {bucket_of(loc) for loc in s3_locations}
+        for name, s in runs.items():
+            opts = catalog_options(s)
+            host, port = endpoint_host(opts.get("s3.endpoint"))
+            if minio:
+                if host not in minio:
+                    problems.append(f"{name}: s3.endpoint {opts.get('s3.endpoint')!r} is not the MinIO service ({', '.join(minio)})")
+                    continue
+                address = option(minio[host].get("command") or [], "--address") or ":9000"
+                if (port or "80") != address.rsplit(":", 1)[-1]:
+                    problems.append(f"{name}: s3.endpoint {opts['s3.endpoint']} is not MinIO's S3 port ({address})")
+                if not truthy(opts.get("s3.path-style-access")):
+                    problems.append(f"{name}: no s3.path-style-access=true (MinIO in Compose has no per-bucket host names)")
+                env = minio[host].get("environment") or {}
+                for key, var in (("s3.access-key-id", "MINIO_ROOT_USER"), ("s3.secret-access-key", "MINIO_ROOT_PASSWORD")):
+                    if env.get(var) and opts.get(key) != env.get(var):
+                        problems.append(f"{name}: {key} is not {host}'s {var}")
+            elif host and host in services:
+                problems.append(f"{name}: s3.endpoint names the service {host}, which is not MinIO")
+            if not (opts.get("s3.region") or opts.get("client.region")):
+                problems.append(f"{name}: no s3.region among its catalog options")
+        # The one-shot init that creates each bucket, on that MinIO, before anything uses it.
+        for bucket in sorted(buckets):
+            creators = []
+            for name, s in inits.items():
+                command = s.get("command") or []
+                if "mb" not in command:
+                    continue
+                for target in command[command.index("mb") + 1:]:
+                    if "/" in target and not target.startswith("-") and target.split("/", 1)[1].strip("/") == bucket:
+                        alias = target.split("/", 1)[0]
+                        url = (s.get("environment") or {}).get(f"MC_HOST_{alias}")
+                        if minio and endpoint_host(url)[0] not in minio:
+                            problems.append(f"{name}: the alias {alias} ({'MC_HOST_' + alias if url else 'no MC_HOST_' + alias}) is not the MinIO service")
+                        if "--ignore-existing" not in command and "-p" not in command:
+                            problems.append(f"{name}: `mc mb` without --ignore-existing fails on every later start")
+                        creators.append(name)
+            if not creators:
+                problems.append(f"no service creates the bucket {bucket} (a minio/mc `mb ALIAS/{bucket}`)")
+            bucket_inits |= set(creators)
+        for name, s in runs.items():
+            for init in sorted(bucket_inits):
+                if s.get("depends_on", {}).get(init, {}).get("condition") != "service_completed_successfully":
+                    problems.append(f"{name}: does not wait for {init} (the bucket) to complete")
+        where = (f"MinIO service {', '.join(minio)} (path-style, its root keys)" if minio else "the AWS chain's endpoint")
+        said.append(f"one S3 warehouse {normal_location(warehouse)} (checkpoints {normal_location(checkpoint)}) on {where}, "
+                    f"bucket {', '.join(sorted(buckets))} created by {', '.join(sorted(bucket_inits)) or '?'}; no volume in the processes"
+                    if not local_locations else f"S3 at {', '.join(s3_locations)}")
+    if local_locations and not problems:
+        said.append(f"one shared volume holds {', '.join(dict.fromkeys(local_locations))} in every process")
+
+    # The REST catalog: the same warehouse, through the same store.
     for name, s in runs.items():
-        uri = option(s["command"], "--catalog-uri") or ""
-        match = re.match(r"https?://([^:/]+)", uri)
-        if match:
-            catalog = services.get(match.group(1))
-            if catalog is None:
-                problems.append(f"{name}: --catalog-uri {uri} names no service")
-                continue
-            path, source = warehouses[name]
-            shared = [v for v in catalog.get("volumes", []) if v.get("target") == path and (v.get("source"),) == source]
-            if not shared:
-                problems.append(f"{name}: the REST catalog {match.group(1)} does not mount the warehouse at {path}")
-            if not (s.get("depends_on", {}).get(match.group(1), {}).get("condition") == "service_healthy"):
-                problems.append(f"{name}: does not wait for {match.group(1)} to be healthy")
-    for p in problems:
+        uri = setting(s, "catalog-uri") or ""
+        host = endpoint_host(uri)[0] if uri.startswith("http") else None
+        if not host:
+            continue
+        catalog = services.get(host)
+        if catalog is None:
+            problems.append(f"{name}: --catalog-uri {uri} names no service")
+            continue
+        if s.get("depends_on", {}).get(host, {}).get("condition") != "service_healthy":
+            problems.append(f"{name}: does not wait for {host} to be healthy")
+        env = catalog.get("environment") or {}
+        if is_s3(warehouse):
+            if normal_location(env.get("CATALOG_WAREHOUSE")) != normal_location(warehouse):
+                problems.append(f"{name}: the REST catalog's CATALOG_WAREHOUSE {env.get('CATALOG_WAREHOUSE')!r} is not its warehouse {warehouse}")
+            if env.get("CATALOG_IO__IMPL") != "org.apache.iceberg.aws.s3.S3FileIO":
+                problems.append(f"{host}: CATALOG_IO__IMPL is not org.apache.iceberg.aws.s3.S3FileIO")
+            catalog_host = endpoint_host(env.get("CATALOG_S3_ENDPOINT"))[0]
+            if endpoint_host(catalog_options(s).get("s3.endpoint"))[0] != catalog_host:
+                problems.append(f"{host}: CATALOG_S3_ENDPOINT {env.get('CATALOG_S3_ENDPOINT')!r} is not sessionize's s3.endpoint")
+            if minio and not truthy(env.get("CATALOG_S3_PATH__STYLE__ACCESS")):
+                problems.append(f"{host}: CATALOG_S3_PATH__STYLE__ACCESS is not true")
+            for init in sorted(bucket_inits):
+                if catalog.get("depends_on", {}).get(init, {}).get("condition") != "service_completed_successfully":
+                    problems.append(f"{host}: does not wait for {init} (the bucket) to complete")
+        else:
+            path = normal_location(warehouse)
+            if mount_of(catalog, path) is None or mount_of(catalog, path) != mount_of(s, path):
+                problems.append(f"{name}: the REST catalog {host} does not mount the warehouse's volume at the same path ({path})")
+        # The catalog's own rows: in SQLite on a volume (not in memory), which an init gives to the image's user.
+        jdbc = env.get("CATALOG_URI", "")
+        said_rows = f"its rows at {jdbc or 'the default'}"
+        if image_of(catalog).endswith("iceberg-rest-fixture") and (not jdbc or "memory" in jdbc):
+            problems.append(f"{host}: its catalog rows are in memory ({jdbc or 'the image default'}): lost on every restart")
+        if jdbc.startswith("jdbc:sqlite:") and ":memory:" not in jdbc and "mode=memory" not in jdbc:
+            directory = os.path.dirname(jdbc[len("jdbc:sqlite:"):].split("?", 1)[0].replace("file:", "", 1))
+            mounts = [v for v in catalog.get("volumes", []) if v.get("target") == directory and v.get("type") == "volume"]
+            if not mounts:
+                problems.append(f"{host}: its SQLite file {jdbc} is not on a named volume (lost on restart)")
+            else:
+                owners = [d for d, c in catalog.get("depends_on", {}).items()
+                          if c.get("condition") == "service_completed_successfully"
+                          and any(v.get("source") == mounts[0]["source"] for v in services.get(d, {}).get("volumes", []))]
+                if not owners:
+                    problems.append(f"{host}: no init that prepares the volume {mounts[0]['source']} runs before it")
+                said_rows = f"its rows in SQLite on the volume {mounts[0]['source']}" + (f" (prepared by {', '.join(owners)})" if owners else "")
+        said.append(f"REST catalog {host}: warehouse {env.get('CATALOG_WAREHOUSE')}, {env.get('CATALOG_IO__IMPL', 'default FileIO').rsplit('.', 1)[-1]}, "
+                    f"{said_rows}; the processes wait for it to be healthy")
+    for p in dict.fromkeys(problems):
         print(p)
     if not problems:
-        print(f"{n} processes {sorted(runs)}: -n {n}, -p 0..{n - 1}, one hostfile of {n} service:port lines "
-              f"mounted in each, one shared warehouse volume, also mounted by the REST catalog at the same path")
+        for line in dict.fromkeys(said):
+            print(line)
     sys.exit(1 if problems else 0)
 
 
@@ -250,14 +449,15 @@ def cmd_k8s_consistency():
     listed = set(kustomization.get("resources", []))
     present = {n for n in os.listdir(K8S) if n.endswith((".yaml", ".yml")) and n != "kustomization.yaml"}
     problems = []
+    said = []
     if listed != present:
         problems.append(f"kustomization resources {sorted(listed)} != files {sorted(present)}")
     docs = k8s_docs()
     sts = one(docs, "StatefulSet")
     svc = one(docs, "Service")
     pdb = one(docs, "PodDisruptionBudget")
-    pvc = one(docs, "PersistentVolumeClaim")
     config = one(docs, "ConfigMap")
+    claims = {name: doc for (kind, name), (_, doc) in docs.items() if kind == "PersistentVolumeClaim"}
     pod = sts["spec"]["template"]
     labels = pod["metadata"]["labels"]
     container = pod["spec"]["containers"][0]
@@ -278,14 +478,44 @@ def cmd_k8s_consistency():
             problems.append(f"Service port {p} does not match the container's ports {ports}")
     if str(ports.get("cluster")) != env.get("SESSIONIZE_CLUSTER_PORT"):
         problems.append("the container port 'cluster' != SESSIONIZE_CLUSTER_PORT")
-    if pvc["spec"]["accessModes"] != ["ReadWriteMany"]:
-        problems.append("the warehouse claim is not ReadWriteMany")
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    warehouse = config["data"]["SESSIONIZE_WAREHOUSE"]
-    claim = volumes.get(mounts.get(warehouse), {}).get("persistentVolumeClaim", {}).get("claimName")
-    if claim != pvc["metadata"]["name"]:
-        problems.append(f"SESSIONIZE_WAREHOUSE {warehouse} is not the mount of claim {pvc['metadata']['name']}")
+    # The warehouse (and a --checkpoint-location, if set): an S3 location, or the mount of a
+    # ReadWriteMany claim that every pod shares.
+    data = config["data"]
+    locations = {"SESSIONIZE_WAREHOUSE": data.get("SESSIONIZE_WAREHOUSE") or env.get("SESSIONIZE_WAREHOUSE")}
+    if data.get("SESSIONIZE_CHECKPOINT_LOCATION") or env.get("SESSIONIZE_CHECKPOINT_LOCATION"):
+        locations["SESSIONIZE_CHECKPOINT_LOCATION"] = data.get("SESSIONIZE_CHECKPOINT_LOCATION") or env.get("SESSIONIZE_CHECKPOINT_LOCATION")
+    used_claims = set()
+    options = dict(l.strip().split("=", 1) for l in (data.get("SESSIONIZE_CATALOG_OPTION") or "").splitlines() if "=" in l)
+    for variable, location in locations.items():
+        if not location:
+            problems.append(f"{variable} is not set")
+        elif is_s3(location):
+            if not (options.get("s3.region") or options.get("client.region") or "AWS_REGION" in env):
+                problems.append(f"{variable} {location} is on S3, but SESSIONIZE_CATALOG_OPTION gives no s3.region")
+            said.append(f"{variable} is the S3 location {normal_location(location)} (no volume)")
+        else:
+            path = normal_location(location)
+            claim = volumes.get(mounts.get(path), {}).get("persistentVolumeClaim", {}).get("claimName")
+            if claim not in claims:
+                problems.append(f"{variable} {location} is neither s3:// nor the mount of a claim in {K8S}")
+            elif claims[claim]["spec"].get("accessModes") != ["ReadWriteMany"]:
+                problems.append(f"{variable} {location}: the claim {claim} is not ReadWriteMany")
+            else:
+                used_claims.add(claim)
+                said.append(f"{variable} {location} is the mount of the ReadWriteMany claim {claim}")
+    for claim in sorted(set(claims) - used_claims):
+        if not any(v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in volumes.values()):
+            problems.append(f"the claim {claim} is mounted by no pod")
+    # Secrets stay out of the ConfigMap: they go in the Secret (one --catalog-option key=@FILE each).
+    secret_keys = {"s3.access-key-id", "s3.secret-access-key", "s3.session-token", "credential", "token"}
+    leaked = sorted(secret_keys & set(options))
+    if leaked:
+        problems.append(f"SESSIONIZE_CATALOG_OPTION in the ConfigMap has secrets ({', '.join(leaked)}): put them in the Secret")
+    account = pod["spec"].get("serviceAccountName")
+    if account and ("ServiceAccount", account) not in docs:
+        problems.append(f"serviceAccountName {account} has no ServiceAccount manifest")
     refs = [e["configMapRef"]["name"] for e in container.get("envFrom", []) if "configMapRef" in e]
     if refs != [config["metadata"]["name"]]:
         problems.append(f"envFrom {refs} does not name the ConfigMap {config['metadata']['name']}")
@@ -298,6 +528,8 @@ def cmd_k8s_consistency():
     resources = container.get("resources", {})
     if not resources.get("requests") or not resources.get("limits"):
         problems.append("the container has no resource requests and limits")
+    if not container.get("livenessProbe") or not container.get("readinessProbe"):
+        problems.append("the container has no liveness and readiness probes")
     needed = set(re.findall(r"\$\{(SESSIONIZE_[A-Z_]+)", statefulset_script(sts)))
     missing = needed - set(env) - set(config["data"])
     if missing:
@@ -307,7 +539,9 @@ def cmd_k8s_consistency():
     if not problems:
         print(f"kustomization lists all {len(present)} manifests; replicas = SESSIONIZE_PROCESSES = {env['SESSIONIZE_PROCESSES']}; "
               "headless Service (publishNotReadyAddresses), StatefulSet, PDB selectors match the pod labels; ports agree; "
-              "the ReadWriteMany claim is mounted at SESSIONIZE_WAREHOUSE; every SESSIONIZE_* variable the script reads is set")
+              "probes, requests and limits set; " + "; ".join(said) +
+              "; no secret in the ConfigMap's catalog options" + (f"; ServiceAccount {account} exists" if account else "") +
+              "; every SESSIONIZE_* variable the script reads is set")
     sys.exit(1 if problems else 0)
 
 
@@ -586,6 +820,7 @@ simulate_pod() { # POD_NAME FQDN -> runs the script; sessionize's arguments in $
   local pod=$WORK/pod
   rm -rf "$pod" && mkdir -p "$pod/bin" "$pod/config" "$pod/secrets"
   printf 'ID:SECRET\n' > "$pod/secrets/credential"
+  printf 'AKIAEXAMPLE\n' > "$pod/secrets/s3.access-key-id"
   : > "$pod/secrets/token" # empty: skipped
   printf '#!/bin/sh\n[ -n "%s" ] && echo "%s"\n' "$2" "$2" > "$pod/bin/hostname"
   printf '#!/bin/sh\nprintf "%%s\\n" "$@" > "%s/args"\n' "$pod" > "$pod/bin/sessionize"
@@ -605,6 +840,7 @@ sessionize-1.sessionize-headless.prod.svc.cluster.local:2101" ] || { echo "unexp
   grep -qx -- "-p" "$pod/args" && [ "$(grep -x -A1 -- '-p' "$pod/args" | tail -1)" = 1 ] || { echo "-p is not 1"; return 1; }
   [ "$(grep -x -A1 -- '-n' "$pod/args" | tail -1)" = 2 ] || { echo "-n is not 2"; return 1; }
   grep -qx -- "credential=@$pod/secrets/credential" "$pod/args" || { echo "no --catalog-option from the secret file"; return 1; }
+  grep -qx -- "s3.access-key-id=@$pod/secrets/s3.access-key-id" "$pod/args" || { echo "no --catalog-option from the S3 key's file"; return 1; }
   if grep -q -- "token=" "$pod/args"; then echo "an empty secret key became an option"; return 1; fi
   simulate_pod sessionize-1 "" || { cat "$pod/stderr"; return 1; }
   echo "without a domain from hostname -f: $(head -1 "$pod/config/hosts")"
@@ -614,7 +850,7 @@ sessionize-1.sessionize-headless.prod.svc.cluster.local:2101" ] || { echo "unexp
   echo "as pod sessionize-2 of 2 processes: exit $status: $(cat "$pod/stderr")"
   [ "$status" -eq 2 ]
 }
-check "deploy/k8s: the start script run as a pod (stand-ins for hostname and sessionize): hostfile, -n/-p from the ordinal, secret files as --catalog-option" \
+check "deploy/k8s: the start script run as a pod (stand-ins for hostname and sessionize): hostfile, -n/-p from the ordinal, secret files (S3 keys, a credential) as --catalog-option" \
   check_pod_script
 
 # ------------------------------------------------------------------------------------------------
