@@ -3,10 +3,10 @@
 #
 #   scripts/bench_latency.sh [--minutes M] [--users U] [--inactivity T] [CONFIG...]
 #
-# CONFIG is COMMIT_INTERVAL:ALLOWED_LATENESS (default: 30:10m 30:5s 5:5s). Starts a real Apache
-# Kafka broker (scripts/services/kafka.sh) and a topic of 4 partitions, one `sessionize run` per
-# CONFIG (each its own warehouse, consumer group and --metrics-addr; all reading the same topic at
-# the same time), then a live producer (scripts/bench_latency.py produce, through Kafka's
+# CONFIG is COMMIT_INTERVAL:ALLOWED_LATENESS (default: 30:10m 5:10m 30:5s 5:5s). Starts a real
+# Apache Kafka broker (scripts/services/kafka.sh) and a topic of 4 partitions, one `sessionize run`
+# per CONFIG (each its own warehouse, consumer group and --metrics-addr; all reading the same topic
+# at the same time), then a live producer (scripts/bench_latency.py produce, through Kafka's
 # ConsoleProducer) whose event time is the wall clock: U users (default 400), sessions of 1-12
 # events 2-25 s apart, pauses of 70-180 s, ~13 events/s. After M minutes (default 16) it scrapes
 # every run's /metrics, stops everything, and for each CONFIG prints the delay of every session
@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
     *) configs+=("$1"); shift ;;
   esac
 done
-[ ${#configs[@]} -gt 0 ] || configs=(30:10m 30:5s 5:5s)
+[ ${#configs[@]} -gt 0 ] || configs=(30:10m 5:10m 30:5s 5:5s)
 bin=${BIN:-${CARGO_TARGET_DIR:-target}/release/sessionize}
 work=${BENCH_DIR:-$(mktemp -d)}
 mkdir -p "$work"
