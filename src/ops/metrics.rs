@@ -8,6 +8,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+/// Upper bounds (seconds) of `sessionize_session_visible_delay_seconds`' buckets.
+const VISIBLE_DELAY_BUCKETS: [f64; 16] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 45.0, 60.0, 120.0, 300.0, 600.0, 900.0,
+    1800.0,
+];
 use prometheus_client::registry::Registry;
 
 use crate::rules::EndReason;
@@ -185,7 +191,8 @@ impl Metrics {
             "Time for a worker to write its checkpoint part of an epoch",
             checkpoint_duration.clone(),
         );
-        let visible_delay = Histogram::new(exponential_buckets(0.25, 2.0, 14));
+        // Fine around the 30 s that latency targets are set at, so that a quantile can tell.
+        let visible_delay = Histogram::new(VISIBLE_DELAY_BUCKETS.into_iter());
         registry.register(
             "sessionize_session_visible_delay_seconds",
             "From the moment a session could close (the watermark passing its end plus the \
