@@ -192,7 +192,7 @@ impl Metrics {
             checkpoint_duration.clone(),
         );
         // Fine around the 30 s that latency targets are set at, so that a quantile can tell.
-        let visible_delay = Histogram::new(VISIBLE_DELAY_BUCKETS.into_iter());
+        let visible_delay = Histogram::new(VISIBLE_DELAY_BUCKETS);
         registry.register(
             "sessionize_session_visible_delay_seconds",
             "From the moment a session could close (the watermark passing its end plus the \
