@@ -440,7 +440,7 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_log_lines() {
     let events = records_of(&inputs.concat()).len();
     let rate = (events / 2).to_string();
     let output = common::run_command(
-        &dir.path().join("log"),
+        dir.path().join("log"),
         &files,
         &["--max-rate", &rate, "--progress-interval", "100ms"],
     )
@@ -465,7 +465,7 @@ fn log_format_json_writes_one_object_a_line() {
     let events = records_of(&inputs.concat()).len();
     let rate = (events / 2).to_string();
     let output = common::run_command(
-        &dir.path().join("warehouse"),
+        dir.path().join("warehouse"),
         &files,
         &[
             "--log-format",
