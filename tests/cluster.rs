@@ -339,21 +339,6 @@ fn assert_tables_equal(actual: &Actual, expected: &Expected) {
     assert_eq!(actual.late_offsets, expected.late);
 }
 
-/// The topic with `partitions` partitions, created with an independent client.
-fn create_topic(bootstrap: &str, partitions: i32) {
-    use rdkafka::ClientConfig;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1));
-    let created =
-        futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
-}
-
 /// The catalogs a cluster can share.
 enum SharedCatalog {
     /// iceberg's SQL catalog on PostgreSQL, its tables' files under `--warehouse s3://…`.
@@ -403,7 +388,7 @@ fn a_cluster_survives_kills_and_other_shapes(catalog: SharedCatalog) {
     };
 
     let partitions = workload(131, 6);
-    create_topic(&bootstrap, partitions.len() as i32);
+    common::create_topic(&bootstrap, TOPIC, partitions.len() as i32, &[]);
     produce(&bootstrap, &partitions, None);
     let expected = kafka_reference(&partitions, 10 * MIN);
     assert!(!expected.late.is_empty() && !expected.quarantined.is_empty());

@@ -208,20 +208,11 @@ fn the_report_renders_in_headless_chromium_with_the_references_numbers() {
     let url = format!("file://{}", page.display());
     let profile = tempfile::tempdir().unwrap();
     let chromium = |extra: &[&str]| {
-        let output = Command::new("chromium")
-            .args(["--headless=new", "--no-sandbox", "--disable-gpu"])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("--window-size=900,4200")
-            .args(extra)
-            .arg(&url)
-            .output()
-            .expect("chromium runs (scripts/services/install.sh chromium installs it)");
-        assert!(
-            output.status.success(),
-            "chromium failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        common::headless_chromium(
+            profile.path(),
+            &url,
+            &[&["--window-size=900,4200"], extra].concat(),
+        )
     };
     let dom = chromium(&["--dump-dom"]);
     let sessions = &expected.sessions;

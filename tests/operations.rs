@@ -397,20 +397,15 @@ fn status_page_in_chromium(addr: &str) {
     let url = format!("http://{addr}/");
     let profile = tempfile::tempdir().unwrap();
     let chromium = |extra: &[&str]| {
-        let output = Command::new("chromium")
-            .args(["--headless=new", "--no-sandbox", "--disable-gpu"])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(["--virtual-time-budget=5000", "--window-size=1280,1100"])
-            .args(extra)
-            .arg(&url)
-            .output()
-            .expect("chromium runs (scripts/services/install.sh chromium installs it)");
-        assert!(
-            output.status.success(),
-            "chromium failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        common::headless_chromium(
+            profile.path(),
+            &url,
+            &[
+                &["--virtual-time-budget=5000", "--window-size=1280,1100"],
+                extra,
+            ]
+            .concat(),
+        )
     };
     let dom = chromium(&["--dump-dom"]);
     for partition in 0..PARTITIONS {

@@ -620,9 +620,11 @@ mod tests {
     fn the_checks_find_what_breaks_the_rules() {
         let sessions = [
             session("a", 0, 121 * MIN, 100, "max_duration"), // too long
-            session("a", 122 * MIN, 123 * MIN, 2, "inactivity"), // cut too early before it
+            session("a", 122 * MIN, 123 * MIN, 2, "inactivity"),
             session("a", 130 * MIN, 131 * MIN, 2, "end_of_input"), // only 7 min after
-            session("b", 0, 61 * MIN, 3, "end_of_input"),    // 3 events over 61 minutes
+            session("b", 0, 61 * MIN, 3, "end_of_input"),          // 3 events over 61 minutes
+            session("d", 0, 60 * MIN, 40, "max_duration"),         // cut an hour early:
+            session("d", 100 * MIN, 110 * MIN, 2, "end_of_input"), // 100 min after its start
             session("c", 0, 10 * MIN, 2, "end_of_input"),
             session("c", 5 * MIN, 20 * MIN, 2, "end_of_input"), // overlaps
         ];

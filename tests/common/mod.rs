@@ -530,29 +530,7 @@ pub fn produce(
     partitions: &[Vec<u8>],
     timestamp: Option<&dyn Fn(usize, usize) -> i64>,
 ) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
-    for (partition, bytes) in partitions.iter().enumerate() {
-        for (offset, record) in records_of(bytes).into_iter().enumerate() {
-            let mut message = BaseRecord::<[u8], [u8]>::to(TOPIC)
-                .payload(record)
-                .partition(partition as i32);
-            if let Some(timestamp) = timestamp {
-                message = message.timestamp(timestamp(partition, offset));
-            }
-            let mut message = Some(message);
-            while let Some(m) = message.take() {
-                if let Err((_, back)) = producer.send(m) {
-                    message = Some(back);
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    produce_to(servers, TOPIC, partitions, timestamp);
 }
 
 /// The records a partition's bytes make when every non-blank line is produced to Kafka.
@@ -957,4 +935,22 @@ pub fn shared_kafka() -> &'static Service {
         }
         start_kafka(&root.join(pid.to_string()))
     })
+}
+
+/// What Debian's chromium, headless with a profile in `profile`, prints for `url` given `args`
+/// (e.g. `--dump-dom`, `--screenshot=FILE`).
+pub fn headless_chromium(profile: &Path, url: &str, args: &[&str]) -> String {
+    let output = Command::new("chromium")
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium runs (scripts/services/install.sh chromium installs it)");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }
