@@ -11,14 +11,16 @@ the same tables: the catalog admits one writer and the other stops with exit cod
 
 Where it runs: the Airflow worker runs the `sessionize` binary (install it there, or build an image
 FROM the project's Dockerfile with Airflow in it) and must reach Kafka, the catalog and the warehouse
-directory, which keeps the checkpoints. On Kubernetes, the same command fits a KubernetesPodOperator
-with the sessionize image and the warehouse volume mounted; its exit codes mean the same.
+(a directory or an s3:// bucket), which keeps the checkpoints. On Kubernetes, the same command fits a
+KubernetesPodOperator with the sessionize image (and the warehouse volume mounted, when the warehouse
+is a directory); its exit codes mean the same.
 
 Configuration, from the worker's environment (read when the task runs, not when the DAG is parsed):
   SESSIONIZE_BIN             the binary (default: sessionize, from PATH)
   SESSIONIZE_KAFKA_SERVERS   bootstrap servers (required)
   SESSIONIZE_KAFKA_TOPIC     default clickstream-events
-  SESSIONIZE_WAREHOUSE       warehouse directory (default /warehouse)
+  SESSIONIZE_WAREHOUSE       a directory or s3://BUCKET/PREFIX (default /warehouse); S3 settings
+                             come as catalog options (SESSIONIZE_CATALOG_OPTION) or the AWS chain
   SESSIONIZE_CATALOG_URI     e.g. http://iceberg-rest:8181 or postgres://user@host/db (default: the
                              SQLite catalog in the warehouse)
   SESSIONIZE_WORKERS         worker threads (-w, default 2)
