@@ -2,7 +2,7 @@
 //! restoring it, and its size on disk. `cargo bench --bench checkpoint`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sessionize::checkpoint::{CheckpointRef, CheckpointStore};
+use sessionize::commit::{CheckpointRef, CheckpointStore};
 use sessionize::config::PipelineConfig;
 use sessionize::rules::{Boundary, SessionRules, Sessionizer};
 

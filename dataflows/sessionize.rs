@@ -11,20 +11,20 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use sessionize::broker::EmbeddedBroker;
-use sessionize::config::{
-    KafkaInput, PipelineConfig, parse_duration, parse_timestamp_ms, wall_clock_ms,
-};
+use sessionize::clock::wall_clock_ms;
+use sessionize::config::{KafkaInput, PipelineConfig, parse_duration, parse_timestamp_ms};
+use sessionize::dataflow::{Cluster, RunSummary, run};
 use sessionize::event::EventFormat;
 use sessionize::event::avro::AvroDecoder;
 use sessionize::event::registry::Registry;
 use sessionize::generate::{GenerateConfig, generate};
+use sessionize::ops::progress as metrics;
 use sessionize::produce::{AvroOutput, ProduceConfig, produce};
 use sessionize::rules::{BoundaryRules, FieldEquals};
-use sessionize::run::{Cluster, RunSummary, run};
 use sessionize::sink::catalog::CatalogSettings;
 use sessionize::source::kafka::{KafkaSettings, StartOffsets, StopAt};
 use sessionize::storage::Location;
-use sessionize::{failure, flag_sources, inspect, metrics, report};
+use sessionize::{failure, flag_sources, inspect, report};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -484,7 +484,7 @@ fn execute(command: Command) -> Result<()> {
         Command::Inspect(args) => {
             let config = args.tables.into_config(Vec::new())?;
             let mut inspection = runtime()?.block_on(async {
-                let warehouse = inspect::open_tables(&config).await?;
+                let warehouse = config.existing_warehouse().await?;
                 inspect::inspect(&warehouse, &config, args.commits).await
             })?;
             if let Some(servers) = args.kafka.kafka_servers {
@@ -511,7 +511,7 @@ fn execute(command: Command) -> Result<()> {
         Command::Report(args) => {
             let config = args.tables.into_config(Vec::new())?;
             let data = runtime()?.block_on(async {
-                let warehouse = inspect::open_tables(&config).await?;
+                let warehouse = config.existing_warehouse().await?;
                 report::load(&warehouse).await
             })?;
             let page = report::html(&data, wall_clock_ms() as i64);

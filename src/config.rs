@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use anyhow::Result;
+
+use crate::clock::wall_clock_ms;
 use crate::event::{EventFormat, Validator};
 use crate::rules::{BoundaryRules, SessionRules};
-use crate::sink::catalog::CatalogSettings;
+use crate::sink::{CatalogSettings, Warehouse};
 use crate::source::kafka::{KafkaSettings, StartOffsets, StopAt};
 use crate::storage::Location;
 
@@ -162,6 +165,27 @@ impl PipelineConfig {
         .to_string()
     }
 
+    /// The warehouse and catalog of the tables. Must run inside a tokio runtime.
+    pub async fn open_warehouse(&self) -> Result<Warehouse> {
+        Warehouse::open(&self.catalog, &self.warehouse, &self.database, &self.table).await
+    }
+
+    /// The warehouse of tables a run wrote, for the commands that only read them: a missing
+    /// default catalog is an error that says what to give instead, not a new empty catalog.
+    pub async fn existing_warehouse(&self) -> Result<Warehouse> {
+        if self.catalog.uri.is_none()
+            && let Some(root) = self.warehouse.local()
+            && !root.join("catalog.db").exists()
+        {
+            anyhow::bail!(
+                "no sessionize tables at --warehouse {} (it has no catalog.db): give the \
+                 --warehouse of a run, or its --catalog-uri",
+                root.display()
+            );
+        }
+        self.open_warehouse().await
+    }
+
     /// The event validator, against the wall clock now.
     pub fn validator(&self) -> Validator {
         Validator {
@@ -225,18 +249,6 @@ pub fn parse_duration(text: &str, bare_unit: Duration) -> Result<Duration, Strin
         rest = tail;
     }
     Ok(total)
-}
-
-/// The wall clock, in epoch milliseconds.
-pub fn wall_clock_ms() -> u64 {
-    wall_clock_micros() / 1000
-}
-
-/// The wall clock, in epoch microseconds (the times of the readers' chunks).
-pub fn wall_clock_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Parses an RFC 3339 time such as `2026-03-01T10:00:00Z` into epoch milliseconds.

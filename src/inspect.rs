@@ -11,11 +11,11 @@ use anyhow::{Context, Result};
 use iceberg::table::Table;
 use serde::Serialize;
 
-use crate::checkpoint::{CheckpointRef, CheckpointStore, RecordedPosition};
+use crate::commit::record::last_record;
+use crate::commit::{CheckpointRef, CheckpointStore, Mark, RecordedPosition, summary};
 use crate::config::PipelineConfig;
-use crate::sink::iceberg::{Mark, Warehouse, last_record, summary};
-use crate::sink::tables::TableKind;
-use crate::source::kafka::{KafkaSettings, watermarks};
+use crate::sink::{TableKind, Warehouse};
+use crate::source::kafka::{KafkaSettings, offset_bounds};
 
 /// Everything `inspect` shows; its JSON form is `inspect --json`.
 #[derive(Debug, Clone, Serialize)]
@@ -107,28 +107,6 @@ pub struct TableRows {
     pub epoch: Option<u64>,
 }
 
-/// Opens the catalog of tables a run wrote, without creating anything: a missing default catalog
-/// is an error that says what to give instead.
-pub async fn open_tables(config: &PipelineConfig) -> Result<Warehouse> {
-    if config.catalog.uri.is_none()
-        && let Some(root) = config.warehouse.local()
-        && !root.join("catalog.db").exists()
-    {
-        anyhow::bail!(
-            "no sessionize tables at --warehouse {} (it has no catalog.db): give the --warehouse \
-             of a run, or its --catalog-uri",
-            root.display()
-        );
-    }
-    Warehouse::open(
-        &config.catalog,
-        &config.warehouse,
-        &config.database,
-        &config.table,
-    )
-    .await
-}
-
 /// Reads where the tables of `config` stand; `commits` is how many of the newest snapshots to
 /// list. Runs inside a tokio runtime; Kafka is asked afterwards ([`Inspection::measure_lag`]).
 pub async fn inspect(
@@ -200,7 +178,7 @@ impl Inspection {
             .collect();
         let mut measured = Vec::new();
         for partition in 0..count {
-            let (low, high) = watermarks(&consumer, &settings.topic, partition)?;
+            let (low, high) = offset_bounds(&consumer, &settings.topic, partition)?;
             let recorded = by_partition
                 .remove(&partition)
                 .filter(|p| p.source.as_deref() == Some(settings.topic.as_str()));

@@ -1,13 +1,16 @@
 //! sessionize: real-time user sessionization, from Kafka or files, through a timely dataflow, into
 //! Apache Iceberg.
 //!
-//! The modules follow the path of an event:
-//! [`source`] reads bytes, [`event`] parses and validates them, [`dataflow`] stamps them with
-//! watermarks and routes them to the worker that owns their user, [`rules`] cuts them into sessions,
-//! and [`sink`] commits closed sessions (and rejected or late events) to Iceberg tables.
+//! The modules follow the path of an event: [`source`] reads bytes, [`event`] parses and validates
+//! them, [`dataflow`] stamps them with watermarks ([`watermark`]) and routes them to the worker that
+//! owns their user, [`rules`] cuts them into sessions, [`sink`] writes the tables, and [`commit`]
+//! makes each epoch's commit exactly once. [`config`] holds a run's settings; [`ops`] shows how a
+//! run goes; [`inspect`] and [`report`] read what runs wrote. docs/ARCHITECTURE.md draws the
+//! layers.
 
 pub mod broker;
-pub mod checkpoint;
+pub mod clock;
+pub mod commit;
 pub mod config;
 pub mod dataflow;
 pub mod event;
@@ -15,12 +18,11 @@ pub mod failure;
 pub mod flag_sources;
 pub mod generate;
 pub mod inspect;
-pub mod metrics;
 pub mod ops;
 pub mod produce;
 pub mod report;
+pub mod retry;
 pub mod rules;
-pub mod run;
 pub mod sink;
 pub mod source;
 pub mod storage;

@@ -1,14 +1,129 @@
-//! A partition's newest event time, from which its watermark follows, made resistant to devices
-//! with bad clocks.
+//! A partition's event-time clock: which events are late, how its watermark advances, when an
+//! idle partition stops holding the others back, and how it resists devices with bad clocks.
+//! Pure: times come in as arguments, so every rule here is tested on its own.
 //!
-//! A watermark is the newest event time minus the allowed lateness, so one event from a device
+//! A partition's watermark is its newest event time minus the allowed lateness; an event before
+//! the watermark is late. The watermark never goes back.
+//!
+//! ```
+//! use sessionize::watermark::{ClockLimits, PartitionClock};
+//! let limits = ClockLimits { lateness_ms: 10, max_jump_ms: u64::MAX };
+//! let mut clock = PartitionClock::default();
+//! clock.observe("a", 100, limits);
+//! assert_eq!(clock.watermark_ms, 90);
+//! assert!(clock.is_late(89) && !clock.is_late(90));
+//! clock.observe("a", 50, limits); // an older on-time event moves nothing
+//! assert_eq!(clock.watermark_ms, 90);
+//! ```
+//!
+//! The newest event time itself is guarded ([`JumpGuard`]): one event from a device
 //! whose clock runs a day ahead would make the next day of its partition's events late. Here an
 //! event further than a limit ahead of the partition's newest event time does not move it on its
 //! own: the jump counts only once events of several users confirm it (a partition that truly
 //! jumps, such as a replay across a gap in the data, does so for everyone). Until then those
 //! events are still processed as on time; they just do not advance the watermark.
 
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
+
+/// How a partition's event time may move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockLimits {
+    /// How far behind the partition's newest event time an event is still on time.
+    pub lateness_ms: u64,
+    /// How far ahead of it an event moves it only once others confirm the jump; `u64::MAX`
+    /// turns the guard off.
+    pub max_jump_ms: u64,
+}
+
+/// A partition's event-time clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionClock {
+    /// The largest event time of an on-time event, jumps included.
+    pub max_event_ms: Option<u64>,
+    /// Events before this are late.
+    pub watermark_ms: u64,
+    /// The newest event time the watermark follows, and the jumps waiting for confirmation.
+    pub jump_guard: JumpGuard,
+}
+
+impl PartitionClock {
+    /// A clock that has seen no event, its watermark at `watermark_ms`.
+    pub fn at(watermark_ms: u64) -> Self {
+        PartitionClock {
+            watermark_ms,
+            ..PartitionClock::default()
+        }
+    }
+
+    /// Whether an event at `time_ms` is late.
+    pub fn is_late(&self, time_ms: u64) -> bool {
+        time_ms < self.watermark_ms
+    }
+
+    /// An on-time event of `user` at `time_ms`: the newest event time and the watermark move on.
+    pub fn observe(&mut self, user: &str, time_ms: u64, limits: ClockLimits) {
+        self.max_event_ms = Some(self.max_event_ms.map_or(time_ms, |m| m.max(time_ms)));
+        let newest = self.jump_guard.observe(user, time_ms, limits.max_jump_ms);
+        self.watermark_ms = self
+            .watermark_ms
+            .max(newest.saturating_sub(limits.lateness_ms));
+    }
+
+    /// An idle partition stops holding the watermark back: its watermark follows the wall clock,
+    /// `now - idle timeout - allowed lateness`, as a live source's would have had it kept
+    /// sending. Returns whether the watermark moved.
+    pub fn follow_wall_clock(
+        &mut self,
+        wall_clock_ms: u64,
+        idle: Duration,
+        lateness_ms: u64,
+    ) -> bool {
+        let follow = wall_clock_ms
+            .saturating_sub(idle.as_millis() as u64)
+            .saturating_sub(lateness_ms);
+        let moved = follow > self.watermark_ms;
+        self.watermark_ms = self.watermark_ms.max(follow);
+        moved
+    }
+}
+
+/// When a partition last delivered a record and last moved its watermark, for `--idle-timeout`.
+/// A partition that keeps sending records with a frozen event time (a device clock stuck in the
+/// past) counts as idle too, so that it cannot hold every worker's pending events back without
+/// bound; its frozen records become late events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idleness {
+    last_record: Instant,
+    last_advance: Instant,
+}
+
+impl Idleness {
+    /// A partition that has just started, as if it had just delivered and advanced.
+    pub fn new(now: Instant) -> Self {
+        Idleness {
+            last_record: now,
+            last_advance: now,
+        }
+    }
+
+    /// The partition delivered records at `now`.
+    pub fn delivered(&mut self, now: Instant) {
+        self.last_record = now;
+    }
+
+    /// The partition's watermark moved at `now`.
+    pub fn advanced(&mut self, now: Instant) {
+        self.last_advance = now;
+    }
+
+    /// Whether the partition has delivered nothing, or not moved its watermark, for `timeout`.
+    pub fn is_idle(&self, now: Instant, timeout: Duration) -> bool {
+        now.duration_since(self.last_record) >= timeout
+            || now.duration_since(self.last_advance) >= timeout
+    }
+}
 
 /// Events of at least this many users, and this many events in all, confirm a jump.
 const CONFIRMING_USERS: usize = 2;
@@ -146,6 +261,57 @@ mod tests {
         }
         assert_eq!(guard.ahead.len(), 0);
         assert_eq!(newest, time);
+    }
+
+    const LIMITS: ClockLimits = ClockLimits {
+        lateness_ms: 10 * 60_000,
+        max_jump_ms: 6 * HOUR,
+    };
+
+    #[test]
+    fn the_watermark_trails_the_newest_event_by_the_lateness_and_never_goes_back() {
+        let mut clock = PartitionClock::default();
+        clock.observe("a", HOUR, LIMITS);
+        assert_eq!(clock.watermark_ms, HOUR - LIMITS.lateness_ms);
+        assert_eq!(clock.max_event_ms, Some(HOUR));
+        clock.observe("b", HOUR / 2, LIMITS);
+        assert_eq!(clock.watermark_ms, HOUR - LIMITS.lateness_ms);
+        // Exactly at the watermark is on time; a millisecond before is late.
+        assert!(!clock.is_late(clock.watermark_ms));
+        assert!(clock.is_late(clock.watermark_ms - 1));
+    }
+
+    #[test]
+    fn a_guarded_jump_moves_the_largest_time_but_not_the_watermark() {
+        let mut clock = PartitionClock::default();
+        clock.observe("a", HOUR, LIMITS);
+        clock.observe("bad-clock", 30 * HOUR, LIMITS);
+        assert_eq!(clock.max_event_ms, Some(30 * HOUR));
+        assert_eq!(clock.watermark_ms, HOUR - LIMITS.lateness_ms);
+    }
+
+    #[test]
+    fn an_idle_partition_follows_the_wall_clock_forward_only() {
+        let mut clock = PartitionClock::at(5 * HOUR);
+        let idle = Duration::from_secs(60);
+        assert!(!clock.follow_wall_clock(5 * HOUR, idle, LIMITS.lateness_ms));
+        assert_eq!(clock.watermark_ms, 5 * HOUR);
+        assert!(clock.follow_wall_clock(6 * HOUR, idle, LIMITS.lateness_ms));
+        assert_eq!(clock.watermark_ms, 6 * HOUR - 60_000 - LIMITS.lateness_ms);
+    }
+
+    #[test]
+    fn idleness_is_silence_or_a_frozen_watermark() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(10);
+        let mut idleness = Idleness::new(start);
+        assert!(!idleness.is_idle(start + Duration::from_secs(9), timeout));
+        // Records keep coming, but the watermark stands still: idle all the same.
+        idleness.delivered(start + Duration::from_secs(9));
+        assert!(idleness.is_idle(start + Duration::from_secs(10), timeout));
+        idleness.advanced(start + Duration::from_secs(10));
+        assert!(!idleness.is_idle(start + Duration::from_secs(12), timeout));
+        assert!(idleness.is_idle(start + Duration::from_secs(19), timeout));
     }
 
     #[test]

@@ -628,7 +628,7 @@ fn metadata_stays_small_over_many_epochs() {
         .build()
         .unwrap();
     let snapshots = runtime.block_on(async {
-        let warehouse = sessionize::sink::iceberg::Warehouse::open(
+        let warehouse = sessionize::sink::Warehouse::open(
             &Default::default(),
             &warehouse,
             "sessions",

@@ -4,8 +4,10 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
-use super::{ParsedChunk, ParsedLine, SessionEvent, Time, user_bucket};
+use super::time::Time;
+use super::types::{ParsedChunk, ParsedLine, SessionEvent};
 use crate::config::PipelineConfig;
+use crate::sink::tables::user_bucket;
 use crate::source::file::Chunk;
 
 /// Parses chunks on every worker (chunks are dealt out by sequence number).

@@ -11,9 +11,10 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
-use super::time::Time;
-use super::{WorkerContext, frontier_watermark, owns};
-use crate::config::{PipelineConfig, wall_clock_micros};
+use super::time::{Time, frontier_watermark};
+use super::types::{WorkerContext, owns};
+use crate::clock::wall_clock_micros;
+use crate::config::PipelineConfig;
 use crate::failure::stop;
 use crate::source::file::{Chunk, ChunkReader};
 use crate::source::kafka::{KafkaReader, ReadStatus, StartOffsets, resolve_start};

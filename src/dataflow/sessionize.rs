@@ -12,13 +12,13 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::progress::Antichain;
 
-use super::{
-    CommitPart, Out, SessionEvent, Time, WorkerContext, frontier_watermark, owns, user_bucket,
-};
-use crate::checkpoint::{CheckpointStore, SourcePosition};
+use super::time::{Time, frontier_watermark};
+use super::types::{CommitPart, Out, SessionEvent, WorkerContext, owns};
+use crate::commit::{CheckpointStore, SourcePosition};
 use crate::failure::stop;
-use crate::metrics;
+use crate::ops::progress;
 use crate::rules::{ClosedSession, Sessionizer};
+use crate::sink::tables::user_bucket;
 
 /// Applies the session rules on the worker owning each user's bucket, starting from the
 /// checkpoint the run resumes. When the frontier passes an epoch, the worker writes its state to
@@ -52,7 +52,7 @@ pub(super) fn sessionize<'scope>(
         .positions
         .values()
         .filter(|p| p.finished)
-        .filter_map(|p| p.max_event_ms)
+        .filter_map(|p| p.clock.max_event_ms)
         .max();
 
     let mut builder = OperatorBuilder::new("Sessionize".into(), scope);
@@ -96,7 +96,7 @@ pub(super) fn sessionize<'scope>(
                 let time = cap.stamp().iter().next().copied().expect("data has a time");
                 epochs_to_save.insert(time.epoch);
                 for p in data.drain(..).filter(|p| p.finished) {
-                    max_event_ms = max_event_ms.max(p.max_event_ms);
+                    max_event_ms = max_event_ms.max(p.clock.max_event_ms);
                 }
             });
             let mut frontier = Antichain::new();
@@ -129,7 +129,7 @@ pub(super) fn sessionize<'scope>(
             if !closed.is_empty()
                 && let Some(cap) = capability_for(&closed_caps, current_epoch)
             {
-                metrics::SESSIONS_CLOSED.fetch_add(closed.len() as u64, Relaxed);
+                progress::SESSIONS_CLOSED.fetch_add(closed.len() as u64, Relaxed);
                 if let Some(telemetry) = telemetry {
                     telemetry.sessions_closed(&closed, cap.time().epoch);
                 }

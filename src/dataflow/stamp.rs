@@ -16,14 +16,16 @@ use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::progress::Antichain;
 
-use super::{Out, ParsedChunk, SessionEvent, Time, WorkerContext};
-use crate::checkpoint::SourcePosition;
-use crate::config::wall_clock_ms;
+use super::time::Time;
+use super::types::{Out, ParsedChunk, SessionEvent, WorkerContext};
+use crate::clock::wall_clock_ms;
+use crate::commit::{EpochCutter, SourcePosition};
 use crate::event::EventFormat;
 use crate::failure::stop;
-use crate::metrics;
-use crate::sink::tables::{LateEvent, QuarantinedLine};
+use crate::ops::progress;
+use crate::sink::{LateEvent, QuarantinedLine};
 use crate::source::kafka::StopAt;
+use crate::watermark::{ClockLimits, Idleness};
 
 /// The four record streams a stamper sends, each under its own capabilities.
 pub struct Stamped<'scope> {
@@ -66,11 +68,8 @@ struct PartitionStamper {
     next_seq: u64,
     position: SourcePosition,
     capabilities: Option<OutputCaps>,
-    /// When the partition last delivered a record, for `--idle-timeout`.
-    last_record: Instant,
-    /// When the partition's watermark last moved: a partition that keeps sending records with a
-    /// frozen event time is treated as idle too.
-    last_advance: Instant,
+    /// For `--idle-timeout`.
+    idleness: Idleness,
 }
 
 impl PartitionStamper {
@@ -82,8 +81,7 @@ impl PartitionStamper {
             next_seq: 0,
             position,
             capabilities: Some(capabilities),
-            last_record: Instant::now(),
-            last_advance: Instant::now(),
+            idleness: Idleness::new(Instant::now()),
         }
     }
 }
@@ -120,14 +118,13 @@ pub(super) fn stamp<'scope>(
     let mut late_out: Out<LateEvent> = OutputBuilder::from(late_out);
     let mut positions_out: Out<SourcePosition> = OutputBuilder::from(positions_out);
 
-    let limits = EventTimeLimits {
+    let limits = ClockLimits {
         lateness_ms: config.allowed_lateness_ms,
         max_jump_ms: config.max_event_time_jump_ms,
     };
     let tick = config.watermark_tick_ms.max(1);
     let format = config.format.clone();
-    let interval = config.commit_interval;
-    let max_epoch_records = config.max_epoch_records.max(1);
+    let (interval, max_epoch_records) = (config.commit_interval, config.max_epoch_records);
     // Only a stream that never ends has idle partitions: a bounded run waits for every record.
     let idle_timeout = config
         .kafka
@@ -149,25 +146,22 @@ pub(super) fn stamp<'scope>(
                 .map(|&partition| {
                     let position = start.positions.get(&partition).cloned().unwrap_or_else(|| {
                         SourcePosition {
-                            partition,
-                            next_line: 1,
-                            watermark_ms: start.watermark_ms,
                             fingerprint: start.fingerprints.get(&partition).copied(),
-                            ..SourcePosition::default()
+                            ..SourcePosition::fresh(partition, start.watermark_ms)
                         }
                     });
                     let mut caps = OutputCaps(initial.clone());
-                    caps.downgrade(Time::new(start.epoch, position.watermark_ms / tick * tick));
+                    let watermark = position.clock.watermark_ms;
+                    caps.downgrade(Time::new(start.epoch, watermark / tick * tick));
                     PartitionStamper::new(position, caps)
                 })
                 .collect();
         drop(initial);
-        let mut epoch = start.epoch;
-        let mut epoch_records = 0u64;
-        let mut next_commit = Instant::now() + interval;
+        let mut epochs = EpochCutter::new(start.epoch, interval, max_epoch_records, Instant::now());
         move |_frontiers| {
             // After an epoch ends, nothing more is stamped until it is committed, so that every
             // epoch is a consistent cut of all partitions.
+            let epoch = epochs.epoch();
             let draining = epoch > start.epoch
                 && committed.with_frontier(|f| f.iter().any(|t| t.epoch < epoch));
             if draining {
@@ -194,30 +188,28 @@ pub(super) fn stamp<'scope>(
                 positions: positions_out.activate(),
             };
             for stamper in stampers.iter_mut() {
-                // An epoch ends at its record limit even mid-way through what has arrived.
-                while epoch_records < max_epoch_records
+                while epochs.has_room()
                     && let Some(chunk) = stamper.waiting.remove(&stamper.next_seq)
                 {
                     stamper.next_seq += 1;
                     if !chunk.lines.is_empty() {
-                        stamper.last_record = Instant::now();
+                        stamper.idleness.delivered(Instant::now());
                     }
-                    epoch_records += chunk.lines.len() as u64;
-                    let before = stamper.position.watermark_ms;
+                    epochs.count(chunk.lines.len() as u64);
+                    let before = stamper.position.clock.watermark_ms;
                     stamp_chunk(stamper, chunk, epoch, limits, tick, &format, &mut outputs);
-                    if stamper.position.watermark_ms > before {
-                        stamper.last_advance = Instant::now();
+                    if stamper.position.clock.watermark_ms > before {
+                        stamper.idleness.advanced(Instant::now());
                     }
                 }
                 if let Some(timeout) = idle_timeout
-                    && (stamper.last_record.elapsed() >= timeout
-                        || stamper.last_advance.elapsed() >= timeout)
+                    && stamper.idleness.is_idle(Instant::now(), timeout)
                 {
                     follow_wall_clock(stamper, timeout, limits.lateness_ms, tick);
                 }
                 watermarks
                     .borrow_mut()
-                    .insert(stamper.partition, stamper.position.watermark_ms);
+                    .insert(stamper.partition, stamper.position.clock.watermark_ms);
                 // A finished partition's position has gone to the committer: its last report stands.
                 if let Some(telemetry) = telemetry
                     && stamper.capabilities.is_some()
@@ -225,12 +217,12 @@ pub(super) fn stamp<'scope>(
                     telemetry.stamper_position(
                         stamper.partition,
                         stamper.position.next_offset,
-                        stamper.position.watermark_ms,
+                        stamper.position.clock.watermark_ms,
                     );
                 }
             }
             let open = stampers.iter().any(|s| s.capabilities.is_some());
-            if open && (Instant::now() >= next_commit || epoch_records >= max_epoch_records) {
+            if open && epochs.is_due(Instant::now()) {
                 for stamper in stampers.iter_mut() {
                     if let Some(caps) = stamper.capabilities.as_mut() {
                         let report = SourcePosition {
@@ -241,12 +233,10 @@ pub(super) fn stamp<'scope>(
                         caps.downgrade(Time::new(epoch + 1, caps.time().watermark));
                     }
                 }
-                epoch += 1;
-                epoch_records = 0;
-                next_commit = Instant::now() + interval;
+                epochs.cut(Instant::now());
                 activator.activate();
             } else if open {
-                let mut wake = next_commit.saturating_duration_since(Instant::now());
+                let mut wake = epochs.until_due(Instant::now());
                 if idle_timeout.is_some() {
                     wake = wake.min(IDLE_CHECK_INTERVAL);
                 }
@@ -277,28 +267,22 @@ fn new_partition(partition: u32, stampers: &[PartitionStamper]) -> PartitionStam
     };
     let caps = OutputCaps(template.0.clone());
     let position = SourcePosition {
-        partition,
-        watermark_ms: caps.time().watermark,
-        ..SourcePosition::default()
+        next_line: 0,
+        ..SourcePosition::fresh(partition, caps.time().watermark)
     };
     PartitionStamper::new(position, caps)
 }
 
-/// An idle partition stops holding the watermark back: its watermark follows the wall clock,
-/// `now - idle timeout - allowed lateness`, as a live source's would have had it kept sending.
-/// Records it delivers later are classified against that watermark. A partition whose event
-/// time is frozen (a device clock stuck in the past) counts as idle, so that it cannot hold every
-/// worker's pending events back without bound; its frozen records become late events.
+/// An idle partition stops holding the watermark back ([`crate::watermark::Idleness`]): its
+/// watermark follows the wall clock, and its capabilities with it. Records it delivers later are
+/// classified against that watermark.
 fn follow_wall_clock(stamper: &mut PartitionStamper, timeout: Duration, lateness: u64, tick: u64) {
     let Some(caps) = stamper.capabilities.as_mut() else {
         return;
     };
-    let wall = wall_clock_ms()
-        .saturating_sub(timeout.as_millis() as u64)
-        .saturating_sub(lateness);
-    if wall > stamper.position.watermark_ms {
-        stamper.position.watermark_ms = wall;
-        let tick_time = wall / tick * tick;
+    let clock = &mut stamper.position.clock;
+    if clock.follow_wall_clock(wall_clock_ms(), timeout, lateness) {
+        let tick_time = clock.watermark_ms / tick * tick;
         if tick_time > caps.time().watermark {
             caps.downgrade(Time::new(caps.time().epoch, tick_time));
         }
@@ -336,20 +320,11 @@ impl StampBuffers {
     }
 }
 
-/// How a partition's event time may move.
-#[derive(Debug, Clone, Copy)]
-struct EventTimeLimits {
-    /// How far behind the partition's newest event time an event is still on time.
-    lateness_ms: u64,
-    /// How far ahead of it an event moves it only once others confirm the jump.
-    max_jump_ms: u64,
-}
-
 fn stamp_chunk(
     stamper: &mut PartitionStamper,
     parsed: ParsedChunk,
     epoch: u64,
-    limits: EventTimeLimits,
+    limits: ClockLimits,
     tick: u64,
     format: &EventFormat,
     outputs: &mut StampOutputs<'_>,
@@ -362,7 +337,7 @@ fn stamp_chunk(
     let position = &mut stamper.position;
     let mut buffers = StampBuffers::default();
     let counts_before = position.counts;
-    metrics::LINES_READ.fetch_add(parsed.lines.len() as u64, Relaxed);
+    progress::LINES_READ.fetch_add(parsed.lines.len() as u64, Relaxed);
     for line in parsed.lines {
         let raw = &chunk.bytes[line.start..line.end];
         let offset = line.offset;
@@ -378,13 +353,13 @@ fn stamp_chunk(
                     line_number: line.line_number,
                 });
             }
-            Ok(event) if event.event_time_ms < position.watermark_ms => {
+            Ok(event) if position.clock.is_late(event.event_time_ms) => {
                 position.counts.late += 1;
                 buffers.late.push(LateEvent {
                     user_id: event.user_id,
                     event_id: event.event_id,
                     event_time_ms: event.event_time_ms,
-                    watermark_ms: position.watermark_ms,
+                    watermark_ms: position.clock.watermark_ms,
                     raw: format.raw_text(raw),
                     partition: stamper.partition,
                     offset,
@@ -393,14 +368,9 @@ fn stamp_chunk(
             }
             Ok(event) => {
                 position.counts.on_time += 1;
-                let time = event.event_time_ms;
-                position.max_event_ms = Some(position.max_event_ms.map_or(time, |m| m.max(time)));
-                let newest = position
-                    .jump_guard
-                    .observe(&event.user_id, time, limits.max_jump_ms);
-                position.watermark_ms = position
-                    .watermark_ms
-                    .max(newest.saturating_sub(limits.lateness_ms));
+                position
+                    .clock
+                    .observe(&event.user_id, event.event_time_ms, limits);
                 buffers.on_time.push(event);
             }
         }
@@ -409,7 +379,7 @@ fn stamp_chunk(
     // record's watermark (never later), and one message per chunk instead of one per tick keeps
     // the exchange cheap when a partition's events are sparse in event time.
     buffers.send(caps, outputs);
-    let tick_time = position.watermark_ms / tick * tick;
+    let tick_time = position.clock.watermark_ms / tick * tick;
     if tick_time > caps.time().watermark {
         caps.downgrade(Time::new(epoch, tick_time));
     }
@@ -417,14 +387,14 @@ fn stamp_chunk(
     if chunk.records.is_none() {
         position.next_line = chunk.next_line();
     }
-    metrics::BYTES_READ.fetch_add(chunk.bytes.len() as u64, Relaxed);
+    progress::BYTES_READ.fetch_add(chunk.bytes.len() as u64, Relaxed);
     if let Some(telemetry) = crate::ops::telemetry() {
-        telemetry.stamped(stamper.partition, counts_before, position.counts);
+        telemetry.stamped(stamper.partition, position.counts.since(counts_before));
         if chunk.last {
             telemetry.stamper_position(
                 stamper.partition,
                 position.next_offset,
-                position.watermark_ms,
+                position.clock.watermark_ms,
             );
         }
     }

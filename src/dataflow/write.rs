@@ -8,11 +8,11 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use super::{CommitPart, Time, WorkerContext};
+use super::time::Time;
+use super::types::{CommitPart, WorkerContext};
 use crate::failure::stop;
 use crate::rules::ClosedSession;
-use crate::sink::iceberg::TableWriter;
-use crate::sink::tables::{LateEvent, QuarantinedLine, TableKind};
+use crate::sink::{LateEvent, QuarantinedLine, TableKind, TableWriter};
 
 /// Rows buffered per table before they are encoded into an Arrow batch.
 const WRITE_BATCH_ROWS: usize = 16 * 1024;

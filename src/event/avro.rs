@@ -23,20 +23,21 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
 
 use super::registry::Registry;
 use super::{Event, Rejection, Validator, required_text};
+use crate::retry::Backoff;
 
 /// The schema `sessionize produce --format avro` writes; also `schemas/clickstream_event.avsc`.
 pub const EVENT_SCHEMA: &str = include_str!("../../schemas/clickstream_event.avsc");
 
-/// How long a schema registry may stay unreachable before the run stops (to be restarted when it
-/// is back): records are never quarantined for an outage.
-const REGISTRY_PATIENCE: Duration = Duration::from_secs(60);
+/// How a schema registry that is unreachable is waited for: a minute, then the run stops (to be
+/// restarted when it is back). Records are never quarantined for an outage.
+const REGISTRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
 /// Decodes Avro records into events. Shared by the workers of a process.
 pub struct AvroDecoder {
@@ -177,21 +178,16 @@ fn lookup(
     if let Some(found) = known.read().expect("no panic holds the lock").get(&id) {
         return found.clone();
     }
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    let text = loop {
-        match registry.schema(id) {
-            Ok(text) => break text,
-            Err(e) if started.elapsed() < REGISTRY_PATIENCE => {
-                tracing::warn!(id, error = %e, "schema registry unavailable; retrying");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => crate::failure::stop(e.context(format!(
+    let text = REGISTRY_BACKOFF
+        .retry(
+            || registry.schema(id),
+            |e, _| tracing::warn!(id, error = %e, "schema registry unavailable; retrying"),
+        )
+        .unwrap_or_else(|e| {
+            crate::failure::stop(e.context(format!(
                 "cannot fetch Avro schema {id}; restart when the registry answers"
-            ))),
-        }
-    };
+            )))
+        });
     let found = text.and_then(|text| {
         Schema::parse_str(&text)
             .map(Arc::new)

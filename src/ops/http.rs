@@ -7,7 +7,7 @@ use anyhow::Result;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::Telemetry;
-use super::metrics::CONTENT_TYPE;
+use super::prometheus::CONTENT_TYPE;
 
 /// The live page: plain HTML and a little JavaScript that polls `/status`; no build step, and
 /// nothing fetched from elsewhere, so it works with no internet.

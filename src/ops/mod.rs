@@ -1,20 +1,23 @@
-//! Operating a run: Prometheus metrics, health probes and a live status page, served over HTTP
-//! on `--metrics-addr` (off by default).
+//! Operating a run, to the side of the pipeline and fed plain numbers: the progress shown on the
+//! terminal or in the log, and, on `--metrics-addr` (off by default), Prometheus metrics, health
+//! probes and a live status page over HTTP.
 //!
 //! The pipeline reports through [`telemetry`], which is `None` unless a server was started: every
 //! hook costs one load of a `OnceLock` when metrics are off, and an update of a few atomics per
 //! chunk, activation, step or commit (never per event) when they are on. Each process serves its
 //! own workers' figures; the commit figures come from the committing process (process 0).
 //!
-//! * [`metrics`]: the Prometheus metrics and their names;
+//! * [`progress`]: process-wide counters, the progress bar and the progress log line;
+//! * [`prometheus`]: the Prometheus metrics and their names;
 //! * [`health`]: `/healthz` and `/readyz`;
 //! * [`status`]: `/status` (JSON) and the page at `/` (`status.html`);
-//! * [`sampler`]: a thread that asks Kafka for end offsets (lag) and samples the charts' history;
+//! * [`sampler`]: a thread that asks for end offsets (Kafka's lag) and samples the charts' history;
 //! * [`http`]: the HTTP server.
 
 pub mod health;
 mod http;
-pub mod metrics;
+pub mod progress;
+pub mod prometheus;
 mod sampler;
 pub mod status;
 
@@ -25,14 +28,12 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use timely::dataflow::ProbeHandle;
 
-use crate::checkpoint::SourceCounts;
-use crate::config::{PipelineConfig, wall_clock_ms};
-use crate::dataflow::Time;
+use crate::clock::wall_clock_ms;
 use crate::rules::{ClosedSession, EndReason};
 use health::Health;
-use metrics::{Metrics, PartitionLabel};
+use prometheus::{Metrics, PartitionLabel};
+pub use sampler::EndOffsets;
 use status::{CommitStatus, Recent};
 
 static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
@@ -43,24 +44,27 @@ pub fn telemetry() -> Option<&'static Telemetry> {
     TELEMETRY.get()
 }
 
+/// What the status page and the probes know of a run.
+pub struct Served {
+    /// What the run reads, for people: a Kafka topic and its servers, or a number of files.
+    pub source: String,
+    /// How often the run commits: the readiness probe allows a few intervals without a commit.
+    pub commit_interval: Duration,
+    /// End offsets of the partitions being read, for the lag; `None` for files.
+    pub end_offsets: Option<EndOffsets>,
+}
+
 /// Starts serving `/metrics`, `/healthz`, `/readyz`, `/status` and `/` on `addr`, and the sampler
 /// thread; both live as long as the process. `workers` is this process's worker count.
 pub fn serve(
     addr: SocketAddr,
-    config: &PipelineConfig,
+    served: Served,
     (process, processes, workers): (usize, usize, usize),
 ) -> Result<()> {
-    let source = match &config.kafka {
-        Some(kafka) => format!(
-            "Kafka topic {} at {}",
-            kafka.settings.topic, kafka.settings.servers
-        ),
-        None => format!("{} file(s)", config.inputs.len()),
-    };
     let (processes, workers) = (processes.max(1), workers.max(1));
     let telemetry = Telemetry {
         metrics: Metrics::new(process),
-        health: Health::new(workers, config.commit_interval),
+        health: Health::new(workers, served.commit_interval),
         recent: Mutex::new(Recent::default()),
         partitions: Mutex::new(BTreeSet::new()),
         reading: Mutex::new(BTreeMap::new()),
@@ -70,7 +74,7 @@ pub fn serve(
         process,
         processes,
         workers,
-        source,
+        source: served.source,
         started: Instant::now(),
     };
     let server = http::bind(addr)?;
@@ -80,9 +84,19 @@ pub fn serve(
     );
     let telemetry = TELEMETRY.get().expect("set above");
     http::spawn(server, telemetry);
-    sampler::spawn(telemetry, config.kafka.as_ref().map(|k| k.settings.clone()));
+    sampler::spawn(telemetry, served.end_offsets);
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /status and /");
     Ok(())
+}
+
+/// What became of a span of lines: how many there were, and how many were on time, late or
+/// quarantined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineOutcomes {
+    pub lines: u64,
+    pub on_time: u64,
+    pub late: u64,
+    pub quarantined: u64,
 }
 
 /// Counts, gauges and recent history of one process.
@@ -110,24 +124,19 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// A stamper classified a chunk of `partition`: its counts went from `before` to `after`.
-    pub fn stamped(&self, partition: u32, before: SourceCounts, after: SourceCounts) {
-        let lines = after.lines.saturating_sub(before.lines);
-        if lines == 0 {
+    /// A stamper classified a chunk of `partition`: what became of its lines.
+    pub fn stamped(&self, partition: u32, outcomes: LineOutcomes) {
+        if outcomes.lines == 0 {
             return;
         }
         self.metrics
             .events_read
             .get_or_create(&PartitionLabel { partition })
-            .inc_by(lines);
-        let outcomes = &self.metrics.outcomes;
-        outcomes
-            .on_time
-            .inc_by(after.on_time.saturating_sub(before.on_time));
-        outcomes.late.inc_by(after.late.saturating_sub(before.late));
-        outcomes
-            .quarantined
-            .inc_by(after.quarantined.saturating_sub(before.quarantined));
+            .inc_by(outcomes.lines);
+        let counters = &self.metrics.outcomes;
+        counters.on_time.inc_by(outcomes.on_time);
+        counters.late.inc_by(outcomes.late);
+        counters.quarantined.inc_by(outcomes.quarantined);
     }
 
     /// Where a stamper stands in `partition`: once per activation.
@@ -199,14 +208,11 @@ impl Telemetry {
             });
     }
 
-    /// Worker `local` (its index in this process) stepped; `committed` is the committer's output,
-    /// whose frontier is the first epoch not yet completed.
-    pub fn worker_stepped(&self, local: usize, committed: &ProbeHandle<Time>) {
+    /// Worker `local` (its index in this process) stepped; `epoch` is the first epoch not yet
+    /// completed, as the worker sees the committer's frontier (`u64::MAX` once all are).
+    pub fn worker_stepped(&self, local: usize, epoch: u64) {
         let now = Instant::now();
         self.health.stepped(local, now);
-        let epoch = committed
-            .with_frontier(|f| f.iter().map(|t| t.epoch).min())
-            .unwrap_or(u64::MAX);
         if self.epoch_in_progress.fetch_max(epoch, Relaxed) < epoch {
             self.epoch_completed(epoch, now);
         }
@@ -382,10 +388,9 @@ mod tests {
 
     #[test]
     fn gauges_sum_the_workers_of_a_process() {
-        let config = PipelineConfig::new(vec!["x".into()], std::path::PathBuf::from("w"));
         let t = Telemetry {
             metrics: Metrics::new(0),
-            health: Health::new(2, config.commit_interval),
+            health: Health::new(2, Duration::from_secs(30)),
             recent: Mutex::default(),
             partitions: Mutex::default(),
             reading: Mutex::default(),

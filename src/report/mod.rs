@@ -15,9 +15,10 @@ use arrow_array::{Array, Int64Array, ListArray, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use iceberg::table::Table;
 
+use crate::commit::record::last_record;
+use crate::commit::{Mark, summary};
 use crate::inspect::time_text;
-use crate::sink::iceberg::{Mark, Warehouse, last_record, summary};
-use crate::sink::tables::TableKind;
+use crate::sink::{TableKind, Warehouse};
 use svg::{Bar, Limit, Point, bar_chart, escape, histogram, per_hour, scatter};
 
 /// One committed session, as much of it as the plots use.

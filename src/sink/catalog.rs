@@ -1,4 +1,5 @@
-//! Which Iceberg catalog holds the tables: `--catalog-uri` and `--catalog-option`.
+//! Which Iceberg catalog holds the tables (`--catalog-uri` and `--catalog-option`), and the
+//! [`Warehouse`]: the catalog opened, with the names of our tables in it.
 //!
 //! * `sqlite:PATH` (the default, `<warehouse>/catalog.db`): iceberg's SQL catalog on SQLite, the
 //!   embedded choice for one machine;
@@ -22,8 +23,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use iceberg::table::Table;
+use iceberg::transaction::Transaction;
 use iceberg::{
     Catalog, CatalogBuilder, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
 };
@@ -31,6 +33,9 @@ use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
+use super::commit::with_properties;
+use super::tables::TableKind;
+use crate::retry::Backoff;
 use crate::storage::Location;
 
 /// The catalog's name in the SQL catalog's rows (pyiceberg and Spark open it under this name).
@@ -286,5 +291,101 @@ impl Catalog for RenewingCatalog {
         let result = self.0.update_table(commit).await;
         self.renewed(&result).await;
         result
+    }
+}
+
+/// How a catalog that is away at start is waited for (up to `--catalog-timeout`).
+const CATALOG_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+
+/// The tables' catalog and the warehouse directory: by default a SQLite catalog at
+/// `<warehouse>/catalog.db`, readable by pyiceberg's
+/// `SqlCatalog("default", uri="sqlite:///<warehouse>/catalog.db", ...)`; see [`CatalogSettings`].
+pub struct Warehouse {
+    pub(super) catalog: Arc<dyn Catalog>,
+    pub(super) namespace: NamespaceIdent,
+    sessions_table: String,
+}
+
+impl Warehouse {
+    /// Opens the catalog `settings` name, with new data under `root` (created if needed). Must run
+    /// inside a tokio runtime. A catalog that is busy (locked by another client) or briefly away
+    /// is waited for; one that stays away is an error that says what to check.
+    pub async fn open(
+        settings: &CatalogSettings,
+        root: impl Into<Location>,
+        database: &str,
+        sessions_table: &str,
+    ) -> Result<Self> {
+        let root = match root.into() {
+            Location::Local(path) => {
+                std::fs::create_dir_all(&path).with_context(|| {
+                    format!("cannot create the warehouse directory {}", path.display())
+                })?;
+                Location::Local(path.canonicalize().with_context(|| {
+                    format!("cannot resolve the warehouse path {}", path.display())
+                })?)
+            }
+            s3 => s3,
+        };
+        let kind = settings.kind(&root)?;
+        let root = &root;
+        let catalog = CATALOG_BACKOFF
+            .patience(settings.patience)
+            .retry_async(
+                || async move {
+                    let catalog = settings.open(kind, root).await?;
+                    // A REST catalog is only reached on first use: ask it something now.
+                    catalog.list_namespaces(None).await?;
+                    Ok::<_, iceberg::Error>(catalog)
+                },
+                |e, delay| {
+                    tracing::warn!(
+                        "the Iceberg catalog is not available yet, retrying in {delay:?}: {e}"
+                    )
+                },
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the Iceberg catalog {} for {:?}: check --catalog-uri and \
+                     --catalog-option (for the default SQLite catalog: that the warehouse \
+                     directory is writable and that no other program holds the catalog locked)",
+                    settings.display_uri(root),
+                    settings.patience
+                )
+            })?;
+        Ok(Warehouse {
+            catalog,
+            namespace: NamespaceIdent::new(database.to_string()),
+            sessions_table: sessions_table.to_string(),
+        })
+    }
+
+    pub fn ident(&self, kind: TableKind) -> TableIdent {
+        TableIdent::new(
+            self.namespace.clone(),
+            kind.table_name(&self.sessions_table),
+        )
+    }
+
+    pub async fn load(&self, kind: TableKind) -> Result<Table> {
+        let ident = self.ident(kind);
+        self.catalog.load_table(&ident).await.with_context(|| {
+            format!("cannot load table {ident}; run with the same --warehouse to create it")
+        })
+    }
+
+    /// Sets table properties in a metadata commit of their own (no snapshot).
+    pub async fn set_properties(
+        &self,
+        kind: TableKind,
+        properties: HashMap<String, String>,
+    ) -> Result<Table> {
+        let table = self.load(kind).await?;
+        let transaction = Transaction::new(&table);
+        with_properties(transaction, properties)?
+            .commit(self.catalog.as_ref())
+            .await
+            .with_context(|| format!("cannot set the properties of {}", table.identifier()))
     }
 }

@@ -1,11 +1,27 @@
 //! Where results go: Iceberg tables for closed sessions, quarantined lines and late events.
 //!
-//! [`tables`] defines the three tables and turns rows into Arrow record batches; [`catalog`] picks
-//! the Iceberg catalog; [`iceberg`] opens it, creates the tables, writes Parquet data files and
-//! commits them.
+//! [`tables`] defines the three tables and turns rows into Arrow record batches; [`catalog`] opens
+//! the Iceberg catalog (the [`Warehouse`]); [`create`] creates the tables and evolves their
+//! schemas; [`writer`] writes Parquet data files; [`commit`] commits them, one attempt at a time.
+//! Which commits are made, and how often they are tried, is the commit protocol's
+//! (`src/commit/`).
 
 pub mod catalog;
-pub mod iceberg;
+pub mod commit;
+pub mod create;
 pub mod tables;
+pub mod writer;
 
+use anyhow::{Context, Result};
+
+pub use catalog::{CatalogSettings, Warehouse};
 pub use tables::{LateEvent, QuarantinedLine, TableKind};
+pub use writer::TableWriter;
+
+/// A runtime on the calling thread for iceberg's async calls: each worker drives its own.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a tokio runtime")
+}

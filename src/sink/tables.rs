@@ -288,3 +288,10 @@ fn origin_columns(
         Arc::new(Int64Array::from_value(epoch as i64, origins.len())),
     ]
 }
+
+/// The bucket of `user_id` under Iceberg's `bucket[n]` transform (Murmur3 of the UTF-8 bytes).
+pub fn user_bucket(user_id: &str, buckets: u32) -> u32 {
+    let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(user_id.as_bytes()), 0)
+        .expect("hashing memory cannot fail");
+    ((hash as i32 & i32::MAX) as u32) % buckets
+}

@@ -214,7 +214,7 @@ impl ChunkReader {
                     "standard input cannot resume at an offset: give a file, or a new warehouse",
                 ));
             }
-            crate::metrics::add_input(0, None);
+            crate::ops::progress::add_input(0, None);
             Box::new(io::stdin())
         } else {
             let mut file = File::open(path).map_err(|e| {
@@ -223,7 +223,7 @@ impl ChunkReader {
             file.seek(SeekFrom::Start(offset))?;
             // What is there now is what the progress bar counts on; lines appended later are
             // read too, and the bar simply ends past its 100%.
-            crate::metrics::add_input(offset, file.metadata().ok().map(|m| m.len()));
+            crate::ops::progress::add_input(offset, file.metadata().ok().map(|m| m.len()));
             Box::new(file)
         };
         let mut reader = Self::new(partition, input, chunk_bytes);
@@ -245,7 +245,7 @@ impl ChunkReader {
     pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
         let from = self.byte_offset;
         let chunk = self.read_chunk()?;
-        crate::metrics::input_done(self.byte_offset - from);
+        crate::ops::progress::input_done(self.byte_offset - from);
         Ok(chunk)
     }
 

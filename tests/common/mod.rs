@@ -14,8 +14,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use arrow_array::{Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use sessionize::rules::session_id;
+use sessionize::sink::Warehouse;
 use sessionize::sink::catalog::CatalogSettings;
-use sessionize::sink::iceberg::Warehouse;
 use sessionize::sink::tables::TableKind;
 
 pub const MIN: u64 = 60_000;

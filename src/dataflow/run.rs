@@ -1,5 +1,5 @@
-//! Runs the pipeline on a timely cluster: sets up the warehouse, starts the workers, waits for the
-//! last commit and reports what was done.
+//! Runs the pipeline on a timely cluster: prepares the tables, starts the workers, builds the
+//! dataflow on each, waits for the last commit and reports what was done.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,14 +17,17 @@ use timely::dataflow::operators::{Input, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::checkpoint::{CheckpointStore, StartState};
+use super::pipeline::build_pipeline;
+use super::time::Time;
+use super::types::WorkerContext;
+use crate::clock::wall_clock_micros;
+use crate::commit::{CheckpointStore, RunTotals, StartState, prepare};
 use crate::config::PipelineConfig;
-use crate::dataflow::{RunTotals, Time, WorkerContext, build_pipeline};
 use crate::failure::stop;
-use crate::metrics::{InputUnit, ProgressReporter, ProgressStyleChoice};
-use crate::sink::iceberg::Warehouse;
-use crate::sink::tables::TableKind;
-use crate::source::kafka::StopAt;
+use crate::ops::progress::{InputUnit, ProgressReporter, ProgressStyleChoice};
+use crate::ops::{self, Served};
+use crate::sink::{self, TableKind};
+use crate::source::kafka::{self, StopAt};
 
 /// Timely's cluster options (`-w`, `-n`, `-p`, `-h`).
 #[derive(Debug, Clone, Default)]
@@ -107,7 +110,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         // Before the tables are prepared, so that the probes answer (not ready) while the catalog
         // is waited for.
         let shape = (cluster.process, cluster.processes, cluster.threads);
-        crate::ops::serve(addr, &config, shape)?;
+        ops::serve(addr, served(&config), shape)?;
     }
     if let Some(kafka) = &config.kafka {
         // Reach the broker before starting the cluster, so that a wrong address is one clear error.
@@ -121,14 +124,9 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
     // Process 0 prepares the tables and decides where the run starts, once for the cluster; its
     // first worker hands that decision and the run's identity to every worker of every process.
     let start = if cluster.process == 0 {
-        let start = setup_runtime()?.block_on(async {
-            let warehouse = open_warehouse(&config).await?;
-            warehouse.ensure_tables(config.buckets).await?;
-            let start = StartState::load(&warehouse, &config, restore).await?;
-            start
-                .complete_side_tables(&warehouse, &store, &config)
-                .await?;
-            anyhow::Ok(start)
+        let start = sink::runtime()?.block_on(async {
+            let warehouse = config.open_warehouse().await?;
+            prepare(&warehouse, &store, &config, restore).await
         })?;
         Some(RunStart {
             run_id: new_run_id(),
@@ -160,7 +158,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
     let formed = watch_formation(cluster);
     let threads = cluster.threads.max(1);
     let guards = timely::execute(timely_config, move |worker| {
-        let runtime = Rc::new(setup_runtime().unwrap_or_else(|e| stop(e)));
+        let runtime = Rc::new(sink::runtime().unwrap_or_else(|e| stop(e)));
         let RunStart { run_id, start } = agree(worker, start.clone());
         formed.store(true, std::sync::atomic::Ordering::Relaxed);
         if worker.index() == 0 {
@@ -168,7 +166,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         }
         let context = runtime
             .block_on(async {
-                let warehouse = open_warehouse(&config).await?;
+                let warehouse = config.open_warehouse().await?;
                 let mut tables = HashMap::new();
                 for kind in TableKind::ALL {
                     tables.insert(kind, warehouse.load(kind).await?);
@@ -187,7 +185,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         let (committed, totals) = worker
             .dataflow::<Time, _, _>(|scope| build_pipeline(scope, &context))
             .unwrap_or_else(|e| stop(e));
-        let telemetry = crate::ops::telemetry();
+        let telemetry = ops::telemetry();
         if let Some(telemetry) = telemetry {
             telemetry.health.restored(Instant::now());
         }
@@ -196,7 +194,10 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         while !committed.done() {
             worker.step_or_park(Some(Duration::from_millis(20)));
             if let Some(telemetry) = telemetry {
-                telemetry.worker_stepped(local, &committed);
+                let epoch = committed
+                    .with_frontier(|f| f.iter().map(|t| t.epoch).min())
+                    .unwrap_or(u64::MAX);
+                telemetry.worker_stepped(local, epoch);
             }
         }
         let totals = totals.borrow().clone();
@@ -255,11 +256,7 @@ fn new_run_id() -> String {
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    format!(
-        "{:x}-{:08x}",
-        crate::config::wall_clock_micros(),
-        random as u32
-    )
+    format!("{:x}-{:08x}", wall_clock_micros(), random as u32)
 }
 
 /// Worker 0's `value` (the only worker that has one), on every worker of the cluster, through a
@@ -289,20 +286,21 @@ fn agree<T: ExchangeData + Clone>(worker: &mut Worker, value: Option<T>) -> T {
         .expect("worker 0's value reaches every worker before its input closes")
 }
 
-fn setup_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a tokio runtime")
-}
-
-/// The warehouse and catalog of `config`.
-async fn open_warehouse(config: &PipelineConfig) -> Result<Warehouse> {
-    Warehouse::open(
-        &config.catalog,
-        &config.warehouse,
-        &config.database,
-        &config.table,
-    )
-    .await
+/// What the status page shows of the run, and how the sampler asks for Kafka's end offsets.
+fn served(config: &PipelineConfig) -> Served {
+    let (source, end_offsets) = match &config.kafka {
+        Some(input) => (
+            format!(
+                "Kafka topic {} at {}",
+                input.settings.topic, input.settings.servers
+            ),
+            Some(kafka::end_offsets(input.settings.clone())),
+        ),
+        None => (format!("{} file(s)", config.inputs.len()), None),
+    };
+    Served {
+        source,
+        commit_interval: config.commit_interval,
+        end_offsets,
+    }
 }

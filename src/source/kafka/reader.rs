@@ -1,331 +1,20 @@
-//! Kafka topics, read partition by partition with manual assignment, in batches of records.
-//!
-//! Every worker owns the partitions `p % peers == index` and assigns them to its own consumer at
-//! exact offsets: no consumer-group rebalances, no offsets read from the group. The group id is
-//! used only to publish committed offsets for lag tools, after the Iceberg commit that makes them
-//! true.
+//! Reading the partitions one worker owns, in chunks of records, with their end for bounded runs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use anyhow::{Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::file::Chunk;
+use super::start::{StartOffsets, offset_for_time, resolve_start};
+use super::{KafkaSettings, offset_bounds};
+use crate::source::file::Chunk;
 
-/// How long a metadata or offsets request may take before it is retried or reported.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a reader looks for partitions added to the topic.
 const PARTITION_DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Where a run starts reading partitions that the table has no position for (or all partitions,
-/// when given explicitly).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartOffsets {
-    Earliest,
-    Latest,
-    /// The consumer group's committed offsets (earliest where it has none).
-    Committed,
-    /// Offsets per partition; partitions not named start at the earliest offset.
-    Explicit(BTreeMap<u32, u64>),
-    /// The first offset of each partition whose record timestamp is at or after this time.
-    Timestamp(i64),
-}
-
-impl std::str::FromStr for StartOffsets {
-    type Err = String;
-
-    /// `earliest`, `latest`, `committed`, or `partition:offset,...` such as `0:1200,1:980`.
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "earliest" => return Ok(StartOffsets::Earliest),
-            "latest" => return Ok(StartOffsets::Latest),
-            "committed" => return Ok(StartOffsets::Committed),
-            _ => {}
-        }
-        let mut offsets = BTreeMap::new();
-        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let parsed = pair
-                .split_once(':')
-                .and_then(|(p, o)| Some((p.trim().parse().ok()?, o.trim().parse().ok()?)));
-            let Some((partition, offset)) = parsed else {
-                return Err(format!(
-                    "{pair:?} is not partition:offset; use earliest, latest, committed or e.g. \
-                     0:1200,1:980"
-                ));
-            };
-            offsets.insert(partition, offset);
-        }
-        if offsets.is_empty() {
-            return Err("no offsets given".into());
-        }
-        Ok(StartOffsets::Explicit(offsets))
-    }
-}
-
-/// How to reach the topic.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KafkaSettings {
-    pub servers: String,
-    pub topic: String,
-    /// The consumer group under which committed offsets are published for lag tools.
-    pub group_id: String,
-    /// Any librdkafka setting (`security.protocol`, `sasl.*`, ...), passed through.
-    pub options: Vec<(String, String)>,
-}
-
-impl fmt::Debug for KafkaSettings {
-    /// Shows option names only: their values may be secrets.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let options: Vec<String> = self
-            .options
-            .iter()
-            .map(|(k, _)| format!("{k}=***"))
-            .collect();
-        f.debug_struct("KafkaSettings")
-            .field("servers", &self.servers)
-            .field("topic", &self.topic)
-            .field("group_id", &self.group_id)
-            .field("options", &options)
-            .finish()
-    }
-}
-
-impl KafkaSettings {
-    /// A consumer that never subscribes: partitions are assigned by hand, and offsets are stored
-    /// only when [`commit_offsets`] publishes them.
-    pub fn consumer(&self) -> Result<BaseConsumer> {
-        self.consumer_with(&[])
-    }
-
-    /// The consumer a [`KafkaReader`] reads with: it is told when it reaches the end of a
-    /// partition, and then skips what delivers nothing (transaction markers, aborted records).
-    pub fn reader_consumer(&self) -> Result<BaseConsumer> {
-        self.consumer_with(&[("enable.partition.eof", "true")])
-    }
-
-    /// A consumer with settings of ours on top of the usual ones (the user's still win).
-    fn consumer_with(&self, overrides: &[(&str, &str)]) -> Result<BaseConsumer> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.servers)
-            .set("group.id", &self.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest")
-            // Records of aborted or open transactions are never read (librdkafka's default,
-            // stated because exactly-once depends on it).
-            .set("isolation.level", "read_committed")
-            // Fetch in large batches: the dataflow parses them in parallel.
-            .set("fetch.max.bytes", "104857600")
-            .set("max.partition.fetch.bytes", "16777216")
-            .set("queued.max.messages.kbytes", "16384")
-            .set("queued.min.messages", "20000")
-            // Fetch again soon after a full local queue drains: the default (1 s) starves a
-            // reader that drains its queue in milliseconds.
-            .set("fetch.queue.backoff.ms", "5");
-        for (key, value) in overrides {
-            config.set(*key, *value);
-        }
-        for (key, value) in &self.options {
-            config.set(key, value);
-        }
-        config.create().map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create a Kafka consumer for {}: {}; check --kafka-servers and \
-                 --kafka-option",
-                self.servers,
-                without_values(&e)
-            )
-        })
-    }
-
-    /// The topic's partition count, retried until the broker answers or `deadline` passes.
-    pub fn partition_count(&self, consumer: &BaseConsumer, patience: Duration) -> Result<u32> {
-        let started = Instant::now();
-        loop {
-            let attempt = consumer
-                .fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT.min(patience))
-                .map_err(anyhow::Error::from)
-                .and_then(|metadata| {
-                    let topic = metadata
-                        .topics()
-                        .iter()
-                        .find(|t| t.name() == self.topic)
-                        .context("the broker did not describe the topic")?;
-                    if let Some(error) = topic.error() {
-                        bail!("{error:?}");
-                    }
-                    Ok(topic.partitions().len() as u32)
-                });
-            match attempt {
-                Ok(count) if count > 0 => return Ok(count),
-                Ok(_) => {}
-                Err(e) if started.elapsed() >= patience => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "cannot read topic {:?} from Kafka at {}: check that the broker is up \
-                             and reachable, and that the topic exists",
-                            self.topic, self.servers
-                        )
-                    });
-                }
-                Err(e) => tracing::warn!("Kafka metadata not available yet, retrying: {e:#}"),
-            }
-            if started.elapsed() >= patience {
-                bail!(
-                    "topic {:?} has no partitions at {}: create it, or produce to it first",
-                    self.topic,
-                    self.servers
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Publishes next offsets for lag tools. Never read back as truth: the table's snapshot is.
-    /// `wait` waits for the broker's answer: a bounded run's last publication must land before
-    /// the process exits, while a live run must not stall on a broker outage.
-    pub fn commit_offsets(&self, consumer: &BaseConsumer, next: &BTreeMap<u32, u64>, wait: bool) {
-        let mut list = TopicPartitionList::new();
-        for (&partition, &offset) in next {
-            let _ = list.add_partition_offset(
-                &self.topic,
-                partition as i32,
-                Offset::Offset(offset as i64),
-            );
-        }
-        let mode = if wait {
-            CommitMode::Sync
-        } else {
-            CommitMode::Async
-        };
-        if let Err(e) = consumer.commit(&list, mode) {
-            tracing::warn!("cannot publish consumer-group offsets (lag tools only): {e}");
-        }
-    }
-}
-
-/// The low and high watermark offsets of a partition, retried through a broker outage.
-pub fn watermarks(consumer: &BaseConsumer, topic: &str, partition: u32) -> Result<(u64, u64)> {
-    let (low, high) = retry("read partition offsets", || {
-        consumer.fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
-    })?;
-    Ok((low.max(0) as u64, high.max(0) as u64))
-}
-
-/// Retries a broker request with back-off for about a minute, logging each failure.
-fn retry<T>(what: &str, mut request: impl FnMut() -> Result<T, KafkaError>) -> Result<T> {
-    let mut delay = Duration::from_millis(100);
-    let started = Instant::now();
-    loop {
-        match request() {
-            Ok(value) => return Ok(value),
-            Err(e) if started.elapsed() < Duration::from_secs(60) => {
-                tracing::warn!("cannot {what} ({e}); retrying in {delay:?}");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("cannot {what}: the Kafka broker did not answer for a minute")
-                });
-            }
-        }
-    }
-}
-
-/// Resolves where each partition starts, as concrete offsets.
-pub fn resolve_start(
-    consumer: &BaseConsumer,
-    settings: &KafkaSettings,
-    partitions: &[u32],
-    start: &StartOffsets,
-) -> Result<BTreeMap<u32, u64>> {
-    let topic = &settings.topic;
-    let mut resolved = BTreeMap::new();
-    for &partition in partitions {
-        let (low, high) = watermarks(consumer, topic, partition)?;
-        let offset = match start {
-            StartOffsets::Earliest => low,
-            StartOffsets::Latest => high,
-            StartOffsets::Explicit(offsets) => offsets.get(&partition).copied().unwrap_or(low),
-            StartOffsets::Committed => {
-                let mut list = TopicPartitionList::new();
-                list.add_partition(topic, partition as i32);
-                let committed = retry("read committed offsets", || {
-                    consumer.committed_offsets(list.clone(), REQUEST_TIMEOUT)
-                })?;
-                match committed.elements().first().map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) if o >= 0 => o as u64,
-                    _ => low,
-                }
-            }
-            StartOffsets::Timestamp(ms) => offset_for_time(settings, consumer, partition, *ms)?,
-        };
-        resolved.insert(partition, offset.clamp(low, high.max(low)));
-    }
-    Ok(resolved)
-}
-
-/// The first offset of `partition` whose record timestamp is at or after `ms`, or the end
-/// offset if there is none. Asks the broker's time index; a broker without one (librdkafka's
-/// mock cluster answers "none" to every time) is searched by reading record timestamps, which,
-/// like the time index, assumes they grow with the offset.
-pub fn offset_for_time(
-    settings: &KafkaSettings,
-    consumer: &BaseConsumer,
-    partition: u32,
-    ms: i64,
-) -> Result<u64> {
-    let topic = &settings.topic;
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, partition as i32, Offset::Offset(ms))
-        .context("invalid timestamp")?;
-    let found = retry("look up offsets for a timestamp", || {
-        consumer.offsets_for_times(list.clone(), REQUEST_TIMEOUT)
-    })?;
-    if let Some(Offset::Offset(o)) = found.elements().first().map(|e| e.offset())
-        && o >= 0
-    {
-        return Ok(o as u64);
-    }
-    let (mut low, mut high) = watermarks(consumer, topic, partition)?;
-    // Reads one record at a time: fetch it at once, and no more than it.
-    let probe =
-        settings.consumer_with(&[("fetch.wait.max.ms", "10"), ("queued.min.messages", "1")])?;
-    while low < high {
-        let middle = low + (high - low) / 2;
-        if record_timestamp(&probe, topic, partition, middle)? < ms {
-            low = middle + 1;
-        } else {
-            high = middle;
-        }
-    }
-    Ok(low)
-}
-
-/// The timestamp of the record at `offset` (or of the first one after it, if it is gone).
-fn record_timestamp(probe: &BaseConsumer, topic: &str, partition: u32, offset: u64) -> Result<i64> {
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
-        .context("invalid offset")?;
-    probe.assign(&list).context("cannot assign a partition")?;
-    let started = Instant::now();
-    while started.elapsed() < REQUEST_TIMEOUT {
-        if let Some(message) = probe.poll(Duration::from_millis(100)) {
-            let message = message.context("cannot read a record's timestamp")?;
-            return Ok(message.timestamp().to_millis().unwrap_or(i64::MIN));
-        }
-    }
-    bail!("record {offset} of partition {partition} did not arrive within {REQUEST_TIMEOUT:?}")
-}
 
 /// Where a bounded run stops: the end offsets seen at start, or the offsets of a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,7 +138,7 @@ impl KafkaReader {
         for (&partition, &offset) in start {
             let end = match self.stop {
                 StopAt::Never => None,
-                StopAt::EndAtStart => Some(watermarks(&self.consumer, &topic, partition)?.1),
+                StopAt::EndAtStart => Some(offset_bounds(&self.consumer, &topic, partition)?.1),
                 StopAt::Timestamp(ms) => Some(offset_for_time(
                     &self.settings,
                     &self.consumer,
@@ -458,7 +147,7 @@ impl KafkaReader {
                 )?),
             };
             let ended = end.is_some_and(|end| offset >= end);
-            crate::metrics::add_input(offset, end);
+            crate::ops::progress::add_input(offset, end);
             self.cursors.insert(
                 partition,
                 PartitionCursor {
@@ -697,7 +386,7 @@ fn take_chunk(partition: u32, cursor: &mut PartitionCursor, last: bool) -> Chunk
         bytes: pending.bytes,
         last,
         end_offset: cursor.next_offset,
-        records: Some(super::file::RecordIndex {
+        records: Some(crate::source::file::RecordIndex {
             ends: pending.ends,
             offsets: pending.offsets,
         }),
@@ -705,18 +394,7 @@ fn take_chunk(partition: u32, cursor: &mut PartitionCursor, last: bool) -> Chunk
     };
     cursor.next_seq += 1;
     // Offsets, not records: transaction markers take offsets too, and a bounded run's end is one.
-    crate::metrics::input_done(cursor.next_offset.saturating_sub(cursor.counted_offset));
+    crate::ops::progress::input_done(cursor.next_offset.saturating_sub(cursor.counted_offset));
     cursor.counted_offset = cursor.next_offset;
     chunk
-}
-
-/// A client error as it can be shown: librdkafka's configuration errors carry the value given,
-/// which may be a secret (`sasl.password`), so only the key is named.
-pub fn without_values(error: &rdkafka::error::KafkaError) -> String {
-    match error {
-        rdkafka::error::KafkaError::ClientConfig(_, description, key, _) => {
-            format!("invalid Kafka option {key:?}: {description}")
-        }
-        other => other.to_string(),
-    }
 }

@@ -1,0 +1,269 @@
+//! Checkpoints: each worker's session state at the end of an epoch, written once to the
+//! checkpoint store (a local directory or an S3 prefix) before the epoch commits, and named by the
+//! sessions table's snapshot. Older releases' parts are read and upgraded.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::PipelineConfig;
+use crate::rules::{Boundary, SavedEvent, SavedSession, SessionizerState};
+use crate::sink::TableKind;
+use crate::storage::WriteOnceFiles;
+
+/// The format of the session state in checkpoint parts, in their file names
+/// (`part-w<i>.<format>.bin`); parts without it predate session boundaries.
+const PART_FORMAT: &str = "v2";
+
+/// Session state as checkpoints held it before pending events carried a [`Boundary`], so that a
+/// new release resumes from an older one's checkpoint.
+#[derive(Deserialize)]
+struct StateBeforeBoundaries {
+    watermark: u64,
+    open: Vec<SavedSession>,
+    pending: Vec<EventBeforeBoundaries>,
+    recent_ids: Vec<(u64, u128)>,
+}
+
+#[derive(Deserialize)]
+struct EventBeforeBoundaries {
+    user_id: String,
+    event_id: String,
+    page_name: Option<String>,
+    time_ms: u64,
+}
+
+impl StateBeforeBoundaries {
+    fn upgrade(self) -> SessionizerState {
+        let pending = self.pending.into_iter().map(|e| SavedEvent {
+            user_id: e.user_id,
+            event_id: e.event_id,
+            page_name: e.page_name,
+            time_ms: e.time_ms,
+            boundary: Boundary::NONE,
+        });
+        SessionizerState {
+            watermark: self.watermark,
+            open: self.open,
+            pending: pending.collect(),
+            recent_ids: self.recent_ids,
+        }
+    }
+}
+
+/// The checkpoint a snapshot names: a directory under the store and its part files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRef {
+    pub dir: String,
+    pub parts: Vec<String>,
+}
+
+/// One worker's part of an epoch's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointPart {
+    pub worker: usize,
+    pub file: String,
+    pub bytes: u64,
+    pub open_sessions: u64,
+    /// Events this worker dropped as duplicates during the epoch.
+    pub duplicates: u64,
+}
+
+/// The side tables' files of an epoch, kept until the next epoch commits.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SideFiles {
+    pub epoch: u64,
+    pub files: BTreeMap<TableKind, Vec<String>>,
+}
+
+/// The checkpoints of a table: `<checkpoint location>/<database>.<table>/`, by default under
+/// `<warehouse>/_sessionize/`, on a local disk or on S3 (see [`WriteOnceFiles`]).
+pub struct CheckpointStore {
+    files: WriteOnceFiles,
+}
+
+const SIDE_FILES: &str = "side-files.json";
+
+impl CheckpointStore {
+    pub fn new(config: &PipelineConfig) -> Result<Self> {
+        let location = config
+            .checkpoint_location()
+            .join(&format!("{}.{}", config.database, config.table));
+        Ok(CheckpointStore {
+            files: WriteOnceFiles::open(&location, &config.catalog.options)?,
+        })
+    }
+
+    /// The directory of an epoch's checkpoint, relative to the store: unique per run, so that a
+    /// run never overwrites what another has committed.
+    pub fn epoch_dir(epoch: u64, run_id: &str) -> String {
+        format!("checkpoints/e{epoch:012}-{run_id}")
+    }
+
+    /// Writes a worker's state once; returns its part record.
+    pub fn write_part(
+        &self,
+        dir: &str,
+        worker: usize,
+        state: &impl Serialize,
+        open_sessions: u64,
+        duplicates: u64,
+    ) -> Result<CheckpointPart> {
+        let file = format!("part-w{worker}.{PART_FORMAT}.bin");
+        let bytes = self.files.create(&format!("{dir}/{file}"), |out| {
+            bincode::serialize_into(out, state).map_err(std::io::Error::other)
+        })?;
+        Ok(CheckpointPart {
+            worker,
+            bytes,
+            file,
+            open_sessions,
+            duplicates,
+        })
+    }
+
+    pub fn read_part(&self, checkpoint: &CheckpointRef, file: &str) -> Result<SessionizerState> {
+        Ok(self.read_part_sized(checkpoint, file)?.0)
+    }
+
+    /// Where a file of the store is, for people.
+    pub fn display(&self, name: &str) -> String {
+        self.files.display(name)
+    }
+
+    /// A part's state and its size in bytes.
+    pub fn read_part_sized(
+        &self,
+        checkpoint: &CheckpointRef,
+        file: &str,
+    ) -> Result<(SessionizerState, u64)> {
+        let name = format!("{}/{file}", checkpoint.dir);
+        let input = self.files.read(&name)?.with_context(|| {
+            format!(
+                "the checkpoint {} named by the table's newest snapshot is missing: every \
+                 process must reach the same checkpoint location, and checkpoints must not be \
+                 deleted by hand; restore the file, or replay from scratch into a new table",
+                self.files.display(&name)
+            )
+        })?;
+        let mut input = CountingReader {
+            inner: input,
+            bytes: 0,
+        };
+        let state = if file.ends_with(&format!(".{PART_FORMAT}.bin")) {
+            bincode::deserialize_from(&mut input)
+        } else {
+            bincode::deserialize_from(&mut input).map(StateBeforeBoundaries::upgrade)
+        };
+        let state = state.with_context(|| {
+            format!(
+                "the checkpoint {} is damaged (truncated or overwritten outside sessionize); \
+                 restore the file, or replay from scratch into a new table",
+                self.files.display(&name)
+            )
+        })?;
+        // bincode reads what the state needs, which is the whole part; whatever follows counts.
+        std::io::copy(&mut input, &mut std::io::sink())?;
+        Ok((state, input.bytes))
+    }
+
+    pub fn write_side_files(&self, dir: &str, side: &SideFiles) -> Result<()> {
+        self.files.create(&format!("{dir}/{SIDE_FILES}"), |out| {
+            serde_json::to_writer(out, side).map_err(std::io::Error::other)
+        })?;
+        Ok(())
+    }
+
+    pub fn read_side_files(&self, dir: &str) -> Result<SideFiles> {
+        let name = format!("{dir}/{SIDE_FILES}");
+        let input = self.files.read(&name)?.with_context(|| {
+            format!(
+                "cannot read {}: the checkpoint is incomplete",
+                self.files.display(&name)
+            )
+        })?;
+        serde_json::from_reader(input)
+            .with_context(|| format!("{} is unreadable", self.files.display(&name)))
+    }
+
+    /// Removes the checkpoint directories of epochs before `epoch`: the newest snapshot names a
+    /// checkpoint of `epoch`, and a directory of a later epoch may belong to a run still writing
+    /// it.
+    pub fn remove_before(&self, epoch: u64) {
+        let directories = match self.files.directories("checkpoints") {
+            Ok(directories) => directories,
+            Err(e) => {
+                tracing::warn!("cannot list old checkpoints: {e:#}");
+                return;
+            }
+        };
+        for name in directories {
+            let older = name
+                .strip_prefix('e')
+                .and_then(|n| n.get(..12)?.parse::<u64>().ok())
+                .is_some_and(|e| e < epoch);
+            if older && let Err(e) = self.files.remove_directory(&format!("checkpoints/{name}")) {
+                tracing::warn!("cannot remove an old checkpoint: {e:#}");
+            }
+        }
+    }
+}
+
+/// A reader that counts the bytes it read.
+struct CountingReader<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.bytes += read as u64;
+        Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part written before pending events carried boundaries, in that release's layout.
+    #[derive(Serialize)]
+    struct OldState {
+        watermark: u64,
+        open: Vec<SavedSession>,
+        pending: Vec<(String, String, Option<String>, u64)>,
+        recent_ids: Vec<(u64, u128)>,
+    }
+
+    #[test]
+    fn reads_parts_of_the_release_before_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(&PipelineConfig::new(vec![], dir.path())).unwrap();
+        let checkpoint = CheckpointRef {
+            dir: CheckpointStore::epoch_dir(3, "r"),
+            parts: vec!["part-w0.bin".into()],
+        };
+        let old = OldState {
+            watermark: 7,
+            open: vec![],
+            pending: vec![("u".into(), "e".into(), Some("home".into()), 9)],
+            recent_ids: vec![(9, 42)],
+        };
+        let part = format!("{}/part-w0.bin", checkpoint.dir);
+        let old = bincode::serialize(&old).unwrap();
+        store
+            .files
+            .create(&part, |out| out.write_all(&old))
+            .unwrap();
+        let state = store.read_part(&checkpoint, "part-w0.bin").unwrap();
+        assert_eq!((state.watermark, &state.recent_ids), (7, &vec![(9, 42)]));
+        assert_eq!(state.pending[0].page_name.as_deref(), Some("home"));
+        assert_eq!(state.pending[0].boundary, Boundary::NONE);
+
+        let written = store.write_part(&checkpoint.dir, 1, &state, 0, 0).unwrap();
+        assert!(written.file.ends_with(".v2.bin"));
+        assert_eq!(store.read_part(&checkpoint, &written.file).unwrap(), state);
+    }
+}

@@ -1,0 +1,25 @@
+//! Exactly once, engine-free: what each commit records, where a run starts, and the steps of an
+//! epoch's commit. Nothing here knows timely; the dataflow calls in when its frontier says an
+//! epoch is complete.
+//!
+//! * [`epoch`]: when an epoch ends (the commit interval, or a record limit);
+//! * [`position`]: where each partition stands, running and as recorded;
+//! * [`record`]: the snapshot-summary keys, the mark of a commit, and finding our commits again;
+//! * [`checkpoint`]: the session state each worker writes per epoch, written once;
+//! * [`start`]: where a run starts ([`prepare`]);
+//! * [`protocol`]: the steps of an epoch's commit and their fail points ([`Committer`]), and
+//!   [`commit_once`], which never makes a table commit twice.
+
+pub mod checkpoint;
+pub mod epoch;
+pub mod position;
+pub mod protocol;
+pub mod record;
+pub mod start;
+
+pub use checkpoint::{CheckpointPart, CheckpointRef, CheckpointStore, SideFiles};
+pub use epoch::EpochCutter;
+pub use position::{RecordedPosition, SourceCounts, SourcePosition};
+pub use protocol::{Committer, EpochParts, RunTotals, TableCommit, commit_once};
+pub use record::{Mark, summary};
+pub use start::{StartState, prepare};

@@ -1,0 +1,183 @@
+//! Where each partition stands: in a running pipeline ([`SourcePosition`]), and as a commit
+//! records it ([`RecordedPosition`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::record::summary;
+use crate::ops::LineOutcomes;
+use crate::source::file::Fingerprint;
+use crate::watermark::{JumpGuard, PartitionClock};
+
+/// Where a partition stands at the end of an epoch, and what it saw during the epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    pub partition: u32,
+    /// The next byte of a file, or the next record offset of a Kafka partition.
+    pub next_offset: u64,
+    /// The next line number of a file.
+    pub next_line: u64,
+    /// The partition's event time: its newest event time and its watermark.
+    pub clock: PartitionClock,
+    pub finished: bool,
+    /// A file's identity, by which a later run finds it under any path.
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
+    #[serde(skip)]
+    pub counts: SourceCounts,
+}
+
+impl SourcePosition {
+    /// Where a partition nobody has read yet starts, its watermark at `watermark_ms`.
+    pub fn fresh(partition: u32, watermark_ms: u64) -> Self {
+        SourcePosition {
+            partition,
+            next_line: 1,
+            clock: PartitionClock::at(watermark_ms),
+            ..SourcePosition::default()
+        }
+    }
+
+    /// The position as a commit records it, under the name of its source.
+    pub fn recorded(&self, source: &str) -> RecordedPosition {
+        RecordedPosition {
+            source: source.to_string(),
+            next_offset: self.next_offset,
+            next_line: self.next_line,
+            max_event_ms: self.clock.max_event_ms,
+            watermark_ms: self.clock.watermark_ms,
+            finished: self.finished,
+            jump_guard: self.clock.jump_guard.clone(),
+            fingerprint: self.fingerprint,
+        }
+    }
+}
+
+/// What a source saw, summed over a span of input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCounts {
+    pub lines: u64,
+    pub on_time: u64,
+    pub late: u64,
+    pub quarantined: u64,
+}
+
+impl SourceCounts {
+    /// What happened between `before` and these counts, for the metrics.
+    pub fn since(self, before: SourceCounts) -> LineOutcomes {
+        LineOutcomes {
+            lines: self.lines.saturating_sub(before.lines),
+            on_time: self.on_time.saturating_sub(before.on_time),
+            late: self.late.saturating_sub(before.late),
+            quarantined: self.quarantined.saturating_sub(before.quarantined),
+        }
+    }
+}
+
+impl std::ops::AddAssign for SourceCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.lines += other.lines;
+        self.on_time += other.on_time;
+        self.late += other.late;
+        self.quarantined += other.quarantined;
+    }
+}
+
+/// A partition's position as a snapshot summary records it (`sessionize.positions`, by partition).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedPosition {
+    pub source: String,
+    pub next_offset: u64,
+    pub next_line: u64,
+    pub max_event_ms: Option<u64>,
+    #[serde(default)]
+    pub watermark_ms: u64,
+    pub finished: bool,
+    #[serde(default, skip_serializing_if = "JumpGuard::is_empty")]
+    pub jump_guard: JumpGuard,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl RecordedPosition {
+    /// The position a run resumes `partition` from; `finished` says whether its input has ended.
+    pub fn resume(self, partition: u32, finished: bool) -> SourcePosition {
+        SourcePosition {
+            partition,
+            next_offset: self.next_offset,
+            next_line: self.next_line,
+            clock: PartitionClock {
+                max_event_ms: self.max_event_ms,
+                watermark_ms: self.watermark_ms,
+                // Commits made before the guard existed start it at the newest event time.
+                jump_guard: match self.jump_guard.newest() {
+                    Some(_) => self.jump_guard,
+                    None => JumpGuard::starting_at(self.max_event_ms),
+                },
+            },
+            finished,
+            fingerprint: self.fingerprint,
+            counts: SourceCounts::default(),
+        }
+    }
+
+    /// The positions a commit's record names, by partition.
+    pub fn all_in(record: &HashMap<String, String>) -> Result<BTreeMap<u32, RecordedPosition>> {
+        let Some(json) = record.get(summary::POSITIONS) else {
+            return Ok(BTreeMap::new());
+        };
+        let by_name: BTreeMap<String, RecordedPosition> =
+            serde_json::from_str(json).context("the snapshot's positions")?;
+        by_name
+            .into_iter()
+            .map(|(partition, position)| {
+                let partition = partition.parse().context("a partition number")?;
+                Ok((partition, position))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_survives_its_record() {
+        let mut position = SourcePosition::fresh(3, 1_000);
+        position.next_offset = 42;
+        position.finished = true;
+        position.clock.max_event_ms = Some(700_000);
+        position.clock.jump_guard = JumpGuard::starting_at(Some(700_000));
+        let record = HashMap::from([(
+            summary::POSITIONS.to_string(),
+            serde_json::to_string(&BTreeMap::from([("3", position.recorded("t"))])).unwrap(),
+        )]);
+        let recorded = RecordedPosition::all_in(&record).unwrap();
+        let (partition, back) = recorded.into_iter().next().unwrap();
+        assert_eq!(back.source, "t");
+        assert_eq!(back.resume(partition, true), position);
+    }
+
+    #[test]
+    fn a_record_from_before_the_jump_guard_starts_it_at_the_newest_event() {
+        let json = r#"{"0":{"source":"f","next_offset":10,"next_line":2,"max_event_ms":5000,"finished":false}}"#;
+        let record = HashMap::from([(summary::POSITIONS.to_string(), json.to_string())]);
+        let position = RecordedPosition::all_in(&record)
+            .unwrap()
+            .remove(&0)
+            .unwrap();
+        let resumed = position.resume(0, false);
+        assert_eq!(resumed.clock.jump_guard.newest(), Some(5000));
+        assert_eq!(resumed.clock.watermark_ms, 0);
+    }
+
+    #[test]
+    fn a_bad_partition_number_is_an_error() {
+        let json = r#"{"x":{"source":"f","next_offset":1,"next_line":1,"max_event_ms":null,"finished":false}}"#;
+        let record = HashMap::from([(summary::POSITIONS.to_string(), json.to_string())]);
+        assert!(RecordedPosition::all_in(&record).is_err());
+    }
+}

@@ -1,0 +1,364 @@
+//! The steps of an epoch's commit, in one place. Worker 0 runs them when the frontier has passed
+//! the epoch (the `Commit` operator of the dataflow); each step is a fail point, so that the
+//! tests kill the process between any two of them:
+//!
+//! 1. every worker has written its session state to the epoch's checkpoint directory
+//!    ([`super::checkpoint`]), named uniquely by epoch and run (`after-checkpoint-parts`);
+//! 2. the committer writes the epoch's side-table files to `side-files.json` in that directory
+//!    (`after-side-files`);
+//! 3. the sessions table commits its files in one snapshot whose summary names the epoch, every
+//!    partition's next offset and the checkpoint ([`super::record`]): **the commit point**
+//!    (`after-sessions-commit`);
+//! 4. the quarantine and late-events tables commit their files, their summaries naming the epoch
+//!    (`between-side-commits`);
+//! 5. checkpoint directories of older epochs are removed (`after-cleanup`), and the offsets are
+//!    published to the consumer group, for lag tools only.
+//!
+//! A restart ([`super::start`]) reads the sessions table's newest mark, completes step 4 if it
+//! did not happen, restores the checkpoint and reads on from the recorded offsets. Files written
+//! for an epoch that never reached step 3 are left unreferenced. Every table commit goes through
+//! [`commit_once`], which never makes a commit twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use iceberg::table::Table;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{CheckpointPart, CheckpointRef, CheckpointStore, SideFiles};
+use super::position::{SourceCounts, SourcePosition};
+use super::record::{
+    Mark, newest_mark, own_snapshots_to_expire, sessions_properties, side_properties, two_writers,
+};
+use super::start::StartState;
+use crate::config::PipelineConfig;
+use crate::failure::fail_point;
+use crate::retry::Backoff;
+use crate::sink::{TableKind, Warehouse};
+
+/// What an epoch's commit gathers from every worker.
+#[derive(Debug, Default)]
+pub struct EpochParts {
+    /// Data files of each table, as serialized by the writers.
+    pub files: BTreeMap<TableKind, Vec<String>>,
+    /// Where each partition stood at the end of the epoch.
+    pub positions: Vec<SourcePosition>,
+    /// Each worker's part of the checkpoint.
+    pub checkpoint: Vec<CheckpointPart>,
+    pub sessions: u64,
+    pub session_events: u64,
+}
+
+/// Totals of a run, as committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTotals {
+    pub epochs: u64,
+    pub counts: SourceCounts,
+    pub sessions: u64,
+    pub session_events: u64,
+    pub duplicates: u64,
+    pub watermark_ms: u64,
+}
+
+/// One table's commit of an epoch: its files, the record its snapshot carries, its mark, and the
+/// mark of this pipeline's previous commit to the table, which the table must still show.
+pub struct TableCommit<'a> {
+    pub kind: TableKind,
+    pub files: &'a [String],
+    pub properties: HashMap<String, String>,
+    pub mark: &'a Mark,
+    pub previous: Option<&'a Mark>,
+}
+
+/// Attempts at a commit that fails with an error (not a lost race) before the run stops.
+const COMMIT_ATTEMPTS: u32 = 5;
+/// Waits between those attempts.
+const COMMIT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).attempts(COMMIT_ATTEMPTS);
+/// Races lost in a row to other writers' commits before the run stops.
+const MAX_REBASES: u32 = 100;
+
+/// Commits `commit` exactly once, on top of `base`: the table as this run last saw it.
+///
+/// The commit requires the table's current snapshot to be `base`'s, so the catalog refuses it if
+/// anyone committed since. Then, and after any error whose outcome is unknown (a timeout, a lost
+/// connection), it looks at what is there before doing anything else: its own mark means the
+/// catalog took the commit; another pipeline's mark on top of `previous` is a
+/// [`crate::failure::TwoWriters`] error; snapshots of other tools (compaction, deletes, expiry)
+/// on top are welcome, and the commit is made again on top of them. It is never re-applied
+/// blindly.
+///
+/// Snapshots of ours beyond the newest `retain_snapshots` are then expired (metadata only), so
+/// that months of frequent commits keep the metadata small.
+pub async fn commit_once(
+    warehouse: &Warehouse,
+    mut base: Table,
+    commit: TableCommit<'_>,
+    retain_snapshots: usize,
+) -> Result<Table> {
+    let ident = warehouse.ident(commit.kind);
+    let mut delays = COMMIT_BACKOFF.delays();
+    let mut rebases = 0;
+    loop {
+        let newest = newest_mark(&base);
+        if newest.as_ref() == Some(commit.mark) {
+            return Ok(base);
+        }
+        if newest.as_ref() != commit.previous {
+            return Err(two_writers(&ident, newest.as_ref(), commit.previous).into());
+        }
+        let mut appended = warehouse
+            .append(&base, commit.files, commit.properties.clone())
+            .await;
+        if appended.is_ok() && crate::failure::injected("lose-commit-response") {
+            // As if the catalog took the commit but its answer never came back.
+            appended = Err(anyhow::anyhow!("the catalog's answer was lost (injected)"));
+        }
+        let error = match appended {
+            Ok(table) => {
+                let expired = own_snapshots_to_expire(&table, retain_snapshots);
+                return Ok(warehouse.expire_snapshots(table, expired).await);
+            }
+            Err(error) => error,
+        };
+        let seen = base.metadata().current_snapshot_id();
+        match warehouse.load(commit.kind).await {
+            Ok(table) if table.metadata().current_snapshot_id() != seen => {
+                // Someone committed, perhaps this very commit: the loop's checks decide.
+                tracing::info!(
+                    "commit to {ident} came back with an error ({error:#}) and the table has \
+                     changed: looking at what is there"
+                );
+                base = table;
+                rebases += 1;
+                anyhow::ensure!(
+                    rebases <= MAX_REBASES,
+                    "commit to {ident} lost {MAX_REBASES} races in a row against other writers \
+                     of the table: {error:#}"
+                );
+                continue;
+            }
+            Ok(table) => base = table,
+            Err(load_error) => tracing::warn!("cannot read {ident} back: {load_error:#}"),
+        }
+        if let Some(telemetry) = crate::ops::telemetry() {
+            // Not ready while the catalog refuses or cannot be reached (`/readyz`).
+            telemetry.health.commit_failing(true);
+        }
+        let Some(delay) = delays.next() else {
+            return Err(error.context(format!(
+                "commit to {ident} failed {COMMIT_ATTEMPTS} times; nothing of it is in the table: \
+                 restart when the catalog is back"
+            )));
+        };
+        tracing::warn!("commit to {ident} failed, retrying in {delay:?}: {error:#}");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// The committing worker's view of the tables: it commits each epoch, in order.
+pub struct Committer {
+    runtime: Rc<tokio::runtime::Runtime>,
+    warehouse: Rc<Warehouse>,
+    store: Arc<CheckpointStore>,
+    config: Arc<PipelineConfig>,
+    run_id: String,
+    /// Each table as this run last saw it: the next commit requires its snapshot to be current.
+    tables: HashMap<TableKind, Table>,
+    /// The mark of this pipeline's last commit to each table, which the table's history must
+    /// still show as its newest.
+    marks: HashMap<TableKind, Option<Mark>>,
+    last_commit_at: Instant,
+    positions: BTreeMap<u32, SourcePosition>,
+    /// Publishes committed offsets to the consumer group, for lag tools.
+    lag_consumer: Option<rdkafka::consumer::BaseConsumer>,
+}
+
+impl Committer {
+    /// The committer of a run that starts at `start`, with `tables` as this worker loaded them.
+    pub fn new(
+        runtime: Rc<tokio::runtime::Runtime>,
+        warehouse: Rc<Warehouse>,
+        store: Arc<CheckpointStore>,
+        config: Arc<PipelineConfig>,
+        run_id: String,
+        tables: HashMap<TableKind, Table>,
+        start: &StartState,
+    ) -> Self {
+        // The sessions table must still show the commit the run starts from; a side table, the
+        // last commit that had rows for it (the start completed it).
+        let marks = TableKind::ALL
+            .into_iter()
+            .map(|kind| match kind {
+                TableKind::Sessions => (kind, start.last_commit.clone()),
+                _ => (kind, newest_mark(&tables[&kind])),
+            })
+            .collect();
+        Committer {
+            runtime,
+            warehouse,
+            store,
+            config,
+            run_id,
+            tables,
+            marks,
+            last_commit_at: Instant::now(),
+            positions: start.positions.clone(),
+            lag_consumer: None,
+        }
+    }
+
+    /// Commits epoch `epoch` from its gathered `part`s (a no-op for an epoch with nothing to
+    /// write, unless the idle commit interval has passed or the input has ended).
+    pub fn commit_epoch(
+        &mut self,
+        epoch: u64,
+        part: &EpochParts,
+        totals: &mut RunTotals,
+    ) -> Result<()> {
+        for position in &part.positions {
+            totals.counts += position.counts;
+            self.positions.insert(position.partition, position.clone());
+        }
+        totals.duplicates += part.checkpoint.iter().map(|p| p.duplicates).sum::<u64>();
+        let nothing_to_write = part.files.values().all(Vec::is_empty);
+        let finished = self.positions.values().all(|p| p.finished);
+        if nothing_to_write
+            && !finished
+            && self.last_commit_at.elapsed() < self.config.idle_commit_interval
+        {
+            // No snapshot for an epoch without rows: the next commit records these positions.
+            tracing::debug!(epoch, "nothing to write: no commit");
+            return Ok(());
+        }
+        let committing = Instant::now();
+        totals.sessions += part.sessions;
+        totals.session_events += part.session_events;
+        totals.epochs += 1;
+        totals.watermark_ms = self
+            .positions
+            .values()
+            .map(|p| {
+                if p.finished {
+                    u64::MAX
+                } else {
+                    p.clock.watermark_ms
+                }
+            })
+            .min()
+            .unwrap_or(0);
+        fail_point("after-checkpoint-parts");
+
+        let dir = CheckpointStore::epoch_dir(epoch, &self.run_id);
+        let mut side = SideFiles {
+            epoch,
+            ..SideFiles::default()
+        };
+        for kind in [TableKind::Quarantine, TableKind::LateEvents] {
+            side.files
+                .insert(kind, part.files.get(&kind).cloned().unwrap_or_default());
+        }
+        self.store.write_side_files(&dir, &side)?;
+        fail_point("after-side-files");
+        let mut parts: Vec<String> = part.checkpoint.iter().map(|p| p.file.clone()).collect();
+        parts.sort();
+        let checkpoint = CheckpointRef {
+            dir: dir.clone(),
+            parts,
+        };
+        let properties = sessions_properties(
+            epoch,
+            &self.run_id,
+            totals.watermark_ms,
+            &self.positions,
+            &self.config,
+            &checkpoint,
+        );
+        let no_files = Vec::new();
+        let session_files = part.files.get(&TableKind::Sessions).unwrap_or(&no_files);
+        let mark = Mark {
+            epoch,
+            run_id: self.run_id.clone(),
+        };
+        self.commit_table(TableKind::Sessions, session_files, properties, &mark)?;
+        fail_point("after-sessions-commit");
+        // A side table gets a snapshot only when it has rows.
+        let quarantine = &side.files[&TableKind::Quarantine];
+        if !quarantine.is_empty() {
+            self.commit_table(
+                TableKind::Quarantine,
+                quarantine,
+                side_properties(&mark),
+                &mark,
+            )?;
+        }
+        fail_point("between-side-commits");
+        let late = &side.files[&TableKind::LateEvents];
+        if !late.is_empty() {
+            self.commit_table(TableKind::LateEvents, late, side_properties(&mark), &mark)?;
+        }
+        self.last_commit_at = Instant::now();
+        self.store.remove_before(epoch);
+        fail_point("after-cleanup");
+        self.publish_offsets();
+        if let Some(telemetry) = crate::ops::telemetry() {
+            telemetry.committed(epoch, part.sessions, committing.elapsed());
+        }
+        tracing::info!(epoch, sessions = part.sessions, "committed");
+        Ok(())
+    }
+
+    /// Commits one table's files for the epoch of `mark`, on top of the table as last seen.
+    fn commit_table(
+        &mut self,
+        kind: TableKind,
+        files: &[String],
+        properties: HashMap<String, String>,
+        mark: &Mark,
+    ) -> Result<()> {
+        let base = self.tables[&kind].clone();
+        let commit = TableCommit {
+            kind,
+            files,
+            properties,
+            mark,
+            previous: self.marks[&kind].as_ref(),
+        };
+        let committed = self.runtime.block_on(commit_once(
+            &self.warehouse,
+            base,
+            commit,
+            self.config.retain_snapshots,
+        ))?;
+        self.tables.insert(kind, committed);
+        self.marks.insert(kind, Some(mark.clone()));
+        Ok(())
+    }
+
+    fn publish_offsets(&mut self) {
+        let Some(kafka) = &self.config.kafka else {
+            return;
+        };
+        if self.lag_consumer.is_none() {
+            match kafka.settings.consumer() {
+                Ok(consumer) => self.lag_consumer = Some(consumer),
+                Err(e) => {
+                    tracing::warn!("cannot publish consumer-group offsets: {e:#}");
+                    return;
+                }
+            }
+        }
+        let next: BTreeMap<u32, u64> = self
+            .positions
+            .values()
+            .map(|p| (p.partition, p.next_offset))
+            .collect();
+        let last = self.positions.values().all(|p| p.finished);
+        if let Some(consumer) = &self.lag_consumer {
+            kafka.settings.commit_offsets(consumer, &next, last);
+        }
+    }
+}

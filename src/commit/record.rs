@@ -1,0 +1,242 @@
+//! What each commit records, and how we find our commits again: the snapshot-summary keys, the
+//! mark of the epoch and run that made a commit, and the record a restart reads.
+//!
+//! A commit's record is a snapshot summary (and, in the same metadata commit, the table's
+//! properties, which outlive our snapshots when other tools expire them). The mark says which
+//! epoch of which run committed: the sessions table's newest mark is the commit point of the
+//! whole pipeline.
+
+use std::collections::{BTreeMap, HashMap};
+
+use iceberg::TableIdent;
+use iceberg::spec::{Snapshot, SnapshotRef};
+use iceberg::table::Table;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::CheckpointRef;
+use super::position::{RecordedPosition, SourcePosition};
+use crate::config::PipelineConfig;
+use crate::failure::TwoWriters;
+
+/// Snapshot-summary keys under which each commit records where the pipeline stands.
+pub mod summary {
+    pub const EPOCH: &str = "sessionize.epoch";
+    pub const WATERMARK_MS: &str = "sessionize.watermark-ms";
+    pub const POSITIONS: &str = "sessionize.positions";
+    pub const CHECKPOINT: &str = "sessionize.checkpoint";
+    /// The session rules the table was written under ([`crate::config::PipelineConfig::rules_record`]).
+    pub const RULES: &str = "sessionize.rules";
+    /// The run that committed the snapshot: a run that finds another run's commit on top of its
+    /// own stops, since two pipelines are writing one table.
+    pub const RUN_ID: &str = "sessionize.run-id";
+}
+
+/// Which epoch of which run committed a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub epoch: u64,
+    pub run_id: String,
+}
+
+impl Mark {
+    /// The mark in a commit's record (a snapshot summary, or the table's properties).
+    pub fn from_record(record: &HashMap<String, String>) -> Option<Mark> {
+        Some(Mark {
+            epoch: record.get(summary::EPOCH)?.parse().ok()?,
+            run_id: record.get(summary::RUN_ID).cloned().unwrap_or_default(),
+        })
+    }
+
+    /// The mark of a snapshot sessionize committed; `None` for other tools' snapshots.
+    pub fn of(snapshot: &Snapshot) -> Option<Mark> {
+        Mark::from_record(&snapshot.summary().additional_properties)
+    }
+}
+
+/// The newest snapshot sessionize committed in the table's current history, walking back from
+/// the current snapshot through its parents, past snapshots of other tools (compaction, deletes).
+pub fn newest_own_snapshot(table: &Table) -> Option<&SnapshotRef> {
+    let metadata = table.metadata();
+    let mut next = metadata.current_snapshot_id();
+    while let Some(id) = next {
+        let snapshot = metadata.snapshot_by_id(id)?;
+        if Mark::of(snapshot).is_some() {
+            return Some(snapshot);
+        }
+        next = snapshot.parent_snapshot_id();
+    }
+    None
+}
+
+/// What sessionize recorded with its last commit to the table: the table's properties, which
+/// every commit of ours sets atomically with its snapshot and which outlive the snapshot when other
+/// tools expire it; for tables committed before the properties were kept, the summary of the
+/// newest snapshot of ours in the history.
+pub fn last_record(table: &Table) -> Option<HashMap<String, String>> {
+    let properties = table.metadata().properties();
+    if properties.contains_key(summary::EPOCH) {
+        let ours = properties
+            .iter()
+            .filter(|(key, _)| key.starts_with("sessionize."))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        return Some(ours);
+    }
+    newest_own_snapshot(table).map(|s| s.summary().additional_properties.clone())
+}
+
+/// Our snapshots older than the newest `retain` of ours, once there are a tenth more than that
+/// (so that expiry is batched), never the current snapshot or another ref's head. Snapshots of
+/// other tools are theirs to expire.
+pub fn own_snapshots_to_expire(table: &Table, retain: usize) -> Vec<i64> {
+    let metadata = table.metadata();
+    let mut own: Vec<&SnapshotRef> = metadata
+        .snapshots()
+        .filter(|s| Mark::of(s).is_some())
+        .collect();
+    if retain == 0 || own.len() <= retain + retain.div_ceil(10) {
+        return Vec::new();
+    }
+    // The metadata has no accessor for its refs; its JSON form has them (this runs once in a
+    // tenth of `retain` commits).
+    let heads: Vec<i64> = serde_json::to_value(metadata)
+        .ok()
+        .and_then(|m| {
+            let refs = m.get("refs")?.as_object()?.clone();
+            Some(
+                refs.values()
+                    .filter_map(|r| r.get("snapshot-id")?.as_i64())
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
+    own.sort_by_key(|s| (s.sequence_number(), s.timestamp_ms()));
+    own[..own.len() - retain]
+        .iter()
+        .map(|s| s.snapshot_id())
+        .filter(|id| !heads.contains(id) && metadata.current_snapshot_id() != Some(*id))
+        .collect()
+}
+
+/// The mark of the table's [`last_record`].
+pub fn newest_mark(table: &Table) -> Option<Mark> {
+    Mark::from_record(&last_record(table)?)
+}
+
+/// The error of a commit that found another pipeline's commit on top of ours.
+pub fn two_writers(
+    ident: &TableIdent,
+    newest: Option<&Mark>,
+    expected: Option<&Mark>,
+) -> TwoWriters {
+    let show = |mark: Option<&Mark>| {
+        mark.map_or("none".to_string(), |m| {
+            format!("epoch {} of run {}", m.epoch, m.run_id)
+        })
+    };
+    TwoWriters(format!(
+        "table {ident} was committed by another pipeline: its newest sessionize commit is {}, \
+         this run expected {}; two pipelines must not write one table: stop one, then restart \
+         the other",
+        show(newest),
+        show(expected)
+    ))
+}
+
+/// The summary of a side-table commit.
+pub fn side_properties(mark: &Mark) -> HashMap<String, String> {
+    HashMap::from([
+        (summary::EPOCH.to_string(), mark.epoch.to_string()),
+        (summary::RUN_ID.to_string(), mark.run_id.clone()),
+    ])
+}
+
+/// The summary of a sessions-table commit: the commit point of an epoch.
+pub fn sessions_properties(
+    epoch: u64,
+    run_id: &str,
+    watermark_ms: u64,
+    positions: &BTreeMap<u32, SourcePosition>,
+    config: &PipelineConfig,
+    checkpoint: &CheckpointRef,
+) -> HashMap<String, String> {
+    let positions: BTreeMap<String, RecordedPosition> = positions
+        .values()
+        .map(|p| {
+            let source = config.source_name(p.partition);
+            (p.partition.to_string(), p.recorded(source))
+        })
+        .collect();
+    HashMap::from([
+        (summary::EPOCH.to_string(), epoch.to_string()),
+        (summary::RUN_ID.to_string(), run_id.to_string()),
+        (summary::WATERMARK_MS.to_string(), watermark_ms.to_string()),
+        (summary::RULES.to_string(), config.rules_record()),
+        (
+            summary::POSITIONS.to_string(),
+            serde_json::to_string(&positions).expect("positions serialize"),
+        ),
+        (
+            summary::CHECKPOINT.to_string(),
+            serde_json::to_string(checkpoint).expect("checkpoint names serialize"),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_mark_needs_an_epoch_and_tolerates_a_missing_run() {
+        let full = record(&[(summary::EPOCH, "7"), (summary::RUN_ID, "r1")]);
+        let mark = Mark::from_record(&full).unwrap();
+        assert_eq!((mark.epoch, mark.run_id.as_str()), (7, "r1"));
+        // Commits made before runs had ids.
+        assert_eq!(
+            Mark::from_record(&record(&[(summary::EPOCH, "2")]))
+                .unwrap()
+                .run_id,
+            ""
+        );
+        assert!(Mark::from_record(&record(&[(summary::RUN_ID, "r1")])).is_none());
+        assert!(Mark::from_record(&record(&[(summary::EPOCH, "seven")])).is_none());
+    }
+
+    #[test]
+    fn a_sessions_commit_records_what_a_restart_needs() {
+        let config = PipelineConfig::new(vec!["in.jsonl".into()], std::path::Path::new("w"));
+        let mut position = SourcePosition::fresh(0, 5);
+        position.next_offset = 99;
+        let positions = BTreeMap::from([(0, position)]);
+        let checkpoint = CheckpointRef {
+            dir: "checkpoints/e000000000003-r".into(),
+            parts: vec!["part-w0.v2.bin".into()],
+        };
+        let props = sessions_properties(3, "r", 5, &positions, &config, &checkpoint);
+        assert_eq!(
+            Mark::from_record(&props),
+            Some(Mark {
+                epoch: 3,
+                run_id: "r".into()
+            })
+        );
+        assert_eq!(props[summary::RULES], config.rules_record());
+        let named: CheckpointRef = serde_json::from_str(&props[summary::CHECKPOINT]).unwrap();
+        assert_eq!(named, checkpoint);
+        let recorded = RecordedPosition::all_in(&props).unwrap();
+        assert_eq!(
+            (recorded[&0].source.as_str(), recorded[&0].next_offset),
+            ("in.jsonl", 99)
+        );
+        let side = side_properties(&Mark::from_record(&props).unwrap());
+        assert_eq!(side.len(), 2);
+    }
+}

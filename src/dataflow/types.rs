@@ -1,0 +1,85 @@
+//! The records that travel between the operators, and what every operator may take from outside
+//! the dataflow. Operators import from here, never from the assembly (`mod.rs`).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use iceberg::table::Table;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+
+use super::time::Time;
+use crate::commit::{CheckpointPart, CheckpointStore, SourcePosition, StartState};
+use crate::config::PipelineConfig;
+use crate::rules::Boundary;
+use crate::sink::{TableKind, Warehouse};
+use crate::source::file::Chunk;
+
+/// An output of an operator built with [`timely::dataflow::operators::generic::builder_rc`].
+pub(super) type Out<D> = OutputBuilder<Time, CapacityContainerBuilder<Vec<D>>>;
+
+/// An on-time event, routed to the worker that owns its user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEvent {
+    /// `bucket(user_id)`, computed where the event is parsed, off the stamper's path.
+    pub bucket: u32,
+    pub user_id: String,
+    pub event_id: String,
+    pub page_name: Option<String>,
+    pub event_time_ms: u64,
+    /// What the event does under `--end-session-on` / `--start-session-on`, decided where it is
+    /// parsed, so that only two flags travel instead of the fields the rules read.
+    pub boundary: Boundary,
+}
+
+/// A chunk after parsing: each non-blank line's position and outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParsedChunk {
+    pub chunk: Chunk,
+    pub lines: Vec<ParsedLine>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParsedLine {
+    /// Byte range of the line within the chunk.
+    pub start: usize,
+    pub end: usize,
+    /// Byte offset of a line in its file, or a Kafka record's offset.
+    pub offset: u64,
+    pub line_number: u64,
+    pub event: Result<SessionEvent, String>,
+}
+
+/// What the committer gathers for an epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CommitPart {
+    Files {
+        table: TableKind,
+        files: Vec<String>,
+        rows: u64,
+        /// For sessions: the events they hold.
+        events: u64,
+    },
+    Position(SourcePosition),
+    Checkpoint(CheckpointPart),
+}
+
+/// What one worker needs from outside the dataflow.
+pub struct WorkerContext {
+    pub config: Arc<PipelineConfig>,
+    pub runtime: Rc<tokio::runtime::Runtime>,
+    pub warehouse: Rc<Warehouse>,
+    pub tables: HashMap<TableKind, Table>,
+    /// Unique per run; names data files and checkpoints, and marks this run's commits.
+    pub run_id: String,
+    pub start: Arc<StartState>,
+    pub store: Arc<CheckpointStore>,
+}
+
+/// The owner of partition `p` is worker `p % peers`: it reads it and stamps it. The owner of
+/// bucket `b` is worker `b % peers`: it sessionizes the bucket's users and writes their files.
+pub(super) fn owns(partition_or_bucket: u32, index: usize, peers: usize) -> bool {
+    partition_or_bucket as usize % peers == index
+}

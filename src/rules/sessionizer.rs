@@ -1,0 +1,515 @@
+//! The [`Sessionizer`]: pending events, open sessions and the de-duplication window of the users
+//! one worker owns, and its state for checkpoints.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+
+use foldhash::fast::RandomState;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Boundary, ClosedSession, EndReason, MAX_INTERNED_PAGES, MAX_PAGES_PER_SESSION, SessionRules,
+};
+
+/// A [`Sessionizer`]'s state in a form that can be written to a checkpoint and read back by
+/// another process, possibly with another number of workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionizerState {
+    pub watermark: u64,
+    pub open: Vec<SavedSession>,
+    pub pending: Vec<SavedEvent>,
+    /// `(time, key)` of the de-duplication window, oldest first.
+    pub recent_ids: Vec<(u64, u128)>,
+}
+
+/// An open session in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSession {
+    pub user_id: String,
+    pub start_ms: u64,
+    pub last_ms: u64,
+    pub event_count: u64,
+    pub pages_visited: Vec<String>,
+}
+
+/// An event waiting for the watermark, in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedEvent {
+    pub user_id: String,
+    pub event_id: String,
+    pub page_name: Option<String>,
+    pub time_ms: u64,
+    pub boundary: Boundary,
+}
+
+/// A borrowed view of a [`Sessionizer`] that serializes exactly as a [`SessionizerState`].
+struct SavedState<'a>(&'a Sessionizer);
+
+/// Serializes the items of an iterator as a sequence.
+struct Seq<I>(std::cell::Cell<Option<I>>);
+
+impl<I> Seq<I> {
+    fn new(items: I) -> Self {
+        Seq(std::cell::Cell::new(Some(items)))
+    }
+}
+
+impl<I: ExactSizeIterator<Item = T>, T: Serialize> Serialize for Seq<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let items = self.0.take().expect("a sequence is serialized once");
+        serializer.collect_seq(items)
+    }
+}
+
+impl Serialize for SavedState<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let state = self.0;
+        let open = state.open.iter().map(|(user, session)| SavedSessionRef {
+            user_id: user,
+            start_ms: session.start_ms,
+            last_ms: session.last_ms,
+            event_count: session.event_count,
+            pages_visited: Seq::new(session.pages_visited.iter().map(|p| &**p)),
+        });
+        let pending = PendingIter {
+            slots: state.pending.values(),
+            current: [].iter(),
+            remaining: state.pending_count,
+        };
+        let recent = state
+            .recent_order
+            .iter()
+            .filter(|(seen_ms, key)| state.recent_ids.get(key) == Some(seen_ms))
+            .copied()
+            .collect::<Vec<_>>();
+        let mut out = serializer.serialize_struct("SessionizerState", 4)?;
+        out.serialize_field("watermark", &state.watermark)?;
+        out.serialize_field("open", &Seq::new(open))?;
+        out.serialize_field("pending", &Seq::new(pending))?;
+        out.serialize_field("recent_ids", &recent)?;
+        out.end()
+    }
+}
+
+/// A [`SavedSession`], borrowed.
+#[derive(Serialize)]
+#[serde(bound(serialize = ""))]
+struct SavedSessionRef<'a, P: ExactSizeIterator<Item = &'a str>> {
+    user_id: &'a str,
+    start_ms: u64,
+    last_ms: u64,
+    event_count: u64,
+    pages_visited: Seq<P>,
+}
+
+/// A [`SavedEvent`], borrowed.
+#[derive(Serialize)]
+struct SavedEventRef<'a> {
+    user_id: &'a str,
+    event_id: &'a str,
+    page_name: Option<&'a str>,
+    time_ms: u64,
+    boundary: Boundary,
+}
+
+/// The pending events of every slot, with their count known up front.
+struct PendingIter<'a> {
+    slots: std::collections::btree_map::Values<'a, u64, Vec<PendingEvent>>,
+    current: std::slice::Iter<'a, PendingEvent>,
+    remaining: usize,
+}
+
+impl<'a> Iterator for PendingIter<'a> {
+    type Item = SavedEventRef<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(event) = self.current.next() {
+                self.remaining -= 1;
+                return Some(SavedEventRef {
+                    user_id: &event.user_id,
+                    event_id: &event.event_id,
+                    page_name: event.page_name.as_deref(),
+                    time_ms: event.time_ms,
+                    boundary: event.boundary,
+                });
+            }
+            self.current = self.slots.next()?.iter();
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for PendingIter<'_> {}
+
+/// Pending events are filed by this span of event time, so that buffering costs no allocation per
+/// event and a watermark releases whole slots at once.
+const PENDING_SLOT_MS: u64 = 1000;
+
+/// An event waiting for the watermark to pass its time.
+#[derive(Debug)]
+struct PendingEvent {
+    time_ms: u64,
+    user_id: Box<str>,
+    event_id: Box<str>,
+    page_name: Option<Rc<str>>,
+    boundary: Boundary,
+}
+
+#[derive(Debug)]
+struct OpenSession {
+    start_ms: u64,
+    last_ms: u64,
+    event_count: u64,
+    pages_visited: Vec<Rc<str>>,
+}
+
+/// The sessions of a set of users, advanced by a watermark. See the module documentation.
+#[derive(Debug)]
+pub struct Sessionizer {
+    rules: SessionRules,
+    /// Events not yet applied, by slot of event time.
+    pending: BTreeMap<u64, Vec<PendingEvent>>,
+    pending_count: usize,
+    open: HashMap<Rc<str>, OpenSession, RandomState>,
+    /// Candidate close times (`last + inactivity`) of the sessions started at `start`, by
+    /// `(deadline, user, start)`; an entry whose session has moved on is re-queued at its current
+    /// deadline when it surfaces, and one whose session has ended is dropped.
+    deadlines: BinaryHeap<Reverse<(u64, Rc<str>, u64)>>,
+    /// Applied `(user, event_id)` hashes still inside the de-duplication window, with their times
+    /// in application order (which is time order) for expiry.
+    recent_ids: HashMap<u128, u64, RandomState>,
+    recent_order: VecDeque<(u64, u128)>,
+    pages: HashSet<Rc<str>, RandomState>,
+    /// Largest watermark applied so far: events before it must not arrive any more.
+    watermark: u64,
+    duplicates: u64,
+}
+
+impl Sessionizer {
+    pub fn new(rules: SessionRules) -> Self {
+        Sessionizer {
+            rules,
+            pending: BTreeMap::new(),
+            pending_count: 0,
+            open: HashMap::default(),
+            deadlines: BinaryHeap::new(),
+            recent_ids: HashMap::default(),
+            recent_order: VecDeque::new(),
+            pages: HashSet::default(),
+            watermark: 0,
+            duplicates: 0,
+        }
+    }
+
+    /// Buffers an event until the watermark passes its time.
+    ///
+    /// # Panics
+    /// If the event is older than a watermark already applied: the caller must route such late
+    /// events elsewhere, since the sessions they belong to may be closed already.
+    pub fn push(
+        &mut self,
+        user_id: impl Into<Box<str>>,
+        event_id: impl Into<Box<str>>,
+        page_name: Option<&str>,
+        time_ms: u64,
+        boundary: Boundary,
+    ) {
+        assert!(
+            time_ms >= self.watermark,
+            "event at {time_ms} arrived after watermark {}",
+            self.watermark
+        );
+        let page_name = page_name.map(|page| self.intern(page));
+        let slot = self.pending.entry(time_ms / PENDING_SLOT_MS).or_default();
+        slot.push(PendingEvent {
+            time_ms,
+            user_id: user_id.into(),
+            event_id: event_id.into(),
+            page_name,
+            boundary,
+        });
+        self.pending_count += 1;
+    }
+
+    /// Declares that every event with a time before `watermark` has been pushed: applies them and
+    /// closes the sessions no later event can extend.
+    pub fn advance(&mut self, watermark: u64, closed: &mut Vec<ClosedSession>) {
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        self.apply_pending_before(watermark, closed);
+        self.expire_recent_ids(watermark);
+        // After a burst, give back what the de-duplication window no longer needs.
+        if self.recent_ids.len() * 4 < self.recent_ids.capacity() {
+            self.recent_ids.shrink_to_fit();
+            self.recent_order.shrink_to_fit();
+        }
+        while let Some(Reverse((deadline, _, _))) = self.deadlines.peek() {
+            if *deadline >= watermark {
+                break;
+            }
+            let Reverse((deadline, user, start)) = self.deadlines.pop().expect("peeked");
+            let Some(session) = self.open.get(&user).filter(|s| s.start_ms == start) else {
+                continue;
+            };
+            let current = session.last_ms + self.rules.inactivity_ms;
+            if current == deadline {
+                let session = self.open.remove(&user).expect("found above");
+                closed.push(finish(user, session, EndReason::Inactivity));
+            } else {
+                self.deadlines.push(Reverse((current, user, start)));
+            }
+        }
+    }
+
+    /// Ends the input: applies every pending event and closes every session. `max_event_time_ms` is
+    /// the latest event time of the whole input: a session whose inactivity timeout had elapsed by
+    /// then ended by inactivity, the others by the end of the input.
+    pub fn finish(&mut self, max_event_time_ms: u64, closed: &mut Vec<ClosedSession>) {
+        self.apply_pending_before(u64::MAX, closed);
+        self.watermark = u64::MAX;
+        self.deadlines.clear();
+        for (user, session) in self.open.drain() {
+            let reason = if session.last_ms + self.rules.inactivity_ms < max_event_time_ms {
+                EndReason::Inactivity
+            } else {
+                EndReason::EndOfInput
+            };
+            closed.push(finish(user, session, reason));
+        }
+    }
+
+    pub fn open_sessions(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn pending_events(&self) -> usize {
+        self.pending_count
+    }
+
+    /// Events dropped as duplicates so far.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// Everything the sessionizer holds, for a checkpoint: open sessions, pending events, the
+    /// event ids inside the de-duplication window, and the watermark applied so far. It
+    /// serializes as a [`SessionizerState`] without copying the state first.
+    pub fn checkpoint(&self) -> impl Serialize + '_ {
+        SavedState(self)
+    }
+
+    /// Adds the part of a checkpoint that belongs to the users `owns` accepts. A checkpoint taken
+    /// by another set of workers is restored by calling this once per saved part, so a restart
+    /// may use another number of workers.
+    ///
+    /// De-duplication keys are hashes that no longer name their user, so every part's keys are
+    /// kept: a key of another worker's user can never match an event here, and it expires with
+    /// the de-duplication window like any other.
+    pub fn restore(&mut self, state: SessionizerState, owns: impl Fn(&str) -> bool) {
+        self.watermark = self.watermark.max(state.watermark);
+        for saved in state.open.into_iter().filter(|s| owns(&s.user_id)) {
+            let user: Rc<str> = saved.user_id.into();
+            let pages_visited = saved.pages_visited.iter().map(|p| self.intern(p)).collect();
+            self.deadlines.push(Reverse((
+                saved.last_ms + self.rules.inactivity_ms,
+                Rc::clone(&user),
+                saved.start_ms,
+            )));
+            self.open.insert(
+                user,
+                OpenSession {
+                    start_ms: saved.start_ms,
+                    last_ms: saved.last_ms,
+                    event_count: saved.event_count,
+                    pages_visited,
+                },
+            );
+        }
+        for event in state.pending.into_iter().filter(|e| owns(&e.user_id)) {
+            self.push(
+                event.user_id,
+                event.event_id,
+                event.page_name.as_deref(),
+                event.time_ms,
+                event.boundary,
+            );
+        }
+        for (seen_ms, key) in state.recent_ids {
+            let newest = self.recent_ids.entry(key).or_insert(seen_ms);
+            *newest = (*newest).max(seen_ms);
+            self.recent_order.push_back((seen_ms, key));
+        }
+        self.recent_order.make_contiguous().sort_unstable();
+    }
+
+    fn apply_pending_before(&mut self, watermark: u64, closed: &mut Vec<ClosedSession>) {
+        let mut ready = Vec::new();
+        while let Some(mut slot) = self.pending.first_entry() {
+            let slot_start = *slot.key() * PENDING_SLOT_MS;
+            if slot_start.saturating_add(PENDING_SLOT_MS) <= watermark {
+                let events = slot.remove();
+                if ready.is_empty() {
+                    ready = events;
+                } else {
+                    ready.extend(events);
+                }
+            } else {
+                if slot_start < watermark {
+                    let events = slot.get_mut();
+                    let mut i = 0;
+                    while i < events.len() {
+                        if events[i].time_ms < watermark {
+                            ready.push(events.swap_remove(i));
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+                break;
+            }
+        }
+        self.pending_count -= ready.len();
+        ready.sort_unstable_by(|a, b| {
+            (a.time_ms, &a.event_id, &a.page_name, a.boundary).cmp(&(
+                b.time_ms,
+                &b.event_id,
+                &b.page_name,
+                b.boundary,
+            ))
+        });
+        for event in ready {
+            self.apply(event, closed);
+        }
+    }
+
+    fn apply(&mut self, event: PendingEvent, closed: &mut Vec<ClosedSession>) {
+        let time_ms = event.time_ms;
+        if self.is_duplicate(time_ms, &event) {
+            self.duplicates += 1;
+            return;
+        }
+        let (user_id, page, boundary, rules) =
+            (event.user_id, event.page_name, event.boundary, self.rules);
+        // A session that starts here needs a deadline, unless a boundary ends it right away.
+        let mut starts = None;
+        if let Some(session) = self.open.get_mut(&*user_id) {
+            let reason = if time_ms - session.last_ms > rules.inactivity_ms {
+                Some(EndReason::Inactivity)
+            } else if time_ms - session.start_ms > rules.max_duration_ms {
+                Some(EndReason::MaxDuration)
+            } else if boundary.starts {
+                Some(EndReason::Boundary)
+            } else {
+                None
+            };
+            match reason {
+                None => {
+                    session.last_ms = time_ms;
+                    session.event_count += 1;
+                    if let Some(page) = page {
+                        visit(&mut session.pages_visited, page);
+                    }
+                }
+                Some(reason) => {
+                    let ended = std::mem::replace(session, OpenSession::starting(time_ms, page));
+                    let user: Rc<str> = Rc::from(&*user_id);
+                    closed.push(finish(Rc::clone(&user), ended, reason));
+                    starts = Some(user);
+                }
+            }
+        } else {
+            let user: Rc<str> = Rc::from(&*user_id);
+            self.open
+                .insert(Rc::clone(&user), OpenSession::starting(time_ms, page));
+            starts = Some(user);
+        }
+        if boundary.ends {
+            let (user, session) = self.open.remove_entry(&*user_id).expect("applied above");
+            closed.push(finish(user, session, EndReason::Boundary));
+        } else if let Some(user) = starts {
+            self.deadlines
+                .push(Reverse((time_ms + rules.inactivity_ms, user, time_ms)));
+        }
+    }
+
+    /// Forgets the event ids that no event at `time_ms` or later can duplicate.
+    fn expire_recent_ids(&mut self, time_ms: u64) {
+        let window = self.rules.dedup_window_ms;
+        while let Some(&(seen_ms, key)) = self.recent_order.front() {
+            if seen_ms.saturating_add(window) >= time_ms {
+                break;
+            }
+            self.recent_order.pop_front();
+            if self.recent_ids.get(&key) == Some(&seen_ms) {
+                self.recent_ids.remove(&key);
+            }
+        }
+    }
+
+    fn is_duplicate(&mut self, time_ms: u64, event: &PendingEvent) -> bool {
+        self.expire_recent_ids(time_ms);
+        let key = id_key(&event.user_id, &event.event_id);
+        if self.recent_ids.contains_key(&key) {
+            return true;
+        }
+        self.recent_ids.insert(key, time_ms);
+        self.recent_order.push_back((time_ms, key));
+        false
+    }
+
+    fn intern(&mut self, page: &str) -> Rc<str> {
+        if let Some(known) = self.pages.get(page) {
+            return Rc::clone(known);
+        }
+        if self.pages.len() >= MAX_INTERNED_PAGES {
+            self.pages.clear();
+        }
+        let page: Rc<str> = page.into();
+        self.pages.insert(Rc::clone(&page));
+        page
+    }
+}
+
+impl OpenSession {
+    fn starting(time_ms: u64, page: Option<Rc<str>>) -> Self {
+        OpenSession {
+            start_ms: time_ms,
+            last_ms: time_ms,
+            event_count: 1,
+            pages_visited: page.into_iter().collect(),
+        }
+    }
+}
+
+fn visit(pages: &mut Vec<Rc<str>>, page: Rc<str>) {
+    if pages.len() < MAX_PAGES_PER_SESSION && !pages.iter().any(|p| **p == *page) {
+        pages.push(page);
+    }
+}
+
+fn finish(user_id: Rc<str>, session: OpenSession, end_reason: EndReason) -> ClosedSession {
+    ClosedSession {
+        user_id,
+        start_ms: session.start_ms,
+        end_ms: session.last_ms,
+        event_count: session.event_count,
+        pages_visited: session.pages_visited,
+        end_reason,
+    }
+}
+
+fn id_key(user_id: &str, event_id: &str) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(user_id.as_bytes());
+    hasher.update(&[0x1f]);
+    hasher.update(event_id.as_bytes());
+    hasher.digest128()
+}
