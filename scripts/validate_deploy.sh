@@ -657,11 +657,11 @@ def cmd_stub_cargo():
 
 # --- grafana: the dashboard is well-formed and queries only metrics sessionize serves -----------
 def served_metrics():
-    """The names of src/ops/metrics.rs's NAMES, the list a unit test checks /metrics serves."""
-    with open("src/ops/metrics.rs") as f:
+    """The names of src/ops/prometheus.rs's NAMES, the list a unit test checks /metrics serves."""
+    with open("src/ops/prometheus.rs") as f:
         block = re.search(r"pub const NAMES: \[&str; \d+\] = \[(.*?)\];", f.read(), re.S)
     if not block:
-        die("no NAMES list in src/ops/metrics.rs")
+        die("no NAMES list in src/ops/prometheus.rs")
     return set(re.findall(r'"(sessionize_[a-z_]+)"', block.group(1)))
 
 
@@ -856,7 +856,7 @@ check "deploy/k8s: the start script run as a pod (stand-ins for hostname and ses
 # ------------------------------------------------------------------------------------------------
 echo "== deploy/grafana"
 for dashboard in deploy/grafana/*.json; do
-  check "$dashboard: well-formed JSON; its queries use only metrics sessionize serves (src/ops/metrics.rs NAMES), and show them all" \
+  check "$dashboard: well-formed JSON; its queries use only metrics sessionize serves (src/ops/prometheus.rs NAMES), and show them all" \
     helper grafana "$dashboard"
 done
 
