@@ -13,27 +13,24 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use common::{KillOnDrop, MIN, TOPIC, kafka_reference, read_tables, sessionize, workload};
+use common::{
+    KillOnDrop, Sessionize, TOPIC, assert_tables_equal, kafka_reference, read_tables, send_record,
+    workload, write_inputs,
+};
 use sessionize::broker::EmbeddedBroker;
 
-/// Sends `records` to `partition` of `topic`, in order.
+/// Sends `records` to `partition` of `topic`, in order: binary records, which
+/// [`common::produce`] cannot split into lines.
 fn send(servers: &str, topic: &str, partition: i32, records: &[Vec<u8>]) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .create()
         .unwrap();
     for record in records {
-        let mut message = Some(
-            BaseRecord::<[u8], [u8]>::to(topic)
-                .payload(record)
-                .partition(partition),
-        );
-        while let Some(m) = message.take() {
-            if let Err((_, back)) = producer.send(m) {
-                message = Some(back);
-                producer.poll(Duration::from_millis(10));
-            }
-        }
+        let message = BaseRecord::<[u8], [u8]>::to(topic)
+            .payload(record)
+            .partition(partition);
+        send_record(&producer, message);
     }
     producer.flush(Duration::from_secs(30)).unwrap();
 }
@@ -78,14 +75,12 @@ fn avro_fixture(dir: &Path, partitions: usize) -> (KillOnDrop, String) {
 fn wire_format_records_of_another_encoder_match_the_json_reference() {
     let dir = tempfile::tempdir().unwrap();
     let partitions = workload(23, 2);
-    for (p, bytes) in partitions.iter().enumerate() {
-        std::fs::write(dir.path().join(format!("part-{p}.jsonl")), bytes).unwrap();
-    }
+    write_inputs(dir.path(), &partitions);
     let (_registry, registry_url) = avro_fixture(dir.path(), partitions.len());
 
     let broker = EmbeddedBroker::start(None).unwrap();
     broker.create_topic(TOPIC, partitions.len() as u32).unwrap();
-    let mut expected = kafka_reference(&partitions, 10 * MIN);
+    let mut expected = kafka_reference(&partitions);
     for p in 0..partitions.len() {
         let records = read_records(&dir.path().join(format!("part-{p}.records")));
         send(broker.bootstrap_servers(), TOPIC, p as i32, &records);
@@ -102,28 +97,16 @@ fn wire_format_records_of_another_encoder_match_the_json_reference() {
     expected.quarantined.sort();
 
     let warehouse = dir.path().join("warehouse");
-    sessionize(&[
-        "run",
-        "--kafka-servers",
-        broker.bootstrap_servers(),
-        "--kafka-topic",
-        TOPIC,
-        "--format",
-        "avro",
-        "--schema-registry-url",
-        &registry_url,
-        "--warehouse",
-        warehouse.to_str().unwrap(),
-        "--commit-interval",
-        "100ms",
-        "--test-mode",
-        "-w",
-        "2",
-    ]);
-    let actual = read_tables(&warehouse);
-    assert_eq!(actual.quarantined_offsets, expected.quarantined);
-    assert_eq!(actual.late_offsets, expected.late);
-    assert_eq!(actual.sessions, expected.sessions);
+    Sessionize::run(&warehouse)
+        .kafka(broker.bootstrap_servers(), TOPIC)
+        .args(["--format", "avro", "--schema-registry-url", &registry_url])
+        .args(["--test-mode", "-w", "2"])
+        .success();
+    assert_tables_equal(
+        &read_tables(&warehouse),
+        &expected,
+        "Avro in the wire format",
+    );
 }
 
 /// `sessionize produce` of the same generated events as JSON, as plain Avro datums and as Avro in
@@ -148,44 +131,34 @@ fn avro_and_json_copies_of_the_same_events_give_the_same_tables() {
         ("avro-wire", "avro", &registry[..], &registry[..]),
     ] {
         broker.create_topic(topic, 3).unwrap();
-        let mut produce = vec![
-            "produce",
-            "--kafka-servers",
-            servers,
-            "--topic",
-            topic,
-            "--format",
-            format,
-            "--events",
-            "20000",
-            "--num-users",
-            "300",
-            "--rate",
-            "0",
-            "--seed",
-            "9",
-            "--start-time",
-            "2026-11-01T00:00:00Z",
-        ];
-        produce.extend(producer_flags);
-        sessionize(&produce);
+        Sessionize::new("produce")
+            .args([
+                "--kafka-servers",
+                servers,
+                "--topic",
+                topic,
+                "--format",
+                format,
+            ])
+            .args([
+                "--events",
+                "20000",
+                "--num-users",
+                "300",
+                "--rate",
+                "0",
+                "--seed",
+                "9",
+            ])
+            .args(["--start-time", "2026-11-01T00:00:00Z"])
+            .args(producer_flags)
+            .success();
         let warehouse = dir.path().join(topic);
-        let mut args = vec![
-            "run",
-            "--kafka-servers",
-            servers,
-            "--kafka-topic",
-            topic,
-            "--format",
-            format,
-            "--warehouse",
-            warehouse.to_str().unwrap(),
-            "--commit-interval",
-            "100ms",
-            "--test-mode",
-        ];
-        args.extend(run_flags);
-        sessionize(&args);
+        Sessionize::run(&warehouse)
+            .kafka(servers, topic)
+            .args(["--format", format, "--test-mode"])
+            .args(run_flags)
+            .success();
         tables.push(read_tables(&warehouse));
     }
     let json = &tables[0];
@@ -204,13 +177,7 @@ fn avro_and_json_copies_of_the_same_events_give_the_same_tables() {
 fn avro_needs_a_schema_source_and_kafka() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-            .arg("run")
-            .args(args)
-            .arg("--warehouse")
-            .arg(dir.path())
-            .output()
-            .unwrap();
+        let output = Sessionize::run(dir.path()).args(args).output();
         assert_eq!(output.status.code(), Some(1));
         String::from_utf8_lossy(&output.stderr).into_owned()
     };

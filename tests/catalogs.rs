@@ -6,66 +6,36 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Stdio};
 
 use common::{
-    Expected, HOUR, MIN, Service, bucket_keys, read_tables_from, reference, rest_on_s3,
-    run_command, s3_options, workload, write_inputs,
+    Expected, Service, Sessionize, assert_success, assert_tables_equal, bucket_keys, catalog_at,
+    default_reference, read_tables_from, rest_on_s3, s3_options, workload, write_inputs,
 };
 use sessionize::sink::catalog::CatalogSettings;
-
-/// [`run_command`] into `catalog`.
-fn command(warehouse: &Path, inputs: &[PathBuf], catalog: &str, extra: &[&str]) -> Command {
-    let mut command = run_command(warehouse, inputs, extra);
-    command.args(["--catalog-uri", catalog]);
-    command
-}
 
 /// The two-partition workload of `seed` written to `dir`, and its reference.
 fn inputs_and_reference(dir: &Path, seed: u64) -> (Vec<PathBuf>, Expected) {
     let partitions = workload(seed, 2);
     let inputs = write_inputs(dir, &partitions);
-    (inputs, reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN))
+    (inputs, default_reference(&partitions))
 }
 
-/// A run killed after its third sessions commit, then a restart on one worker more; `flags` go
-/// to both.
-fn kill_and_restart(warehouse: &Path, inputs: &[PathBuf], catalog: &str, flags: &[&str]) {
-    let killed = command(warehouse, inputs, catalog, &[&["-w", "2"], flags].concat())
-        .env("SESSIONIZE_FAIL_AT", "after-sessions-commit:3")
-        .output()
-        .unwrap();
-    assert!(
-        !killed.status.success(),
-        "the fail point was never reached: {}",
-        String::from_utf8_lossy(&killed.stderr)
-    );
-    let restarted: Output = command(warehouse, inputs, catalog, &[&["-w", "3"], flags].concat())
-        .output()
-        .unwrap();
-    assert!(
-        restarted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restarted.stderr)
-    );
+/// A run in small epochs into `catalog`, so that there are many to be killed in.
+fn run(warehouse: &Path, catalog: &CatalogSettings) -> Sessionize {
+    Sessionize::run(warehouse).small_epochs().catalog(catalog)
 }
 
-fn assert_tables(
-    catalog: &str,
-    options: &[(String, String)],
-    warehouse: &Path,
-    expected: &Expected,
-) {
-    let settings = CatalogSettings {
-        uri: Some(catalog.to_string()),
-        options: options.to_vec(),
-        ..CatalogSettings::default()
-    };
-    let actual = read_tables_from(&settings, warehouse);
-    assert_eq!(actual.sessions.len(), expected.sessions.len());
-    assert_eq!(actual.sessions, expected.sessions);
-    assert_eq!(actual.quarantined, expected.quarantined);
-    assert_eq!(actual.late, expected.late);
+/// A run killed after its third sessions commit, then a restart on one worker more.
+fn kill_and_restart(warehouse: &Path, inputs: &[PathBuf], catalog: &CatalogSettings) {
+    run(warehouse, catalog)
+        .inputs(inputs)
+        .args(["-w", "2"])
+        .kill_at("after-sessions-commit:3");
+    run(warehouse, catalog)
+        .inputs(inputs)
+        .args(["-w", "3"])
+        .success();
 }
 
 #[test]
@@ -74,8 +44,10 @@ fn a_postgres_catalog_receives_the_reference_tables_through_a_kill() {
     let postgres = Service::start("postgres", &dir.path().join("postgres"));
     let (inputs, expected) = inputs_and_reference(dir.path(), 61);
     let warehouse = dir.path().join("warehouse");
-    kill_and_restart(&warehouse, &inputs, postgres.get("URL"), &[]);
-    assert_tables(postgres.get("URL"), &[], &warehouse, &expected);
+    let catalog = catalog_at(postgres.get("URL"), Vec::new());
+    kill_and_restart(&warehouse, &inputs, &catalog);
+    let actual = read_tables_from(&catalog, &warehouse);
+    assert_tables_equal(&actual, &expected, "a PostgreSQL catalog");
     // The catalog is the server's: no SQLite catalog was made.
     assert!(!warehouse.join("catalog.db").exists());
 }
@@ -86,8 +58,10 @@ fn a_rest_catalog_receives_the_reference_tables_through_a_kill() {
     let rest = Service::start("iceberg_rest", &dir.path().join("rest"));
     let (inputs, expected) = inputs_and_reference(dir.path(), 67);
     let warehouse = dir.path().join("warehouse");
-    kill_and_restart(&warehouse, &inputs, rest.get("URI"), &[]);
-    assert_tables(rest.get("URI"), &[], &warehouse, &expected);
+    let catalog = catalog_at(rest.get("URI"), Vec::new());
+    kill_and_restart(&warehouse, &inputs, &catalog);
+    let actual = read_tables_from(&catalog, &warehouse);
+    assert_tables_equal(&actual, &expected, "a REST catalog");
 
     let counted = Command::new("python3")
         .arg("-c")
@@ -99,11 +73,7 @@ fn a_rest_catalog_receives_the_reference_tables_through_a_kill() {
         ))
         .output()
         .unwrap();
-    assert!(
-        counted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&counted.stderr)
-    );
+    assert_success(&counted, "pyiceberg's RestCatalog");
     let rows: usize = String::from_utf8_lossy(&counted.stdout)
         .trim()
         .parse()
@@ -125,16 +95,12 @@ fn a_rest_catalog_over_s3_receives_the_reference_tables_through_a_kill() {
         &["--warehouse", "s3://lake/warehouse"],
         &rest_on_s3(&endpoint),
     );
-    let options = s3_options(&endpoint);
-    let pairs: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let flags: Vec<&str> = pairs
-        .iter()
-        .flat_map(|pair| ["--catalog-option", pair.as_str()])
-        .collect();
+    let catalog = catalog_at(rest.get("URI"), s3_options(&endpoint));
     let (inputs, expected) = inputs_and_reference(dir.path(), 71);
     let warehouse = dir.path().join("warehouse");
-    kill_and_restart(&warehouse, &inputs, rest.get("URI"), &flags);
-    assert_tables(rest.get("URI"), &options, &warehouse, &expected);
+    kill_and_restart(&warehouse, &inputs, &catalog);
+    let actual = read_tables_from(&catalog, &warehouse);
+    assert_tables_equal(&actual, &expected, "a REST catalog over S3");
     // The data is in the bucket, not on the local disk.
     let keys = bucket_keys(&endpoint);
     assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
@@ -150,12 +116,10 @@ fn an_unreachable_catalog_is_one_clear_line() {
         ("postgres://app:s3cret@127.0.0.1:1/iceberg", "app:***@"),
         ("mysql://db/iceberg", "unknown kind of catalog"),
     ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-            .args(["run", "--input", input.to_str().unwrap(), "--warehouse"])
-            .arg(dir.path().join("warehouse"))
+        let output = Sessionize::run(dir.path().join("warehouse"))
+            .inputs([&input])
             .args(["--catalog-uri", catalog, "--catalog-timeout", "1s"])
-            .output()
-            .unwrap();
+            .output();
         assert_eq!(output.status.code(), Some(1), "{catalog}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
@@ -219,7 +183,6 @@ fn files_on_s3_are_written_once() {
 #[test]
 fn a_rest_catalog_with_expiring_oauth2_tokens_keeps_receiving_commits() {
     use std::io::Write;
-    use std::process::Stdio;
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
@@ -241,38 +204,28 @@ fn a_rest_catalog_with_expiring_oauth2_tokens_keeps_receiving_commits() {
     };
     let warehouse = dir.path().join("warehouse");
 
-    let refused = command(
-        &warehouse,
-        &[],
-        rest.get("URI"),
-        &["--catalog-timeout", "1s"],
-    )
-    .args(["--input", "-"])
-    .stdin(Stdio::null())
-    .output()
-    .unwrap();
+    let refused = run(&warehouse, &catalog_at(rest.get("URI"), Vec::new()))
+        .inputs(["-"])
+        .args(["--catalog-timeout", "1s"])
+        .command()
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("401"), "{stderr}");
 
     let partition = workload(79, 1).remove(0);
-    let expected = reference(
-        std::slice::from_ref(&partition),
-        30 * MIN,
-        2 * HOUR,
-        10 * MIN,
-    );
+    let expected = default_reference(std::slice::from_ref(&partition));
     let (first, rest_of_input) = partition.split_at(partition.len() / 2);
-    let mut child = command(
-        &warehouse,
-        &[],
-        rest.get("URI"),
-        &["--catalog-option", "credential=sessionize:s3cret"],
-    )
-    .args(["--input", "-"])
-    .stdin(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let credential = ("credential".to_string(), "sessionize:s3cret".to_string());
+    let catalog = catalog_at(rest.get("URI"), vec![credential]);
+    let mut child = run(&warehouse, &catalog)
+        .inputs(["-"])
+        .command()
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(first).unwrap();
     stdin.flush().unwrap();
@@ -297,12 +250,7 @@ fn a_rest_catalog_with_expiring_oauth2_tokens_keeps_receiving_commits() {
     std::thread::sleep(Duration::from_secs(3));
     stdin.write_all(rest_of_input).unwrap();
     drop(stdin);
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&child.wait_with_output().unwrap(), "the run");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("expired token"),
@@ -312,6 +260,6 @@ fn a_rest_catalog_with_expiring_oauth2_tokens_keeps_receiving_commits() {
         issued() > tokens_before,
         "the refused token was not renewed"
     );
-    let options = [("credential".to_string(), "sessionize:s3cret".to_string())];
-    assert_tables(rest.get("URI"), &options, &warehouse, &expected);
+    let actual = read_tables_from(&catalog, &warehouse);
+    assert_tables_equal(&actual, &expected, "through expiring tokens");
 }

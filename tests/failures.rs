@@ -10,46 +10,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    Expected, HOUR, Lcg, MIN, event, hostfile, pyiceberg, read_tables, reference, run_command,
-    workload, write_inputs,
+    HOUR, Lcg, MIN, Sessionize, assert_success, assert_tables_equal, default_reference, event,
+    hostfile, pyiceberg, read_tables, spawn_cluster, workload, write_inputs,
 };
 
-/// A run with `-w 2` that a fail point kills (`point`, or `point:n` for its n-th pass).
-fn kill_at(warehouse: &Path, inputs: &[PathBuf], point: &str) {
-    let killed = run_command(warehouse, inputs, &["-w", "2"])
-        .env("SESSIONIZE_FAIL_AT", point)
-        .output()
-        .unwrap();
-    assert!(
-        !killed.status.success(),
-        "{point} was never reached: {}",
-        String::from_utf8_lossy(&killed.stderr)
-    );
-}
-
-fn run(warehouse: &Path, inputs: &[PathBuf], extra: &[&str]) -> Output {
-    run_command(warehouse, inputs, extra).output().unwrap()
-}
-
-fn assert_success(output: &Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what}: {:?}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn assert_equal_to_reference(warehouse: &Path, expected: &Expected, what: &str) {
-    let actual = read_tables(warehouse);
-    assert_eq!(actual.sessions.len(), expected.sessions.len(), "{what}");
-    assert_eq!(actual.sessions, expected.sessions, "{what}");
-    assert_eq!(actual.quarantined, expected.quarantined, "{what}");
-    assert_eq!(actual.late, expected.late, "{what}");
-}
-
-fn default_reference(partitions: &[Vec<u8>]) -> Expected {
-    reference(partitions, 30 * MIN, 2 * HOUR, 10 * MIN)
+/// The run of these tests: in small epochs, so that there are many to be killed in.
+fn run(warehouse: &Path, inputs: &[PathBuf]) -> Sessionize {
+    Sessionize::run(warehouse).inputs(inputs).small_epochs()
 }
 
 #[test]
@@ -67,35 +34,25 @@ fn a_kill_at_every_step_of_the_commit_protocol_loses_and_doubles_nothing() {
     ] {
         for pass in ["1", "3"] {
             let warehouse = dir.path().join(format!("warehouse-{point}-{pass}"));
-            kill_at(&warehouse, &inputs, &format!("{point}:{pass}"));
-            let restarted = run(&warehouse, &inputs, &["-w", "3"]);
-            assert_success(&restarted, point);
-            assert_equal_to_reference(&warehouse, &expected, &format!("{point}:{pass}"));
+            let what = format!("{point}:{pass}");
+            run(&warehouse, &inputs).args(["-w", "2"]).kill_at(&what);
+            run(&warehouse, &inputs).args(["-w", "3"]).success();
+            assert_tables_equal(&read_tables(&warehouse), &expected, &what);
         }
     }
 }
 
 /// Starts `processes` processes of one cluster with `threads` workers each.
-fn spawn_cluster(
+fn start_cluster(
     warehouse: &Path,
     inputs: &[PathBuf],
     threads: &str,
     processes: usize,
     dir: &Path,
 ) -> Vec<Child> {
-    let hostfile = hostfile(dir, processes);
-    (0..processes)
-        .map(|process| {
-            let n = processes.to_string();
-            let p = process.to_string();
-            let mut command = run_command(
-                warehouse,
-                inputs,
-                &["-w", threads, "-n", &n, "-p", &p, "-h"],
-            );
-            command.arg(&hostfile).spawn().unwrap()
-        })
-        .collect()
+    spawn_cluster(dir, processes, |_| {
+        run(warehouse, inputs).args(["-w", threads])
+    })
 }
 
 #[test]
@@ -110,7 +67,7 @@ fn sigkills_at_random_instants_with_other_cluster_shapes_change_nothing() {
     let mut killed = 0;
     for round in 0..20 {
         let (threads, processes) = shapes[round % shapes.len()];
-        let mut cluster = spawn_cluster(&warehouse, &inputs, threads, processes, dir.path());
+        let mut cluster = start_cluster(&warehouse, &inputs, threads, processes, dir.path());
         std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
         let mut all_done = true;
         for child in &mut cluster {
@@ -132,11 +89,11 @@ fn sigkills_at_random_instants_with_other_cluster_shapes_change_nothing() {
         "no run was ever killed: the workload is too small"
     );
     // A last run with a shape of its own finishes what is left.
-    let mut cluster = spawn_cluster(&warehouse, &inputs, "2", 2, dir.path());
-    for child in cluster.drain(..) {
+    for child in start_cluster(&warehouse, &inputs, "2", 2, dir.path()) {
         assert_success(&child.wait_with_output().unwrap(), "the final run");
     }
-    assert_equal_to_reference(&warehouse, &expected, &format!("after {killed} kills"));
+    let what = format!("after {killed} kills");
+    assert_tables_equal(&read_tables(&warehouse), &expected, &what);
 }
 
 #[test]
@@ -148,22 +105,16 @@ fn a_two_process_run_restarts_with_the_same_or_another_shape() {
     for (threads, processes) in [("1", 2), ("3", 1)] {
         let warehouse = dir.path().join(format!("warehouse-{threads}-{processes}"));
         // Process 0 dies after its second commit; process 1 loses its peer and stops too.
-        let hostfile = hostfile(dir.path(), 2);
-        let outputs: Vec<Output> = ["0", "1"]
-            .into_iter()
-            .map(|p| {
-                let mut command =
-                    run_command(&warehouse, &inputs, &["-w", "2", "-n", "2", "-p", p, "-h"]);
-                command.arg(&hostfile);
-                if p == "0" {
-                    command.env("SESSIONIZE_FAIL_AT", "after-cleanup:2");
-                }
-                command.spawn().unwrap()
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|child| child.wait_with_output().unwrap())
-            .collect();
+        let outputs: Vec<Output> = spawn_cluster(dir.path(), 2, |process| {
+            let command = run(&warehouse, &inputs).args(["-w", "2"]);
+            match process {
+                0 => command.env("SESSIONIZE_FAIL_AT", "after-cleanup:2"),
+                _ => command,
+            }
+        })
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect();
         assert!(!outputs[0].status.success());
         assert_eq!(
             outputs[1].status.code(),
@@ -175,15 +126,11 @@ fn a_two_process_run_restarts_with_the_same_or_another_shape() {
         assert!(stderr.contains("restart every process"), "{stderr}");
         assert!(!stderr.contains("stack backtrace"), "{stderr}");
 
-        let mut cluster = spawn_cluster(&warehouse, &inputs, threads, processes, dir.path());
-        for child in cluster.drain(..) {
+        for child in start_cluster(&warehouse, &inputs, threads, processes, dir.path()) {
             assert_success(&child.wait_with_output().unwrap(), "the restart");
         }
-        assert_equal_to_reference(
-            &warehouse,
-            &expected,
-            &format!("restart -w {threads} -n {processes}"),
-        );
+        let what = format!("restart -w {threads} -n {processes}");
+        assert_tables_equal(&read_tables(&warehouse), &expected, &what);
     }
 }
 
@@ -198,11 +145,7 @@ fn concurrent_pipelines_on_one_table_never_double_a_row() {
         let warehouse = dir.path().join(format!("warehouse-{attempt}"));
         std::fs::create_dir_all(&warehouse).unwrap();
         let children: Vec<Child> = (0..2)
-            .map(|_| {
-                run_command(&warehouse, &inputs, &["-w", "2"])
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|_| run(&warehouse, &inputs).args(["-w", "2"]).spawn())
             .collect();
         let outputs: Vec<Output> = children
             .into_iter()
@@ -225,8 +168,9 @@ fn concurrent_pipelines_on_one_table_never_double_a_row() {
         }
         assert!(outputs.iter().any(|o| o.status.success()));
         // Whatever happened, a restart finishes, and no row is doubled.
-        assert_success(&run(&warehouse, &inputs, &[]), "the run after");
-        assert_equal_to_reference(&warehouse, &expected, &format!("attempt {attempt}"));
+        run(&warehouse, &inputs).success();
+        let what = format!("attempt {attempt}");
+        assert_tables_equal(&read_tables(&warehouse), &expected, &what);
     }
     assert!(conflicts > 0, "the two pipelines never overlapped");
 }
@@ -238,7 +182,9 @@ fn other_writers_rewrite_and_delete_and_the_pipeline_goes_on() {
     let inputs = write_inputs(dir.path(), &partitions);
     let expected = default_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
-    kill_at(&warehouse, &inputs, "after-cleanup:3");
+    run(&warehouse, &inputs)
+        .args(["-w", "2"])
+        .kill_at("after-cleanup:3");
     let gone = "user-007";
     let deleted: Vec<_> = read_tables(&warehouse)
         .sessions
@@ -264,14 +210,14 @@ fn other_writers_rewrite_and_delete_and_the_pipeline_goes_on() {
              \x20           table.maintenance.expire_snapshots().by_ids(old).commit()\n"
         ),
     );
-    let restarted = run(&warehouse, &inputs, &["-w", "2"]);
-    assert_success(&restarted, "the restart on top of other writers' snapshots");
-    let actual = read_tables(&warehouse);
-    let mut wanted = expected.clone();
+    run(&warehouse, &inputs).args(["-w", "2"]).success();
+    let mut wanted = expected;
     wanted.sessions.retain(|s| !deleted.contains(s));
-    assert_eq!(actual.sessions, wanted.sessions);
-    assert_eq!(actual.quarantined, expected.quarantined);
-    assert_eq!(actual.late, expected.late);
+    assert_tables_equal(
+        &read_tables(&warehouse),
+        &wanted,
+        "the restart on top of other writers' snapshots",
+    );
 }
 
 #[test]
@@ -315,10 +261,7 @@ fn hostile_input_is_accounted_for_line_by_line_and_never_crashes() {
     file.set_len(bytes.len() as u64 + (3 << 30)).unwrap();
     drop(file);
     let warehouse = dir.path().join("warehouse");
-    let output = run(&warehouse, &[path], &["-w", "2"]);
-    assert_success(&output, "hostile input");
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    let summary = run(&warehouse, &[path]).args(["-w", "2"]).json();
     let actual = read_tables(&warehouse);
     let lines_in_file = normal + 2; // the last event and the 3 GB line
     let events_in_sessions: i64 = actual.sessions.iter().map(|s| s.event_count).sum();
@@ -340,13 +283,17 @@ fn files_are_known_by_their_content_not_their_path() {
     let expected = default_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
     // Killed half-way, then resumed with other paths to the same files, in another order.
-    kill_at(&warehouse, &inputs, "after-cleanup:2");
+    run(&warehouse, &inputs)
+        .args(["-w", "2"])
+        .kill_at("after-cleanup:2");
     let relative: Vec<PathBuf> = inputs
         .iter()
         .rev()
         .map(|p| PathBuf::from(".").join(p.file_name().unwrap()))
         .collect();
-    let resumed = run_command(&warehouse, &relative, &["-w", "2"])
+    let resumed = run(&warehouse, &relative)
+        .args(["-w", "2"])
+        .command()
         .current_dir(dir.path())
         .output()
         .unwrap();
@@ -357,7 +304,7 @@ fn files_are_known_by_their_content_not_their_path() {
     assert_eq!(actual.late.len(), expected.late.len());
 
     // A run over the same files adds nothing.
-    assert_success(&run(&warehouse, &inputs, &[]), "a rerun");
+    run(&warehouse, &inputs).success();
     assert_eq!(read_tables(&warehouse).sessions, expected.sessions);
 
     // Lines appended since are read by the next run, and only they.
@@ -378,10 +325,7 @@ fn files_are_known_by_their_content_not_their_path() {
         .unwrap();
     std::io::Write::write_all(&mut file, format!("{}\n", appended.join("\n")).as_bytes()).unwrap();
     drop(file);
-    let output = run(&warehouse, &inputs, &[]);
-    assert_success(&output, "a run after an append");
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    let summary = run(&warehouse, &inputs).json();
     assert_eq!(summary["events_read"], 5);
     let sessions = read_tables(&warehouse).sessions;
     assert_eq!(sessions.len(), expected.sessions.len() + 1);
@@ -397,7 +341,7 @@ fn files_are_known_by_their_content_not_their_path() {
         event("someone", "else", common::BASE, "home", true),
     )
     .unwrap();
-    let refused = run(&warehouse, &inputs, &[]);
+    let refused = run(&warehouse, &inputs).output();
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -447,17 +391,14 @@ fn a_full_disk_stops_the_run_cleanly_and_a_restart_completes() {
         panic!("cannot mount a tmpfs: the tests must run as root");
     };
     let warehouse = disk.0.join("warehouse");
-    let full = run(&warehouse, &inputs, &["-w", "2"]);
+    let full = run(&warehouse, &inputs).args(["-w", "2"]).output();
     let stderr = String::from_utf8_lossy(&full.stderr);
     assert_eq!(full.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     disk.resize("64m");
-    assert_success(
-        &run(&warehouse, &inputs, &["-w", "2"]),
-        "after space was freed",
-    );
-    assert_equal_to_reference(&warehouse, &expected, "after a full disk");
+    run(&warehouse, &inputs).args(["-w", "2"]).success();
+    assert_tables_equal(&read_tables(&warehouse), &expected, "after a full disk");
 }
 
 #[test]
@@ -468,7 +409,9 @@ fn a_locked_catalog_is_waited_out() {
     let expected = default_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
     // The first commits, then the catalog is locked by another client for 8 s mid-run.
-    kill_at(&warehouse, &inputs, "after-cleanup:2");
+    run(&warehouse, &inputs)
+        .args(["-w", "2"])
+        .kill_at("after-cleanup:2");
     let catalog = warehouse.join("catalog.db");
     let mut lock = Command::new("python3")
         .arg("-c")
@@ -491,10 +434,10 @@ fn a_locked_catalog_is_waited_out() {
     )
     .unwrap();
     assert_eq!(line.trim(), "locked");
-    let output = run(&warehouse, &inputs, &["-w", "2"]);
+    let output = run(&warehouse, &inputs).args(["-w", "2"]).output();
     lock.wait().unwrap();
     assert_success(&output, "a run against a locked catalog");
-    assert_equal_to_reference(&warehouse, &expected, "after the lock");
+    assert_tables_equal(&read_tables(&warehouse), &expected, "after the lock");
 }
 
 #[test]
@@ -503,7 +446,9 @@ fn a_missing_checkpoint_or_a_bad_name_is_one_clear_line() {
     let partitions = workload(73, 2);
     let inputs = write_inputs(dir.path(), &partitions);
     let warehouse = dir.path().join("warehouse");
-    kill_at(&warehouse, &inputs, "after-cleanup:2");
+    run(&warehouse, &inputs)
+        .args(["-w", "2"])
+        .kill_at("after-cleanup:2");
     let checkpoints = warehouse.join("_sessionize/sessions.user_sessions/checkpoints");
     // Checkpoints are the owner's alone.
     for entry in walk(&checkpoints) {
@@ -517,7 +462,7 @@ fn a_missing_checkpoint_or_a_bad_name_is_one_clear_line() {
         );
     }
     std::fs::remove_dir_all(&checkpoints).unwrap();
-    let output = run(&warehouse, &inputs, &[]);
+    let output = run(&warehouse, &inputs).output();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(
@@ -534,7 +479,7 @@ fn a_missing_checkpoint_or_a_bad_name_is_one_clear_line() {
         ("--iceberg-database", "a.b"),
         ("--iceberg-table", ""),
     ] {
-        let output = run(&warehouse, &inputs, &[flag, value]);
+        let output = run(&warehouse, &inputs).args([flag, value]).output();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{flag} {value:?}: {stderr}");
         assert!(
@@ -584,7 +529,7 @@ fn one_device_a_day_ahead_does_not_make_the_rest_late() {
     let partitions = vec![format!("{}\n", lines.join("\n")).into_bytes()];
     let inputs = write_inputs(dir.path(), &partitions);
     let guarded = dir.path().join("guarded");
-    assert_success(&run(&guarded, &inputs, &[]), "guarded");
+    run(&guarded, &inputs).success();
     let actual = read_tables(&guarded);
     assert!(actual.late.is_empty(), "{} late events", actual.late.len());
     assert_eq!(
@@ -593,10 +538,9 @@ fn one_device_a_day_ahead_does_not_make_the_rest_late() {
     );
     // Without the guard, the rest of the stream would have been late.
     let unguarded = dir.path().join("unguarded");
-    assert_success(
-        &run(&unguarded, &inputs, &["--max-event-time-jump", "0"]),
-        "unguarded",
-    );
+    run(&unguarded, &inputs)
+        .args(["--max-event-time-jump", "0"])
+        .success();
     assert!(read_tables(&unguarded).late.len() > 3000);
 }
 
@@ -607,43 +551,16 @@ fn metadata_stays_small_over_many_epochs() {
     let inputs = write_inputs(dir.path(), &partitions);
     let expected = default_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sessionize"));
-    command.arg("run");
-    for input in &inputs {
-        command.arg("--input").arg(input);
-    }
-    let output = command
-        .arg("--warehouse")
-        .arg(&warehouse)
-        .args(["--commit-interval", "20ms", "--max-epoch-records", "100"])
+    let summary = Sessionize::run(&warehouse)
+        .inputs(&inputs)
+        .commit_interval("20ms")
+        .args(["--max-epoch-records", "100"])
         .args(["--chunk-bytes", "2048", "--retain-snapshots", "4"])
-        .output()
-        .unwrap();
-    assert_success(&output, "many epochs");
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+        .json();
     assert!(summary["epochs"].as_u64().unwrap() >= 15, "{summary}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let snapshots = runtime.block_on(async {
-        let warehouse = sessionize::sink::Warehouse::open(
-            &Default::default(),
-            &warehouse,
-            "sessions",
-            "user_sessions",
-        )
-        .await
-        .unwrap();
-        let table = warehouse
-            .load(sessionize::sink::tables::TableKind::Sessions)
-            .await
-            .unwrap();
-        table.metadata().snapshots().len()
-    });
-    assert!(snapshots <= 6, "{snapshots} snapshots kept");
-    assert_equal_to_reference(&warehouse, &expected, "after expiry");
+    let actual = read_tables(&warehouse);
+    assert!(actual.snapshots <= 6, "{} snapshots kept", actual.snapshots);
+    assert_tables_equal(&actual, &expected, "after expiry");
 }
 
 #[test]
@@ -666,9 +583,15 @@ fn end_reasons_do_not_depend_on_an_interruption() {
     let inputs = write_inputs(dir.path(), &partitions);
     let expected = default_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
-    kill_at(&warehouse, &inputs, "after-cleanup:3");
-    assert_success(&run(&warehouse, &inputs, &["-w", "2"]), "the restart");
-    assert_equal_to_reference(&warehouse, &expected, "end reasons after a restart");
+    run(&warehouse, &inputs)
+        .args(["-w", "2"])
+        .kill_at("after-cleanup:3");
+    run(&warehouse, &inputs).args(["-w", "2"]).success();
+    assert_tables_equal(
+        &read_tables(&warehouse),
+        &expected,
+        "end reasons after a restart",
+    );
 }
 
 #[test]
@@ -676,12 +599,10 @@ fn a_process_whose_peers_never_come_gives_up_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let inputs = write_inputs(dir.path(), &workload(107, 1));
     let hosts = hostfile(dir.path(), 2);
-    let mut command = run_command(
-        dir.path().join("warehouse"),
-        &inputs,
-        &["-n", "2", "-p", "0", "--cluster-timeout", "2s", "-h"],
-    );
-    let output = command.arg(&hosts).output().unwrap();
+    let output = run(&dir.path().join("warehouse"), &inputs)
+        .args(["--cluster-timeout", "2s"])
+        .cluster(&hosts, 2, 0)
+        .output();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("did not all connect"), "{stderr}");
@@ -695,17 +616,13 @@ fn a_commit_whose_answer_is_lost_is_found_in_the_table_not_made_twice() {
     let expected = default_reference(&partitions);
     for pass in ["1", "2", "4"] {
         let warehouse = dir.path().join(format!("warehouse-{pass}"));
-        let output = run_command(&warehouse, &inputs, &["-w", "2"])
+        let output = run(&warehouse, &inputs)
+            .args(["-w", "2"])
             .env("SESSIONIZE_FAIL_AT", format!("lose-commit-response:{pass}"))
-            .output()
-            .unwrap();
-        assert_success(&output, "a lost commit answer");
+            .success();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("answer was lost"), "{stderr}");
-        assert_equal_to_reference(
-            &warehouse,
-            &expected,
-            &format!("answer lost at pass {pass}"),
-        );
+        let what = format!("answer lost at pass {pass}");
+        assert_tables_equal(&read_tables(&warehouse), &expected, &what);
     }
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    Expected, HOUR, MIN, TOPIC, kafka_with_topic, read_tables, records_of, reference, run_files,
-    sessionize, workload, write_inputs,
+    Expected, HOUR, Sessionize, TOPIC, default_reference, headless_chromium, kafka_with_topic,
+    read_tables, records_of, screenshot, workload, write_inputs,
 };
 
 /// A bounded run over three generated files in `dir`; the inputs, their files, the warehouse and
@@ -19,20 +19,21 @@ fn pipeline(dir: &Path, seed: u64) -> (Vec<Vec<u8>>, Vec<PathBuf>, PathBuf, Expe
     let inputs = workload(seed, 3);
     let files = write_inputs(dir, &inputs);
     let warehouse = dir.join("warehouse");
-    run_files(&warehouse, &files, &["-w", "2"]);
-    let expected = reference(&inputs, 30 * MIN, 2 * HOUR, 10 * MIN);
+    Sessionize::run(&warehouse)
+        .inputs(&files)
+        .args(["-w", "2"])
+        .success();
+    let expected = default_reference(&inputs);
     (inputs, files, warehouse, expected)
 }
 
 fn inspect_json(warehouse: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "inspect",
-        "--warehouse",
-        warehouse.to_str().unwrap(),
-        "--json",
-    ];
-    args.extend(extra);
-    serde_json::from_slice(&sessionize(&args).stdout).unwrap()
+    Sessionize::new("inspect")
+        .arg("--warehouse")
+        .arg(warehouse)
+        .arg("--json")
+        .args(extra)
+        .json()
 }
 
 /// The rows of a table in `inspect --json`.
@@ -117,10 +118,10 @@ fn inspect_agrees_with_the_tables_snapshot_and_the_reference() {
     );
 
     // The human form names every partition's file and aligns its columns.
-    let text = String::from_utf8(
-        sessionize(&["inspect", "--warehouse", warehouse.to_str().unwrap()]).stdout,
-    )
-    .unwrap();
+    let inspect = Sessionize::new("inspect")
+        .arg("--warehouse")
+        .arg(&warehouse);
+    let text = String::from_utf8(inspect.success().stdout).unwrap();
     for (partition, file) in files.iter().enumerate() {
         let line = text
             .lines()
@@ -141,11 +142,10 @@ fn inspect_agrees_with_the_tables_snapshot_and_the_reference() {
     println!("{text}");
 
     // A directory without tables is one line that says what to give.
-    let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(["inspect", "--warehouse"])
+    let output = Sessionize::new("inspect")
+        .arg("--warehouse")
         .arg(dir.path().join("nothing"))
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -192,13 +192,12 @@ fn the_report_renders_in_headless_chromium_with_the_references_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let (_, _, warehouse, expected) = pipeline(dir.path(), 37);
     let page = dir.path().join("sessions.html");
-    sessionize(&[
-        "report",
-        "--warehouse",
-        warehouse.to_str().unwrap(),
-        "--out",
-        page.to_str().unwrap(),
-    ]);
+    Sessionize::new("report")
+        .arg("--warehouse")
+        .arg(&warehouse)
+        .arg("--out")
+        .arg(&page)
+        .success();
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(
         !html.contains("<script") && !html.contains("src=") && !html.contains("href="),
@@ -207,14 +206,12 @@ fn the_report_renders_in_headless_chromium_with_the_references_numbers() {
 
     let url = format!("file://{}", page.display());
     let profile = tempfile::tempdir().unwrap();
-    let chromium = |extra: &[&str]| {
-        common::headless_chromium(
-            profile.path(),
-            &url,
-            &[&["--window-size=900,4200"], extra].concat(),
-        )
-    };
-    let dom = chromium(&["--dump-dom"]);
+    let window = ["--window-size=900,4200"];
+    let dom = headless_chromium(
+        profile.path(),
+        &url,
+        &[&window[..], &["--dump-dom"]].concat(),
+    );
     let sessions = &expected.sessions;
 
     // End reasons: one bar per reason, with the reference's count.
@@ -272,14 +269,7 @@ fn the_report_renders_in_headless_chromium_with_the_references_numbers() {
     assert_eq!(dom.matches("class=\"check pass\"").count(), 5, "{dom}");
     assert!(!dom.contains("class=\"check fail\""));
 
-    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let screenshot = artifacts.join("report.png");
-    let _ = std::fs::remove_file(&screenshot);
-    chromium(&[&format!("--screenshot={}", screenshot.display())]);
-    let png = std::fs::read(&screenshot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
-    println!("report screenshot: {}", screenshot.display());
+    screenshot(profile.path(), &url, &window, "report.png");
 }
 
 /// Each partition's (next offset, log end offset, lag) in `inspect --json --kafka-servers`.
@@ -327,18 +317,10 @@ fn inspect_shows_kafkas_lag_falling_to_zero_after_a_bounded_run() {
     common::produce(servers, &half(true), None);
     let warehouse = dir.path().join("warehouse");
     let run = || {
-        sessionize(&[
-            "run",
-            "--kafka-servers",
-            servers,
-            "--kafka-topic",
-            TOPIC,
-            "--warehouse",
-            warehouse.to_str().unwrap(),
-            "--commit-interval",
-            "100ms",
-            "--test-mode",
-        ])
+        Sessionize::run(&warehouse)
+            .kafka(servers, TOPIC)
+            .arg("--test-mode")
+            .success()
     };
     run();
     common::produce(servers, &half(false), None);
@@ -364,17 +346,11 @@ fn inspect_shows_kafkas_lag_falling_to_zero_after_a_bounded_run() {
         );
     }
     // The human form shows the lag column and its total.
-    let text = String::from_utf8(
-        sessionize(&[
-            "inspect",
-            "--warehouse",
-            warehouse.to_str().unwrap(),
-            "--kafka-servers",
-            servers,
-        ])
-        .stdout,
-    )
-    .unwrap();
+    let inspect = Sessionize::new("inspect")
+        .arg("--warehouse")
+        .arg(&warehouse)
+        .args(["--kafka-servers", servers]);
+    let text = String::from_utf8(inspect.success().stdout).unwrap();
     assert!(
         text.contains("lag") && text.contains("total lag 0 records"),
         "{text}"
@@ -430,13 +406,11 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_log_lines() {
     // 100 ms come.
     let events = records_of(&inputs.concat()).len();
     let rate = (events / 2).to_string();
-    let output = common::run_command(
-        dir.path().join("log"),
-        &files,
-        &["--max-rate", &rate, "--progress-interval", "100ms"],
-    )
-    .output()
-    .unwrap();
+    let output = Sessionize::run(dir.path().join("log"))
+        .inputs(&files)
+        .small_epochs()
+        .args(["--max-rate", &rate, "--progress-interval", "100ms"])
+        .output();
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -455,20 +429,12 @@ fn log_format_json_writes_one_object_a_line() {
     let files = write_inputs(dir.path(), &inputs);
     let events = records_of(&inputs.concat()).len();
     let rate = (events / 2).to_string();
-    let output = common::run_command(
-        dir.path().join("warehouse"),
-        &files,
-        &[
-            "--log-format",
-            "json",
-            "--max-rate",
-            &rate,
-            "--progress-interval",
-            "100ms",
-        ],
-    )
-    .output()
-    .unwrap();
+    let output = Sessionize::run(dir.path().join("warehouse"))
+        .inputs(&files)
+        .small_epochs()
+        .args(["--log-format", "json"])
+        .args(["--max-rate", &rate, "--progress-interval", "100ms"])
+        .output();
     assert!(output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     let lines: Vec<serde_json::Value> = stderr
@@ -483,11 +449,10 @@ fn log_format_json_writes_one_object_a_line() {
     assert!(messages.contains(&"progress"), "{stderr}");
 
     // Even a start-up error is a JSON line.
-    let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(["inspect", "--log-format", "json", "--warehouse"])
+    let output = Sessionize::new("inspect")
+        .args(["--log-format", "json", "--warehouse"])
         .arg(dir.path().join("nothing"))
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     let line: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();

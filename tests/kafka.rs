@@ -10,12 +10,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Actual, Expected, KillOnDrop, Lcg, MIN, Service, TOPIC, kafka_reference, read_tables,
-    records_of, sessionize, workload,
+    Actual, Expected, KillOnDrop, Lcg, MIN, Service, Sessionize, TOPIC, assert_tables_equal,
+    default_reference, kafka_reference, read_tables, records_of, spawn_cluster, workload,
 };
 
 /// A topic, on a broker, that a test reads under a consumer group of its own.
@@ -48,43 +48,18 @@ impl Topic {
     fn produce(&self, partitions: &[Vec<u8>], timestamp: Option<&dyn Fn(usize, usize) -> i64>) {
         common::produce_to(&self.servers, &self.name, partitions, timestamp);
     }
-}
 
-fn run_args(topic: &Topic, warehouse: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "--kafka-servers",
-        &topic.servers,
-        "--kafka-topic",
-        &topic.name,
-        "--kafka-group",
-        &topic.group,
-        "--warehouse",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.push(warehouse.display().to_string());
-    args.extend(["--commit-interval", "100ms"].map(String::from));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
+    /// A live run reading the topic under its consumer group.
+    fn run(&self, warehouse: &Path) -> Sessionize {
+        Sessionize::run(warehouse)
+            .kafka(&self.servers, &self.name)
+            .args(["--kafka-group", &self.group])
+    }
 
-/// A bounded (`--test-mode`) run to completion.
-fn run_kafka(topic: &Topic, warehouse: &Path, extra: &[&str]) -> String {
-    let mut extra = extra.to_vec();
-    extra.push("--test-mode");
-    let args = run_args(topic, warehouse, &extra);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    String::from_utf8(sessionize(&args).stdout).unwrap()
-}
-
-fn spawn_run(topic: &Topic, warehouse: &Path, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(run_args(topic, warehouse, extra))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    /// A run that ends at the end the topic has when it starts (`--test-mode`).
+    fn bounded(&self, warehouse: &Path) -> Sessionize {
+        self.run(warehouse).arg("--test-mode")
+    }
 }
 
 /// The topic `name` on the shared broker holding `workload(seed, count)`, each partition in its
@@ -93,15 +68,8 @@ fn loaded_topic(name: &str, seed: u64, count: usize) -> (Topic, Vec<Vec<u8>>, Ex
     let topic = Topic::new(name, count as i32);
     let partitions = workload(seed, count);
     topic.produce(&partitions, None);
-    let expected = kafka_reference(&partitions, 10 * MIN);
+    let expected = kafka_reference(&partitions);
     (topic, partitions, expected)
-}
-
-fn assert_tables_equal(actual: &Actual, expected: &Expected, what: &str) {
-    assert_eq!(actual.quarantined_offsets, expected.quarantined, "{what}");
-    assert_eq!(actual.late_offsets, expected.late, "{what}");
-    assert_eq!(actual.sessions.len(), expected.sessions.len(), "{what}");
-    assert_eq!(actual.sessions, expected.sessions, "{what}");
 }
 
 /// The offsets a consumer group has committed, read with an independent client.
@@ -145,22 +113,24 @@ fn a_bounded_run_matches_the_reference_and_records_the_end_offsets() {
 
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
-    let summary = run_kafka(&topic, &warehouse, &["-w", "2"]);
+    let summary = topic.bounded(&warehouse).args(["-w", "2"]).json();
     let actual = read_tables(&warehouse);
     assert_tables_equal(&actual, &expected, "-w 2");
     assert_eq!(actual.next_offsets(), end_offsets(&partitions));
-    let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
     assert_eq!(summary["sessions"], expected.sessions.len() as u64);
     // Lag tools see the committed offsets under the consumer group.
     assert_eq!(group_offsets(&topic, 4), end_offsets(&partitions));
 
     // Running again finds nothing new: the table says where the topic was read up to.
-    run_kafka(&topic, &warehouse, &["-w", "2"]);
+    topic.bounded(&warehouse).args(["-w", "2"]).success();
     assert_tables_equal(&read_tables(&warehouse), &expected, "second run");
 
     // A fresh table started from the group's committed offsets has nothing left to read.
     let from_group = dir.path().join("from-group");
-    run_kafka(&topic, &from_group, &["--start-offsets", "committed"]);
+    topic
+        .bounded(&from_group)
+        .args(["--start-offsets", "committed"])
+        .success();
     let actual = read_tables(&from_group);
     assert!(actual.sessions.is_empty() && actual.quarantined_offsets.is_empty());
     assert_eq!(actual.next_offsets(), end_offsets(&partitions));
@@ -176,14 +146,10 @@ fn the_embedded_broker_of_demo_and_broker_still_serves_a_bounded_run() {
         .unwrap()
         .port()
         .to_string();
-    let mut broker = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_sessionize"))
-            .args(["broker", "--partitions", "2", "--port", &port])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut command = Sessionize::new("broker")
+        .args(["--partitions", "2", "--port", &port])
+        .command();
+    let mut broker = KillOnDrop(command.stderr(Stdio::null()).spawn().unwrap());
     let mut bootstrap = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(broker.0.stdout.take().unwrap()),
@@ -200,13 +166,9 @@ fn the_embedded_broker_of_demo_and_broker_still_serves_a_bounded_run() {
     topic.produce(&partitions, None);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
-    run_kafka(&topic, &warehouse, &["-w", "2"]);
+    topic.bounded(&warehouse).args(["-w", "2"]).success();
     let actual = read_tables(&warehouse);
-    assert_tables_equal(
-        &actual,
-        &kafka_reference(&partitions, 10 * MIN),
-        "embedded broker",
-    );
+    assert_tables_equal(&actual, &kafka_reference(&partitions), "embedded broker");
     assert_eq!(actual.next_offsets(), end_offsets(&partitions));
 }
 
@@ -214,44 +176,23 @@ fn the_embedded_broker_of_demo_and_broker_still_serves_a_bounded_run() {
 fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
     let topic = Topic::new("sigkills", 4);
     let dir = tempfile::tempdir().unwrap();
-    let mut partitions = Vec::new();
-    for seed in 1..=4 {
-        let path = dir.path().join(format!("p{seed}.jsonl"));
-        let seed = seed.to_string();
-        sessionize(&[
-            "generate",
-            "--users",
-            "300",
-            "--events",
-            "12000",
-            "--seed",
-            &seed,
-            "--out",
-            path.to_str().unwrap(),
-        ]);
-        partitions.push(std::fs::read(&path).unwrap());
-    }
+    let (_, partitions) = common::generated(dir.path(), 300, 12_000, &[1, 2, 3, 4]);
     topic.produce(&partitions, None);
 
     let uninterrupted = dir.path().join("uninterrupted");
-    run_kafka(&topic, &uninterrupted, &["-w", "2"]);
+    topic.bounded(&uninterrupted).args(["-w", "2"]).success();
     let expected = read_tables(&uninterrupted);
-    assert_tables_equal(
-        &expected,
-        &kafka_reference(&partitions, 10 * MIN),
-        "uninterrupted",
-    );
+    assert_tables_equal(&expected, &kafka_reference(&partitions), "uninterrupted");
 
     // Slowed down to about 5 s of reading, so that each kill lands mid-stream.
     let killed = dir.path().join("killed");
     let mut rng = Lcg(std::process::id() as u64);
     let mut kills = 0;
     for workers in ["2", "1", "3"] {
-        let mut child = spawn_run(
-            &topic,
-            &killed,
-            &["--test-mode", "--max-rate", "10000", "-w", workers],
-        );
+        let mut child = topic
+            .bounded(&killed)
+            .args(["--max-rate", "10000", "-w", workers])
+            .spawn();
         std::thread::sleep(Duration::from_millis(200 + rng.below(700)));
         let running = child.try_wait().unwrap().is_none();
         if running {
@@ -266,7 +207,7 @@ fn sigkills_at_random_moments_and_other_worker_counts_change_nothing() {
         );
     }
     assert!(kills >= 2, "the kills should interrupt running pipelines");
-    run_kafka(&topic, &killed, &["-w", "2"]);
+    topic.bounded(&killed).args(["-w", "2"]).success();
     let actual = read_tables(&killed);
     assert_eq!(actual.sessions, expected.sessions);
     assert_eq!(actual.quarantined_offsets, expected.quarantined_offsets);
@@ -290,7 +231,10 @@ fn replays_from_offsets_and_times_and_runs_bounded_by_time() {
     let t0 = common::BASE as i64;
     topic.produce(&partitions, Some(&|_, offset| t0 + 1000 * offset as i64));
     let explicit = dir.path().join("explicit");
-    run_kafka(&topic, &explicit, &["--start-offsets", "0:40,1:75"]);
+    topic
+        .bounded(&explicit)
+        .args(["--start-offsets", "0:40,1:75"])
+        .success();
     assert_tables_equal(
         &read_tables(&explicit),
         &reference_after(&partitions, &[40, 75]),
@@ -300,7 +244,10 @@ fn replays_from_offsets_and_times_and_runs_bounded_by_time() {
     // Both partitions' records from T0 + 40 s on: offset 40 onwards.
     let at = dir.path().join("timestamp");
     let time = rfc3339(t0 + 40_000);
-    run_kafka(&topic, &at, &["--start-timestamp", &time]);
+    topic
+        .bounded(&at)
+        .args(["--start-timestamp", &time])
+        .success();
     assert_tables_equal(
         &read_tables(&at),
         &reference_after(&partitions, &[40, 40]),
@@ -309,12 +256,10 @@ fn replays_from_offsets_and_times_and_runs_bounded_by_time() {
 
     // A run bounded by time: both partitions' records before T0 + 40 s, offsets 0..40.
     let until = dir.path().join("until");
-    let args = run_args(
-        &topic,
-        &until,
-        &["--start-offsets", "earliest", "--until-timestamp", &time],
-    );
-    sessionize(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    topic
+        .run(&until)
+        .args(["--start-offsets", "earliest", "--until-timestamp", &time])
+        .success();
     let actual = read_tables(&until);
     assert_tables_equal(
         &actual,
@@ -344,7 +289,7 @@ fn reference_between(partitions: &[Vec<u8>], from: &[usize], until: &[usize]) ->
             rest
         })
         .collect();
-    let mut expected = kafka_reference(&rest, 10 * MIN);
+    let mut expected = kafka_reference(&rest);
     for row in &mut expected.quarantined {
         row.1 += from[row.0 as usize] as i64;
     }
@@ -386,17 +331,16 @@ fn a_broker_outage_is_waited_out_without_loss() {
     let topic = Topic::on(&kafka, "outage", 4, &[]);
     let partitions = workload(13, 4);
     topic.produce(&partitions, None);
-    let expected = kafka_reference(&partitions, 10 * MIN);
+    let expected = kafka_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
     let total: u64 = end_offsets(&partitions).values().sum();
     // About 8 s of reading, with the broker stopped and started again once the run has
     // committed part of it.
     let rate = (total / 8).to_string();
-    let mut child = spawn_run(
-        &topic,
-        &warehouse,
-        &["--test-mode", "--max-rate", &rate, "-w", "2"],
-    );
+    let mut child = topic
+        .bounded(&warehouse)
+        .args(["--max-rate", &rate, "-w", "2"])
+        .spawn();
     let before = poll_tables(&warehouse, "nothing was committed", |actual| {
         actual.next_offsets().values().sum::<u64>() > 0
     });
@@ -420,12 +364,14 @@ fn a_real_broker_holds_more_than_the_embedded_one_and_agrees_with_files() {
     assert!(partitions.iter().all(|p| p.len() > 20 << 20));
     topic.produce(&partitions, None);
     let from_kafka = dir.path().join("from-kafka");
-    let summary = run_kafka(&topic, &from_kafka, &["-w", "2"]);
-    let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+    let summary = topic.bounded(&from_kafka).args(["-w", "2"]).json();
     let records: u64 = end_offsets(&partitions).values().sum();
     assert_eq!(summary["events_read"], records);
     let from_files = dir.path().join("from-files");
-    common::run_files(&from_files, &inputs, &["-w", "2"]);
+    Sessionize::run(&from_files)
+        .inputs(&inputs)
+        .args(["-w", "2"])
+        .success();
     let (kafka_tables, file_tables) = (read_tables(&from_kafka), read_tables(&from_files));
     assert_eq!(kafka_tables.sessions.len(), file_tables.sessions.len());
     assert_eq!(kafka_tables.sessions, file_tables.sessions);
@@ -466,12 +412,17 @@ fn two_pipelines_on_one_table_stop_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     // Create the tables first, so that both pipelines start from the same snapshot.
-    run_kafka(&topic, &warehouse, &["--start-offsets", "latest"]);
-    let live = ["--start-offsets", "earliest"];
-    let mut pipelines = [
-        spawn_run(&topic, &warehouse, &live),
-        spawn_run(&topic, &warehouse, &live),
-    ];
+    topic
+        .bounded(&warehouse)
+        .args(["--start-offsets", "latest"])
+        .success();
+    let live = || {
+        topic
+            .run(&warehouse)
+            .args(["--start-offsets", "earliest"])
+            .spawn()
+    };
+    let mut pipelines = [live(), live()];
     // Live runs never end by themselves: wait for one to stop, then stop the other.
     let started = Instant::now();
     let loser = loop {
@@ -504,25 +455,15 @@ fn idle_partitions_let_sessions_close_on_a_quiet_topic() {
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     // A live run (no --test-mode): nothing but idleness can close the last sessions.
-    let _pipeline = KillOnDrop(spawn_run(
-        &topic,
-        &warehouse,
-        &["--idle-timeout", "1s", "-w", "2"],
-    ));
-    let started = Instant::now();
-    let actual = loop {
-        // Until the pipeline has created the tables, reading them fails.
-        if let Ok(actual) = std::panic::catch_unwind(|| read_tables(&warehouse))
-            && actual.sessions.len() >= expected.sessions.len()
-        {
-            break actual;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the sessions did not close"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let _pipeline = KillOnDrop(
+        topic
+            .run(&warehouse)
+            .args(["--idle-timeout", "1s", "-w", "2"])
+            .spawn(),
+    );
+    let actual = poll_tables(&warehouse, "the sessions did not close", |actual| {
+        actual.sessions.len() >= expected.sessions.len()
+    });
     // Closed by the watermark, not by the end of the input: every reason is a real one.
     let strip = |rows: &[common::SessionRow]| -> Vec<common::SessionRow> {
         rows.iter()
@@ -541,22 +482,7 @@ fn idle_partitions_let_sessions_close_on_a_quiet_topic() {
     );
     // Every session is closed and nothing more comes: epochs (every 100 ms) with nothing to write
     // add no snapshots (until --idle-commit-interval, 5 min).
-    let snapshots = || {
-        let output = Command::new("python3")
-            .arg("-c")
-            .arg(format!(
-                "from pyiceberg.catalog.sql import SqlCatalog\n\
-                 c = SqlCatalog('default', uri='sqlite:///{root}/catalog.db', warehouse='file://{root}')\n\
-                 print(len(c.load_table('sessions.user_sessions').metadata.snapshots))",
-                root = warehouse.canonicalize().unwrap().display()
-            ))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse::<usize>()
-            .unwrap()
-    };
+    let snapshots = || read_tables(&warehouse).snapshots;
     let before = snapshots();
     std::thread::sleep(Duration::from_secs(2));
     assert!(snapshots() <= before + 1, "idle epochs made snapshots");
@@ -566,29 +492,10 @@ fn idle_partitions_let_sessions_close_on_a_quiet_topic() {
 fn two_processes_read_one_topic_into_the_same_tables() {
     let (topic, partitions, expected) = loaded_topic("two-processes", 23, 4);
     let dir = tempfile::tempdir().unwrap();
-    let hostfile = common::hostfile(dir.path(), 2);
     let warehouse = dir.path().join("warehouse");
-    let hosts = hostfile.display().to_string();
-    let processes: Vec<Child> = ["0", "1"]
-        .into_iter()
-        .map(|process| {
-            spawn_run(
-                &topic,
-                &warehouse,
-                &[
-                    "--test-mode",
-                    "-w",
-                    "2",
-                    "-n",
-                    "2",
-                    "-p",
-                    process,
-                    "-h",
-                    &hosts,
-                ],
-            )
-        })
-        .collect();
+    let processes = spawn_cluster(dir.path(), 2, |_| {
+        topic.bounded(&warehouse).args(["-w", "2"])
+    });
     for child in processes {
         finish(child);
     }
@@ -604,27 +511,16 @@ fn a_partition_far_ahead_in_event_time_waits_for_the_others() {
     let mut partitions = workload(29, 2);
     partitions[1] = shift_event_times(&partitions[1], 6 * 60 * MIN);
     topic.produce(&partitions, None);
-    let expected = kafka_reference(&partitions, 10 * MIN);
+    let expected = kafka_reference(&partitions);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
-    let args = run_args(
-        &topic,
-        &warehouse,
-        // Read slowly, so that partition 1 has been stamped before it is all read.
-        &[
-            "--test-mode",
-            "-w",
-            "2",
-            "--max-rate",
-            "2000",
-            "--max-watermark-drift",
-            "10m",
-            "--log-level",
-            "sessionize=debug",
-        ],
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = sessionize(&args);
+    // Read slowly, so that partition 1 has been stamped before it is all read.
+    let output = topic
+        .bounded(&warehouse)
+        .args(["-w", "2", "--max-rate", "2000"])
+        .args(["--max-watermark-drift", "10m"])
+        .args(["--log-level", "sessionize=debug"])
+        .success();
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(
         log.contains("pausing partitions ahead of the watermark"),
@@ -662,7 +558,7 @@ fn a_bounded_run_over_a_transactional_topic_reads_only_committed_records_and_end
     let dir = tempfile::tempdir().unwrap();
     let topic = Topic::new("transactional", 2);
     let partitions = workload(61, 2);
-    let expected = common::reference(&partitions, 30 * MIN, 2 * common::HOUR, 10 * MIN);
+    let expected = default_reference(&partitions);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &topic.servers)
         .set("transactional.id", "sessionize-test-transactional")
@@ -671,17 +567,10 @@ fn a_bounded_run_over_a_transactional_topic_reads_only_committed_records_and_end
     let timeout = Duration::from_secs(30);
     producer.init_transactions(timeout).unwrap();
     let send = |partition: usize, record: &[u8]| {
-        let mut message = Some(
-            BaseRecord::<[u8], [u8]>::to(&topic.name)
-                .payload(record)
-                .partition(partition as i32),
-        );
-        while let Some(m) = message.take() {
-            if let Err((_, back)) = producer.send(m) {
-                message = Some(back);
-                producer.poll(Duration::from_millis(10));
-            }
-        }
+        let message = BaseRecord::<[u8], [u8]>::to(&topic.name)
+            .payload(record)
+            .partition(partition as i32);
+        common::send_record(&producer, message);
     };
     // Hours behind the stream: late, so that they cannot change the sessions if delivered.
     let ghost = common::event("ghost", "aborted", common::BASE, "home", true);
@@ -700,8 +589,7 @@ fn a_bounded_run_over_a_transactional_topic_reads_only_committed_records_and_end
         producer.commit_transaction(timeout).unwrap();
     }
     let warehouse = dir.path().join("warehouse");
-    let child = spawn_run(&topic, &warehouse, &["--test-mode", "-w", "2"]);
-    finish(child);
+    finish(topic.bounded(&warehouse).args(["-w", "2"]).spawn());
     // The commit markers and aborted records take offsets that deliver nothing: the run still
     // reaches its end offsets, with every committed record and none of the aborted ones.
     let actual = read_tables(&warehouse);
@@ -735,20 +623,13 @@ fn a_worker_whose_partitions_are_silent_does_not_hold_back_the_others() {
     let records = records_of(&partitions[0]).len() as u64;
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
-    let _pipeline = KillOnDrop(spawn_run(
-        &topic,
-        &warehouse,
-        &[
-            "-w",
-            "2",
-            "--idle-timeout",
-            "1s",
-            "--read-ahead-bytes",
-            "16384",
-            "--chunk-bytes",
-            "4096",
-        ],
-    ));
+    let _pipeline = KillOnDrop(
+        topic
+            .run(&warehouse)
+            .args(["-w", "2", "--idle-timeout", "1s"])
+            .args(["--read-ahead-bytes", "16384", "--chunk-bytes", "4096"])
+            .spawn(),
+    );
     poll_tables(
         &warehouse,
         "partition 0 was not read to its end",
@@ -784,12 +665,13 @@ fn a_partition_with_a_frozen_clock_does_not_hold_back_every_session() {
             }
         })
     };
-    let _pipeline = KillOnDrop(spawn_run(
-        &topic,
-        &warehouse,
-        &["-w", "2", "--idle-timeout", "2s"],
-    ));
-    let expected = common::reference(&partitions[..1], 30 * MIN, 2 * common::HOUR, 10 * MIN);
+    let _pipeline = KillOnDrop(
+        topic
+            .run(&warehouse)
+            .args(["-w", "2", "--idle-timeout", "2s"])
+            .spawn(),
+    );
+    let expected = default_reference(&partitions[..1]);
     let actual = poll_tables(&warehouse, "no session closed", |actual| {
         actual.sessions.len() >= expected.sessions.len() / 2
     });
@@ -814,13 +696,12 @@ fn kafka_options_come_from_the_environment_and_files_without_showing_their_value
         name: TOPIC.into(),
         group: "sessionize".into(),
     };
-    let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(run_args(&nowhere, &dir.path().join("warehouse"), &[]))
+    let output = nowhere
+        .run(&dir.path().join("warehouse"))
         .arg("--kafka-option")
         .arg(format!("no.such.file.key=@{}", secret.display()))
         .env("SESSIONIZE_KAFKA_OPTION_NO_SUCH_ENV_KEY", "s3cret-from-env")
-        .output()
-        .unwrap();
+        .output();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     // librdkafka names the first unknown key it is given; neither value is ever shown.
@@ -833,37 +714,20 @@ fn a_two_process_cluster_killed_mid_run_restarts_as_one_process() {
     let (topic, _, expected) = loaded_topic("cluster-killed", 97, 4);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
-    let hostfile = common::hostfile(dir.path(), 2);
-    let hosts = hostfile.display().to_string();
-    let children: Vec<Child> = ["0", "1"]
-        .into_iter()
-        .map(|process| {
-            let flags = [
-                "--test-mode",
-                "--max-epoch-records",
-                "300",
-                "--chunk-bytes",
-                "4096",
-                "-w",
-                "2",
-                "-n",
-                "2",
-                "-p",
-                process,
-                "-h",
-                &hosts,
-            ];
-            let mut command = Command::new(env!("CARGO_BIN_EXE_sessionize"));
-            command
-                .args(run_args(&topic, &warehouse, &flags))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            if process == "0" {
-                command.env("SESSIONIZE_FAIL_AT", "after-cleanup:2");
-            }
-            command.spawn().unwrap()
-        })
-        .collect();
+    let children = spawn_cluster(dir.path(), 2, |process| {
+        let command = topic.bounded(&warehouse).args([
+            "--max-epoch-records",
+            "300",
+            "--chunk-bytes",
+            "4096",
+            "-w",
+            "2",
+        ]);
+        match process {
+            0 => command.env("SESSIONIZE_FAIL_AT", "after-cleanup:2"),
+            _ => command,
+        }
+    });
     let outputs: Vec<Output> = children
         .into_iter()
         .map(|c| wait_with_timeout(c, Duration::from_secs(120)))
@@ -875,7 +739,7 @@ fn a_two_process_cluster_killed_mid_run_restarts_as_one_process() {
     );
     assert_eq!(outputs[1].status.code(), Some(5));
     // Both processes' checkpoint parts are in the one directory the table names.
-    run_kafka(&topic, &warehouse, &["-w", "3"]);
+    topic.bounded(&warehouse).args(["-w", "3"]).success();
     assert_tables_equal(
         &read_tables(&warehouse),
         &expected,
@@ -889,20 +753,18 @@ fn an_explicit_start_completes_the_side_tables_of_an_interrupted_commit() {
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     // The whole topic in one epoch, killed between the sessions commit and the side tables'.
-    let mut args = run_args(&topic, &warehouse, &["--test-mode"]);
-    let interval = args.iter().position(|a| a == "--commit-interval").unwrap();
-    args[interval + 1] = "1h".into();
-    let killed = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(args)
-        .env("SESSIONIZE_FAIL_AT", "after-sessions-commit")
-        .output()
-        .unwrap();
-    assert!(!killed.status.success());
+    topic
+        .bounded(&warehouse)
+        .commit_interval("1h")
+        .kill_at("after-sessions-commit");
     let before = read_tables(&warehouse);
     assert_eq!(before.sessions, expected.sessions);
     assert!(before.quarantined_offsets.is_empty() && before.late_offsets.is_empty());
     // A replay from the end adds nothing, but completes what the killed run committed.
-    run_kafka(&topic, &warehouse, &["--start-offsets", "latest"]);
+    topic
+        .bounded(&warehouse)
+        .args(["--start-offsets", "latest"])
+        .success();
     assert_tables_equal(
         &read_tables(&warehouse),
         &expected,

@@ -5,11 +5,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, Service, TOPIC, kafka_with_topic};
+use common::{
+    KillOnDrop, Service, Sessionize, TOPIC, catalog_at, headless_chromium, kafka_with_topic,
+    screenshot,
+};
 
 /// The metric names the dashboards and alerts rely on (README, deploy/grafana/).
 const NAMES: [&str; 15] = [
@@ -45,33 +47,28 @@ fn a_live_run_from_kafka_serves_moving_metrics_probes_and_a_status_page() {
     )
     .unwrap()
     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    common::sessionize(&[
-        "produce",
-        "--kafka-servers",
-        kafka.get("BOOTSTRAP"),
-        "--topic",
-        TOPIC,
-        "--num-users",
-        "500",
-        "--events",
-        &EVENTS.to_string(),
-        "--rate",
-        "0",
-        "--start-time",
-        &start,
-    ]);
+    Sessionize::new("produce")
+        .args(["--kafka-servers", kafka.get("BOOTSTRAP"), "--topic", TOPIC])
+        .args(["--num-users", "500", "--events", &EVENTS.to_string()])
+        .args(["--rate", "0", "--start-time", &start])
+        .success();
 
     let warehouse = dir.path().join("warehouse");
     let addr = free_address();
-    // Read slowly enough (about 12 s for the topic) that several scrapes see the lag fall.
-    let catalog = rest.get("URI").to_string();
+    // Read slowly enough (about 12 s for the topic) that several scrapes see the lag fall. The
+    // run's log goes to the test's output, for a person reading a failure.
+    let catalog = catalog_at(rest.get("URI"), Vec::new());
     let run = || {
-        KillOnDrop(spawn_run(
-            kafka.get("BOOTSTRAP"),
-            &catalog,
-            &warehouse,
-            &addr,
-        ))
+        let mut command = Sessionize::run(&warehouse)
+            .kafka(kafka.get("BOOTSTRAP"), TOPIC)
+            .catalog(&catalog)
+            .commit_interval("1s")
+            .args(["--catalog-timeout", "60s", "--idle-commit-interval", "0"])
+            .args(["--max-rate", &(EVENTS / 12).to_string(), "-w", "2"])
+            .args(["--metrics-addr", &addr])
+            .command();
+        let child = command.stdout(Stdio::null()).stderr(Stdio::inherit());
+        KillOnDrop(child.spawn().unwrap())
     };
     let mut child = run();
 
@@ -139,7 +136,7 @@ fn a_live_run_from_kafka_serves_moving_metrics_probes_and_a_status_page() {
 
     // The catalog goes away: the next commit fails and /readyz says so, while /healthz still
     // answers that the process lives.
-    rest_stop(&dir.path().join("rest"));
+    assert!(rest.stop().unwrap().status.success());
     let (status, body) = poll(&addr, "/readyz", 503, &mut child);
     assert_eq!(status, 503, "/readyz while the catalog is down: {body}");
     println!("/readyz with the catalog down: {status} {}", body.trim());
@@ -179,35 +176,16 @@ fn a_taken_metrics_address_is_a_start_up_error() {
     let addr = taken.local_addr().unwrap().to_string();
     let input = dir.path().join("events.jsonl");
     std::fs::write(&input, "").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(["run", "--input"])
-        .arg(&input)
-        .arg("--warehouse")
-        .arg(dir.path().join("warehouse"))
+    let output = Sessionize::run(dir.path().join("warehouse"))
+        .inputs([&input])
         .args(["--metrics-addr", &addr])
-        .output()
-        .unwrap();
+        .output();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("--metrics-addr") && stderr.contains(&addr),
         "{stderr}"
     );
-}
-
-fn spawn_run(servers: &str, catalog: &str, warehouse: &Path, addr: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(["run", "--kafka-servers", servers, "--kafka-topic", TOPIC])
-        .arg("--warehouse")
-        .arg(warehouse)
-        .args(["--catalog-uri", catalog, "--catalog-timeout", "60s"])
-        .args(["--commit-interval", "1s", "--idle-commit-interval", "0"])
-        .args(["--max-rate", &(EVENTS / 12).to_string(), "-w", "2"])
-        .args(["--metrics-addr", addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
 }
 
 /// What one scrape of `/metrics` held: each sample line's value by its name and labels.
@@ -396,18 +374,8 @@ fn dashboard_queries_what_is_served(scrape: &str) {
 fn status_page_in_chromium(addr: &str) {
     let url = format!("http://{addr}/");
     let profile = tempfile::tempdir().unwrap();
-    let chromium = |extra: &[&str]| {
-        common::headless_chromium(
-            profile.path(),
-            &url,
-            &[
-                &["--virtual-time-budget=5000", "--window-size=1280,1100"],
-                extra,
-            ]
-            .concat(),
-        )
-    };
-    let dom = chromium(&["--dump-dom"]);
+    let args = ["--virtual-time-budget=5000", "--window-size=1280,1100"];
+    let dom = headless_chromium(profile.path(), &url, &[&args[..], &["--dump-dom"]].concat());
     for partition in 0..PARTITIONS {
         assert!(
             dom.contains(&format!("id=\"partition-{partition}\"")),
@@ -433,14 +401,7 @@ fn status_page_in_chromium(addr: &str) {
     );
     assert!(charted("chart-lag") >= 2, "no lag chart:\n{dom}");
 
-    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let screenshot = artifacts.join("status.png");
-    let _ = std::fs::remove_file(&screenshot);
-    chromium(&[&format!("--screenshot={}", screenshot.display())]);
-    let png = std::fs::read(&screenshot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
-    println!("status page screenshot: {}", screenshot.display());
+    screenshot(profile.path(), &url, &args, "status.png");
 }
 
 /// GET `path` on `addr`: the status and body, or `None` if nothing answered.
@@ -482,17 +443,4 @@ fn assert_running(child: &mut KillOnDrop) {
 fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
-}
-
-fn rest_stop(dir: &Path) {
-    let status = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/services/iceberg_rest.sh"
-        ))
-        .args(["stop", "--dir"])
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
 }

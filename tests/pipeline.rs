@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::{
-    Boundaries, HOUR, MIN, hostfile, read_tables, reference, reference_with, run_files, workload,
-    write_inputs,
+    Boundaries, HOUR, MIN, Sessionize, assert_success, assert_tables_equal, default_reference,
+    read_tables, reference, reference_with, spawn_cluster, workload, write_inputs,
 };
 
 #[test]
@@ -15,7 +13,7 @@ fn sessions_match_the_reference_with_one_and_two_workers() {
     let dir = tempfile::tempdir().unwrap();
     let partitions = workload(7, 2);
     let inputs = write_inputs(dir.path(), &partitions);
-    let expected = reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN);
+    let expected = default_reference(&partitions);
     assert!(
         expected
             .sessions
@@ -26,17 +24,12 @@ fn sessions_match_the_reference_with_one_and_two_workers() {
 
     for workers in ["1", "2"] {
         let warehouse = dir.path().join(format!("warehouse-w{workers}"));
-        let summary = run_files(&warehouse, &inputs, &["-w", workers]);
-        let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+        let summary = Sessionize::run(&warehouse)
+            .inputs(&inputs)
+            .args(["-w", workers])
+            .json();
         let actual = read_tables(&warehouse);
-        assert_eq!(actual.quarantined, expected.quarantined, "-w {workers}");
-        assert_eq!(actual.late, expected.late, "-w {workers}");
-        assert_eq!(
-            actual.sessions.len(),
-            expected.sessions.len(),
-            "-w {workers}"
-        );
-        assert_eq!(actual.sessions, expected.sessions, "-w {workers}");
+        assert_tables_equal(&actual, &expected, &format!("-w {workers}"));
         assert_eq!(summary["sessions"], expected.sessions.len() as u64);
         assert_eq!(summary["quarantined"], expected.quarantined.len() as u64);
         assert!(actual.epoch_summary.is_some());
@@ -49,13 +42,12 @@ fn tiny_chunks_and_ticks_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let partitions = workload(11, 2);
     let inputs = write_inputs(dir.path(), &partitions);
-    let expected = reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN);
+    let expected = default_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
-    run_files(
-        &warehouse,
-        &inputs,
-        &["-w", "2", "--watermark-tick", "1", "--chunk-bytes", "4096"],
-    );
+    Sessionize::run(&warehouse)
+        .inputs(&inputs)
+        .args(["-w", "2", "--watermark-tick", "1", "--chunk-bytes", "4096"])
+        .success();
     let actual = read_tables(&warehouse);
     assert_eq!(actual.sessions, expected.sessions);
     assert_eq!(actual.late, expected.late);
@@ -66,59 +58,28 @@ fn two_processes_write_the_same_tables() {
     let dir = tempfile::tempdir().unwrap();
     let partitions = workload(3, 2);
     let inputs = write_inputs(dir.path(), &partitions);
-    let expected = reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN);
-    let hostfile = hostfile(dir.path(), 2);
+    let expected = default_reference(&partitions);
     let warehouse = dir.path().join("warehouse");
-    let spawn = |process: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sessionize"));
-        command.arg("run");
-        for input in &inputs {
-            command.arg("--input").arg(input);
-        }
-        command
-            .arg("--warehouse")
-            .arg(&warehouse)
-            .args([
-                "--commit-interval",
-                "200ms",
-                "-w",
-                "1",
-                "-n",
-                "2",
-                "-p",
-                process,
-                "-h",
-            ])
-            .arg(&hostfile)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let first = spawn("0");
-    let second = spawn("1");
-    for child in [first, second] {
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+    let cluster = spawn_cluster(dir.path(), 2, |_| {
+        Sessionize::run(&warehouse)
+            .inputs(&inputs)
+            .args(["-w", "1"])
+    });
+    for child in cluster {
+        assert_success(
+            &child.wait_with_output().unwrap(),
+            "a process of the cluster",
         );
     }
-    let actual = read_tables(&warehouse);
-    assert_eq!(actual.sessions, expected.sessions);
-    assert_eq!(actual.quarantined, expected.quarantined);
-    assert_eq!(actual.late, expected.late);
+    assert_tables_equal(&read_tables(&warehouse), &expected, "two processes");
 }
 
 #[test]
 fn a_missing_input_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(["run", "--input", "/nonexistent/events.jsonl", "--warehouse"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let output = Sessionize::run(dir.path())
+        .inputs(["/nonexistent/events.jsonl"])
+        .output();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/events.jsonl"), "{stderr}");
@@ -178,7 +139,11 @@ fn business_boundaries_cut_sessions_as_the_reference_does() {
         "event_details.event_name=checkout_start",
     ];
     let warehouse = dir.path().join("warehouse");
-    run_files(&warehouse, &inputs, &[&["-w", "2"][..], &flags].concat());
+    Sessionize::run(&warehouse)
+        .inputs(&inputs)
+        .args(["-w", "2"])
+        .args(flags)
+        .success();
     let actual = read_tables(&warehouse);
     assert_eq!(actual.sessions, expected.sessions);
     assert_eq!(actual.late, expected.late);
@@ -189,20 +154,17 @@ fn business_boundaries_cut_sessions_as_the_reference_does() {
     );
 
     // The same table under other rules is refused, unless the change is intended.
-    let refused = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(["run", "--input"])
-        .arg(&inputs[0])
-        .arg("--warehouse")
-        .arg(&warehouse)
-        .output()
-        .unwrap();
+    let refused = Sessionize::run(&warehouse).inputs(&inputs[..1]).output();
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--allow-rule-change"), "{stderr}");
     assert!(stderr.contains("page_name=logout"), "{stderr}");
     let inputs_again: Vec<_> = inputs.iter().rev().cloned().collect();
-    run_files(&warehouse, &inputs_again, &["--allow-rule-change"]);
-    run_files(&warehouse, &inputs_again, &[]);
+    Sessionize::run(&warehouse)
+        .inputs(&inputs_again)
+        .arg("--allow-rule-change")
+        .success();
+    Sessionize::run(&warehouse).inputs(&inputs_again).success();
     assert_eq!(read_tables(&warehouse).sessions, expected.sessions);
 }
 
@@ -232,20 +194,12 @@ fn flags_come_from_a_config_file_and_the_environment() {
         ),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(["run", "--inactivity-timeout", "20m"])
+    Sessionize::new("run")
+        .args(["--inactivity-timeout", "20m"])
         .env("SESSIONIZE_CONFIG", &config)
         .env("SESSIONIZE_WAREHOUSE", &warehouse)
         .env("SESSIONIZE_THREADS", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .success();
     let actual = read_tables(&warehouse);
     assert_eq!(actual.sessions, expected.sessions);
     assert_eq!(actual.quarantined, expected.quarantined);

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{TOPIC, generated, produce, pyiceberg, run_files, sessionize};
+use common::{Sessionize, TOPIC, assert_success, generated, produce, pyiceberg};
 use sessionize::broker::EmbeddedBroker;
 
 #[test]
@@ -14,8 +14,10 @@ fn pyiceberg_reads_tables_equal_to_an_independent_reference() {
     let dir = tempfile::tempdir().unwrap();
     let (inputs, _) = generated(dir.path(), 400, 80_000, &[1, 2]);
     let warehouse = dir.path().join("warehouse");
-    let run = run_files(&warehouse, &inputs, &["-w", "2"]);
-    let summary: serde_json::Value = serde_json::from_str(run.trim()).unwrap();
+    let summary = Sessionize::run(&warehouse)
+        .inputs(&inputs)
+        .args(["-w", "2"])
+        .json();
 
     let checked = independent_check(&warehouse, &inputs, &[]);
     assert_eq!(checked["ok"], true);
@@ -37,22 +39,10 @@ fn pyiceberg_agrees_on_tables_read_from_kafka() {
     let (inputs, partitions) = generated(dir.path(), 200, 10_000, &[5, 6, 7]);
     produce(broker.bootstrap_servers(), &partitions, None);
     let warehouse = dir.path().join("warehouse");
-    let run = sessionize(&[
-        "run",
-        "--kafka-servers",
-        broker.bootstrap_servers(),
-        "--kafka-topic",
-        TOPIC,
-        "--warehouse",
-        warehouse.to_str().unwrap(),
-        "--commit-interval",
-        "100ms",
-        "--test-mode",
-        "-w",
-        "2",
-    ]);
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&run.stdout).trim()).unwrap();
+    let summary = Sessionize::run(&warehouse)
+        .kafka(broker.bootstrap_servers(), TOPIC)
+        .args(["--test-mode", "-w", "2"])
+        .json();
 
     let checked = independent_check(&warehouse, &inputs, &["--kafka-records"]);
     assert_eq!(checked["ok"], true);
@@ -83,11 +73,7 @@ fn independent_check(
         .output()
         .expect("python3 runs (scripts/test.sh installs pyiceberg)");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the independent check failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, &format!("the independent check:\n{stdout}"));
     serde_json::from_str(stdout.trim()).unwrap()
 }
 
@@ -135,20 +121,10 @@ fn older_release_table(warehouse: &std::path::Path, event_count_type: &str) {
 #[test]
 fn a_table_of_an_older_release_is_evolved_and_reads_back() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("events.jsonl");
-    sessionize(&[
-        "generate",
-        "--users",
-        "50",
-        "--events",
-        "5000",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
+    let (inputs, _) = generated(dir.path(), 50, 5_000, &[42]);
     let warehouse = dir.path().join("warehouse");
     older_release_table(&warehouse, "LongType");
-    let run = run_files(&warehouse, std::slice::from_ref(&input), &[]);
-    let summary: serde_json::Value = serde_json::from_str(run.trim()).unwrap();
+    let summary = Sessionize::run(&warehouse).inputs(&inputs).json();
 
     let read = pyiceberg(
         &warehouse,
@@ -186,11 +162,7 @@ fn a_table_whose_column_conflicts_is_refused_by_name() {
         r#"{"uuid":"u","event_id":"e","event_timestamp":1772323200000}"#,
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sessionize"))
-        .args(["run", "--input", input.to_str().unwrap(), "--warehouse"])
-        .arg(&warehouse)
-        .output()
-        .unwrap();
+    let output = Sessionize::run(&warehouse).inputs([&input]).output();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("`event_count`"), "{stderr}");

@@ -23,10 +23,9 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    Expected, HOUR, MIN, Service, SessionRow, read_tables_from, reference, rest_on_s3, run_command,
+    Service, SessionRow, Sessionize, catalog_at, default_reference, read_tables_from, rest_on_s3,
     s3_options, workload, write_inputs,
 };
-use sessionize::sink::catalog::CatalogSettings;
 
 /// What a table validation finds: the numbers every reader must agree on.
 #[derive(Debug)]
@@ -195,32 +194,18 @@ fn readers_get_the_reference_numbers(lakehouse: Lakehouse) {
     };
     let partitions = workload(73, 2);
     let inputs = write_inputs(dir.path(), &partitions);
-    let expected: Expected = reference(&partitions, 30 * MIN, 2 * HOUR, 10 * MIN);
+    let expected = default_reference(&partitions);
 
-    let options = s3_options(&endpoint);
-    let pairs: Vec<String> = options.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut flags = vec!["-w", "2", "--catalog-uri", &uri];
-    flags.extend(
-        pairs
-            .iter()
-            .flat_map(|pair| ["--catalog-option", pair.as_str()]),
-    );
-    let run = run_command("s3://lake/warehouse", &inputs, &flags)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let catalog = catalog_at(&uri, s3_options(&endpoint));
+    Sessionize::run("s3://lake/warehouse")
+        .inputs(&inputs)
+        .small_epochs()
+        .catalog(&catalog)
+        .args(["-w", "2"])
+        .success();
     // The table is the reference, row for row, before any other reader looks at it.
-    let settings = CatalogSettings {
-        uri: Some(uri.clone()),
-        options,
-        ..CatalogSettings::default()
-    };
     assert_eq!(
-        read_tables_from(&settings, &dir.path().join("reader")).sessions,
+        read_tables_from(&catalog, &dir.path().join("reader")).sessions,
         expected.sessions
     );
 
