@@ -5,19 +5,19 @@
 //! [`source`] reads bytes, [`event`] parses and validates them, [`dataflow`] stamps them with
 //! watermarks and routes them to the worker that owns their user, [`rules`] cuts them into sessions,
 //! and [`sink`] commits closed sessions (and rejected or late events) to Iceberg tables.
+//!
+//! Around them: [`config`] holds a run's settings and what they mean, [`cli`] turns the command
+//! line into them, and [`workload`] makes traffic to try it on (a broker, a clickstream, the demo).
 
-pub mod broker;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod dataflow;
 pub mod event;
 pub mod failure;
-pub mod flag_sources;
-pub mod generate;
 pub mod inspect;
 pub mod metrics;
 pub mod ops;
-pub mod produce;
 pub mod report;
 pub mod rules;
 pub mod run;
@@ -25,3 +25,4 @@ pub mod sink;
 pub mod source;
 pub mod storage;
 pub mod watermark;
+pub mod workload;

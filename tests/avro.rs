@@ -14,7 +14,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use common::{KillOnDrop, MIN, TOPIC, kafka_reference, read_tables, sessionize, workload};
-use sessionize::broker::EmbeddedBroker;
+use sessionize::workload::EmbeddedBroker;
 
 /// Sends `records` to `partition` of `topic`, in order.
 fn send(servers: &str, topic: &str, partition: i32, records: &[Vec<u8>]) {
