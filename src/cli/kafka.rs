@@ -37,6 +37,7 @@ impl KafkaArgs {
 /// How records encode events.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// A JSON object per record (or per line of a file).
     Json,
     /// Avro datums in Kafka records: in the Confluent wire format with --schema-registry-url,
     /// or plain with --avro-schema.

@@ -68,7 +68,9 @@ pub struct GlobalArgs {
 /// How log lines look.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Lines for people.
     Text,
+    /// One JSON object a line, for log shippers.
     Json,
 }
 

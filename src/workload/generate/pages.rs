@@ -22,7 +22,9 @@ pub(super) enum Page {
     Login,
 }
 
+/// What a page offers and where it leads.
 pub(super) struct PageInfo {
+    /// The `page_name` of its events.
     pub(super) name: &'static str,
     /// Click targets, so that event names are plausible for the page.
     pub(super) clicks: &'static [&'static str],
@@ -50,6 +52,7 @@ pub(super) const ENTRY_PAGES: &[(Page, u32)] = &[
     (Page::Account, 5),
 ];
 
+/// Every page's info, in the order of [`Page`]'s discriminants.
 static PAGES: [PageInfo; 13] = [
     PageInfo {
         name: "home",
