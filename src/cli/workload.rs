@@ -21,7 +21,7 @@ pub struct BrokerArgs {
     #[arg(long)]
     pub port: Option<u16>,
     /// Topics to create at start; repeat for several.
-    #[arg(long = "kafka-topic", alias = "topic", default_value = DEFAULT_TOPIC)]
+    #[arg(long = "kafka-topic", alias = "topic", value_name = "TOPIC", default_value = DEFAULT_TOPIC)]
     pub topics: Vec<String>,
 }
 
