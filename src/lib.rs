@@ -4,22 +4,20 @@
 //! The modules follow the path of an event: [`source`] reads bytes, [`event`] parses and validates
 //! them, [`dataflow`] stamps them with watermarks ([`watermark`]) and routes them to the worker that
 //! owns their user, [`rules`] cuts them into sessions, [`sink`] writes the tables, and [`commit`]
-//! makes each epoch's commit exactly once. [`config`] holds a run's settings; [`ops`] shows how a
-//! run goes; [`inspect`] and [`report`] read what runs wrote. docs/ARCHITECTURE.md draws the
-//! layers.
+//! makes each epoch's commit exactly once. [`config`] holds a run's settings and what they mean,
+//! [`cli`] turns the command line into them, [`ops`] shows how a run goes, [`inspect`] and
+//! [`report`] read what runs wrote, and [`workload`] makes traffic to try it on (a broker, a
+//! clickstream, the demo). docs/ARCHITECTURE.md draws the layers.
 
-pub mod broker;
+pub mod cli;
 pub mod clock;
 pub mod commit;
 pub mod config;
 pub mod dataflow;
 pub mod event;
 pub mod failure;
-pub mod flag_sources;
-pub mod generate;
 pub mod inspect;
 pub mod ops;
-pub mod produce;
 pub mod report;
 pub mod retry;
 pub mod rules;
@@ -27,3 +25,4 @@ pub mod sink;
 pub mod source;
 pub mod storage;
 pub mod watermark;
+pub mod workload;

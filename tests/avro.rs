@@ -17,7 +17,7 @@ use common::{
     KillOnDrop, Sessionize, TOPIC, assert_tables_equal, kafka_reference, read_tables, send_record,
     workload, write_inputs,
 };
-use sessionize::broker::EmbeddedBroker;
+use sessionize::workload::EmbeddedBroker;
 
 /// Sends `records` to `partition` of `topic`, in order: binary records, which
 /// [`common::produce`] cannot split into lines.

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::{Sessionize, TOPIC, assert_success, generated, produce, pyiceberg};
-use sessionize::broker::EmbeddedBroker;
+use sessionize::workload::EmbeddedBroker;
 
 #[test]
 fn pyiceberg_reads_tables_equal_to_an_independent_reference() {

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use arrow_array::{Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray};
 use futures::TryStreamExt;
-use sessionize::sink::catalog::CatalogSettings;
 use sessionize::sink::Warehouse;
+use sessionize::sink::catalog::CatalogSettings;
 use sessionize::sink::tables::TableKind;
 
 use super::{Expected, Position, SessionRow, assert_success};

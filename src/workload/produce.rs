@@ -10,7 +10,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::event::avro::{EVENT_SCHEMA, encode_json_event, to_wire_format};
 use crate::event::registry::Registry;
-use crate::generate::{Clickstream, GenerateConfig, GenerateStats};
+use crate::workload::generate::{Clickstream, GenerateConfig, GenerateStats};
 
 /// Avro records: in the Confluent wire format with the schema registered in `registry`, or
 /// plain datums of [`EVENT_SCHEMA`] without one.

@@ -5,11 +5,13 @@
 //! `some-flag = …` in the file named by `--config` (or `SESSIONIZE_CONFIG`). A flag that takes
 //! one value is taken from the command line, else the environment, else the file; a repeatable
 //! flag (`--catalog-option`, `--input`, …) adds up its values from the file, the environment (one
-//! per line) and the command line.
+//! per line) and the command line. A renamed flag keeps its old name as an alias, and the alias
+//! works in the environment and the file too (`SESSIONIZE_TOPIC` for `--kafka-topic`), so that
+//! deployments written for the old name keep working.
 //!
 //! ```
 //! use clap::{Arg, ArgAction, Command};
-//! use sessionize::flag_sources::with_flag_sources;
+//! use sessionize::config::flag_sources::with_flag_sources;
 //! let command = Command::new("sessionize").subcommand(
 //!     Command::new("run")
 //!         .arg(Arg::new("threads").long("threads").default_value("1"))
@@ -87,7 +89,7 @@ pub fn with_flag_sources(
             .get_subcommands()
             .flat_map(Command::get_arguments)
             .chain(command.get_arguments())
-            .any(|arg| arg.get_long() == Some(key))
+            .any(|arg| long_names(arg).contains(&key))
     };
     if let Some(unknown) = settings.keys().find(|key| !known(key)) {
         bail!(
@@ -124,28 +126,41 @@ fn layer(
     if matches!(arg.get_action(), ArgAction::Help | ArgAction::Version) || long == CONFIG_FLAG {
         return arg;
     }
-    let from_file = settings.get(&long);
+    let names: Vec<String> = long_names(&arg).into_iter().map(String::from).collect();
+    let from_file = names.iter().filter_map(|name| settings.get(name));
+    let from_env = names
+        .iter()
+        .filter_map(|name| env.get(env_name(name).as_str()));
     if matches!(arg.get_action(), ArgAction::Append) {
-        let from_env = env.get(env_name(&long).as_str()).into_iter().flat_map(|v| {
+        let from_env = from_env.flat_map(|v| {
             v.lines()
                 .filter(|line| !line.trim().is_empty())
                 .map(str::to_string)
         });
-        for value in from_file.into_iter().flatten().cloned().chain(from_env) {
+        for value in from_file.flatten().cloned().chain(from_env) {
             added.push(format!("--{long}={value}"));
         }
         return arg;
     }
     // The environment's value, else the file's, is the default that the command line
-    // overrides. Values may be secrets: `--help` does not show them.
-    let value = env
-        .get(env_name(&long).as_str())
+    // overrides; under either, the flag's own name wins over its aliases. Values may be
+    // secrets: `--help` does not show them.
+    let value = from_env
         .map(|v| v.to_string())
-        .or_else(|| from_file.and_then(|values| values.last()).cloned());
+        .next()
+        .or_else(|| from_file.filter_map(|values| values.last()).next().cloned());
     match value {
         Some(value) => arg.default_value(value).hide_default_value(true),
         None => arg,
     }
+}
+
+/// The names a flag can be given under: its long name, then its aliases, hidden ones too.
+fn long_names(arg: &Arg) -> Vec<&str> {
+    arg.get_long()
+        .into_iter()
+        .chain(arg.get_all_aliases().unwrap_or_default())
+        .collect()
 }
 
 /// The file's settings, each as the values of its flag.
@@ -194,7 +209,16 @@ mod tests {
                             .action(ArgAction::SetTrue),
                     ),
             )
-            .subcommand(Command::new("produce").arg(Arg::new("rate").long("rate")))
+            .subcommand(
+                Command::new("produce")
+                    .arg(Arg::new("rate").long("rate"))
+                    .arg(
+                        Arg::new("kafka-topic")
+                            .long("kafka-topic")
+                            .alias("topic")
+                            .default_value("events"),
+                    ),
+            )
     }
 
     fn parse(args: &[&str], file: &str, env: &[(&str, &str)]) -> Result<clap::ArgMatches> {
@@ -231,6 +255,27 @@ mod tests {
                 .get_flag("test-mode")
         );
         assert_eq!(warehouse(&parse(&["s", "run"], "", &[]).unwrap()), "w");
+    }
+
+    #[test]
+    fn a_renamed_flag_is_still_set_by_its_old_name_but_its_new_name_wins() {
+        let topic = |args: &[&str], file: &str, env: &[(&str, &str)]| {
+            let matches = parse(args, file, env).unwrap();
+            let produce = matches.subcommand_matches("produce").unwrap();
+            produce.get_one::<String>("kafka-topic").unwrap().clone()
+        };
+        assert_eq!(topic(&["s", "produce"], "", &[]), "events");
+        assert_eq!(topic(&["s", "produce", "--topic", "cli"], "", &[]), "cli");
+        assert_eq!(topic(&["s", "produce"], "topic = \"file\"", &[]), "file");
+        let old_env = [("SESSIONIZE_TOPIC", "old-env")];
+        assert_eq!(topic(&["s", "produce"], "", &old_env), "old-env");
+        let both_env = [
+            ("SESSIONIZE_TOPIC", "old"),
+            ("SESSIONIZE_KAFKA_TOPIC", "new"),
+        ];
+        assert_eq!(topic(&["s", "produce"], "", &both_env), "new");
+        let both_file = "topic = \"old\"\nkafka-topic = \"new\"\n";
+        assert_eq!(topic(&["s", "produce"], both_file, &[]), "new");
     }
 
     #[test]

@@ -1,6 +1,16 @@
-//! Settings of a pipeline run, and the parsing of human-friendly durations.
+//! Settings of a pipeline run ([`PipelineConfig`]) with the product's defaults and what each
+//! setting means, and the parsing of the values they are given in: durations and times
+//! ([`duration`]), `key=value` options and names ([`values`]), and the environment and file that
+//! flags may also come from ([`flag_sources`]).
+
+pub mod duration;
+pub mod flag_sources;
+pub mod values;
 
 use std::time::Duration;
+
+pub use duration::{parse_duration, parse_timestamp_ms, whole_millis};
+pub use values::{identifier, kafka_options_from_env, parse_key_value};
 
 use anyhow::Result;
 
@@ -83,6 +93,27 @@ pub struct KafkaInput {
     pub max_watermark_drift: Option<Duration>,
 }
 
+impl KafkaInput {
+    /// Reading `settings`' topic from where the table stands, without end, at full speed, with
+    /// partitions idle after a minute and no watermark alignment.
+    pub fn new(settings: KafkaSettings) -> Self {
+        KafkaInput {
+            settings,
+            start: None,
+            stop: StopAt::Never,
+            idle_timeout: Duration::from_secs(60),
+            max_rate: 0,
+            max_watermark_drift: None,
+        }
+    }
+
+    /// Sets the watermark alignment's limit ([`KafkaInput::max_watermark_drift`]). A drift of
+    /// zero is none rather than a limit no partition could keep: it turns the alignment off.
+    pub fn set_max_watermark_drift(&mut self, drift: Duration) {
+        self.max_watermark_drift = Some(drift).filter(|drift| !drift.is_zero());
+    }
+}
+
 impl PipelineConfig {
     /// A configuration with the product's defaults, for the given inputs and warehouse.
     pub fn new(inputs: Vec<String>, warehouse: impl Into<Location>) -> Self {
@@ -119,7 +150,6 @@ impl PipelineConfig {
         }
     }
 
-    /// How side-table rows name the source of a partition: the file, or the topic.
     /// The root of the checkpoints of every table: `--checkpoint-location`, or `_sessionize` in
     /// the warehouse.
     pub fn checkpoint_location(&self) -> Location {
@@ -128,6 +158,7 @@ impl PipelineConfig {
             .unwrap_or_else(|| self.warehouse.join("_sessionize"))
     }
 
+    /// How side-table rows name the source of a partition: the file, or the topic.
     pub fn source_name(&self, partition: u32) -> &str {
         match &self.kafka {
             Some(kafka) => &kafka.settings.topic,
@@ -186,6 +217,43 @@ impl PipelineConfig {
         self.open_warehouse().await
     }
 
+    /// Sets how far behind its partition's newest event an event may be and still count. The
+    /// de-duplication window follows it: a retried delivery within the lateness must not count
+    /// twice, and one beyond it goes to the late-events table anyway, so remembering events for
+    /// longer would only cost memory.
+    pub fn set_allowed_lateness(&mut self, lateness: Duration) {
+        self.allowed_lateness_ms = whole_millis(lateness);
+        self.rules.dedup_window_ms = self.allowed_lateness_ms;
+    }
+
+    /// Sets the jump guard's limit ([`PipelineConfig::max_event_time_jump_ms`]); zero turns the
+    /// guard off, so that every event moves the watermark at once.
+    pub fn set_max_event_time_jump(&mut self, jump: Duration) {
+        self.max_event_time_jump_ms = match whole_millis(jump) {
+            0 => u64::MAX,
+            jump_ms => jump_ms,
+        };
+    }
+
+    /// Sets the watermarks' granularity, at least a millisecond: a dataflow timestamp is a whole
+    /// number of ticks.
+    pub fn set_watermark_tick(&mut self, tick: Duration) {
+        self.watermark_tick_ms = whole_millis(tick).max(1);
+    }
+
+    /// Sets the time between progress log lines, at least a millisecond so that the progress
+    /// loop never spins.
+    pub fn set_progress_interval(&mut self, interval: Duration) {
+        self.progress_interval = Duration::from_millis(whole_millis(interval).max(1));
+    }
+
+    /// Sets the sizes inputs are read in: chunks of `chunk_bytes` and up to `read_ahead_bytes`
+    /// ahead of the stampers, each at least a byte so that a reader always makes progress.
+    pub fn set_read_sizes(&mut self, chunk_bytes: usize, read_ahead_bytes: usize) {
+        self.chunk_bytes = chunk_bytes.max(1);
+        self.read_ahead_bytes = read_ahead_bytes.max(1);
+    }
+
     /// The event validator, against the wall clock now.
     pub fn validator(&self) -> Validator {
         Validator {
@@ -196,96 +264,57 @@ impl PipelineConfig {
     }
 }
 
-/// Parses a duration such as `90m`, `2h`, `1h30m`, `45s`, `250ms` or `1d`; a bare number is taken
-/// in `bare_unit`.
-///
-/// ```
-/// use std::time::Duration;
-/// use sessionize::config::parse_duration;
-/// let minute = Duration::from_secs(60);
-/// assert_eq!(parse_duration("1h30m", minute), Ok(90 * minute));
-/// assert_eq!(parse_duration("45", minute), Ok(45 * minute));
-/// assert!(parse_duration("1x", minute).is_err());
-/// ```
-pub fn parse_duration(text: &str, bare_unit: Duration) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(number) = text.parse::<f64>() {
-        return if number.is_finite() && number >= 0.0 {
-            Ok(bare_unit.mul_f64(number))
-        } else {
-            Err(format!("invalid duration {text:?}"))
-        };
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration {text:?} lacks a unit after its last number"))?;
-        let (number, tail) = rest.split_at(digits);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("invalid number in duration {text:?}"))?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let unit = match unit {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" | "min" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            "d" => Duration::from_secs(86_400),
-            other => {
-                return Err(format!(
-                    "unknown unit {other:?} in duration {text:?} (use ms, s, m, h or d)"
-                ));
-            }
-        };
-        total += unit.mul_f64(number);
-        rest = tail;
-    }
-    Ok(total)
-}
-
-/// Parses an RFC 3339 time such as `2026-03-01T10:00:00Z` into epoch milliseconds.
-///
-/// ```
-/// use sessionize::config::parse_timestamp_ms;
-/// assert_eq!(parse_timestamp_ms("2026-03-01T00:00:00Z"), Ok(1_772_323_200_000));
-/// assert!(parse_timestamp_ms("yesterday").is_err());
-/// ```
-pub fn parse_timestamp_ms(text: &str) -> Result<i64, String> {
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-03-01T10:00:00Z: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn config() -> PipelineConfig {
+        PipelineConfig::new(vec!["events.jsonl".into()], std::path::Path::new("w"))
+    }
+
     #[test]
-    fn parses_units_and_bare_numbers() {
-        let hour = Duration::from_secs(3600);
-        assert_eq!(parse_duration("2", hour), Ok(2 * hour));
-        assert_eq!(parse_duration("1.5", hour), Ok(hour * 3 / 2));
-        assert_eq!(parse_duration("90m", hour), Ok(hour * 3 / 2));
-        assert_eq!(parse_duration("2h", hour), Ok(2 * hour));
-        assert_eq!(
-            parse_duration("250ms", hour),
-            Ok(Duration::from_millis(250))
-        );
-        assert_eq!(
-            parse_duration("1h30m15s", hour),
-            Ok(hour + Duration::from_secs(30 * 60 + 15))
-        );
-        assert!(parse_duration("", hour).is_err());
-        assert!(parse_duration("-1", hour).is_err());
-        assert!(parse_duration("5 parsecs", hour).is_err());
-        assert!(parse_duration("h", hour).is_err());
+    fn the_deduplication_window_is_the_allowed_lateness() {
+        let mut config = config();
+        assert_eq!(config.rules.dedup_window_ms, config.allowed_lateness_ms);
+        config.set_allowed_lateness(3 * MINUTE);
+        assert_eq!(config.allowed_lateness_ms, 180_000);
+        assert_eq!(config.rules.dedup_window_ms, 180_000);
+    }
+
+    #[test]
+    fn a_zero_limit_turns_the_jump_guard_and_the_watermark_alignment_off() {
+        let mut config = config();
+        config.set_max_event_time_jump(60 * MINUTE);
+        assert_eq!(config.max_event_time_jump_ms, 3_600_000);
+        config.set_max_event_time_jump(Duration::ZERO);
+        assert_eq!(config.max_event_time_jump_ms, u64::MAX);
+
+        let settings = KafkaSettings {
+            servers: "localhost:9092".into(),
+            topic: "t".into(),
+            group_id: "g".into(),
+            options: Vec::new(),
+        };
+        let mut kafka = KafkaInput::new(settings);
+        assert_eq!(kafka.max_watermark_drift, None);
+        kafka.set_max_watermark_drift(10 * MINUTE);
+        assert_eq!(kafka.max_watermark_drift, Some(10 * MINUTE));
+        kafka.set_max_watermark_drift(Duration::ZERO);
+        assert_eq!(kafka.max_watermark_drift, None);
+    }
+
+    #[test]
+    fn ticks_intervals_and_read_sizes_are_never_zero() {
+        let mut config = config();
+        config.set_watermark_tick(Duration::ZERO);
+        config.set_progress_interval(Duration::ZERO);
+        config.set_read_sizes(0, 0);
+        assert_eq!(config.watermark_tick_ms, 1);
+        assert_eq!(config.progress_interval, Duration::from_millis(1));
+        assert_eq!((config.chunk_bytes, config.read_ahead_bytes), (1, 1));
+        config.set_watermark_tick(Duration::from_secs(2));
+        assert_eq!(config.watermark_tick_ms, 2000);
     }
 }

@@ -16,7 +16,7 @@ use rdkafka::producer::{BaseProducer, Producer};
 /// A running one-broker mock cluster. Dropping it stops the broker.
 ///
 /// ```no_run
-/// let broker = sessionize::broker::EmbeddedBroker::start(None).unwrap();
+/// let broker = sessionize::workload::EmbeddedBroker::start(None).unwrap();
 /// broker.create_topic("clickstream-events", 4).unwrap();
 /// println!("bootstrap servers: {}", broker.bootstrap_servers());
 /// ```
@@ -85,18 +85,6 @@ impl EmbeddedBroker {
         self.cluster()?
             .create_topic(topic, partitions as i32, 1)
             .with_context(|| format!("cannot create topic {topic:?}"))
-    }
-
-    /// Makes the broker refuse connections (`false`) or accept them again (`true`), to rehearse
-    /// an outage.
-    pub fn set_up(&self, up: bool) -> Result<()> {
-        let cluster = self.cluster()?;
-        let result = if up {
-            cluster.broker_up(BROKER_ID)
-        } else {
-            cluster.broker_down(BROKER_ID)
-        };
-        result.context("cannot change the broker's state")
     }
 
     fn cluster(
