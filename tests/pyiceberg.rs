@@ -138,6 +138,7 @@ fn a_table_of_an_older_release_is_evolved_and_reads_back() {
          \x20   old=old,\n\
          \x20   new=len(new),\n\
          \x20   new_with_reason=sum(r['end_reason'] is not None for r in new),\n\
+         \x20   new_with_spark_columns=sum(r['session_date'] is not None and r['user_hash_bucket'] is not None for r in new),\n\
          \x20   new_with_note=sum(r['analyst_note'] is not None for r in new)), default=str))\n",
     );
     let read: serde_json::Value = serde_json::from_str(read.trim()).unwrap();
@@ -146,6 +147,12 @@ fn a_table_of_an_older_release_is_evolved_and_reads_back() {
     assert!(columns.contains(&"analyst_note".into()), "{read}");
     assert_eq!(read["old"][0]["analyst_note"], "kept");
     assert_eq!(read["old"][0]["end_reason"], serde_json::Value::Null);
+    // The Spark job's columns are added too: null for rows written before, set for new ones.
+    for column in ["session_date", "user_hash_bucket"] {
+        assert!(columns.contains(&column.into()), "{read}");
+        assert_eq!(read["old"][0][column], serde_json::Value::Null);
+    }
+    assert_eq!(read["new_with_spark_columns"], summary["sessions"]);
     assert_eq!(read["new"], summary["sessions"]);
     assert_eq!(read["new_with_reason"], summary["sessions"]);
     assert_eq!(read["new_with_note"], 0);

@@ -115,9 +115,10 @@ def numbers(rows, per_user, count, minimum, maximum, mean, stddev):
     }
 
 
-def read_spark(catalog, jars, scratch):
-    """The validation as a Spark user writes it: load, count, group by user, describe. A SQL
-    catalog is Iceberg's JDBC catalog, under the catalog name sessionize writes its rows with."""
+def spark_session(catalog, jars, scratch, app):
+    """A local Spark session that opens the table's catalog as a Spark user does, in UTC; and the
+    catalog's name in it. A SQL catalog is Iceberg's JDBC catalog, under the catalog name
+    sessionize writes its rows with."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ["SPARK_LOCAL_DIRS"] = os.path.join(scratch, "spark-local")
     from pyspark.sql import SparkSession
@@ -139,11 +140,12 @@ def read_spark(catalog, jars, scratch):
     settings.update(kind)
     builder = (
         SparkSession.builder.master("local[1]")
-        .appName("sessionize-readers")
+        .appName(app)
         .config("spark.jars", ",".join(jars))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.warehouse.dir", os.path.join(scratch, "spark-warehouse"))
@@ -152,8 +154,14 @@ def read_spark(catalog, jars, scratch):
     for key, value in settings.items():
         builder = builder.config(f"{prefix}.{key}", value)
     spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark, name
+
+
+def read_spark(catalog, jars, scratch):
+    """The validation as a Spark user writes it: load, count, group by user, describe."""
+    spark, name = spark_session(catalog, jars, scratch, "sessionize-readers")
     try:
-        spark.sparkContext.setLogLevel("ERROR")
         df = spark.table(f"`{name}`.{NAMESPACE}.{TABLE}")
         rows = df.count()
         per_user = {r["user_id"]: r["count"] for r in df.groupBy("user_id").count().collect()}
@@ -212,10 +220,8 @@ def read_duckdb(catalog, extensions, metadata_location):
     return attached, scanned, duckdb.__version__
 
 
-def read_pyiceberg(catalog):
-    import pyarrow.compute as pc
-    import pyiceberg
-
+def open_pyiceberg(catalog):
+    """The table's catalog, opened with pyiceberg."""
     if catalog.rest:
         from pyiceberg.catalog.rest import RestCatalog
 
@@ -226,7 +232,14 @@ def read_pyiceberg(catalog):
         pg = catalog.postgres
         url = f"postgresql+psycopg2://{pg.username or 'postgres'}@{pg.hostname}:{pg.port}{pg.path}"
         opened = SqlCatalog("default", uri=url, **catalog.s3_properties())
-    table = opened.load_table(f"{NAMESPACE}.{TABLE}")
+    return opened
+
+
+def read_pyiceberg(catalog):
+    import pyarrow.compute as pc
+    import pyiceberg
+
+    table = open_pyiceberg(catalog).load_table(f"{NAMESPACE}.{TABLE}")
     arrow = table.scan().to_arrow()
     per_user = {
         r["user_id"]: r["user_id_count"]

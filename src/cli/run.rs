@@ -137,6 +137,10 @@ pub struct TableLayoutArgs {
     /// Number of bucket(user_id) partitions of the sessions table (also the unit of parallelism).
     #[arg(long, default_value_t = 16)]
     pub buckets: u32,
+    /// N of the sessions table's user_hash_bucket column: Spark SQL's abs(hash(user_id)) % N,
+    /// the Spark job's cohorts.
+    #[arg(long, default_value_t = 100)]
+    pub user_hash_buckets: u32,
     /// Snapshots of ours each table keeps (time travel reaches back this many commits); older
     /// ones are expired from the metadata. 0 keeps every snapshot.
     #[arg(long, default_value_t = 100)]
@@ -221,6 +225,11 @@ impl RunArgs {
         rules.apply(&mut config)?;
         ensure!(layout.buckets > 0, "--buckets must be at least 1");
         config.buckets = layout.buckets;
+        ensure!(
+            layout.user_hash_buckets > 0,
+            "--user-hash-buckets must be at least 1"
+        );
+        config.user_hash_buckets = layout.user_hash_buckets;
         config.retain_snapshots = layout.retain_snapshots;
         config.commit_interval =
             duration_flag(&checkpoints.commit_interval, SECOND, "commit-interval")?;

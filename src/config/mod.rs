@@ -52,6 +52,9 @@ pub struct PipelineConfig {
     /// Number of `bucket(user_id)` partitions of the sessions table; also the unit of work
     /// distribution, so it bounds the useful number of workers.
     pub buckets: u32,
+    /// `N` of the sessions table's `user_hash_bucket`: Spark SQL's `abs(hash(user_id)) % N`, the
+    /// cohorts of the Spark job this table replaces.
+    pub user_hash_buckets: u32,
     pub commit_interval: Duration,
     /// Watermarks are rounded down to this granularity before they become timely timestamps.
     pub watermark_tick_ms: u64,
@@ -137,6 +140,7 @@ impl PipelineConfig {
             max_future_skew_ms: 86_400_000,
             max_event_bytes: 1 << 20,
             buckets: 16,
+            user_hash_buckets: 100,
             commit_interval: Duration::from_secs(30),
             watermark_tick_ms: 1000,
             progress_interval: Duration::from_secs(5),

@@ -58,8 +58,11 @@ pub(super) fn build_pipeline(
     } = stamped;
     let on_time = on_time.probe_with(&stamped_low);
     let (sessions, checkpoints) = sessionize(on_time, positions.clone().broadcast(), context)?;
+    let user_hash_buckets = config.user_hash_buckets;
     let session_files = write_table(sessions, TableKind::Sessions, context, {
-        move |schema, rows: &[ClosedSession], _epoch| tables::sessions_batch(schema, rows)
+        move |schema, rows: &[ClosedSession], _epoch| {
+            tables::sessions_batch(schema, rows, user_hash_buckets)
+        }
     });
     let names = Arc::clone(config);
     let quarantine_files = write_table(quarantined, TableKind::Quarantine, context, {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{
-    ArrayRef, Int32Array, Int64Array, LargeBinaryArray, RecordBatch, StringArray,
+    ArrayRef, Date32Array, Int32Array, Int64Array, LargeBinaryArray, RecordBatch, StringArray,
     TimestampMicrosecondArray, new_null_array,
 };
 use arrow_schema::{DataType, SchemaRef as ArrowSchemaRef};
@@ -14,6 +14,7 @@ use iceberg::spec::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::spark::{user_hash_bucket, utc_day};
 use crate::rules::ClosedSession;
 
 /// A line that could not be parsed as an event, kept with its exact bytes and position.
@@ -67,7 +68,7 @@ impl TableKind {
     }
 
     pub fn schema(self) -> Schema {
-        use PrimitiveType::{Binary, Int, Long, String, Timestamptz};
+        use PrimitiveType::{Binary, Date, Int, Long, String, Timestamptz};
         let required =
             |id, name: &str, ty| Arc::new(NestedField::required(id, name, Type::Primitive(ty)));
         let fields = match self {
@@ -89,6 +90,9 @@ impl TableKind {
                     )))),
                 )),
                 required(9, "end_reason", String),
+                // The Spark job's own columns, so that its users' queries run unchanged.
+                required(11, "session_date", Date),
+                required(12, "user_hash_bucket", Int),
             ],
             TableKind::Quarantine => vec![
                 required(1, "raw", Binary),
@@ -136,8 +140,13 @@ impl TableKind {
     }
 }
 
-/// Arrow record batches for the sessions table.
-pub fn sessions_batch(schema: &ArrowSchemaRef, rows: &[ClosedSession]) -> RecordBatch {
+/// Arrow record batches for the sessions table; `user_hash_buckets` is the Spark job's `N` in
+/// `abs(hash(user_id)) % N`.
+pub fn sessions_batch(
+    schema: &ArrowSchemaRef,
+    rows: &[ClosedSession],
+    user_hash_buckets: u32,
+) -> RecordBatch {
     let longs = |f: &dyn Fn(&ClosedSession) -> u64| -> ArrayRef {
         Arc::new(Int64Array::from_iter_values(
             rows.iter().map(|r| f(r) as i64),
@@ -157,7 +166,7 @@ pub fn sessions_batch(schema: &ArrowSchemaRef, rows: &[ClosedSession]) -> Record
         }
         pages.append(true);
     }
-    let columns: [ArrayRef; 9] = [
+    let columns: [ArrayRef; 11] = [
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| &*r.user_id),
         )),
@@ -177,6 +186,13 @@ pub fn sessions_batch(schema: &ArrowSchemaRef, rows: &[ClosedSession]) -> Record
         Arc::new(pages.finish()),
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.end_reason.as_str()),
+        )),
+        Arc::new(Date32Array::from_iter_values(
+            rows.iter().map(|r| utc_day(r.start_ms)),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter()
+                .map(|r| user_hash_bucket(&r.user_id, user_hash_buckets)),
         )),
     ];
     fit(schema, TableKind::Sessions, columns.into(), rows.len())
