@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{
-    Expected, Service, Sessionize, assert_success, assert_tables_equal, bucket_keys, catalog_at,
-    default_reference, read_tables_from, rest_on_s3, s3_options, workload, write_inputs,
+    Expected, RestOverS3, Service, Sessionize, assert_success, assert_tables_equal, bucket_keys,
+    catalog_at, default_reference, read_tables_from, s3_options, workload, write_inputs,
 };
 use sessionize::sink::catalog::CatalogSettings;
 
@@ -87,22 +87,15 @@ fn a_rest_catalog_receives_the_reference_tables_through_a_kill() {
 #[test]
 fn a_rest_catalog_over_s3_receives_the_reference_tables_through_a_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let s3 = Service::start("s3", &dir.path().join("s3"));
-    let endpoint = s3.get("ENDPOINT").to_string();
-    let rest = Service::start_with(
-        "iceberg_rest",
-        &dir.path().join("rest"),
-        &["--warehouse", "s3://lake/warehouse"],
-        &rest_on_s3(&endpoint),
-    );
-    let catalog = catalog_at(rest.get("URI"), s3_options(&endpoint));
+    let lake = RestOverS3::start(dir.path());
+    let (endpoint, catalog) = (&lake.endpoint, lake.catalog());
     let (inputs, expected) = inputs_and_reference(dir.path(), 71);
     let warehouse = dir.path().join("warehouse");
     kill_and_restart(&warehouse, &inputs, &catalog);
     let actual = read_tables_from(&catalog, &warehouse);
     assert_tables_equal(&actual, &expected, "a REST catalog over S3");
     // The data is in the bucket, not on the local disk.
-    let keys = bucket_keys(&endpoint);
+    let keys = bucket_keys(endpoint);
     assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
 }
 

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    HOUR, Lcg, MIN, Service, Sessionize, catalog_at, default_reference, event, read_tables_from,
-    rest_on_s3, s3_options, write_inputs,
+    HOUR, Lcg, MIN, RestOverS3, Sessionize, default_reference, event, read_tables_from,
+    write_inputs,
 };
 
 /// The first day of the workload: 2026-03-01.
@@ -61,19 +61,12 @@ fn date(ms: u64) -> String {
 #[test]
 fn the_spark_jobs_queries_give_what_spark_computes_for_the_reference() {
     let dir = tempfile::tempdir().unwrap();
-    let s3 = Service::start("s3", &dir.path().join("s3"));
-    let endpoint = s3.get("ENDPOINT").to_string();
-    let rest = Service::start_with(
-        "iceberg_rest",
-        &dir.path().join("rest"),
-        &["--warehouse", "s3://lake/warehouse"],
-        &rest_on_s3(&endpoint),
-    );
-    let uri = rest.get("URI").to_string();
+    let lake = RestOverS3::start(dir.path());
+    let (uri, endpoint) = (&lake.uri, &lake.endpoint);
     let partitions = workload();
     let inputs = write_inputs(dir.path(), &partitions);
     let expected = default_reference(&partitions);
-    let catalog = catalog_at(&uri, s3_options(&endpoint));
+    let catalog = lake.catalog();
     Sessionize::run("s3://lake/warehouse")
         .inputs(&inputs)
         .catalog(&catalog)

@@ -256,6 +256,43 @@ pub fn rest_on_s3(endpoint: &str) -> Vec<(&'static str, &str)> {
     ]
 }
 
+/// Iceberg's REST catalog keeping its tables in moto's S3 (`s3://lake/warehouse`), both started
+/// under `dir`: the lakehouse of the tests of object storage and of other readers. Both stop when
+/// it is dropped.
+pub struct RestOverS3 {
+    pub s3: Service,
+    pub rest: Service,
+    /// The S3 server's address.
+    pub endpoint: String,
+    /// The REST catalog's address.
+    pub uri: String,
+}
+
+impl RestOverS3 {
+    pub fn start(dir: &Path) -> RestOverS3 {
+        let s3 = Service::start("s3", &dir.join("s3"));
+        let endpoint = s3.get("ENDPOINT").to_string();
+        let rest = Service::start_with(
+            "iceberg_rest",
+            &dir.join("rest"),
+            &["--warehouse", "s3://lake/warehouse"],
+            &rest_on_s3(&endpoint),
+        );
+        let uri = rest.get("URI").to_string();
+        RestOverS3 {
+            s3,
+            rest,
+            endpoint,
+            uri,
+        }
+    }
+
+    /// The catalog's settings for a run and for reading its tables back.
+    pub fn catalog(&self) -> CatalogSettings {
+        catalog_at(&self.uri, s3_options(&self.endpoint))
+    }
+}
+
 /// The settings of the catalog service at `uri`, for a run ([`super::Sessionize::catalog`]) and
 /// for reading its tables back ([`super::read_tables_from`]) alike.
 pub fn catalog_at(uri: &str, options: Vec<(String, String)>) -> CatalogSettings {
