@@ -99,6 +99,27 @@ fn a_rest_catalog_over_s3_receives_the_reference_tables_through_a_kill() {
     assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
 }
 
+/// A catalog that accepts connections and never answers (a listener nobody reads from: the kernel
+/// completes the handshakes) is given up once `--catalog-timeout` has passed, with one line.
+#[test]
+fn a_catalog_that_never_answers_is_given_up_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}/catalog", silent.local_addr().unwrap());
+    let output = Sessionize::run(dir.path().join("warehouse"))
+        .inputs([&input])
+        .args(["--catalog-uri", &uri, "--catalog-timeout", "2s"])
+        .output();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(error[0].contains("no answer within"), "{stderr}");
+    drop(silent);
+}
+
 #[test]
 fn an_unreachable_catalog_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,7 +128,12 @@ fn an_unreachable_catalog_is_one_clear_line() {
     for (catalog, hint) in [
         ("http://127.0.0.1:1/catalog", "--catalog-uri"),
         ("postgres://app:s3cret@127.0.0.1:1/iceberg", "app:***@"),
-        ("mysql://db/iceberg", "unknown kind of catalog"),
+        // Secrets in the query are hidden too, in the error and in whatever the client quotes.
+        (
+            "postgres://app@127.0.0.1:1/iceberg?sslmode=disable&password=s3cret",
+            "password=***",
+        ),
+        ("mysql://db/iceberg?token=s3cret", "unknown kind of catalog"),
     ] {
         let output = Sessionize::run(dir.path().join("warehouse"))
             .inputs([&input])

@@ -42,7 +42,7 @@ use crate::storage::Location;
 pub const CATALOG_NAME: &str = "default";
 
 /// `--catalog-uri`, `--catalog-option`s and `--catalog-timeout`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct CatalogSettings {
     /// `None` is the SQLite catalog in the warehouse directory.
     pub uri: Option<String>,
@@ -59,6 +59,27 @@ impl Default for CatalogSettings {
             options: Vec::new(),
             patience: Duration::from_secs(30),
         }
+    }
+}
+
+impl std::fmt::Debug for CatalogSettings {
+    /// Shows the URI with its secrets hidden, and option names only: their values may be secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let uri = self.uri.as_deref().map(|uri| {
+            uri_secrets(uri)
+                .iter()
+                .fold(uri.to_string(), |uri, secret| uri.replace(secret, "***"))
+        });
+        let options: Vec<String> = self
+            .options
+            .iter()
+            .map(|(k, _)| format!("{k}=***"))
+            .collect();
+        f.debug_struct("CatalogSettings")
+            .field("uri", &uri)
+            .field("options", &options)
+            .field("patience", &self.patience)
+            .finish()
     }
 }
 
@@ -99,20 +120,34 @@ impl CatalogSettings {
         })
     }
 
-    /// The URI for messages and logs, with any password in it hidden.
+    /// The URI for messages and logs, with its secrets hidden: the password of its user, and the
+    /// values of query parameters that name a secret (`?password=…`, `token`, `secret`,
+    /// `credential`, `key`).
     pub fn display_uri(&self, warehouse: &Location) -> String {
         let uri = self.resolved_uri(warehouse);
-        let Some((scheme, rest)) = uri.split_once("://") else {
-            return uri;
-        };
-        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-        let Some(at) = authority.rfind('@') else {
-            return uri;
-        };
-        match authority[..at].split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-            None => uri,
-        }
+        uri_secrets(&uri)
+            .iter()
+            .fold(uri.clone(), |shown, secret| shown.replace(secret, "***"))
+    }
+
+    /// `text` with every secret of these settings (in the URI, or an option's value that names
+    /// one) replaced by `***`: for errors of the catalog's client, which may quote them.
+    pub fn scrub(&self, warehouse: &Location, text: &str) -> String {
+        let options = self
+            .options
+            .iter()
+            .filter(|(key, _)| names_a_secret(key))
+            .map(|(_, value)| value.clone());
+        let mut secrets: Vec<String> = uri_secrets(&self.resolved_uri(warehouse))
+            .into_iter()
+            .chain(options)
+            .filter(|secret| !secret.is_empty())
+            .collect();
+        // The longest first, so that a secret inside another is not left half shown.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        secrets
+            .iter()
+            .fold(text.to_string(), |text, secret| text.replace(secret, "***"))
     }
 
     /// Opens the catalog, of the `kind` [`CatalogSettings::kind`] found; data of new tables goes
@@ -329,29 +364,49 @@ impl Warehouse {
         };
         let kind = settings.kind(&root)?;
         let root = &root;
+        // A catalog that accepts connections and never answers (or a pool that waits for one)
+        // must not outlast the patience either: each attempt gets what is left of it.
+        let deadline = tokio::time::Instant::now() + settings.patience;
         let catalog = CATALOG_BACKOFF
             .patience(settings.patience)
             .retry_async(
                 || async move {
-                    let catalog = settings.open(kind, root).await?;
-                    // A REST catalog is only reached on first use: ask it something now.
-                    catalog.list_namespaces(None).await?;
-                    Ok::<_, iceberg::Error>(catalog)
+                    let attempt = async {
+                        let catalog = settings.open(kind, root).await?;
+                        // A REST catalog is only reached on first use: ask it something now.
+                        catalog.list_namespaces(None).await?;
+                        Ok::<_, iceberg::Error>(catalog)
+                    };
+                    let left = deadline
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .max(Duration::from_millis(100));
+                    tokio::time::timeout(left, attempt)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(iceberg::Error::new(
+                                iceberg::ErrorKind::Unexpected,
+                                format!("no answer within {left:?}"),
+                            ))
+                        })
                 },
                 |e, delay| {
+                    let error = settings.scrub(root, &e.to_string());
                     tracing::warn!(
-                        "the Iceberg catalog is not available yet, retrying in {delay:?}: {e}"
+                        "the Iceberg catalog is not available yet, retrying in {delay:?}: {error}"
                     )
                 },
             )
             .await
-            .with_context(|| {
-                format!(
+            .map_err(|e| {
+                // The client's error may quote the URI or an option: never show their secrets.
+                anyhow::anyhow!(
                     "cannot reach the Iceberg catalog {} for {:?}: check --catalog-uri and \
                      --catalog-option (for the default SQLite catalog: that the warehouse \
-                     directory is writable and that no other program holds the catalog locked)",
+                     directory is writable and that no other program holds the catalog locked): \
+                     {}",
                     settings.display_uri(root),
-                    settings.patience
+                    settings.patience,
+                    settings.scrub(root, &e.to_string())
                 )
             })?;
         Ok(Warehouse {
@@ -387,5 +442,91 @@ impl Warehouse {
             .commit(self.catalog.as_ref())
             .await
             .with_context(|| format!("cannot set the properties of {}", table.identifier()))
+    }
+}
+
+/// Whether a URI query parameter or catalog option of this name holds a secret.
+fn names_a_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "token", "secret", "credential", "key"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// The secrets written in a URI: its user's password, and the values of query parameters that
+/// name a secret (both as written, percent-encoded or not).
+fn uri_secrets(uri: &str) -> Vec<String> {
+    let mut secrets = Vec::new();
+    let Some((_, rest)) = uri.split_once("://") else {
+        return secrets;
+    };
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    if let Some(at) = authority.rfind('@')
+        && let Some((_, password)) = authority[..at].split_once(':')
+    {
+        secrets.push(password.to_string());
+    }
+    if let Some((_, query)) = rest.split_once('?') {
+        for pair in query.split('&') {
+            if let Some((key, value)) = pair.split_once('=')
+                && names_a_secret(key)
+            {
+                secrets.push(value.to_string());
+            }
+        }
+    }
+    secrets.retain(|secret| !secret.is_empty());
+    secrets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(uri: &str) -> CatalogSettings {
+        CatalogSettings {
+            uri: Some(uri.into()),
+            ..CatalogSettings::default()
+        }
+    }
+
+    #[test]
+    fn passwords_and_secret_parameters_are_hidden() {
+        let warehouse: Location = "/w".parse().unwrap();
+        let uri = "postgres://app:pw1@db:5432/iceberg?sslmode=require&password=pw2&auth_token=t0k";
+        let shown = settings(uri).display_uri(&warehouse);
+        assert_eq!(
+            shown,
+            "postgres://app:***@db:5432/iceberg?sslmode=require&password=***&auth_token=***"
+        );
+        let plain = "https://catalog.example/api/catalog?warehouse=lake";
+        assert_eq!(settings(plain).display_uri(&warehouse), plain);
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let mut settings = settings("postgres://app:pw1@db/iceberg?token=t0k");
+        settings.options = vec![("credential".into(), "id:s3cr3t".into())];
+        let shown = format!("{settings:?}");
+        for secret in ["pw1", "t0k", "s3cr3t"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn errors_are_scrubbed_of_every_secret() {
+        let warehouse: Location = "/w".parse().unwrap();
+        let mut with_options = settings("postgres://app@db/iceberg?password=hunter2");
+        with_options.options = vec![
+            ("credential".into(), "id:s3cr3t".into()),
+            ("warehouse".into(), "lake".into()),
+        ];
+        let error = "connect to postgres://app@db/iceberg?password=hunter2 as id:s3cr3t in lake";
+        let scrubbed = with_options.scrub(&warehouse, error);
+        assert!(
+            !scrubbed.contains("hunter2") && !scrubbed.contains("s3cr3t"),
+            "{scrubbed}"
+        );
+        assert!(scrubbed.contains("lake"));
     }
 }
