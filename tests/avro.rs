@@ -192,4 +192,26 @@ fn avro_needs_a_schema_source_and_kafka() {
         "x",
     ]);
     assert!(file.contains("Kafka"), "{file}");
+    // A writer schema that contains itself could nest without bound: refused at start, by name.
+    let recursive = dir.path().join("node.avsc");
+    std::fs::write(
+        &recursive,
+        r#"{"type":"record","name":"Node","fields":[{"name":"uuid","type":"string"},
+            {"name":"next","type":["null","Node"]}]}"#,
+    )
+    .unwrap();
+    let schema = recursive.display().to_string();
+    let refused = run(&[
+        "--kafka-servers",
+        "127.0.0.1:1",
+        "--format",
+        "avro",
+        "--avro-schema",
+        &schema,
+    ]);
+    assert!(
+        refused.contains("recursive") && refused.contains("Node"),
+        "{refused}"
+    );
+    assert_eq!(refused.lines().count(), 1, "{refused}");
 }

@@ -60,6 +60,7 @@ impl AvroDecoder {
     pub fn with_schema(schema: &str) -> Result<Self, String> {
         bound_allocations();
         let schema = Schema::parse_str(schema).map_err(|e| format!("invalid Avro schema: {e}"))?;
+        check_schema(&schema)?;
         Ok(AvroDecoder {
             writer: WriterSchema::Fixed(schema),
         })
@@ -189,15 +190,69 @@ fn lookup(
             )))
         });
     let found = text.and_then(|text| {
-        Schema::parse_str(&text)
-            .map(Arc::new)
-            .map_err(|e| format!("schema id {id} of the registry is not a valid Avro schema: {e}"))
+        let schema = Schema::parse_str(&text).map_err(|e| {
+            format!("schema id {id} of the registry is not a valid Avro schema: {e}")
+        })?;
+        check_schema(&schema).map_err(|e| format!("schema id {id} of the registry: {e}"))?;
+        Ok(Arc::new(schema))
     });
     known
         .write()
         .expect("no panic holds the lock")
         .insert(id, found.clone());
     found
+}
+
+/// How deeply a writer schema may nest records, arrays, maps and unions: an event needs three
+/// levels; the bound keeps the decoder's recursion far from the stack's end whatever the bytes.
+const MAX_SCHEMA_DEPTH: usize = 32;
+
+/// Refuses a writer schema whose decoding could recurse without bound: a record that contains
+/// itself (a linked list, a tree), through any path, or nesting deeper than [`MAX_SCHEMA_DEPTH`].
+/// A datum of such a schema can be nested as deeply as its bytes allow, and decoding it would
+/// overflow the stack.
+fn check_schema(schema: &Schema) -> Result<(), String> {
+    fn walk<'a>(schema: &'a Schema, records: &mut Vec<&'a str>) -> Result<(), String> {
+        if records.len() > MAX_SCHEMA_DEPTH {
+            return Err(format!(
+                "the Avro schema nests deeper than {MAX_SCHEMA_DEPTH} levels; events need 3"
+            ));
+        }
+        match schema {
+            Schema::Record(record) => {
+                records.push(&record.name.name);
+                for field in &record.fields {
+                    walk(&field.schema, records)?;
+                }
+                records.pop();
+            }
+            Schema::Array(array) => {
+                records.push("");
+                walk(&array.items, records)?;
+                records.pop();
+            }
+            Schema::Map(map) => {
+                records.push("");
+                walk(&map.types, records)?;
+                records.pop();
+            }
+            Schema::Union(union) => {
+                for variant in union.variants() {
+                    walk(variant, records)?;
+                }
+            }
+            Schema::Ref { name } if records.contains(&name.name.as_str()) => {
+                return Err(format!(
+                    "the Avro schema is recursive (record `{}` contains itself), which events \
+                     never need and which could nest without bound",
+                    name.name
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    walk(schema, &mut Vec::new())
 }
 
 /// The fields of an event, by name, from a decoded record.
@@ -382,6 +437,38 @@ pub fn encode_json_event(schema: &Schema, line: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recursive_and_deep_schemas_are_refused_by_name() {
+        let list = r#"{"type":"record","name":"Node","fields":[{"name":"uuid","type":"string"},
+            {"name":"next","type":["null","Node"]}]}"#;
+        let error = AvroDecoder::with_schema(list).err().unwrap();
+        assert!(
+            error.contains("recursive") && error.contains("Node"),
+            "{error}"
+        );
+        let through_an_array = r#"{"type":"record","name":"Tree","fields":[
+            {"name":"children","type":{"type":"array","items":"Tree"}}]}"#;
+        assert!(AvroDecoder::with_schema(through_an_array).is_err());
+        let mut deep = r#""string""#.to_string();
+        for _ in 0..40 {
+            deep = format!(r#"{{"type":"array","items":{deep}}}"#);
+        }
+        let deep =
+            format!(r#"{{"type":"record","name":"E","fields":[{{"name":"x","type":{deep}}}]}}"#);
+        assert!(
+            AvroDecoder::with_schema(&deep)
+                .err()
+                .unwrap()
+                .contains("deeper")
+        );
+        // A named type used twice, side by side, is no recursion.
+        let reused = r#"{"type":"record","name":"E","fields":[
+            {"name":"a","type":{"type":"record","name":"P","fields":[{"name":"v","type":"string"}]}},
+            {"name":"b","type":"P"}]}"#;
+        assert!(AvroDecoder::with_schema(reused).is_ok());
+        assert!(AvroDecoder::with_schema(EVENT_SCHEMA).is_ok());
+    }
 
     fn validator() -> Validator {
         Validator {
