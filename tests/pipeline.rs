@@ -220,3 +220,27 @@ fn flags_come_from_a_config_file_and_the_environment() {
     parts.sort();
     assert_eq!(parts, ["part-w0.v2.bin", "part-w1.v2.bin"]);
 }
+
+/// Everything a run writes under a local warehouse (Parquet files, metadata, the SQLite catalog,
+/// checkpoints) is readable by its owner only: the tables hold user ids and raw events.
+#[test]
+fn a_runs_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = write_inputs(dir.path(), &workload(5, 1));
+    let warehouse = dir.path().join("warehouse");
+    Sessionize::run(&warehouse).inputs(&inputs).success();
+    let mut pending = vec![warehouse];
+    let mut seen = 0;
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::metadata(&path).unwrap();
+        let mode = metadata.permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+        seen += 1;
+        if metadata.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(seen > 10, "the run wrote its tables ({seen} entries)");
+}

@@ -105,6 +105,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
             format!("cannot read input {input:?}: check the path (every process needs to read it)")
         })?;
     }
+    keep_files_private();
     let timely_config = cluster.timely_config()?;
     if let Some(addr) = config.metrics_addr {
         // Before the tables are prepared, so that the probes answer (not ready) while the catalog
@@ -302,5 +303,16 @@ fn served(config: &PipelineConfig) -> Served {
         source,
         commit_interval: config.commit_interval,
         end_offsets,
+    }
+}
+
+/// Takes read and write access to the files and directories this process creates from everyone
+/// but their owner, as the checkpoints have always been: tables, the SQLite catalog and metadata
+/// hold user ids and raw events. The mask only ever tightens: a stricter umask stays.
+fn keep_files_private() {
+    // SAFETY: umask only swaps the process's file-mode mask; it cannot fail.
+    unsafe {
+        let previous = libc::umask(0o077);
+        libc::umask(previous | 0o077);
     }
 }
