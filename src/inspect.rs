@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use iceberg::table::Table;
 use serde::Serialize;
 
-use crate::commit::record::last_record;
-use crate::commit::{CheckpointRef, CheckpointStore, Mark, RecordedPosition, summary};
+use crate::commit::record::{last_record, recorded_positions};
+use crate::commit::{CheckpointRef, CheckpointStore, Mark, summary};
 use crate::config::PipelineConfig;
 use crate::sink::{TableKind, Warehouse};
 use crate::source::kafka::{KafkaSettings, offset_bounds};
@@ -117,7 +117,7 @@ pub async fn inspect(
     let sessions = warehouse.load(TableKind::Sessions).await?;
     let record = last_record(&sessions).unwrap_or_default();
     let mark = Mark::from_record(&record);
-    let positions = RecordedPosition::all_in(&record)?;
+    let positions = recorded_positions(&record)?;
     let checkpoint = match record.get(summary::CHECKPOINT) {
         Some(json) => {
             let named: CheckpointRef =

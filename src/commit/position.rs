@@ -1,12 +1,8 @@
 //! Where each partition stands: in a running pipeline ([`SourcePosition`]), and as a commit
 //! records it ([`RecordedPosition`]).
 
-use std::collections::{BTreeMap, HashMap};
-
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::record::summary;
 use crate::ops::LineOutcomes;
 use crate::source::file::Fingerprint;
 use crate::watermark::{JumpGuard, PartitionClock};
@@ -122,22 +118,6 @@ impl RecordedPosition {
             counts: SourceCounts::default(),
         }
     }
-
-    /// The positions a commit's record names, by partition.
-    pub fn all_in(record: &HashMap<String, String>) -> Result<BTreeMap<u32, RecordedPosition>> {
-        let Some(json) = record.get(summary::POSITIONS) else {
-            return Ok(BTreeMap::new());
-        };
-        let by_name: BTreeMap<String, RecordedPosition> =
-            serde_json::from_str(json).context("the snapshot's positions")?;
-        by_name
-            .into_iter()
-            .map(|(partition, position)| {
-                let partition = partition.parse().context("a partition number")?;
-                Ok((partition, position))
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -145,39 +125,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_position_survives_its_record() {
+    fn a_position_resumes_as_it_was_recorded() {
         let mut position = SourcePosition::fresh(3, 1_000);
         position.next_offset = 42;
         position.finished = true;
         position.clock.max_event_ms = Some(700_000);
         position.clock.jump_guard = JumpGuard::starting_at(Some(700_000));
-        let record = HashMap::from([(
-            summary::POSITIONS.to_string(),
-            serde_json::to_string(&BTreeMap::from([("3", position.recorded("t"))])).unwrap(),
-        )]);
-        let recorded = RecordedPosition::all_in(&record).unwrap();
-        let (partition, back) = recorded.into_iter().next().unwrap();
-        assert_eq!(back.source, "t");
-        assert_eq!(back.resume(partition, true), position);
+        let recorded = position.recorded("t");
+        assert_eq!(recorded.source, "t");
+        assert_eq!(recorded.resume(3, true), position);
     }
 
     #[test]
     fn a_record_from_before_the_jump_guard_starts_it_at_the_newest_event() {
-        let json = r#"{"0":{"source":"f","next_offset":10,"next_line":2,"max_event_ms":5000,"finished":false}}"#;
-        let record = HashMap::from([(summary::POSITIONS.to_string(), json.to_string())]);
-        let position = RecordedPosition::all_in(&record)
-            .unwrap()
-            .remove(&0)
-            .unwrap();
-        let resumed = position.resume(0, false);
+        let recorded = RecordedPosition {
+            source: "f".into(),
+            next_offset: 10,
+            next_line: 2,
+            max_event_ms: Some(5000),
+            watermark_ms: 0,
+            finished: false,
+            jump_guard: JumpGuard::default(),
+            fingerprint: None,
+        };
+        let resumed = recorded.resume(0, false);
         assert_eq!(resumed.clock.jump_guard.newest(), Some(5000));
         assert_eq!(resumed.clock.watermark_ms, 0);
-    }
-
-    #[test]
-    fn a_bad_partition_number_is_an_error() {
-        let json = r#"{"x":{"source":"f","next_offset":1,"next_line":1,"max_event_ms":null,"finished":false}}"#;
-        let record = HashMap::from([(summary::POSITIONS.to_string(), json.to_string())]);
-        assert!(RecordedPosition::all_in(&record).is_err());
     }
 }

@@ -33,7 +33,6 @@ use super::position::{SourceCounts, SourcePosition};
 use super::record::{
     Mark, newest_mark, own_snapshots_to_expire, sessions_properties, side_properties, two_writers,
 };
-use super::start::StartState;
 use crate::config::PipelineConfig;
 use crate::failure::fail_point;
 use crate::retry::Backoff;
@@ -178,7 +177,8 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// The committer of a run that starts at `start`, with `tables` as this worker loaded them.
+    /// The committer of a run whose sessions table last showed `last_commit` and whose partitions
+    /// start at `positions`, with `tables` as this worker loaded them.
     pub fn new(
         runtime: Rc<tokio::runtime::Runtime>,
         warehouse: Rc<Warehouse>,
@@ -186,14 +186,14 @@ impl Committer {
         config: Arc<PipelineConfig>,
         run_id: String,
         tables: HashMap<TableKind, Table>,
-        start: &StartState,
+        (last_commit, positions): (Option<Mark>, BTreeMap<u32, SourcePosition>),
     ) -> Self {
         // The sessions table must still show the commit the run starts from; a side table, the
         // last commit that had rows for it (the start completed it).
         let marks = TableKind::ALL
             .into_iter()
             .map(|kind| match kind {
-                TableKind::Sessions => (kind, start.last_commit.clone()),
+                TableKind::Sessions => (kind, last_commit.clone()),
                 _ => (kind, newest_mark(&tables[&kind])),
             })
             .collect();
@@ -206,7 +206,7 @@ impl Committer {
             tables,
             marks,
             last_commit_at: Instant::now(),
-            positions: start.positions.clone(),
+            positions,
             lag_consumer: None,
         }
     }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use anyhow::{Context, Result};
 use iceberg::TableIdent;
 use iceberg::spec::{Snapshot, SnapshotRef};
 use iceberg::table::Table;
@@ -123,6 +124,24 @@ pub fn newest_mark(table: &Table) -> Option<Mark> {
     Mark::from_record(&last_record(table)?)
 }
 
+/// The positions a commit's record names, by partition.
+pub fn recorded_positions(
+    record: &HashMap<String, String>,
+) -> Result<BTreeMap<u32, RecordedPosition>> {
+    let Some(json) = record.get(summary::POSITIONS) else {
+        return Ok(BTreeMap::new());
+    };
+    let by_name: BTreeMap<String, RecordedPosition> =
+        serde_json::from_str(json).context("the snapshot's positions")?;
+    by_name
+        .into_iter()
+        .map(|(partition, position)| {
+            let partition = partition.parse().context("a partition number")?;
+            Ok((partition, position))
+        })
+        .collect()
+}
+
 /// The error of a commit that found another pipeline's commit on top of ours.
 pub fn two_writers(
     ident: &TableIdent,
@@ -211,6 +230,16 @@ mod tests {
     }
 
     #[test]
+    fn positions_are_read_by_partition_and_a_bad_number_is_an_error() {
+        let json = r#"{"2":{"source":"f","next_offset":10,"next_line":2,"max_event_ms":5000,"finished":false}}"#;
+        let positions = recorded_positions(&record(&[(summary::POSITIONS, json)])).unwrap();
+        assert_eq!(positions[&2].next_offset, 10);
+        assert!(recorded_positions(&record(&[])).unwrap().is_empty());
+        let bad = r#"{"x":{"source":"f","next_offset":1,"next_line":1,"max_event_ms":null,"finished":false}}"#;
+        assert!(recorded_positions(&record(&[(summary::POSITIONS, bad)])).is_err());
+    }
+
+    #[test]
     fn a_sessions_commit_records_what_a_restart_needs() {
         let config = PipelineConfig::new(vec!["in.jsonl".into()], std::path::Path::new("w"));
         let mut position = SourcePosition::fresh(0, 5);
@@ -231,7 +260,7 @@ mod tests {
         assert_eq!(props[summary::RULES], config.rules_record());
         let named: CheckpointRef = serde_json::from_str(&props[summary::CHECKPOINT]).unwrap();
         assert_eq!(named, checkpoint);
-        let recorded = RecordedPosition::all_in(&props).unwrap();
+        let recorded = recorded_positions(&props).unwrap();
         assert_eq!(
             (recorded[&0].source.as_str(), recorded[&0].next_offset),
             ("in.jsonl", 99)

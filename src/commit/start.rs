@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{CheckpointRef, CheckpointStore, SideFiles};
 use super::position::{RecordedPosition, SourcePosition};
 use super::protocol::{TableCommit, commit_once};
-use super::record::{Mark, last_record, newest_mark, side_properties, summary};
+use super::record::{Mark, last_record, newest_mark, recorded_positions, side_properties, summary};
 use crate::config::PipelineConfig;
 use crate::sink::{TableKind, Warehouse};
 use crate::source::file::Fingerprint;
@@ -125,7 +125,7 @@ impl StartState {
         }
         let kafka = config.kafka.is_some();
         let mut taken = vec![false; heads.len()];
-        for (partition, position) in RecordedPosition::all_in(record)? {
+        for (partition, position) in recorded_positions(record)? {
             let (partition, finished) = if kafka {
                 if position.source != config.source_name(partition) {
                     continue;

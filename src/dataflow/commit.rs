@@ -43,7 +43,10 @@ pub(super) fn commit<'scope>(
         Arc::clone(&context.config),
         context.run_id.clone(),
         context.tables.clone(),
-        &context.start,
+        (
+            context.start.last_commit.clone(),
+            context.start.positions.clone(),
+        ),
     );
     parts.unary_frontier(
         Exchange::new(|_: &CommitPart| 0),

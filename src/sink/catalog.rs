@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use iceberg::table::Table;
-use iceberg::transaction::Transaction;
 use iceberg::{
     Catalog, CatalogBuilder, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
 };
@@ -33,7 +32,6 @@ use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
-use super::commit::with_properties;
 use super::tables::TableKind;
 use crate::retry::Backoff;
 use crate::storage::Location;
@@ -428,20 +426,6 @@ impl Warehouse {
         self.catalog.load_table(&ident).await.with_context(|| {
             format!("cannot load table {ident}; run with the same --warehouse to create it")
         })
-    }
-
-    /// Sets table properties in a metadata commit of their own (no snapshot).
-    pub async fn set_properties(
-        &self,
-        kind: TableKind,
-        properties: HashMap<String, String>,
-    ) -> Result<Table> {
-        let table = self.load(kind).await?;
-        let transaction = Transaction::new(&table);
-        with_properties(transaction, properties)?
-            .commit(self.catalog.as_ref())
-            .await
-            .with_context(|| format!("cannot set the properties of {}", table.identifier()))
     }
 }
 

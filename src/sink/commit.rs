@@ -11,8 +11,23 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent};
 
 use super::catalog::Warehouse;
+use super::tables::TableKind;
 
 impl Warehouse {
+    /// Sets table properties in a metadata commit of their own (no snapshot).
+    pub async fn set_properties(
+        &self,
+        kind: TableKind,
+        properties: HashMap<String, String>,
+    ) -> Result<Table> {
+        let table = self.load(kind).await?;
+        let transaction = Transaction::new(&table);
+        with_properties(transaction, properties)?
+            .commit(self.catalog.as_ref())
+            .await
+            .with_context(|| format!("cannot set the properties of {}", table.identifier()))
+    }
+
     /// One commit attempt: appends data files (as serialized by [`super::TableWriter::close`])
     /// in one snapshot whose summary carries `properties`, which the table's properties take too.
     /// The commit requires the table's current snapshot to be `base`'s, so the catalog refuses it
