@@ -20,11 +20,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use common::{
-    Service, SessionRow, Sessionize, catalog_at, default_reference, read_tables_from, rest_on_s3,
-    s3_options, workload, write_inputs,
+    Service, SessionRow, Sessionize, catalog_at, default_reference, read_tables_from,
+    reader_script, rest_on_s3, s3_options, workload, write_inputs,
 };
 
 /// What a table validation finds: the numbers every reader must agree on.
@@ -127,29 +126,9 @@ impl Validation {
     }
 }
 
-/// Runs `tests/readers.py` against the catalog at `uri` with its files at `s3_endpoint` (bounded by `timeout`, so a hung
-/// JVM fails the test instead of hanging it) and returns its JSON.
+/// What `tests/readers.py` finds in the catalog at `uri`, with its files at `s3_endpoint`.
 fn read_with_every_reader(uri: &str, s3_endpoint: &str, scratch: &Path) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers.py");
-    let out = scratch.join("readers.json");
-    let output = Command::new("timeout")
-        .args(["--kill-after=10", "600", "python3"])
-        .arg(&script)
-        .args([uri, s3_endpoint])
-        .arg(&out)
-        .current_dir(scratch)
-        .output()
-        .expect("timeout and python3 run");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
-    assert!(
-        output.status.success(),
-        "tests/readers.py failed ({}); the readers (PySpark with iceberg-spark-runtime, DuckDB \
-         1.5.5 with its iceberg extension, pyiceberg) come from scripts/services/install.sh:\n{}",
-        output.status,
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
-    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+    reader_script("readers.py", &[uri.as_ref(), s3_endpoint.as_ref()], scratch)
 }
 
 /// The catalogs the readers open, both with the tables' files on S3.

@@ -7,12 +7,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::{
     HOUR, Lcg, MIN, RestOverS3, Sessionize, default_reference, event, read_tables_from,
-    write_inputs,
+    reader_script, write_inputs,
 };
 
 /// The first day of the workload: 2026-03-01.
@@ -89,26 +86,11 @@ fn the_spark_jobs_queries_give_what_spark_computes_for_the_reference() {
     });
     let reference_path = dir.path().join("reference.json");
     std::fs::write(&reference_path, reference.to_string()).unwrap();
-    let out = dir.path().join("spark_job.json");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spark_job.py");
-    let output = Command::new("timeout")
-        .args(["--kill-after=10", "600", "python3"])
-        .arg(&script)
-        .args([uri.as_str(), endpoint.as_str()])
-        .arg(&reference_path)
-        .arg(&out)
-        .current_dir(dir.path())
-        .output()
-        .expect("timeout and python3 run");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "tests/spark_job.py failed ({}); PySpark with iceberg-spark-runtime and pyiceberg come \
-         from scripts/services/install.sh:\n{}",
-        output.status,
-        stderr.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+    let result = reader_script(
+        "spark_job.py",
+        &[uri.as_ref(), endpoint.as_ref(), reference_path.as_ref()],
+        dir.path(),
     );
-    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     for query in ["daily_counts", "cohort_sample", "day_and_bucket"] {
         let ours = &result["ours"][query];
         let job = &result["spark_job"][query];

@@ -63,11 +63,7 @@ impl Default for CatalogSettings {
 impl std::fmt::Debug for CatalogSettings {
     /// Shows the URI with its secrets hidden, and option names only: their values may be secrets.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let uri = self.uri.as_deref().map(|uri| {
-            uri_secrets(uri)
-                .iter()
-                .fold(uri.to_string(), |uri, secret| uri.replace(secret, "***"))
-        });
+        let uri = self.uri.as_deref().map(without_secrets);
         let options: Vec<String> = self
             .options
             .iter()
@@ -122,10 +118,7 @@ impl CatalogSettings {
     /// values of query parameters that name a secret (`?password=…`, `token`, `secret`,
     /// `credential`, `key`).
     pub fn display_uri(&self, warehouse: &Location) -> String {
-        let uri = self.resolved_uri(warehouse);
-        uri_secrets(&uri)
-            .iter()
-            .fold(uri.clone(), |shown, secret| shown.replace(secret, "***"))
+        without_secrets(&self.resolved_uri(warehouse))
     }
 
     /// `text` with every secret of these settings (in the URI, or an option's value that names
@@ -435,6 +428,15 @@ fn names_a_secret(name: &str) -> bool {
     ["password", "token", "secret", "credential", "key"]
         .iter()
         .any(|word| name.contains(word))
+}
+
+/// `uri` with its secrets ([`uri_secrets`]) replaced by `***`.
+fn without_secrets(uri: &str) -> String {
+    uri_secrets(uri)
+        .iter()
+        .fold(uri.to_string(), |shown, secret| {
+            shown.replace(secret, "***")
+        })
 }
 
 /// The secrets written in a URI: its user's password, and the values of query parameters that

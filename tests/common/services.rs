@@ -256,6 +256,34 @@ pub fn rest_on_s3(endpoint: &str) -> Vec<(&'static str, &str)> {
     ]
 }
 
+/// Runs `tests/<script>` (a reader in Python: PySpark with iceberg-spark-runtime, DuckDB with its
+/// iceberg extension, pyiceberg) with `args` and then the path of the JSON it writes, in `dir`,
+/// bounded so that a hung JVM fails the test instead of hanging it; returns that JSON.
+pub fn reader_script(script: &str, args: &[&std::ffi::OsStr], dir: &Path) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = dir.join(format!("{script}.json"));
+    let output = Command::new("timeout")
+        .args(["--kill-after=10", "600", "python3"])
+        .arg(&path)
+        .args(args)
+        .arg(&out)
+        .current_dir(dir)
+        .output()
+        .expect("timeout and python3 run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
+    assert!(
+        output.status.success(),
+        "tests/{script} failed ({}); the readers (PySpark with iceberg-spark-runtime, DuckDB \
+         1.5.5 with its iceberg extension, pyiceberg) come from scripts/services/install.sh:\n{}",
+        output.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
 /// Iceberg's REST catalog keeping its tables in moto's S3 (`s3://lake/warehouse`), both started
 /// under `dir`: the lakehouse of the tests of object storage and of other readers. Both stop when
 /// it is dropped.
