@@ -40,7 +40,8 @@ fn open_sessions() -> Sessionizer {
 fn checkpoint(c: &mut Criterion) {
     let sessionizer = open_sessions();
     let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::new(&PipelineConfig::new(Vec::new(), dir.path())).unwrap();
+    let config = PipelineConfig::new(Vec::new(), dir.path());
+    let store = CheckpointStore::new(&config, &uuid::Uuid::nil()).unwrap();
     let epoch_dir = CheckpointStore::epoch_dir(1, "bench");
     let part = store
         .write_part(&epoch_dir, 0, &sessionizer.checkpoint(), SESSIONS, 0)

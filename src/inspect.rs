@@ -122,7 +122,8 @@ pub async fn inspect(
         Some(json) => {
             let named: CheckpointRef =
                 serde_json::from_str(json).context("the snapshot's checkpoint name")?;
-            Some(read_checkpoint(&CheckpointStore::new(config)?, &named)?)
+            let store = CheckpointStore::new(config, &sessions.metadata().uuid())?;
+            Some(read_checkpoint(&store, &named)?)
         }
         None => None,
     };

@@ -468,15 +468,20 @@ fn a_cluster_survives_kills_and_other_shapes(catalog: SharedCatalog) {
     assert_tables_equal(&actual, &expected, "after the last run");
     assert_eq!(committed(&actual), total);
 
-    // Everything is in the bucket: the tables' files, and the newest checkpoint alone (older
-    // ones are removed as epochs commit).
+    // Everything is in the bucket: the tables' files, and the newest checkpoints (of the default
+    // --keep-checkpoints 5) under the sessions table's UUID; older ones are removed.
     let keys = bucket_keys(&endpoint);
     assert!(keys.iter().any(|k| k.ends_with(".parquet")), "{keys:?}");
-    let checkpoints: std::collections::BTreeSet<&str> = keys
+    let checkpoints: std::collections::BTreeSet<(&str, &str)> = keys
         .iter()
-        .filter_map(|k| k.strip_prefix("checkpoints/sessions.user_sessions/checkpoints/"))
-        .filter_map(|k| k.split('/').next())
+        .filter_map(|k| k.strip_prefix("checkpoints/sessions.user_sessions/"))
+        .filter_map(|k| {
+            let (uuid, rest) = k.split_once("/checkpoints/")?;
+            Some((uuid, rest.split('/').next()?))
+        })
         .collect();
-    assert_eq!(checkpoints.len(), 1, "{keys:?}");
+    assert!((1..=5).contains(&checkpoints.len()), "{keys:?}");
+    let uuids: std::collections::BTreeSet<&str> = checkpoints.iter().map(|c| c.0).collect();
+    assert_eq!(uuids.len(), 1, "{keys:?}");
     assert!(!dir.path().join("warehouse").exists());
 }

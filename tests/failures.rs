@@ -449,7 +449,8 @@ fn a_missing_checkpoint_or_a_bad_name_is_one_clear_line() {
     run(&warehouse, &inputs)
         .args(["-w", "2"])
         .kill_at("after-cleanup:2");
-    let checkpoints = warehouse.join("_sessionize/sessions.user_sessions/checkpoints");
+    // Under the sessions table's UUID.
+    let checkpoints = warehouse.join("_sessionize/sessions.user_sessions");
     // Checkpoints are the owner's alone.
     for entry in walk(&checkpoints) {
         let mode =

@@ -204,13 +204,18 @@ fn flags_come_from_a_config_file_and_the_environment() {
     assert_eq!(actual.sessions, expected.sessions);
     assert_eq!(actual.quarantined, expected.quarantined);
     // Two workers wrote the checkpoint.
-    let checkpoints = warehouse.join("_sessionize/sessions.user_sessions/checkpoints");
-    let newest = std::fs::read_dir(&checkpoints)
+    let by_name = warehouse.join("_sessionize/sessions.user_sessions");
+    let table_uuid = std::fs::read_dir(&by_name)
         .unwrap()
         .flatten()
-        .last()
+        .next()
+        .unwrap();
+    let newest = std::fs::read_dir(table_uuid.path().join("checkpoints"))
         .unwrap()
-        .path();
+        .flatten()
+        .map(|e| e.path())
+        .max()
+        .unwrap();
     let mut parts: Vec<String> = std::fs::read_dir(newest)
         .unwrap()
         .flatten()
@@ -243,4 +248,37 @@ fn a_runs_files_are_readable_by_their_owner_only() {
         }
     }
     assert!(seen > 10, "the run wrote its tables ({seen} entries)");
+}
+
+/// Two tables of one name in two catalogs, checkpointed to one location: each pipeline's cleanup
+/// removes its own checkpoints only, so either restarts from where its table stands.
+#[test]
+fn tables_sharing_a_checkpoint_location_keep_their_checkpoints_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("checkpoints");
+    let run = |name: &str, partitions: &[Vec<u8>]| {
+        let inputs = write_inputs(&dir.path().join(name), partitions);
+        Sessionize::run(dir.path().join(name).join("warehouse"))
+            .inputs(inputs)
+            .small_epochs()
+            .arg("--checkpoint-location")
+            .arg(&shared)
+            .args(["--keep-checkpoints", "1"])
+    };
+    let (first, second) = (workload(11, 2), workload(12, 1));
+    for name in ["first", "second"] {
+        std::fs::create_dir_all(dir.path().join(name)).unwrap();
+    }
+    run("first", &first).kill_at("after-cleanup:2");
+    // Many epochs of the other table later, each followed by its cleanup.
+    run("second", &second).success();
+    run("first", &first).success();
+    for (name, partitions) in [("first", &first), ("second", &second)] {
+        let warehouse = dir.path().join(name).join("warehouse");
+        assert_tables_equal(
+            &read_tables(&warehouse),
+            &default_reference(partitions),
+            name,
+        );
+    }
 }

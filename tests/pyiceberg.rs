@@ -6,7 +6,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{Sessionize, TOPIC, assert_success, generated, produce, pyiceberg};
+use common::{
+    Sessionize, TOPIC, assert_success, assert_tables_equal, default_reference, generated, produce,
+    pyiceberg, read_tables, workload, write_inputs,
+};
 use sessionize::workload::EmbeddedBroker;
 
 #[test]
@@ -174,4 +177,82 @@ fn a_table_whose_column_conflicts_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("`event_count`"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// Python that rolls table `name` back to the parent of its oldest sessionize commit after
+/// `epoch` in the current lineage, and prints whether there was any.
+fn roll_back_after(name: &str, epoch: &str) -> String {
+    format!(
+        "table = catalog.load_table('sessions.{name}')\n\
+         snapshot, target, ahead = table.current_snapshot(), None, False\n\
+         while snapshot is not None:\n\
+         \x20   epoch = snapshot.summary.get('sessionize.epoch')\n\
+         \x20   if epoch is not None and int(epoch) <= {epoch}:\n\
+         \x20       break\n\
+         \x20   if epoch is not None:\n\
+         \x20       ahead, target = True, snapshot.parent_snapshot_id\n\
+         \x20   snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id else None\n\
+         if ahead:\n\
+         \x20   table.manage_snapshots().rollback_to_snapshot(target).commit()\n\
+         print('{name}', ahead)\n"
+    )
+}
+
+#[test]
+fn a_table_rolled_back_reads_again_what_the_rollback_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(97, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let warehouse = dir.path().join("warehouse");
+    let run = || {
+        Sessionize::run(&warehouse)
+            .inputs(&inputs)
+            .small_epochs()
+            .args(["-w", "2"])
+    };
+    run().kill_at("after-cleanup:3");
+    // Iceberg's rollback_to_snapshot of the sessions table, two of our commits back: its
+    // properties still name the newest commit.
+    let epoch = pyiceberg(
+        &warehouse,
+        "table = catalog.load_table('sessions.user_sessions')\n\
+         ours, snapshot = [], table.current_snapshot()\n\
+         while snapshot is not None:\n\
+         \x20   if snapshot.summary.get('sessionize.epoch') is not None:\n\
+         \x20       ours.append(snapshot)\n\
+         \x20   snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id else None\n\
+         table.manage_snapshots().rollback_to_snapshot(ours[2].snapshot_id).commit()\n\
+         print(ours[2].summary['sessionize.epoch'])\n",
+    );
+    let epoch = epoch.trim();
+    assert!(
+        read_tables(&warehouse).sessions.len() < expected.sessions.len(),
+        "the rollback removed no rows"
+    );
+
+    // The side tables still hold rows of the commits rolled back: the restart would write them
+    // again, so it stops and says which snapshot to roll them back to.
+    let refused = run().output();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.contains("was rolled back") && line.contains("roll") && line.contains("snapshot"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let side = pyiceberg(
+        &warehouse,
+        &(roll_back_after("user_sessions_quarantine", epoch)
+            + &roll_back_after("user_sessions_late_events", epoch)),
+    );
+    assert!(side.contains("True"), "no side table was ahead: {side}");
+
+    run().success();
+    assert_tables_equal(
+        &read_tables(&warehouse),
+        &expected,
+        "a restart after the rollback",
+    );
 }

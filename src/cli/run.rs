@@ -160,6 +160,11 @@ pub struct CheckpointArgs {
     /// An epoch ends early after this many records.
     #[arg(long, default_value_t = 50_000_000)]
     pub max_epoch_records: u64,
+    /// Checkpoints kept, of the newest commits: a sessions table rolled back by fewer commits
+    /// (Iceberg's rollback_to_snapshot) resumes from where it was rolled back to and reads again
+    /// what the rollback removed. Each is a full copy of the open sessions.
+    #[arg(long, default_value_t = 5)]
+    pub keep_checkpoints: usize,
 }
 
 /// Timely's cluster: workers and processes.
@@ -239,6 +244,11 @@ impl RunArgs {
             "idle-commit-interval",
         )?;
         config.max_epoch_records = checkpoints.max_epoch_records;
+        ensure!(
+            checkpoints.keep_checkpoints > 0,
+            "--keep-checkpoints must be at least 1 (the newest commit's checkpoint is where a restart resumes)"
+        );
+        config.keep_checkpoints = checkpoints.keep_checkpoints;
         config.set_progress_interval(duration_flag(
             &operations.progress_interval,
             SECOND,

@@ -3,6 +3,7 @@
 //! sessions table's snapshot. Older releases' parts are read and upgraded.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -77,21 +78,32 @@ pub struct SideFiles {
     pub files: BTreeMap<TableKind, Vec<String>>,
 }
 
-/// The checkpoints of a table: `<checkpoint location>/<database>.<table>/`, by default under
-/// `<warehouse>/_sessionize/`, on a local disk or on S3 (see [`WriteOnceFiles`]).
+/// The checkpoints of a table: `<checkpoint location>/<database>.<table>/<table uuid>/`, by
+/// default under `<warehouse>/_sessionize/`, on a local disk or on S3 (see [`WriteOnceFiles`]).
+///
+/// The table's UUID keeps apart the checkpoints of tables that share a name and a checkpoint
+/// location (two catalogs, or a table dropped and created again), so that one pipeline's cleanup
+/// never removes another's. Checkpoints of releases that kept them directly under
+/// `<database>.<table>/` are still read from there.
 pub struct CheckpointStore {
     files: WriteOnceFiles,
+    before_table_uuids: WriteOnceFiles,
+    /// How many of the newest epochs' checkpoints are kept.
+    keep: u64,
 }
 
 const SIDE_FILES: &str = "side-files.json";
 
 impl CheckpointStore {
-    pub fn new(config: &PipelineConfig) -> Result<Self> {
-        let location = config
+    pub fn new(config: &PipelineConfig, table_uuid: &uuid::Uuid) -> Result<Self> {
+        let named = config
             .checkpoint_location()
             .join(&format!("{}.{}", config.database, config.table));
+        let options = &config.catalog.options;
         Ok(CheckpointStore {
-            files: WriteOnceFiles::open(&location, &config.catalog.options)?,
+            files: WriteOnceFiles::open(&named.join(&table_uuid.to_string()), options)?,
+            before_table_uuids: WriteOnceFiles::open(&named, options)?,
+            keep: config.keep_checkpoints.max(1) as u64,
         })
     }
 
@@ -139,11 +151,12 @@ impl CheckpointStore {
         file: &str,
     ) -> Result<(SessionizerState, u64)> {
         let name = format!("{}/{file}", checkpoint.dir);
-        let input = self.files.read(&name)?.with_context(|| {
+        let input = self.read(&name)?.with_context(|| {
             format!(
-                "the checkpoint {} named by the table's newest snapshot is missing: every \
-                 process must reach the same checkpoint location, and checkpoints must not be \
-                 deleted by hand; restore the file, or replay from scratch into a new table",
+                "the checkpoint {} named by the table's newest commit is missing: every process \
+                 must reach the same checkpoint location, checkpoints must not be deleted by \
+                 hand, and a table rolled back further than --keep-checkpoints commits cannot \
+                 resume; restore the file, or replay from scratch into a new table",
                 self.files.display(&name)
             )
         })?;
@@ -177,7 +190,7 @@ impl CheckpointStore {
 
     pub fn read_side_files(&self, dir: &str) -> Result<SideFiles> {
         let name = format!("{dir}/{SIDE_FILES}");
-        let input = self.files.read(&name)?.with_context(|| {
+        let input = self.read(&name)?.with_context(|| {
             format!(
                 "cannot read {}: the checkpoint is incomplete",
                 self.files.display(&name)
@@ -187,10 +200,20 @@ impl CheckpointStore {
             .with_context(|| format!("{} is unreadable", self.files.display(&name)))
     }
 
-    /// Removes the checkpoint directories of epochs before `epoch`: the newest snapshot names a
-    /// checkpoint of `epoch`, and a directory of a later epoch may belong to a run still writing
-    /// it.
+    /// A file of this table's checkpoints, where this release or an older one wrote it.
+    fn read(&self, name: &str) -> Result<Option<Box<dyn Read>>> {
+        match self.files.read(name)? {
+            Some(input) => Ok(Some(input)),
+            None => self.before_table_uuids.read(name),
+        }
+    }
+
+    /// Removes the checkpoint directories of epochs older than the newest `--keep-checkpoints`,
+    /// the newest being `epoch` (the one the newest snapshot names): a table rolled back by fewer
+    /// commits resumes from its checkpoint. A directory of a later epoch may belong to a run
+    /// still writing it, and is kept.
     pub fn remove_before(&self, epoch: u64) {
+        let oldest_kept = (epoch + 1).saturating_sub(self.keep);
         let directories = match self.files.directories("checkpoints") {
             Ok(directories) => directories,
             Err(e) => {
@@ -202,7 +225,7 @@ impl CheckpointStore {
             let older = name
                 .strip_prefix('e')
                 .and_then(|n| n.get(..12)?.parse::<u64>().ok())
-                .is_some_and(|e| e < epoch);
+                .is_some_and(|e| e < oldest_kept);
             if older && let Err(e) = self.files.remove_directory(&format!("checkpoints/{name}")) {
                 tracing::warn!("cannot remove an old checkpoint: {e:#}");
             }
@@ -237,10 +260,14 @@ mod tests {
         recent_ids: Vec<(u64, u128)>,
     }
 
+    fn store(config: &PipelineConfig, table_uuid: u128) -> CheckpointStore {
+        CheckpointStore::new(config, &uuid::Uuid::from_u128(table_uuid)).unwrap()
+    }
+
     #[test]
-    fn reads_parts_of_the_release_before_boundaries() {
+    fn reads_parts_of_the_release_before_boundaries_where_it_kept_them() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::new(&PipelineConfig::new(vec![], dir.path())).unwrap();
+        let store = store(&PipelineConfig::new(vec![], dir.path()), 1);
         let checkpoint = CheckpointRef {
             dir: CheckpointStore::epoch_dir(3, "r"),
             parts: vec!["part-w0.bin".into()],
@@ -253,8 +280,9 @@ mod tests {
         };
         let part = format!("{}/part-w0.bin", checkpoint.dir);
         let old = bincode::serialize(&old).unwrap();
+        // That release kept checkpoints by table name only.
         store
-            .files
+            .before_table_uuids
             .create(&part, |out| out.write_all(&old))
             .unwrap();
         let state = store.read_part(&checkpoint, "part-w0.bin").unwrap();
@@ -265,5 +293,30 @@ mod tests {
         let written = store.write_part(&checkpoint.dir, 1, &state, 0, 0).unwrap();
         assert!(written.file.ends_with(".v2.bin"));
         assert_eq!(store.read_part(&checkpoint, &written.file).unwrap(), state);
+    }
+
+    #[test]
+    fn cleanup_keeps_the_newest_epochs_and_never_touches_another_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = PipelineConfig::new(vec![], dir.path());
+        config.keep_checkpoints = 3;
+        // Two tables of one name (two catalogs) sharing a checkpoint location.
+        let (ours, theirs) = (store(&config, 1), store(&config, 2));
+        let state = SessionizerState::default();
+        for epoch in 0..6 {
+            let dir = CheckpointStore::epoch_dir(epoch, "r");
+            ours.write_part(&dir, 0, &state, 0, 0).unwrap();
+            theirs.write_part(&dir, 0, &state, 0, 0).unwrap();
+        }
+        ours.remove_before(5);
+        let epochs = |store: &CheckpointStore| {
+            let mut names = store.files.directories("checkpoints").unwrap();
+            names.sort();
+            names
+        };
+        let kept: Vec<String> = (3..6).map(|e| CheckpointStore::epoch_dir(e, "r")).collect();
+        let kept: Vec<&str> = kept.iter().map(|d| &d["checkpoints/".len()..]).collect();
+        assert_eq!(epochs(&ours), kept);
+        assert_eq!(epochs(&theirs).len(), 6);
     }
 }

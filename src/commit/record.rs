@@ -57,33 +57,104 @@ impl Mark {
 /// The newest snapshot sessionize committed in the table's current history, walking back from
 /// the current snapshot through its parents, past snapshots of other tools (compaction, deletes).
 pub fn newest_own_snapshot(table: &Table) -> Option<&SnapshotRef> {
+    own_lineage(table).newest
+}
+
+/// What a walk down the current snapshot's ancestors found.
+struct Lineage<'a> {
+    /// The newest snapshot of ours among the ancestors.
+    newest: Option<&'a SnapshotRef>,
+    /// Whether the walk stopped at a snapshot whose parent is gone (expired), rather than at the
+    /// table's first snapshot or at one of ours.
+    cut: bool,
+}
+
+fn own_lineage(table: &Table) -> Lineage<'_> {
     let metadata = table.metadata();
     let mut next = metadata.current_snapshot_id();
     while let Some(id) = next {
-        let snapshot = metadata.snapshot_by_id(id)?;
+        let Some(snapshot) = metadata.snapshot_by_id(id) else {
+            return Lineage {
+                newest: None,
+                cut: true,
+            };
+        };
         if Mark::of(snapshot).is_some() {
-            return Some(snapshot);
+            return Lineage {
+                newest: Some(snapshot),
+                cut: false,
+            };
         }
         next = snapshot.parent_snapshot_id();
     }
-    None
+    Lineage {
+        newest: None,
+        cut: false,
+    }
 }
 
-/// What sessionize recorded with its last commit to the table: the table's properties, which
-/// every commit of ours sets atomically with its snapshot and which outlive the snapshot when other
-/// tools expire it; for tables committed before the properties were kept, the summary of the
-/// newest snapshot of ours in the history.
-pub fn last_record(table: &Table) -> Option<HashMap<String, String>> {
+/// The record our commits keep in the table's properties (set in the same metadata commit as
+/// the snapshot), if any.
+fn properties_record(table: &Table) -> Option<HashMap<String, String>> {
     let properties = table.metadata().properties();
-    if properties.contains_key(summary::EPOCH) {
-        let ours = properties
+    properties.contains_key(summary::EPOCH).then(|| {
+        properties
             .iter()
             .filter(|(key, _)| key.starts_with("sessionize."))
             .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        return Some(ours);
+            .collect()
+    })
+}
+
+/// What sessionize recorded with its last commit in the table's current lineage.
+///
+/// The table's properties hold the record of our last commit and outlive its snapshot when other
+/// tools expire it, but a rollback leaves them as they were: they are trusted only when the
+/// snapshot carrying the same mark is the newest of ours among the current snapshot's ancestors,
+/// or when that history was expired under another tool's snapshot. Otherwise the newest of our
+/// snapshots in the lineage is the record, so that a rollback re-reads what it removed.
+pub fn last_record(table: &Table) -> Option<HashMap<String, String>> {
+    let lineage = own_lineage(table);
+    let properties = properties_record(table);
+    match (lineage.newest, properties) {
+        (Some(snapshot), Some(properties))
+            if Mark::of(snapshot) == Mark::from_record(&properties) =>
+        {
+            Some(properties)
+        }
+        (Some(snapshot), _) => Some(snapshot.summary().additional_properties.clone()),
+        (None, Some(properties)) if lineage.cut => Some(properties),
+        // The lineage reaches the table's first snapshot with no commit of ours: rolled back to
+        // before our first commit, or never written by us.
+        (None, _) => None,
     }
-    newest_own_snapshot(table).map(|s| s.summary().additional_properties.clone())
+}
+
+/// The mark of our last commit before the table was rolled back, when it was: the properties'
+/// mark, newer than the [`last_record`]'s. `None` when the table is where our last commit left it.
+pub fn rolled_back_from(table: &Table) -> Option<Mark> {
+    let before = Mark::from_record(&properties_record(table)?)?;
+    let now = last_record(table).and_then(|record| Mark::from_record(&record));
+    (now.as_ref() != Some(&before)).then_some(before)
+}
+
+/// Where a table must be rolled back to so that it agrees with a sessions table rolled back to
+/// `epoch`: the parent of the oldest snapshot of ours after `epoch` in its current lineage
+/// (`None`: the table had no snapshot before it).
+pub fn snapshot_before_epoch(table: &Table, epoch: u64) -> Option<i64> {
+    let metadata = table.metadata();
+    let mut parent = metadata.current_snapshot_id();
+    let mut next = parent;
+    while let Some(snapshot) = next.and_then(|id| metadata.snapshot_by_id(id)) {
+        if Mark::of(snapshot).is_some_and(|mark| mark.epoch <= epoch) {
+            break;
+        }
+        if Mark::of(snapshot).is_some() {
+            parent = snapshot.parent_snapshot_id();
+        }
+        next = snapshot.parent_snapshot_id();
+    }
+    parent
 }
 
 /// Our snapshots older than the newest `retain` of ours, once there are a tenth more than that

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{CheckpointRef, CheckpointStore, SideFiles};
 use super::position::{RecordedPosition, SourcePosition};
 use super::protocol::{TableCommit, commit_once};
-use super::record::{Mark, last_record, newest_mark, recorded_positions, side_properties, summary};
+use super::record::{
+    Mark, last_record, newest_mark, recorded_positions, rolled_back_from, side_properties,
+    snapshot_before_epoch, summary,
+};
 use crate::config::PipelineConfig;
 use crate::sink::{TableKind, Warehouse};
 use crate::source::file::Fingerprint;
@@ -20,13 +23,15 @@ use crate::source::file::Fingerprint;
 /// false (explicit start offsets), only the epoch numbering continues.
 pub async fn prepare(
     warehouse: &Warehouse,
-    store: &CheckpointStore,
     config: &PipelineConfig,
     restore: bool,
 ) -> Result<StartState> {
     warehouse.ensure_tables(config.buckets).await?;
     let start = StartState::load(warehouse, config, restore).await?;
-    start.complete_side_tables(warehouse, store, config).await?;
+    let store = CheckpointStore::new(config, &start.table_uuid)?;
+    start
+        .complete_side_tables(warehouse, &store, config)
+        .await?;
     Ok(start)
 }
 
@@ -45,6 +50,10 @@ pub struct StartState {
     /// when it starts afresh.
     pub last_checkpoint_dir: Option<String>,
     pub last_commit: Option<Mark>,
+    /// Our last commit before the sessions table was rolled back to `last_commit`, if it was.
+    pub rolled_back_from: Option<Mark>,
+    /// The sessions table's UUID, under which its checkpoints are kept.
+    pub table_uuid: uuid::Uuid,
     /// The fingerprint of each input file of this run, by partition.
     pub fingerprints: BTreeMap<u32, Fingerprint>,
 }
@@ -86,6 +95,20 @@ impl StartState {
             Some(props) => StartState::resume(&props, config, restore, &heads)?,
             None => StartState::default(),
         };
+        start.table_uuid = table.metadata().uuid();
+        start.rolled_back_from = rolled_back_from(&table);
+        if let Some(from) = &start.rolled_back_from {
+            tracing::warn!(
+                table = %warehouse.ident(TableKind::Sessions),
+                "the table was rolled back from epoch {} of run {} to {}: reading again what \
+                 the rollback removed",
+                from.epoch,
+                from.run_id,
+                start.last_commit.as_ref().map_or("before its first commit".to_string(), |m| {
+                    format!("epoch {} of run {}", m.epoch, m.run_id)
+                })
+            );
+        }
         for (partition, head) in heads.iter().enumerate() {
             let partition = partition as u32;
             let recorded = start.positions.get(&partition).and_then(|p| p.fingerprint);
@@ -167,25 +190,23 @@ impl StartState {
         store: &CheckpointStore,
         config: &PipelineConfig,
     ) -> Result<()> {
-        let (Some(last), Some(dir)) = (&self.last_commit, &self.last_checkpoint_dir) else {
-            return Ok(());
-        };
         let mut side: Option<SideFiles> = None;
         for kind in [TableKind::Quarantine, TableKind::LateEvents] {
             let table = warehouse.load(kind).await?;
             let committed = newest_mark(&table);
-            match &committed {
-                Some(mark) if mark == last => continue,
-                Some(mark) if mark.epoch >= last.epoch => bail!(
-                    "table {} is at epoch {} of run {}, not behind the sessions table (epoch {} \
-                     of run {}): another pipeline writes it",
-                    warehouse.ident(kind),
-                    mark.epoch,
-                    mark.run_id,
-                    last.epoch,
-                    last.run_id
-                ),
-                _ => {}
+            let ahead = match (&committed, &self.last_commit) {
+                (Some(mark), Some(last)) => mark != last && mark.epoch >= last.epoch,
+                (Some(_), None) => self.rolled_back_from.is_some(),
+                (None, _) => false,
+            };
+            if let (true, Some(mark)) = (ahead, &committed) {
+                bail!("{}", self.side_table_ahead(warehouse, kind, &table, mark));
+            }
+            let (Some(last), Some(dir)) = (&self.last_commit, &self.last_checkpoint_dir) else {
+                continue;
+            };
+            if committed.as_ref() == Some(last) {
+                continue;
             }
             if side.is_none() {
                 side = Some(store.read_side_files(dir)?);
@@ -209,6 +230,46 @@ impl StartState {
             commit_once(warehouse, table, commit, config.retain_snapshots).await?;
         }
         Ok(())
+    }
+
+    /// Why a run cannot start when a side table holds commits the sessions table does not.
+    fn side_table_ahead(
+        &self,
+        warehouse: &Warehouse,
+        kind: TableKind,
+        table: &iceberg::table::Table,
+        mark: &Mark,
+    ) -> String {
+        let ident = warehouse.ident(kind);
+        let sessions = warehouse.ident(TableKind::Sessions);
+        let Some(from) = &self.rolled_back_from else {
+            let last = self
+                .last_commit
+                .as_ref()
+                .expect("a side table is ahead of a commit");
+            return format!(
+                "table {ident} is at epoch {} of run {}, not behind the sessions table (epoch {} \
+                 of run {}): another pipeline writes it",
+                mark.epoch, mark.run_id, last.epoch, last.run_id
+            );
+        };
+        let epoch = self.last_commit.as_ref().map(|m| m.epoch);
+        let target = epoch.and_then(|epoch| snapshot_before_epoch(table, epoch));
+        let to = match (epoch, target) {
+            (Some(epoch), Some(id)) => format!("to snapshot {id} (its state at epoch {epoch})"),
+            (_, Some(id)) => format!("to snapshot {id}"),
+            (_, None) => "to before its first commit (drop it: the run creates it again)".into(),
+        };
+        format!(
+            "table {sessions} was rolled back from epoch {} to {}, but {ident} still holds rows \
+             of epoch {} that the run would write again: roll {ident} back {to} as well, then \
+             restart",
+            from.epoch,
+            epoch.map_or("before its first commit".to_string(), |e| format!(
+                "epoch {e}"
+            )),
+            mark.epoch
+        )
     }
 }
 

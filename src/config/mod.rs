@@ -76,6 +76,9 @@ pub struct PipelineConfig {
     pub idle_commit_interval: Duration,
     /// Snapshots of ours each table keeps; older ones are expired (metadata only). 0 keeps all.
     pub retain_snapshots: usize,
+    /// Checkpoints kept, of the newest epochs: a table rolled back by fewer commits resumes from
+    /// the checkpoint of the commit it was rolled back to. At least 1.
+    pub keep_checkpoints: usize,
     /// Where to serve metrics, health probes and the status page (`--metrics-addr`; off: None).
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -150,6 +153,7 @@ impl PipelineConfig {
             max_epoch_records: 50_000_000,
             idle_commit_interval: Duration::from_secs(300),
             retain_snapshots: 100,
+            keep_checkpoints: 5,
             metrics_addr: None,
         }
     }

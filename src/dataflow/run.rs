@@ -121,13 +121,12 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
             .partition_count(&consumer, Duration::from_secs(30))?;
     }
     let restore = config.kafka.as_ref().is_none_or(|k| k.start.is_none());
-    let store = Arc::new(CheckpointStore::new(&config)?);
     // Process 0 prepares the tables and decides where the run starts, once for the cluster; its
     // first worker hands that decision and the run's identity to every worker of every process.
     let start = if cluster.process == 0 {
         let start = sink::runtime()?.block_on(async {
             let warehouse = config.open_warehouse().await?;
-            prepare(&warehouse, &store, &config, restore).await
+            prepare(&warehouse, &config, restore).await
         })?;
         Some(RunStart {
             run_id: new_run_id(),
@@ -165,6 +164,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         if worker.index() == 0 {
             tracing::info!(run_id, epoch = start.epoch, "starting");
         }
+        let store = CheckpointStore::new(&config, &start.table_uuid).unwrap_or_else(|e| stop(e));
         let context = runtime
             .block_on(async {
                 let warehouse = config.open_warehouse().await?;
@@ -179,7 +179,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
                     tables,
                     run_id,
                     start: Arc::new(start),
-                    store: Arc::clone(&store),
+                    store: Arc::new(store),
                 })
             })
             .unwrap_or_else(|e| stop(e));
