@@ -85,15 +85,21 @@ fn wire_format_records_of_another_encoder_match_the_json_reference() {
         let records = read_records(&dir.path().join(format!("part-{p}.records")));
         send(broker.bootstrap_servers(), TOPIC, p as i32, &records);
     }
-    // A record whose schema the registry does not have is quarantined, not fatal.
+    // Records the registry has no schema for, or forbids reading the schema of, and a map whose
+    // 11-byte header claims 2^60 entries: each is quarantined, none is fatal.
     let next_offset = read_records(&dir.path().join("part-0.records")).len() as i64;
-    send(
-        broker.bootstrap_servers(),
-        TOPIC,
-        0,
-        &[vec![0, 0, 0, 0, 99, 2, b'x']],
-    );
-    expected.quarantined.push((0, next_offset));
+    let huge_map = [
+        2, b'u', 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20,
+    ];
+    let hostile = [
+        vec![0, 0, 0, 0, 99, 2, b'x'],
+        [&[0, 0, 0, 0x05, 0x7b][..], &[2, b'x']].concat(),
+        [&[0, 0, 0, 0, 8][..], &huge_map].concat(),
+    ];
+    send(broker.bootstrap_servers(), TOPIC, 0, &hostile);
+    for offset in 0..hostile.len() as i64 {
+        expected.quarantined.push((0, next_offset + offset));
+    }
     expected.quarantined.sort();
 
     let warehouse = dir.path().join("warehouse");

@@ -6,7 +6,9 @@ Confluent wire format, then answers schema-id lookups as a schema registry would
 For each DIR/part-<p>.jsonl it writes DIR/part-<p>.records: every non-blank line as one record,
 prefixed by its length (4 bytes, big-endian). A line that parses as an event becomes an Avro
 datum of WRITER_SCHEMA (id 7); any other line is kept as its raw bytes, as a broken producer would
-send it. Then it serves GET /schemas/ids/<id> on 127.0.0.1 and prints the port.
+send it. Then it serves GET /schemas/ids/<id> on 127.0.0.1 and prints the port. It also knows a
+schema with a map (id 8), for hostile block counts, and forbids reading ids from 1000 on, as a
+registry with per-subject permissions does.
 """
 import http.server
 import io
@@ -82,14 +84,29 @@ def to_record(line):
     return out.getvalue()
 
 
+TAGGED_SCHEMA = {
+    "type": "record",
+    "name": "Tagged",
+    "fields": [
+        {"name": "uuid", "type": "string"},
+        {"name": "tags", "type": {"type": "map", "values": "string"}},
+    ],
+}
+FORBIDDEN_FROM = 1000
+
 # Schemas by id: the fixture's own, and those registered through POST.
-SCHEMAS = {SCHEMA_ID: json.dumps(WRITER_SCHEMA)}
+SCHEMAS = {SCHEMA_ID: json.dumps(WRITER_SCHEMA), 8: json.dumps(TAGGED_SCHEMA)}
 
 
 class Registry(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         prefix = "/schemas/ids/"
-        found = self.path.startswith(prefix) and SCHEMAS.get(int(self.path[len(prefix):]))
+        if self.path == "/subjects":
+            return self.answer(200, [])
+        wanted = int(self.path[len(prefix):]) if self.path.startswith(prefix) else None
+        if wanted is not None and wanted >= FORBIDDEN_FROM:
+            return self.answer(403, {"error_code": 40301, "message": "User is denied operation Read"})
+        found = wanted is not None and SCHEMAS.get(wanted)
         if found:
             self.answer(200, {"schema": found})
         else:

@@ -325,7 +325,10 @@ impl SourceArgs {
                         AvroDecoder::with_schema(&text)
                             .map_err(|e| anyhow::anyhow!("--avro-schema {}: {e}", path.display()))?
                     }
-                    (None, Some(registry)) => AvroDecoder::with_registry(registry),
+                    (None, Some(registry)) => {
+                        registry.check_access()?;
+                        AvroDecoder::with_registry(registry)
+                    }
                     (None, None) => bail!(
                         "--format avro needs --schema-registry-url URL (Confluent wire format) \
                          or --avro-schema FILE (plain datums)"

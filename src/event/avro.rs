@@ -23,12 +23,13 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
 
-use super::registry::Registry;
+use super::avro_bounds::BoundedSchema;
+use super::registry::{Registry, SchemaAnswer};
 use super::{Event, Rejection, Validator, required_text};
 use crate::retry::Backoff;
 
@@ -46,13 +47,52 @@ pub struct AvroDecoder {
 
 enum WriterSchema {
     /// Every record is a plain datum of this schema.
-    Fixed(Schema),
-    /// Records are in the Confluent wire format, their schemas fetched once each by id; an id the
-    /// registry does not know is remembered with the reason.
+    Fixed(BoundedSchema),
+    /// Records are in the Confluent wire format, their schemas fetched once each by id.
     Registry {
         registry: Registry,
-        known: RwLock<HashMap<u32, Result<Arc<Schema>, String>>>,
+        known: RwLock<KnownSchemas>,
     },
+}
+
+/// Schemas fetched by id, and ids refused with the reason. A refusal is asked again after
+/// [`REFUSAL_EXPIRY`] (a schema registered late, a permission granted); past [`MAX_KNOWN_IDS`]
+/// refusals are forgotten first, then everything, so that records of random ids cannot grow it.
+#[derive(Default)]
+struct KnownSchemas {
+    schemas: HashMap<u32, Arc<BoundedSchema>>,
+    refused: HashMap<u32, (String, Instant)>,
+}
+
+const REFUSAL_EXPIRY: Duration = Duration::from_secs(60);
+const MAX_KNOWN_IDS: usize = 10_000;
+
+impl KnownSchemas {
+    fn get(&self, id: u32, now: Instant) -> Option<Result<Arc<BoundedSchema>, String>> {
+        if let Some(schema) = self.schemas.get(&id) {
+            return Some(Ok(Arc::clone(schema)));
+        }
+        let (reason, at) = self.refused.get(&id)?;
+        (now.duration_since(*at) < REFUSAL_EXPIRY).then(|| Err(reason.clone()))
+    }
+
+    fn insert(&mut self, id: u32, found: &Result<Arc<BoundedSchema>, String>, now: Instant) {
+        if self.schemas.len() + self.refused.len() >= MAX_KNOWN_IDS {
+            self.refused.clear();
+            if self.schemas.len() >= MAX_KNOWN_IDS {
+                self.schemas.clear();
+            }
+        }
+        match found {
+            Ok(schema) => {
+                self.refused.remove(&id);
+                self.schemas.insert(id, Arc::clone(schema));
+            }
+            Err(reason) => {
+                self.refused.insert(id, (reason.clone(), now));
+            }
+        }
+    }
 }
 
 impl AvroDecoder {
@@ -60,9 +100,8 @@ impl AvroDecoder {
     pub fn with_schema(schema: &str) -> Result<Self, String> {
         bound_allocations();
         let schema = Schema::parse_str(schema).map_err(|e| format!("invalid Avro schema: {e}"))?;
-        check_schema(&schema)?;
         Ok(AvroDecoder {
-            writer: WriterSchema::Fixed(schema),
+            writer: WriterSchema::Fixed(BoundedSchema::new(schema)?),
         })
     }
 
@@ -72,7 +111,7 @@ impl AvroDecoder {
         AvroDecoder {
             writer: WriterSchema::Registry {
                 registry,
-                known: RwLock::new(HashMap::new()),
+                known: RwLock::new(KnownSchemas::default()),
             },
         }
     }
@@ -80,7 +119,7 @@ impl AvroDecoder {
     /// The fixed writer schema, if records are plain datums.
     pub fn schema(&self) -> Option<Schema> {
         match &self.writer {
-            WriterSchema::Fixed(schema) => Some(schema.clone()),
+            WriterSchema::Fixed(bounded) => Some(bounded.schema.clone()),
             WriterSchema::Registry { .. } => None,
         }
     }
@@ -125,15 +164,12 @@ impl AvroDecoder {
                 (&*fetched, datum)
             }
         };
-        let value = apache_avro::from_avro_datum(schema, &mut datum, None)
+        // The decoder trusts lengths and counts; they are checked against the bytes first.
+        schema
+            .check_datum(datum)
             .map_err(|e| Rejection(format!("invalid Avro datum: {e}")))?;
-        if !datum.is_empty() {
-            return Err(Rejection(format!(
-                "invalid Avro datum: {} bytes left after the record (another schema?)",
-                datum.len()
-            )));
-        }
-        Ok(value)
+        apache_avro::from_avro_datum(&schema.schema, &mut datum, None)
+            .map_err(|e| Rejection(format!("invalid Avro datum: {e}")))
     }
 }
 
@@ -169,15 +205,17 @@ fn wire_format(record: &[u8]) -> Result<(u32, &[u8]), Rejection> {
     }
 }
 
-/// The schema of `id`, from the cache or the registry. A registry that stays unreachable stops the
-/// run (exit code 3): its records are not at fault.
+/// The schema of `id`, from the cache or the registry. A registry that stays unreachable or failing
+/// stops the run (exit code 3): its records are not at fault. An id it refuses (unknown, not
+/// Avro, forbidden) quarantines the records that name it.
 fn lookup(
     registry: &Registry,
-    known: &RwLock<HashMap<u32, Result<Arc<Schema>, String>>>,
+    known: &RwLock<KnownSchemas>,
     id: u32,
-) -> Result<Arc<Schema>, String> {
-    if let Some(found) = known.read().expect("no panic holds the lock").get(&id) {
-        return found.clone();
+) -> Result<Arc<BoundedSchema>, String> {
+    let now = Instant::now();
+    if let Some(found) = known.read().expect("no panic holds the lock").get(id, now) {
+        return found;
     }
     let text = REGISTRY_BACKOFF
         .retry(
@@ -189,70 +227,21 @@ fn lookup(
                 "cannot fetch Avro schema {id}; restart when the registry answers"
             )))
         });
-    let found = text.and_then(|text| {
-        let schema = Schema::parse_str(&text).map_err(|e| {
-            format!("schema id {id} of the registry is not a valid Avro schema: {e}")
-        })?;
-        check_schema(&schema).map_err(|e| format!("schema id {id} of the registry: {e}"))?;
-        Ok(Arc::new(schema))
-    });
+    let found = match text {
+        SchemaAnswer::Avro(text) => Schema::parse_str(&text)
+            .map_err(|e| format!("schema id {id} of the registry is not a valid Avro schema: {e}"))
+            .and_then(|schema| {
+                BoundedSchema::new(schema)
+                    .map_err(|e| format!("schema id {id} of the registry: {e}"))
+            })
+            .map(Arc::new),
+        SchemaAnswer::Refused(reason) => Err(reason),
+    };
     known
         .write()
         .expect("no panic holds the lock")
-        .insert(id, found.clone());
+        .insert(id, &found, now);
     found
-}
-
-/// How deeply a writer schema may nest records, arrays, maps and unions: an event needs three
-/// levels; the bound keeps the decoder's recursion far from the stack's end whatever the bytes.
-const MAX_SCHEMA_DEPTH: usize = 32;
-
-/// Refuses a writer schema whose decoding could recurse without bound: a record that contains
-/// itself (a linked list, a tree), through any path, or nesting deeper than [`MAX_SCHEMA_DEPTH`].
-/// A datum of such a schema can be nested as deeply as its bytes allow, and decoding it would
-/// overflow the stack.
-fn check_schema(schema: &Schema) -> Result<(), String> {
-    fn walk<'a>(schema: &'a Schema, records: &mut Vec<&'a str>) -> Result<(), String> {
-        if records.len() > MAX_SCHEMA_DEPTH {
-            return Err(format!(
-                "the Avro schema nests deeper than {MAX_SCHEMA_DEPTH} levels; events need 3"
-            ));
-        }
-        match schema {
-            Schema::Record(record) => {
-                records.push(&record.name.name);
-                for field in &record.fields {
-                    walk(&field.schema, records)?;
-                }
-                records.pop();
-            }
-            Schema::Array(array) => {
-                records.push("");
-                walk(&array.items, records)?;
-                records.pop();
-            }
-            Schema::Map(map) => {
-                records.push("");
-                walk(&map.types, records)?;
-                records.pop();
-            }
-            Schema::Union(union) => {
-                for variant in union.variants() {
-                    walk(variant, records)?;
-                }
-            }
-            Schema::Ref { name } if records.contains(&name.name.as_str()) => {
-                return Err(format!(
-                    "the Avro schema is recursive (record `{}` contains itself), which events \
-                     never need and which could nest without bound",
-                    name.name
-                ));
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-    walk(schema, &mut Vec::new())
 }
 
 /// The fields of an event, by name, from a decoded record.
@@ -460,7 +449,7 @@ mod tests {
             AvroDecoder::with_schema(&deep)
                 .err()
                 .unwrap()
-                .contains("deeper")
+                .contains("levels deep")
         );
         // A named type used twice, side by side, is no recursion.
         let reused = r#"{"type":"record","name":"E","fields":[
@@ -468,6 +457,28 @@ mod tests {
             {"name":"b","type":"P"}]}"#;
         assert!(AvroDecoder::with_schema(reused).is_ok());
         assert!(AvroDecoder::with_schema(EVENT_SCHEMA).is_ok());
+    }
+
+    #[test]
+    fn refusals_expire_and_the_cache_of_ids_is_bounded() {
+        let mut known = KnownSchemas::default();
+        let start = Instant::now();
+        let schema =
+            Arc::new(BoundedSchema::new(Schema::parse_str(EVENT_SCHEMA).unwrap()).unwrap());
+        known.insert(1, &Ok(Arc::clone(&schema)), start);
+        known.insert(2, &Err("forbidden".into()), start);
+        assert!(matches!(known.get(2, start), Some(Err(reason)) if reason == "forbidden"));
+        let later = start + REFUSAL_EXPIRY;
+        assert!(known.get(2, later).is_none(), "a refusal is asked again");
+        assert!(known.get(1, later).unwrap().is_ok());
+        for id in 10..(10 + 3 * MAX_KNOWN_IDS as u32) {
+            known.insert(id, &Err("unknown".into()), start);
+            assert!(known.schemas.len() + known.refused.len() <= MAX_KNOWN_IDS);
+        }
+        assert!(
+            known.get(1, start).unwrap().is_ok(),
+            "schemas outlive refusals"
+        );
     }
 
     fn validator() -> Validator {

@@ -14,6 +14,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use crate::rules::EventField;
 
 pub mod avro;
+mod avro_bounds;
 pub mod registry;
 
 /// The fields of an event the sessionizer needs; the rest of the line travels as raw bytes.

@@ -21,6 +21,14 @@ struct SchemaById {
     schema_type: Option<String>,
 }
 
+/// What the registry says of a schema id.
+pub enum SchemaAnswer {
+    /// The schema's text.
+    Avro(String),
+    /// Why there is no schema to use.
+    Refused(String),
+}
+
 #[derive(Deserialize)]
 struct Registered {
     id: u32,
@@ -60,30 +68,67 @@ impl Registry {
         }
     }
 
-    /// The Avro schema registered under `id`, or why there is none to use (`Ok(Err(reason))`); an
-    /// error if the registry could not be asked (unreachable, refusing, failing).
-    pub fn schema(&self, id: u32) -> Result<Result<String, String>> {
+    /// Checks at start-up that the registry answers and accepts our credentials, so that a
+    /// wrong password is one clear line rather than every record refused.
+    pub fn check_access(&self) -> Result<()> {
+        let response = self
+            .request(self.client.get(format!("{}/subjects", self.base)))
+            .send()
+            .with_context(|| {
+                format!(
+                    "schema registry {} unreachable: check --schema-registry-url and that the \
+                     registry is up",
+                    self.base
+                )
+            })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            bail!(
+                "schema registry {} refused our credentials ({status}): check \
+                 --schema-registry-auth (or SESSIONIZE_SCHEMA_REGISTRY_AUTH)",
+                self.base
+            );
+        }
+        Ok(())
+    }
+
+    /// The Avro schema registered under `id`, or why the registry refuses it (unknown, not Avro,
+    /// forbidden: the records naming it are at fault); an error if the registry could not answer
+    /// (unreachable, failing, overloaded), which is worth asking again.
+    pub fn schema(&self, id: u32) -> Result<SchemaAnswer> {
         let url = format!("{}/schemas/ids/{id}", self.base);
         let response = self
             .request(self.client.get(&url))
             .send()
             .with_context(|| format!("schema registry {} unreachable", self.base))?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(Err(format!("schema id {id} is not in the schema registry")));
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(SchemaAnswer::Refused(format!(
+                "schema id {id} is not in the schema registry"
+            )));
         }
-        if !response.status().is_success() {
+        let transient = status.is_server_error()
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+        if status.is_client_error() && !transient {
+            return Ok(SchemaAnswer::Refused(format!(
+                "the schema registry answered {status} for schema id {id}"
+            )));
+        }
+        if !status.is_success() {
             bail!(
-                "schema registry {} answered {} for schema {id}",
-                self.base,
-                response.status()
+                "schema registry {} answered {status} for schema {id}",
+                self.base
             );
         }
         let found: SchemaById = response
             .json()
             .with_context(|| format!("schema registry {} sent an unreadable answer", self.base))?;
         Ok(match found.schema_type.as_deref() {
-            None | Some("AVRO") => Ok(found.schema),
-            Some(other) => Err(format!("schema id {id} is a {other} schema, not Avro")),
+            None | Some("AVRO") => SchemaAnswer::Avro(found.schema),
+            Some(other) => {
+                SchemaAnswer::Refused(format!("schema id {id} is a {other} schema, not Avro"))
+            }
         })
     }
 
