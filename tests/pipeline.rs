@@ -282,3 +282,70 @@ fn tables_sharing_a_checkpoint_location_keep_their_checkpoints_apart() {
         );
     }
 }
+
+/// A file whose last line is still being written: the fragment is left unread, and read whole
+/// once the line is finished; a fragment that a later run finds unchanged is quarantined, once.
+#[test]
+fn a_last_line_cut_midway_is_read_when_it_is_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = (0..20)
+        .map(|i| {
+            let time = 1_772_323_200_000 + i * 3 * HOUR;
+            common::event("user-1", &format!("e{i}"), time, "home", i % 2 == 0)
+        })
+        .collect();
+    // A last line complete but for its newline is read at once.
+    let complete_last = common::event("user-2", "f0", 1_772_323_200_000 + 60 * HOUR, "home", true);
+    lines.push(complete_last.clone());
+    let text = |lines: &[String]| lines.join("\n");
+    let whole = text(&lines);
+    let cut = whole.len() - complete_last.len() - 40;
+    let input = dir.path().join("events.jsonl");
+    let warehouse = dir.path().join("warehouse");
+    let run = || Sessionize::run(&warehouse).inputs([&input]).success();
+    let events = |warehouse: &std::path::Path| {
+        let read = read_tables(warehouse);
+        let count: i64 = read.sessions.iter().map(|s| s.event_count).sum();
+        (count, read.quarantined)
+    };
+
+    std::fs::write(&input, &whole[..cut]).unwrap();
+    run();
+    assert_eq!(events(&warehouse), (19, vec![]), "before the line ends");
+    // Run again while the writer is still at it: nothing quarantined, nothing read twice.
+    std::fs::write(&input, &whole[..cut + 10]).unwrap();
+    run();
+    assert_eq!(
+        events(&warehouse),
+        (19, vec![]),
+        "while the line is written"
+    );
+    std::fs::write(&input, &whole).unwrap();
+    run();
+    assert_eq!(
+        events(&warehouse),
+        (21, vec![]),
+        "once the line is finished"
+    );
+    // Sessions three hours apart do not depend on where the runs stopped (but for the end reason
+    // of the one a run's end closed).
+    let spans = |sessions: Vec<common::SessionRow>| -> Vec<(String, String, i64, i64)> {
+        let spans = sessions.into_iter();
+        spans
+            .map(|s| (s.user_id, s.session_id, s.start_ms, s.event_count))
+            .collect()
+    };
+    assert_eq!(
+        spans(read_tables(&warehouse).sessions),
+        spans(default_reference(&[whole.clone().into_bytes()]).sessions)
+    );
+
+    // A writer that died mid-line: the second run finds the fragment unchanged.
+    let dead = dir.path().join("dead.jsonl");
+    std::fs::write(&dead, &whole[..cut]).unwrap();
+    let warehouse = dir.path().join("dead-warehouse");
+    for _ in 0..3 {
+        Sessionize::run(&warehouse).inputs([&dead]).success();
+    }
+    assert_eq!(events(&warehouse), (19, vec![(0, 20)]), "quarantined once");
+}

@@ -21,6 +21,11 @@ pub struct SourcePosition {
     /// A file's identity, by which a later run finds it under any path.
     #[serde(default)]
     pub fingerprint: Option<Fingerprint>,
+    /// A file's unfinished last line, left unread after `next_offset` ([`Chunk::unfinished_line`]).
+    ///
+    /// [`Chunk::unfinished_line`]: crate::source::file::Chunk::unfinished_line
+    #[serde(default)]
+    pub unfinished_line: u64,
     #[serde(skip)]
     pub counts: SourceCounts,
 }
@@ -47,6 +52,7 @@ impl SourcePosition {
             finished: self.finished,
             jump_guard: self.clock.jump_guard.clone(),
             fingerprint: self.fingerprint,
+            unfinished_line: self.unfinished_line,
         }
     }
 }
@@ -95,6 +101,12 @@ pub struct RecordedPosition {
     pub jump_guard: JumpGuard,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<Fingerprint>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unfinished_line: u64,
+}
+
+fn is_zero(bytes: &u64) -> bool {
+    *bytes == 0
 }
 
 impl RecordedPosition {
@@ -115,6 +127,7 @@ impl RecordedPosition {
             },
             finished,
             fingerprint: self.fingerprint,
+            unfinished_line: self.unfinished_line,
             counts: SourceCounts::default(),
         }
     }
@@ -147,6 +160,7 @@ mod tests {
             finished: false,
             jump_guard: JumpGuard::default(),
             fingerprint: None,
+            unfinished_line: 0,
         };
         let resumed = recorded.resume(0, false);
         assert_eq!(resumed.clock.jump_guard.newest(), Some(5000));

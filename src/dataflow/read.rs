@@ -49,9 +49,11 @@ pub(super) fn open_readers(context: &WorkerContext, index: usize, peers: usize) 
                 continue;
             }
             let at = position.map_or((0, 1), |p| (p.next_offset, p.next_line));
+            let held = position.map_or(0, |p| p.unfinished_line);
             readers.push(
                 ChunkReader::open(partition, path, config.chunk_bytes, at)?
-                    .with_max_line_bytes(config.max_event_bytes),
+                    .with_max_line_bytes(config.max_event_bytes)
+                    .with_line_held_before(held),
             );
         }
         return Ok(Readers::Files(readers));

@@ -400,6 +400,7 @@ fn stamp_chunk(
     }
     if chunk.last {
         position.finished = true;
+        position.unfinished_line = chunk.unfinished_line;
         outputs
             .positions
             .session(&caps.0[3])

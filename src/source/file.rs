@@ -71,6 +71,10 @@ pub struct Chunk {
     /// A chunk of one line longer than the reader's line limit: `bytes` holds the line's head,
     /// and this its full length (without the line end). The rest of the line was skipped.
     pub oversize_line: Option<u64>,
+    /// On a file's last chunk: the bytes after `end_offset` left unread, a last line that has
+    /// neither its end nor a complete event yet ([`ChunkReader::open`]).
+    #[serde(default)]
+    pub unfinished_line: u64,
 }
 
 /// The records of a chunk from a record source.
@@ -164,6 +168,8 @@ impl Chunk {
 /// ```
 pub struct ChunkReader {
     partition: u32,
+    /// The input's name, for people.
+    name: String,
     input: Box<dyn Read>,
     chunk_bytes: usize,
     max_line_bytes: usize,
@@ -173,6 +179,12 @@ pub struct ChunkReader {
     byte_offset: u64,
     next_line: u64,
     done: bool,
+    /// Whether an unfinished last line is left unread (files that a writer may still append to).
+    hold_unfinished_line: bool,
+    /// The unfinished line a previous run left unread where this reader starts, by length: found
+    /// again unchanged, its writer is gone, and it is read (and quarantined) once.
+    held_before: u64,
+    opened_at: u64,
 }
 
 /// How much of an oversize line is read at a time while it is skipped.
@@ -182,6 +194,7 @@ impl ChunkReader {
     pub fn new(partition: u32, input: Box<dyn Read>, chunk_bytes: usize) -> Self {
         ChunkReader {
             partition,
+            name: format!("partition {partition}"),
             input,
             chunk_bytes: chunk_bytes.max(1),
             max_line_bytes: usize::MAX,
@@ -190,7 +203,17 @@ impl ChunkReader {
             byte_offset: 0,
             next_line: 1,
             done: false,
+            hold_unfinished_line: false,
+            held_before: 0,
+            opened_at: 0,
         }
+    }
+
+    /// The unfinished last line (bytes) that the run which recorded this reader's start left
+    /// unread ([`Chunk::unfinished_line`]).
+    pub fn with_line_held_before(mut self, bytes: u64) -> Self {
+        self.held_before = bytes;
+        self
     }
 
     /// Lines longer than `max` bytes keep only their first `max` bytes; the rest is skipped.
@@ -201,6 +224,11 @@ impl ChunkReader {
 
     /// Opens `path`, or standard input for `-`, to read from byte `offset`, which is the start
     /// of line `line` (1-based). Standard input can only be read from its start.
+    ///
+    /// A file's last line without a line end that is not a complete JSON value is being written:
+    /// it is left unread (the last chunk ends before it, [`Chunk::unfinished_line`] says how
+    /// long it is) so that a later run reads it whole. A later run that finds it unchanged reads
+    /// it as it is. Standard input has ended when it ends: its last line is always read.
     pub fn open(
         partition: u32,
         path: &str,
@@ -227,8 +255,11 @@ impl ChunkReader {
             Box::new(file)
         };
         let mut reader = Self::new(partition, input, chunk_bytes);
+        reader.name = format!("{path:?}");
         reader.byte_offset = offset;
+        reader.opened_at = offset;
         reader.next_line = line.max(1);
+        reader.hold_unfinished_line = path != "-";
         Ok(reader)
     }
 
@@ -293,7 +324,38 @@ impl ChunkReader {
             self.carry = bytes.split_off(end);
         }
         let last = eof && self.carry.is_empty();
-        Ok(Some(self.emit(bytes, last, None)))
+        let unfinished_line = if last {
+            self.hold_unfinished_line(&mut bytes)
+        } else {
+            0
+        };
+        let mut chunk = self.emit(bytes, last, None);
+        chunk.unfinished_line = unfinished_line;
+        Ok(Some(chunk))
+    }
+
+    /// Takes an unfinished last line off the input's last bytes; returns its length.
+    fn hold_unfinished_line(&self, bytes: &mut Vec<u8>) -> u64 {
+        let start = memchr_last_newline(bytes).map_or(0, |i| i + 1);
+        let line = &bytes[start..];
+        let at = self.byte_offset + start as u64;
+        let found_again = at == self.opened_at && line.len() as u64 == self.held_before;
+        if !self.hold_unfinished_line
+            || line.iter().all(u8::is_ascii_whitespace)
+            || found_again
+            || serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
+        {
+            return 0;
+        }
+        let held = line.len() as u64;
+        tracing::warn!(
+            "input {} ends mid-line: its last {held} bytes (from byte {at}) are neither a \
+             complete event nor ended by a newline, so they are left unread until the line is \
+             finished; a later run that finds them unchanged quarantines them",
+            self.name
+        );
+        bytes.truncate(start);
+        held
     }
 
     /// Keeps the head of a line longer than the limit and reads past its end without keeping it.
@@ -334,6 +396,7 @@ impl ChunkReader {
             end_offset: self.byte_offset + bytes.len() as u64,
             records: None,
             oversize_line,
+            unfinished_line: 0,
             bytes,
         };
         self.seq += 1;

@@ -391,6 +391,7 @@ fn take_chunk(partition: u32, cursor: &mut PartitionCursor, last: bool) -> Chunk
             offsets: pending.offsets,
         }),
         oversize_line: None,
+        unfinished_line: 0,
     };
     cursor.next_seq += 1;
     // Offsets, not records: transaction markers take offsets too, and a bounded run's end is one.
