@@ -349,3 +349,36 @@ fn a_last_line_cut_midway_is_read_when_it_is_finished() {
     }
     assert_eq!(events(&warehouse), (19, vec![(0, 20)]), "quarantined once");
 }
+
+/// A relative --checkpoint-location is under the working directory; one that cannot be created
+/// stops the start with one line, before anything is read.
+#[test]
+fn the_checkpoint_location_is_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = write_inputs(dir.path(), &workload(3, 1));
+    let relative = Sessionize::run("warehouse")
+        .inputs(&inputs)
+        .args(["--checkpoint-location", "state/checkpoints"])
+        .command()
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_success(&relative, "a relative checkpoint location");
+    assert!(
+        dir.path()
+            .join("state/checkpoints/sessions.user_sessions")
+            .is_dir()
+    );
+
+    let not_a_directory = inputs[0].join("checkpoints");
+    let output = Sessionize::run(dir.path().join("other"))
+        .inputs(&inputs)
+        .arg("--checkpoint-location")
+        .arg(&not_a_directory)
+        .output();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(line.contains("--checkpoint-location"), "{stderr}");
+    assert!(!stderr.contains("committed"), "{stderr}");
+}

@@ -100,8 +100,16 @@ impl CheckpointStore {
             .checkpoint_location()
             .join(&format!("{}.{}", config.database, config.table));
         let options = &config.catalog.options;
+        let files = WriteOnceFiles::open(&named.join(&table_uuid.to_string()), options)?;
+        files.create_location().with_context(|| {
+            format!(
+                "cannot create the checkpoint location {}: choose a --checkpoint-location this \
+                 process can write",
+                config.checkpoint_location()
+            )
+        })?;
         Ok(CheckpointStore {
-            files: WriteOnceFiles::open(&named.join(&table_uuid.to_string()), options)?,
+            files,
             before_table_uuids: WriteOnceFiles::open(&named, options)?,
             keep: config.keep_checkpoints.max(1) as u64,
         })

@@ -432,14 +432,7 @@ pub fn plots(data: &ReportData) -> Vec<Plot> {
 
     let mut quarantine_reasons: BTreeMap<String, u64> = BTreeMap::new();
     for (_, reason) in &data.quarantined {
-        // Reasons name the offending detail after a colon; the kind is what to count.
-        let kind = reason
-            .split(':')
-            .next()
-            .unwrap_or(reason)
-            .trim()
-            .to_string();
-        *quarantine_reasons.entry(kind).or_default() += 1;
+        *quarantine_reasons.entry(reason_kind(reason)).or_default() += 1;
     }
     let bars: Vec<Bar> = quarantine_reasons
         .into_iter()
@@ -577,11 +570,42 @@ fill-opacity:.55}.grid{stroke:#e5e5e5}.axis{stroke:#444}.limit{stroke:#b00020;\
 stroke-dasharray:6 4}.limit-label{fill:#b00020;font-size:11px}\
 text{font-size:11px;fill:#444}.title{font-size:12px;fill:#222}";
 
+/// The kind of a quarantine reason, to count by: reasons name the offending detail after a colon,
+/// and sizes, times and offsets as numbers, which make every line's reason its own.
+fn reason_kind(reason: &str) -> String {
+    let head = reason.split(':').next().unwrap_or(reason).trim();
+    let mut kind = String::with_capacity(head.len());
+    for c in head.chars() {
+        if !c.is_ascii_digit() {
+            kind.push(c);
+        } else if !kind.ends_with('N') {
+            kind.push('N');
+        }
+    }
+    kind
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const MIN: i64 = 60_000;
+
+    #[test]
+    fn reasons_with_numbers_count_as_one_kind() {
+        let skew = |t: u64| {
+            format!("event_timestamp {t} is more than --max-future-skew (86400000 ms) ahead")
+        };
+        assert_eq!(reason_kind(&skew(4_102_444_800_000)), reason_kind(&skew(5)));
+        assert_eq!(
+            reason_kind("line of 2000000 bytes exceeds --max-event-bytes 1048576"),
+            "line of N bytes exceeds --max-event-bytes N"
+        );
+        assert_eq!(
+            reason_kind("invalid JSON: expected value at line 1 column 2"),
+            "invalid JSON"
+        );
+    }
 
     fn session(user: &str, start: i64, end: i64, events: i64, reason: &str) -> SessionFacts {
         SessionFacts {

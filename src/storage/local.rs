@@ -17,6 +17,11 @@ impl LocalFiles {
         LocalFiles { root }
     }
 
+    /// Creates the directory, so that one that cannot be is found at start, not at a commit.
+    pub(super) fn create_root(&self) -> Result<()> {
+        create_private_dirs(&self.root)
+    }
+
     pub(super) fn create(
         &self,
         name: &str,
@@ -92,7 +97,8 @@ fn create_local(
 
 /// Creates `dir` and its missing parents, readable by the owner only, and syncs each new entry.
 fn create_private_dirs(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
+    // The parent of a relative path's first component is the empty path: the working directory.
+    if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
@@ -110,6 +116,11 @@ fn create_private_dirs(dir: &Path) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync directory {}", dir.display()))

@@ -161,6 +161,15 @@ impl WriteOnceFiles {
         })
     }
 
+    /// Creates a local location's directory (an S3 prefix needs none), so that one that cannot
+    /// be written is an error at start.
+    pub fn create_location(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Local(files) => files.create_root(),
+            Backend::S3(_) => Ok(()),
+        }
+    }
+
     /// Where `name` (a `/`-separated path under the location) is, for messages.
     pub fn display(&self, name: &str) -> String {
         self.location.join(name).to_string()
