@@ -5,8 +5,13 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use common::{
     Expected, RestOverS3, Service, Sessionize, assert_success, assert_tables_equal, bucket_keys,
@@ -120,6 +125,151 @@ fn a_catalog_that_never_answers_is_given_up_with_one_line() {
     drop(silent);
 }
 
+/// A REST catalog that stops answering mid-run (a proxy in front of it forwards the second commit
+/// of the sessions table, then nothing more, either way, on any connection): the run gives up
+/// within the catalog timeout and its retries, with one line naming the catalog and the flag; the
+/// catalog took that commit without the run knowing, and a restart against the healthy catalog
+/// finds it there and commits every session exactly once.
+#[test]
+fn a_catalog_that_stops_answering_mid_run_is_given_up_and_the_restart_commits_once() {
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rest = Service::start("iceberg_rest", &dir.path().join("rest"));
+    let (inputs, expected) = inputs_and_reference(dir.path(), 73);
+    let warehouse = dir.path().join("warehouse");
+    let upstream = rest.get("URI").trim_start_matches("http://");
+    let commit = b"POST /v1/namespaces/sessions/tables/user_sessions ";
+    let hole = BlackHole::start(upstream, commit, 2);
+    let proxied = catalog_at(&format!("http://{}", hole.addr), Vec::new());
+    let mut child = common::KillOnDrop(
+        run(&warehouse, &proxied)
+            .inputs(&inputs)
+            .args(["--catalog-timeout", "2s"])
+            .command()
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = child.0.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = child.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run still waits on a silent catalog"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = log.join().unwrap();
+    let tripped = hole
+        .tripped()
+        .expect("the run ended before its second commit");
+    let took = tripped.elapsed();
+    println!("the run gave up {took:?} after the catalog fell silent");
+    // Five attempts of two calls (the commit, reading the table back) of 2 s each, the
+    // back-off between them (3 s), and a margin.
+    assert!(took < Duration::from_secs(35), "{took:?}\n{stderr}");
+    assert_eq!(exit.code(), Some(3), "{stderr}");
+    let error: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("sessionize: "))
+        .collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    println!("{}", error[0]);
+    let proxy = hole.addr.to_string();
+    for part in [proxy.as_str(), "--catalog-timeout", "restart"] {
+        assert!(error[0].contains(part), "{part} not in {}", error[0]);
+    }
+
+    let healthy = catalog_at(rest.get("URI"), Vec::new());
+    run(&warehouse, &healthy)
+        .inputs(&inputs)
+        .args(["-w", "3"])
+        .success();
+    let actual = read_tables_from(&healthy, &warehouse);
+    assert_tables_equal(&actual, &expected, "after a catalog that fell silent");
+}
+
+/// A TCP proxy on loopback that forwards both ways until a client's `nth` request starting with
+/// `trigger`: that one still goes through, and from then on nothing more is forwarded on any
+/// connection, old or new, which the proxy keeps accepting.
+struct BlackHole {
+    addr: SocketAddr,
+    tripped: Arc<OnceLock<Instant>>,
+}
+
+impl BlackHole {
+    fn start(upstream: &str, trigger: &'static [u8], nth: usize) -> BlackHole {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tripped: Arc<OnceLock<Instant>> = Arc::default();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let upstream = upstream.to_string();
+        let state = tripped.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let server = TcpStream::connect(&upstream).unwrap();
+                let client_in = client.try_clone().unwrap();
+                let server_in = server.try_clone().unwrap();
+                let (up, seen) = (state.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    pump(client_in, server, &up, Some((trigger, nth, &seen)))
+                });
+                let down = state.clone();
+                std::thread::spawn(move || pump(server_in, client, &down, None));
+            }
+        });
+        BlackHole { addr, tripped }
+    }
+
+    /// When the proxy fell silent.
+    fn tripped(&self) -> Option<Instant> {
+        self.tripped.get().copied()
+    }
+}
+
+/// Copies `from` to `to` until either ends, or only reads once `tripped`; `watch` counts the
+/// requests that trip it.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    tripped: &OnceLock<Instant>,
+    watch: Option<(&[u8], usize, &AtomicUsize)>,
+) {
+    let mut buffer = vec![0; 64 << 10];
+    loop {
+        let Ok(n @ 1..) = from.read(&mut buffer) else {
+            let _ = to.shutdown(std::net::Shutdown::Write);
+            return;
+        };
+        if tripped.get().is_some() {
+            continue;
+        }
+        let chunk = &buffer[..n];
+        if let Some((trigger, nth, seen)) = watch {
+            let requests = chunk
+                .windows(trigger.len())
+                .filter(|w| w == &trigger)
+                .count();
+            if requests > 0 && seen.fetch_add(requests, SeqCst) + requests >= nth {
+                // Silent from now on, before this request can be answered.
+                let _ = tripped.set(Instant::now());
+            }
+        }
+        if to.write_all(chunk).is_err() {
+            return;
+        }
+    }
+}
+
 #[test]
 fn an_unreachable_catalog_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,7 +304,6 @@ fn an_unreachable_catalog_is_one_clear_line() {
 #[test]
 fn files_on_s3_are_written_once() {
     use sessionize::storage::{Location, WriteOnceFiles};
-    use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let s3 = Service::start("s3", &dir.path().join("s3"));
     let location: Location = "s3://lake/checkpoints/t".parse().unwrap();
@@ -201,8 +350,7 @@ fn files_on_s3_are_written_once() {
 /// credentials the start is one clear error.
 #[test]
 fn a_rest_catalog_with_expiring_oauth2_tokens_keeps_receiving_commits() {
-    use std::io::Write;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
     let rest = Service::start_with(

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -186,6 +187,152 @@ fn a_taken_metrics_address_is_a_start_up_error() {
         stderr.contains("--metrics-addr") && stderr.contains(&addr),
         "{stderr}"
     );
+}
+
+/// The metrics server faces a network: a 64 MiB header line, idle connections by the thousand,
+/// and a client pipelining 30,000 requests without reading its answers each leave the process
+/// under 300 MB and 200 threads, with `/healthz` answered within 2 s; the connection that does
+/// not read is closed once its answers have waited too long.
+#[test]
+fn the_metrics_server_withstands_hostile_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_address();
+    // A live run on standard input, kept open: it serves until the test ends.
+    let mut child = Sessionize::run(dir.path().join("warehouse"))
+        .inputs(["-"])
+        .args(["--metrics-addr", &addr])
+        .command();
+    let child = child.stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut child = KillOnDrop(child.stderr(Stdio::inherit()).spawn().unwrap());
+    let pid = child.0.id();
+    let up = Instant::now() + Duration::from_secs(60);
+    while healthz(&addr).is_err() {
+        assert_running(&mut child);
+        assert!(Instant::now() < up, "the metrics server never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (baseline, at_rest) = (rss_mb(pid), sockets(pid));
+    let fit = |what: &str| {
+        let started = Instant::now();
+        let answer = healthz(&addr);
+        let took = started.elapsed();
+        let (rss, threads) = (rss_mb(pid), threads(pid));
+        println!("{what}: /healthz {answer:?} in {took:?}, {rss} MB, {threads} threads");
+        assert!(
+            answer.as_ref().is_ok_and(|status| *status == 200) && took < Duration::from_secs(2),
+            "{what}: /healthz answered {answer:?} after {took:?}"
+        );
+        assert!(
+            rss < 300 && rss < baseline + 64,
+            "{what}: {rss} MB (at rest {baseline})"
+        );
+        assert!(threads < 200, "{what}: {threads} threads");
+    };
+
+    // A header line streamed until the server refuses it: long before its 64 MiB.
+    let mut long = std::net::TcpStream::connect(&addr).unwrap();
+    long.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    long.write_all(b"GET /healthz HTTP/1.1\r\nX-Long: ")
+        .unwrap();
+    let chunk = "a".repeat(64 << 10);
+    let sent = (0..1024).take_while(|_| long.write_all(chunk.as_bytes()).is_ok());
+    let sent = sent.count() << 16;
+    assert!(
+        sent < 64 << 20,
+        "the server read a 64 MiB header line through"
+    );
+    fit(&format!("after a header line refused after {sent} bytes"));
+    drop(long);
+
+    // Idle connections: as many as the descriptors allow, up to 2,000.
+    let idle = raise_descriptor_limit().min(2_000);
+    let held: Vec<std::net::TcpStream> = (0..idle)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    fit(&format!("with {idle} idle connections"));
+    drop(held);
+
+    // One client sends 30,000 requests on one connection and reads nothing.
+    let mut pipelining = std::net::TcpStream::connect(&addr).unwrap();
+    pipelining
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let requests = "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n".repeat(30_000);
+    let written = pipelining.write_all(requests.as_bytes()).is_ok();
+    // Watched for a few seconds while its answers wait.
+    let watched = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watched {
+        fit(&format!(
+            "with a client pipelining (all written: {written})"
+        ));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The server gives up on it, and on every connection above, within their timeouts.
+    let closed = Instant::now() + Duration::from_secs(40);
+    while sockets(pid) > at_rest {
+        assert!(
+            Instant::now() < closed,
+            "connections still open: {}",
+            sockets(pid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(pipelining);
+}
+
+/// GET /healthz on a connection of its own, giving up after 2 s: the status.
+fn healthz(addr: &str) -> std::io::Result<u16> {
+    use std::io::Read;
+    let limit = Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), limit)?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit))?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok());
+    status.ok_or_else(|| std::io::Error::other(format!("not HTTP: {answer:?}")))
+}
+
+/// The resident memory of process `pid`, in MB.
+fn rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb / 1024
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+/// The sockets process `pid` holds open.
+fn sockets(pid: u32) -> usize {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// Raises this process's limit of open descriptors as far as allowed (for its clients' sockets;
+/// the server keeps the limit it started with); returns how many more sockets it may open.
+fn raise_descriptor_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a struct of ours.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max.min(8192);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    limit.rlim_cur.saturating_sub(open + 100) as usize
 }
 
 /// What one scrape of `/metrics` held: each sample line's value by its name and labels.

@@ -198,8 +198,9 @@ pub struct OperationsArgs {
     #[arg(long, default_value = "5")]
     pub progress_interval: String,
     /// Serve Prometheus metrics (/metrics), health probes (/healthz, /readyz) and a live status
-    /// page (/, and /status as JSON) on this address, e.g. 0.0.0.0:9464; each process of a
-    /// cluster serves its own workers' figures (default: off).
+    /// page (/, and /status as JSON) on this address, e.g. 127.0.0.1:9464 (0.0.0.0:9464 for
+    /// other hosts: nothing is authenticated); each process of a cluster serves its own
+    /// workers' figures (default: off).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 }

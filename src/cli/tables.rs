@@ -33,8 +33,8 @@ pub struct TablesArgs {
     /// one key=value per line. Values are never logged.
     #[arg(long = "catalog-option", value_parser = parse_key_value)]
     pub catalog_options: Vec<(String, String)>,
-    /// How long an unreachable (or, for SQLite, locked) catalog is waited for at start (bare:
-    /// seconds).
+    /// How long an unreachable (or, for SQLite, locked) catalog is waited for at start, and the
+    /// longest any one call to the catalog may take (bare: seconds).
     #[arg(long, default_value = "30")]
     pub catalog_timeout: String,
     /// The namespace of the tables.

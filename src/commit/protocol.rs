@@ -124,6 +124,8 @@ pub async fn commit_once(
             Err(error) => error,
         };
         let seen = base.metadata().current_snapshot_id();
+        // Until the table is read back, the catalog may have taken the commit or not.
+        let mut unknown = true;
         match warehouse.load(commit.kind).await {
             Ok(table) if table.metadata().current_snapshot_id() != seen => {
                 // Someone committed, perhaps this very commit: the loop's checks decide.
@@ -140,7 +142,10 @@ pub async fn commit_once(
                 );
                 continue;
             }
-            Ok(table) => base = table,
+            Ok(table) => {
+                base = table;
+                unknown = false;
+            }
             Err(load_error) => tracing::warn!("cannot read {ident} back: {load_error:#}"),
         }
         if let Some(telemetry) = crate::ops::telemetry() {
@@ -148,9 +153,15 @@ pub async fn commit_once(
             telemetry.health.commit_failing(true);
         }
         let Some(delay) = delays.next() else {
+            let outcome = if unknown {
+                "whether the catalog took the last attempt is unknown, and the restart looks \
+                 before committing again"
+            } else {
+                "nothing of it is in the table"
+            };
             return Err(error.context(format!(
-                "commit to {ident} failed {COMMIT_ATTEMPTS} times; nothing of it is in the table: \
-                 restart when the catalog is back"
+                "commit to {ident} failed {COMMIT_ATTEMPTS} times; {outcome}: restart when the \
+                 catalog is back"
             )));
         };
         tracing::warn!("commit to {ident} failed, retrying in {delay:?}: {error:#}");

@@ -32,6 +32,7 @@ use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
+use super::bounded::BoundedCatalog;
 use super::tables::TableKind;
 use crate::retry::Backoff;
 use crate::storage::Location;
@@ -46,7 +47,8 @@ pub struct CatalogSettings {
     pub uri: Option<String>,
     /// Catalog properties; values may be secrets and are never logged.
     pub options: Vec<(String, String)>,
-    /// How long a catalog that is away (or, for SQLite, locked) is waited for at start.
+    /// How long a catalog that is away (or, for SQLite, locked) is waited for at start, and the
+    /// longest any one call to the catalog may take (`sink::bounded`).
     pub patience: Duration,
 }
 
@@ -143,8 +145,18 @@ impl CatalogSettings {
 
     /// Opens the catalog, of the `kind` [`CatalogSettings::kind`] found; data of new tables goes
     /// under `warehouse` where the catalog lets us choose (the SQL catalogs; a REST catalog
-    /// decides for itself).
+    /// decides for itself). Each call to it fails after `patience` without an answer.
     pub async fn open(
+        &self,
+        kind: CatalogKind,
+        warehouse: &Location,
+    ) -> iceberg::Result<Arc<dyn Catalog>> {
+        let inner = self.open_unbounded(kind, warehouse).await?;
+        let shown = self.display_uri(warehouse);
+        Ok(Arc::new(BoundedCatalog::new(inner, self.patience, shown)))
+    }
+
+    async fn open_unbounded(
         &self,
         kind: CatalogKind,
         warehouse: &Location,
@@ -177,7 +189,20 @@ impl CatalogSettings {
             }
             CatalogKind::Rest => {
                 properties.insert("uri".into(), uri);
+                // Bounds the requests the catalog's wrapper does not see (fetching OAuth2
+                // tokens); a little longer than the wrapper's, whose error is the clearer.
+                let client = reqwest::Client::builder()
+                    .connect_timeout(self.patience)
+                    .timeout(self.patience + Duration::from_secs(1))
+                    .build()
+                    .map_err(|e| {
+                        iceberg::Error::new(
+                            iceberg::ErrorKind::Unexpected,
+                            format!("cannot make the REST catalog's HTTP client: {e}"),
+                        )
+                    })?;
                 let catalog = RestCatalogBuilder::default()
+                    .with_client(client)
                     .with_storage_factory(storage)
                     .load(CATALOG_NAME, properties)
                     .await?;

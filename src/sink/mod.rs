@@ -1,12 +1,13 @@
 //! Where results go: Iceberg tables for closed sessions, quarantined lines and late events.
 //!
 //! [`tables`] defines the three tables and turns rows into Arrow record batches; [`catalog`] opens
-//! the Iceberg catalog (the [`Warehouse`]); [`create`] creates the tables and evolves their
+//! the Iceberg catalog (the [`Warehouse`]), each of whose calls `bounded` limits in time; [`create`] creates the tables and evolves their
 //! schemas; [`writer`] writes Parquet data files; [`commit`] commits them, one attempt at a time;
 //! [`spark`] computes the Spark job's own columns (`session_date`, `user_hash_bucket`).
 //! Which commits are made, and how often they are tried, is the commit protocol's
 //! (`src/commit/`).
 
+mod bounded;
 pub mod catalog;
 pub mod commit;
 pub mod create;
