@@ -10,10 +10,13 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{CheckpointRef, CheckpointStore, SideFiles};
 use super::position::{RecordedPosition, SourcePosition};
 use super::protocol::{TableCommit, commit_once};
-use super::record::{Mark, last_record, newest_mark, recorded_positions, side_properties, summary};
+use super::record::{
+    Mark, last_record, newest_mark, recorded_positions, recorded_topic, side_properties, summary,
+};
 use crate::config::PipelineConfig;
 use crate::sink::{TableKind, Warehouse};
 use crate::source::file::Fingerprint;
+use crate::source::kafka::{TopicIdentity, resume_offsets};
 
 /// Prepares the tables and decides where the run starts: creates (or evolves) the tables, reads
 /// the newest commit, and completes the side tables of an interrupted commit. With `restore`
@@ -47,6 +50,9 @@ pub struct StartState {
     pub last_commit: Option<Mark>,
     /// The fingerprint of each input file of this run, by partition.
     pub fingerprints: BTreeMap<u32, Fingerprint>,
+    /// The Kafka topic's identity as the broker gave it at start; every commit records it.
+    #[serde(default)]
+    pub topic: Option<TopicIdentity>,
 }
 
 impl StartState {
@@ -82,10 +88,26 @@ impl StartState {
             None => {}
             Some(props) => check_rules(warehouse, config, props).await?,
         }
-        let mut start = match record {
-            Some(props) => StartState::resume(&props, config, restore, &heads)?,
+        let mut start = match &record {
+            Some(props) => StartState::resume(props, config, restore, &heads)?,
             None => StartState::default(),
         };
+        if let Some(kafka) = &config.kafka {
+            // Recorded offsets are checked against the topic as it is now, never taken blindly.
+            let recorded = record.as_ref().map(recorded_topic).transpose()?.flatten();
+            let offsets = start
+                .positions
+                .iter()
+                .map(|(partition, position)| (*partition, position.next_offset))
+                .collect();
+            let (topic, resumed) = resume_offsets(&kafka.settings, &offsets, recorded.as_ref())?;
+            for (partition, offset) in resumed {
+                if let Some(position) = start.positions.get_mut(&partition) {
+                    position.next_offset = offset;
+                }
+            }
+            start.topic = Some(topic);
+        }
         for (partition, head) in heads.iter().enumerate() {
             let partition = partition as u32;
             let recorded = start.positions.get(&partition).and_then(|p| p.fingerprint);
@@ -304,7 +326,7 @@ mod tests {
             dir: "checkpoints/e000000000004-r".into(),
             parts: vec!["part-w0.v2.bin".into()],
         };
-        sessions_properties(4, "r", 0, &positions, config, &checkpoint)
+        sessions_properties(4, "r", 0, (&positions, None), config, &checkpoint)
     }
 
     fn position(
