@@ -86,6 +86,10 @@ impl PartitionStamper {
     }
 }
 
+/// What a stamper shares with its worker's reader: each partition's watermark (it writes), and the
+/// partitions paused for alignment (it reads).
+type SharedWithReader = (Rc<RefCell<HashMap<u32, u64>>>, Rc<RefCell<HashSet<u32>>>);
+
 /// Restores each partition's order, classifies its lines against its watermark and stamps them
 /// with `(epoch, watermark tick)`. A fifth output carries no data: its frontier shows which chunks
 /// the stampers have consumed, for the readers' back-pressure. The stamper tells this worker's
@@ -95,7 +99,7 @@ pub(super) fn stamp<'scope>(
     context: &WorkerContext,
     partitions: &[u32],
     committed: ProbeHandle<Time>,
-    (watermarks, paused): (Rc<RefCell<HashMap<u32, u64>>>, Rc<RefCell<HashSet<u32>>>),
+    (watermarks, paused): SharedWithReader,
 ) -> (Stamped<'scope>, StreamVec<'scope, Time, ()>) {
     let scope = parsed.scope();
     let config = &context.config;
