@@ -17,12 +17,13 @@
 //! ```
 //!
 //! The newest event time itself is guarded ([`JumpGuard`]): one event from a device
-//! whose clock runs a day ahead would make the next day of its partition's events late. Here an
-//! event further than a limit ahead of the partition's newest event time does not move it on its
-//! own: the jump counts only once events of several users confirm it (a partition that truly
-//! jumps, such as a replay across a gap in the data, does so for everyone). Until then those
-//! events are still processed as on time; they just do not advance the watermark.
+//! whose clock runs hours ahead would make the next hours of its partition's events late. Here a
+//! move of the partition's newest event time further than a limit is a jump, which counts only
+//! once a share of the partition's current users and of its recent events confirm it, however far
+//! it goes. Until then those events are still processed as on time; they just do not advance the
+//! watermark.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -32,8 +33,8 @@ use serde::{Deserialize, Serialize};
 pub struct ClockLimits {
     /// How far behind the partition's newest event time an event is still on time.
     pub lateness_ms: u64,
-    /// How far ahead of it an event moves it only once others confirm the jump; `u64::MAX`
-    /// turns the guard off.
+    /// How far ahead of it an event may move it at once; further is a jump, which others must
+    /// confirm ([`JumpGuard`]). `u64::MAX` turns the guard off.
     pub max_jump_ms: u64,
 }
 
@@ -118,6 +119,14 @@ impl Idleness {
         self.last_advance = now;
     }
 
+    /// The partition is paused for watermark alignment at `now`: its records wait on purpose, so
+    /// it is not idle, and its timeout starts over when it resumes. Were it idle, its watermark
+    /// would follow the wall clock past the records it has not been allowed to read.
+    pub fn paused(&mut self, now: Instant) {
+        self.last_record = now;
+        self.last_advance = now;
+    }
+
     /// Whether the partition has delivered nothing, or not moved its watermark, for `timeout`.
     pub fn is_idle(&self, now: Instant, timeout: Duration) -> bool {
         now.duration_since(self.last_record) >= timeout
@@ -125,38 +134,43 @@ impl Idleness {
     }
 }
 
-/// Events of at least this many users, and this many events in all, confirm a jump.
-const CONFIRMING_USERS: usize = 2;
-const CONFIRMING_EVENTS: u64 = 3;
+/// How many of a partition's latest on-time events the guard remembers: enough to tell who the
+/// partition's current users are, few enough to keep in every commit's positions.
+const RECENT_EVENTS: usize = 32;
+/// A jump counts once a share of 1 in this many of the partition's current users, and of their
+/// recent events, have reached it.
+const CONFIRMING_SHARE: usize = 4;
 
-/// The events of a partition that came further ahead than the jump limit, by user.
+/// The partition's newest event time for its watermark, guarded against jumps.
+///
+/// The newest time moves at once by up to `limit`; further is a jump, which counts only once a
+/// quarter of the partition's current users (those of its latest events that are within `limit`
+/// of its newest time), and a quarter of those events, have reached it, however far it goes. A
+/// device whose clock runs hours ahead is one user among many, so its partition's time waits for
+/// the others; a partition that truly jumps (a replay across a gap in the data) does so for
+/// everyone, and a partition whose only current user jumps follows it.
 ///
 /// ```
 /// use sessionize::watermark::JumpGuard;
-/// let hour = 3_600_000;
+/// let (limit, hour) = (600_000, 3_600_000);
 /// let mut guard = JumpGuard::default();
-/// assert_eq!(guard.observe("a", 0, hour), 0);
-/// // One device a day ahead does not move the partition's time...
-/// assert_eq!(guard.observe("bad-clock", 24 * hour, hour), 0);
-/// assert_eq!(guard.observe("a", 60_000, hour), 60_000);
-/// // ...a jump that several users make does.
-/// guard.observe("b", 3 * hour, hour);
-/// assert_eq!(guard.observe("c", 3 * hour + 5, hour), 3 * hour + 5);
+/// for (i, user) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().enumerate() {
+///     guard.observe(user, i as u64 * 1000, limit);
+/// }
+/// // One device five hours ahead does not move the partition's time...
+/// assert_eq!(guard.observe("bad-clock", 5 * hour, limit), 7000);
+/// assert_eq!(guard.observe("a", 60_000, limit), 60_000);
+/// // ...a jump that a quarter of the users make does.
+/// assert_eq!(guard.observe("b", 3 * hour, limit), 60_000);
+/// assert_eq!(guard.observe("c", 3 * hour + 5, limit), 3 * hour);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JumpGuard {
     /// The newest event time the watermark follows: the largest, but for jumps not confirmed.
     newest: Option<u64>,
-    ahead: Vec<Ahead>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Ahead {
-    /// A hash of the user id.
-    user: u64,
-    /// The user's earliest event time among these events.
-    time: u64,
-    events: u64,
+    /// The partition's latest on-time events, oldest first: (a hash of the user id, event time).
+    #[serde(default)]
+    recent: VecDeque<(u32, u64)>,
 }
 
 impl JumpGuard {
@@ -165,7 +179,7 @@ impl JumpGuard {
     pub fn starting_at(newest: Option<u64>) -> Self {
         JumpGuard {
             newest,
-            ahead: Vec::new(),
+            recent: VecDeque::new(),
         }
     }
 
@@ -175,50 +189,44 @@ impl JumpGuard {
     }
 
     /// The partition's newest event time for its watermark, after an on-time event of `user` at
-    /// `time`, with jumps further than `limit` waiting for confirmation.
+    /// `time`; a move further than `limit` waits for confirmation.
     pub fn observe(&mut self, user: &str, time: u64, limit: u64) -> u64 {
-        let newest = self.observe_inner(user, time, limit);
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back((xxhash_rust::xxh3::xxh3_64(user.as_bytes()) as u32, time));
+        let newest = match self.newest {
+            None => time,
+            Some(newest) if time <= newest.saturating_add(limit) => newest.max(time),
+            Some(newest) => newest.max(self.confirmed(newest, limit)),
+        };
         self.newest = Some(newest);
         newest
     }
 
-    fn observe_inner(&mut self, user: &str, time: u64, limit: u64) -> u64 {
-        let Some(newest) = self.newest else {
-            return time;
-        };
-        if time <= newest.saturating_add(limit) {
-            let newest = newest.max(time);
-            self.ahead.retain(|a| a.time > newest);
-            return newest;
-        }
-        let user = xxhash_rust::xxh3::xxh3_64(user.as_bytes());
-        match self.ahead.iter_mut().find(|a| a.user == user) {
-            Some(ahead) => {
-                ahead.time = ahead.time.min(time);
-                ahead.events += 1;
-            }
-            None => self.ahead.push(Ahead {
-                user,
-                time,
-                events: 1,
-            }),
-        }
-        let events: u64 = self.ahead.iter().map(|a| a.events).sum();
-        if self.ahead.len() < CONFIRMING_USERS || events < CONFIRMING_EVENTS {
-            return newest;
-        }
-        // Confirmed: move to the earliest of the jump, the cautious choice; whatever is still
-        // too far ahead of it waits for confirmation of its own.
-        let mut newest = self.ahead.iter().map(|a| a.time).min().expect("confirmed");
-        let limit_from = newest;
-        for ahead in &self.ahead {
-            if ahead.time <= limit_from.saturating_add(limit) {
-                newest = newest.max(ahead.time);
-            }
-        }
-        self.ahead
-            .retain(|a| a.time > limit_from.saturating_add(limit));
-        newest
+    /// The latest time that a share of the current users and of their recent events have
+    /// reached. Only a jump gets here, so the sorting is paid by outliers, not by every event.
+    fn confirmed(&self, newest: u64, limit: u64) -> u64 {
+        let current_from = newest.saturating_sub(limit);
+        let mut current: Vec<(u32, u64)> = self
+            .recent
+            .iter()
+            .filter(|(_, time)| *time >= current_from)
+            .copied()
+            .collect();
+        current.sort_unstable();
+        // Each current user's latest time, and every current event's time, latest first.
+        let mut users: Vec<u64> = current
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|events| events[events.len() - 1].1)
+            .collect();
+        let mut times: Vec<u64> = current.iter().map(|(_, time)| *time).collect();
+        users.sort_unstable_by(|a, b| b.cmp(a));
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        let by_users = users[users.len().div_ceil(CONFIRMING_SHARE) - 1];
+        let by_volume = times[times.len().div_ceil(CONFIRMING_SHARE) - 1];
+        by_users.min(by_volume)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -232,40 +240,78 @@ mod tests {
 
     const HOUR: u64 = 3_600_000;
 
-    #[test]
-    fn one_device_far_ahead_never_moves_the_time() {
-        let mut guard = JumpGuard::default();
-        let mut newest = guard.observe("a", 0, HOUR);
-        for i in 0..100 {
-            guard.observe("bad", 23 * HOUR + i, HOUR);
-            newest = guard.observe("a", i * 1000, HOUR);
+    /// Events of `users` users in turn, a second apart, from `from`.
+    fn steady(guard: &mut JumpGuard, users: usize, from: u64, events: usize) -> u64 {
+        let mut newest = 0;
+        for i in 0..events {
+            let user = format!("user-{}", i % users);
+            newest = guard.observe(&user, from + i as u64 * 1000, LIMIT);
         }
-        assert_eq!(newest, 99_000);
-        assert_eq!(guard.ahead.len(), 1);
+        newest
+    }
+
+    const LIMIT: u64 = 10 * 60_000;
+
+    proptest::proptest! {
+        /// Whatever the size of its lead (beyond the limit), one device among many never moves
+        /// the partition's time, and ordinary progress is followed exactly.
+        #[test]
+        fn one_user_ahead_among_many_is_never_followed(
+            users in 5usize..40,
+            lead in (LIMIT + 1)..(48 * HOUR),
+            every in 2usize..12,
+            events in 50usize..400,
+        ) {
+            let mut guard = JumpGuard::default();
+            for i in 0..events {
+                let time = i as u64 * 1000;
+                let newest = guard.observe(&format!("user-{}", i % users), time, LIMIT);
+                proptest::prop_assert_eq!(newest, time);
+                // From a few events in: among the very first, a device is a large share.
+                if i >= 2 * CONFIRMING_SHARE * users.min(4) && i % every == 0 {
+                    let newest = guard.observe("bad-clock", time + lead, LIMIT);
+                    proptest::prop_assert_eq!(newest, time);
+                }
+            }
+        }
+
+        /// A whole partition that moves ahead, by any amount, is followed within a quarter of
+        /// the recent events.
+        #[test]
+        fn a_partition_that_moves_ahead_is_followed(
+            users in 1usize..40,
+            jump in (LIMIT + 1)..(48 * HOUR),
+        ) {
+            let mut guard = JumpGuard::default();
+            let before = steady(&mut guard, users, 0, 64);
+            let after = steady(&mut guard, users, before + jump, RECENT_EVENTS / CONFIRMING_SHARE + users.min(8));
+            proptest::prop_assert!(after >= before + jump, "{} < {}", after, before + jump);
+        }
     }
 
     #[test]
-    fn a_jump_of_several_users_is_followed_and_the_outlier_still_waits() {
+    fn the_only_current_user_is_followed_at_once() {
         let mut guard = JumpGuard::default();
-        guard.observe("a", 0, HOUR);
-        guard.observe("bad", 23 * HOUR, HOUR);
-        guard.observe("b", 5 * HOUR, HOUR);
-        let mut newest = guard.observe("c", 5 * HOUR + 10, HOUR);
-        assert_eq!(newest, 5 * HOUR + 10);
-        assert_eq!(guard.ahead.len(), 1);
-        // Ordinary progress passes the outlier's time eventually, and forgets it.
-        let mut time = 5 * HOUR;
-        while time <= 23 * HOUR {
-            time += HOUR / 2;
-            newest = guard.observe("b", time, HOUR);
-        }
-        assert_eq!(guard.ahead.len(), 0);
-        assert_eq!(newest, time);
+        guard.observe("a", 0, LIMIT);
+        assert_eq!(guard.observe("a", 5 * HOUR, LIMIT), 5 * HOUR);
+        // Users long behind the partition's time are not current: they do not hold it back.
+        let mut guard = JumpGuard::default();
+        steady(&mut guard, 10, 0, 20);
+        guard.observe("a", 9 * 60_000, LIMIT);
+        assert_eq!(guard.observe("a", 18 * 60_000, LIMIT), 18 * 60_000);
+        assert_eq!(guard.observe("a", 5 * HOUR, LIMIT), 5 * HOUR);
+    }
+
+    #[test]
+    fn the_guard_keeps_a_bounded_window() {
+        let mut guard = JumpGuard::default();
+        steady(&mut guard, 7, 0, 10 * RECENT_EVENTS);
+        assert_eq!(guard.recent.len(), RECENT_EVENTS);
     }
 
     const LIMITS: ClockLimits = ClockLimits {
         lateness_ms: 10 * 60_000,
-        max_jump_ms: 6 * HOUR,
+        max_jump_ms: LIMIT,
     };
 
     #[test]
@@ -284,9 +330,11 @@ mod tests {
     #[test]
     fn a_guarded_jump_moves_the_largest_time_but_not_the_watermark() {
         let mut clock = PartitionClock::default();
-        clock.observe("a", HOUR, LIMITS);
-        clock.observe("bad-clock", 30 * HOUR, LIMITS);
-        assert_eq!(clock.max_event_ms, Some(30 * HOUR));
+        for user in ["a", "b", "c", "d", "e"] {
+            clock.observe(user, HOUR, LIMITS);
+        }
+        clock.observe("bad-clock", 5 * HOUR, LIMITS);
+        assert_eq!(clock.max_event_ms, Some(5 * HOUR));
         assert_eq!(clock.watermark_ms, HOUR - LIMITS.lateness_ms);
     }
 
@@ -312,6 +360,40 @@ mod tests {
         idleness.advanced(start + Duration::from_secs(10));
         assert!(!idleness.is_idle(start + Duration::from_secs(12), timeout));
         assert!(idleness.is_idle(start + Duration::from_secs(19), timeout));
+    }
+
+    proptest::proptest! {
+        /// Whatever happens around it, a partition is never idle while it is paused, nor within
+        /// the timeout after it resumes.
+        #[test]
+        fn a_paused_partition_is_never_idle(
+            steps in proptest::collection::vec((0u64..5_000, 0u8..4), 1..60),
+            timeout_ms in 1u64..4_000,
+        ) {
+            let start = Instant::now();
+            let timeout = Duration::from_millis(timeout_ms);
+            let mut idleness = Idleness::new(start);
+            let mut now = start;
+            let mut last_pause = None;
+            for (wait_ms, what) in steps {
+                now += Duration::from_millis(wait_ms);
+                match what {
+                    0 => idleness.delivered(now),
+                    1 => idleness.advanced(now),
+                    2 => {
+                        idleness.paused(now);
+                        last_pause = Some(now);
+                        proptest::prop_assert!(!idleness.is_idle(now, timeout));
+                    }
+                    _ => {}
+                }
+                if let Some(paused) = last_pause
+                    && now.duration_since(paused) < timeout
+                {
+                    proptest::prop_assert!(!idleness.is_idle(now, timeout));
+                }
+            }
+        }
     }
 
     #[test]

@@ -502,6 +502,42 @@ fn walk(dir: &Path) -> Vec<std::fs::DirEntry> {
 }
 
 #[test]
+fn one_device_hours_ahead_under_any_limit_does_not_make_the_rest_late() {
+    let dir = tempfile::tempdir().unwrap();
+    // Twenty users, one event a minute each for 100 minutes; one device's clock is 5 h ahead, less
+    // than the jump limit used to be, and it sends an event every other minute throughout.
+    let mut lines = Vec::new();
+    for minute in 0..100 {
+        for user in 0..20 {
+            let time = common::BASE + minute * MIN + user * 1000;
+            let id = format!("e-{minute}-{user}");
+            lines.push(event(&format!("user-{user}"), &id, time, "home", true));
+        }
+        if minute % 2 == 1 {
+            let time = common::BASE + 5 * HOUR + minute * MIN;
+            let id = format!("ahead-{minute}");
+            lines.push(event("bad-clock", &id, time, "home", true));
+        }
+    }
+    let partitions = vec![format!("{}\n", lines.join("\n")).into_bytes()];
+    let inputs = write_inputs(dir.path(), &partitions);
+    let warehouse = dir.path().join("warehouse");
+    run(&warehouse, &inputs).success();
+    let actual = read_tables(&warehouse);
+    assert!(actual.late.is_empty(), "{} late events", actual.late.len());
+    // The device's own events are on time too, and sessionized as any user's.
+    let device: i64 = actual
+        .sessions
+        .iter()
+        .filter(|s| s.user_id == "bad-clock")
+        .map(|s| s.event_count)
+        .sum();
+    assert_eq!(device, 50);
+    let total: i64 = actual.sessions.iter().map(|s| s.event_count).sum();
+    assert_eq!(total, lines.len() as i64);
+}
+
+#[test]
 fn one_device_a_day_ahead_does_not_make_the_rest_late() {
     let dir = tempfile::tempdir().unwrap();
     // Twenty users active for three hours, in order; early on one device's clock is 23 h ahead.

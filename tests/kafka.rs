@@ -771,3 +771,126 @@ fn an_explicit_start_completes_the_side_tables_of_an_interrupted_commit() {
         "after an explicit start",
     );
 }
+
+/// Deletes `topic` and creates it again, empty, with `partitions` partitions, as an operator
+/// might; the broker deletes a topic in the background, so creation is retried until it can be.
+fn recreate(topic: &Topic, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &topic.servers)
+        .create()
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let deleted =
+        futures::executor::block_on(admin.delete_topics(&[topic.name.as_str()], &options)).unwrap();
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    let new = NewTopic::new(&topic.name, partitions, TopicReplication::Fixed(1));
+    let started = Instant::now();
+    loop {
+        let created = futures::executor::block_on(admin.create_topics([&new], &options)).unwrap();
+        if created.iter().all(Result::is_ok) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{created:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The one line a run that refused to start printed, after checking it is the only one of ours.
+fn refusal(output: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: ") || l.starts_with("sessionize: "))
+        .collect();
+    assert_eq!(ours.len(), 1, "{stderr}");
+    ours[0].to_string()
+}
+
+#[test]
+fn a_recreated_topic_stops_the_run_until_an_explicit_start() {
+    let (topic, partitions, _) = loaded_topic("recreated", 41, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    topic.bounded(&warehouse).success();
+    let before = read_tables(&warehouse);
+    let committed = before.next_offsets()[&0];
+    assert_eq!(committed, records_of(&partitions[0]).len() as u64);
+
+    // Recreated with fewer records than were read: every offset the table knows went backwards.
+    recreate(&topic, 1);
+    let fresh = workload(43, 1);
+    let records = records_of(&fresh[0]);
+    let kept = records.len() / 3;
+    let mut fewer = records[..kept].join(&b'\n');
+    fewer.push(b'\n');
+    let fresh = vec![fewer];
+    topic.produce(&fresh, None);
+
+    for (what, output) in [
+        ("bounded", topic.bounded(&warehouse).output()),
+        (
+            "live",
+            wait_with_timeout(topic.run(&warehouse).spawn(), Duration::from_secs(60)),
+        ),
+    ] {
+        let line = refusal(&output, 1);
+        let parts = [
+            format!("offset {committed}"),
+            format!("0..{kept}"),
+            "--start-offsets".to_string(),
+        ];
+        for part in parts {
+            assert!(line.contains(&part), "{what}: {part}: {line}");
+        }
+    }
+    assert_eq!(read_tables(&warehouse).next_offsets()[&0], committed);
+
+    // The explicit start reads every new record.
+    topic
+        .bounded(&warehouse)
+        .args(["--start-offsets", "earliest"])
+        .success();
+    let after = read_tables(&warehouse);
+    assert_eq!(after.next_offsets()[&0], kept as u64);
+    let expected = kafka_reference(&fresh);
+    let events = |actual: &Actual| actual.sessions.iter().map(|s| s.event_count).sum::<i64>();
+    let expected_events: i64 = expected.sessions.iter().map(|s| s.event_count).sum();
+    assert_eq!(events(&after) - events(&before), expected_events);
+    assert_eq!(after.late.len() - before.late.len(), expected.late.len());
+    assert_eq!(
+        after.quarantined.len() - before.quarantined.len(),
+        expected.quarantined.len()
+    );
+    // That run recorded the new topic: a restart resumes on it.
+    topic.bounded(&warehouse).success();
+}
+
+#[test]
+fn a_partition_paused_for_alignment_is_never_idle() {
+    let topic = Topic::new("paused-not-idle", 2);
+    // Partition 1 runs three hours ahead of partition 0 in event time, and both are in the past:
+    // an idle partition's watermark would follow the wall clock far beyond its records.
+    let mut partitions = workload(31, 2);
+    partitions[1] = shift_event_times(&partitions[1], 3 * 60 * MIN);
+    topic.produce(&partitions, None);
+    let expected = kafka_reference(&partitions);
+    let ends = end_offsets(&partitions);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    // Slow enough that partition 1 stays paused for many idle timeouts while partition 0 is read.
+    let _pipeline = KillOnDrop(
+        topic
+            .run(&warehouse)
+            .args(["-w", "2", "--max-rate", "300", "--idle-timeout", "1s"])
+            .args(["--max-watermark-drift", "10m"])
+            .spawn(),
+    );
+    let actual = poll_tables(&warehouse, "the topic was not read to its end", |actual| {
+        actual.next_offsets() == ends
+    });
+    assert_eq!(actual.late_offsets, expected.late, "late events");
+}

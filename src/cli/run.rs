@@ -118,10 +118,11 @@ pub struct RulesArgs {
     /// How far behind its partition's newest event an event may be and still count (bare: minutes).
     #[arg(long, default_value = "10")]
     pub allowed_lateness: String,
-    /// An event further than this ahead of its partition's newest event time (a device with a bad
-    /// clock) moves the watermark only once events of other users confirm the jump; 0 turns the
-    /// guard off (bare: hours).
-    #[arg(long, default_value = "6")]
+    /// A partition's newest event time moves at once by up to this; a jump further (a device
+    /// with a bad clock, whatever its lead) moves the watermark only once a quarter of the
+    /// partition's current users and of its recent events have reached it; 0 turns the guard off
+    /// (bare: hours).
+    #[arg(long, default_value = "10m")]
     pub max_event_time_jump: String,
     /// Events further than this ahead of the wall clock are rejected (bare: hours).
     #[arg(long, default_value = "24")]

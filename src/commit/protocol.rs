@@ -37,6 +37,7 @@ use crate::config::PipelineConfig;
 use crate::failure::fail_point;
 use crate::retry::Backoff;
 use crate::sink::{TableKind, Warehouse};
+use crate::source::kafka::TopicIdentity;
 
 /// What an epoch's commit gathers from every worker.
 #[derive(Debug, Default)]
@@ -169,6 +170,14 @@ pub async fn commit_once(
     }
 }
 
+/// Where a run starts, as the committer needs it: the last commit, the partitions' positions and
+/// the Kafka topic's identity.
+pub type Start = (
+    Option<Mark>,
+    BTreeMap<u32, SourcePosition>,
+    Option<TopicIdentity>,
+);
+
 /// The committing worker's view of the tables: it commits each epoch, in order.
 pub struct Committer {
     runtime: Rc<tokio::runtime::Runtime>,
@@ -183,13 +192,16 @@ pub struct Committer {
     marks: HashMap<TableKind, Option<Mark>>,
     last_commit_at: Instant,
     positions: BTreeMap<u32, SourcePosition>,
+    /// The Kafka topic's identity, recorded with every commit.
+    topic: Option<TopicIdentity>,
     /// Publishes committed offsets to the consumer group, for lag tools.
     lag_consumer: Option<rdkafka::consumer::BaseConsumer>,
 }
 
 impl Committer {
-    /// The committer of a run whose sessions table last showed `last_commit` and whose partitions
-    /// start at `positions`, with `tables` as this worker loaded them.
+    /// The committer of a run whose sessions table last showed `last_commit`, whose partitions
+    /// start at `positions` and whose Kafka topic is `topic`, with `tables` as this worker loaded
+    /// them.
     pub fn new(
         runtime: Rc<tokio::runtime::Runtime>,
         warehouse: Rc<Warehouse>,
@@ -197,7 +209,7 @@ impl Committer {
         config: Arc<PipelineConfig>,
         run_id: String,
         tables: HashMap<TableKind, Table>,
-        (last_commit, positions): (Option<Mark>, BTreeMap<u32, SourcePosition>),
+        (last_commit, positions, topic): Start,
     ) -> Self {
         // The sessions table must still show the commit the run starts from; a side table, the
         // last commit that had rows for it (the start completed it).
@@ -218,6 +230,7 @@ impl Committer {
             marks,
             last_commit_at: Instant::now(),
             positions,
+            topic,
             lag_consumer: None,
         }
     }
@@ -284,7 +297,7 @@ impl Committer {
             epoch,
             &self.run_id,
             totals.watermark_ms,
-            &self.positions,
+            (&self.positions, self.topic.as_ref()),
             &self.config,
             &checkpoint,
         );

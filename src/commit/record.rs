@@ -18,6 +18,7 @@ use super::checkpoint::CheckpointRef;
 use super::position::{RecordedPosition, SourcePosition};
 use crate::config::PipelineConfig;
 use crate::failure::TwoWriters;
+use crate::source::kafka::TopicIdentity;
 
 /// Snapshot-summary keys under which each commit records where the pipeline stands.
 pub mod summary {
@@ -30,6 +31,9 @@ pub mod summary {
     /// The run that committed the snapshot: a run that finds another run's commit on top of its
     /// own stops, since two pipelines are writing one table.
     pub const RUN_ID: &str = "sessionize.run-id";
+    /// The Kafka topic's identity ([`crate::source::kafka::TopicIdentity`]): recorded offsets
+    /// resume only on the topic they were read from.
+    pub const TOPIC: &str = "sessionize.kafka-topic";
 }
 
 /// Which epoch of which run committed a snapshot.
@@ -213,6 +217,16 @@ pub fn recorded_positions(
         .collect()
 }
 
+/// The identity of the Kafka topic whose positions a commit's record names; `None` for files and
+/// for commits made before identities were recorded.
+pub fn recorded_topic(record: &HashMap<String, String>) -> Result<Option<TopicIdentity>> {
+    record
+        .get(summary::TOPIC)
+        .map(|json| serde_json::from_str(json))
+        .transpose()
+        .context("the snapshot's Kafka topic identity")
+}
+
 /// The error of a commit that found another pipeline's commit on top of ours.
 pub fn two_writers(
     ident: &TableIdent,
@@ -246,7 +260,7 @@ pub fn sessions_properties(
     epoch: u64,
     run_id: &str,
     watermark_ms: u64,
-    positions: &BTreeMap<u32, SourcePosition>,
+    (positions, topic): (&BTreeMap<u32, SourcePosition>, Option<&TopicIdentity>),
     config: &PipelineConfig,
     checkpoint: &CheckpointRef,
 ) -> HashMap<String, String> {
@@ -257,7 +271,7 @@ pub fn sessions_properties(
             (p.partition.to_string(), p.recorded(source))
         })
         .collect();
-    HashMap::from([
+    let mut properties = HashMap::from([
         (summary::EPOCH.to_string(), epoch.to_string()),
         (summary::RUN_ID.to_string(), run_id.to_string()),
         (summary::WATERMARK_MS.to_string(), watermark_ms.to_string()),
@@ -270,7 +284,14 @@ pub fn sessions_properties(
             summary::CHECKPOINT.to_string(),
             serde_json::to_string(checkpoint).expect("checkpoint names serialize"),
         ),
-    ])
+    ]);
+    if let Some(topic) = topic {
+        properties.insert(
+            summary::TOPIC.to_string(),
+            serde_json::to_string(topic).expect("identities serialize"),
+        );
+    }
+    properties
 }
 
 #[cfg(test)]
@@ -320,7 +341,13 @@ mod tests {
             dir: "checkpoints/e000000000003-r".into(),
             parts: vec!["part-w0.v2.bin".into()],
         };
-        let props = sessions_properties(3, "r", 5, &positions, &config, &checkpoint);
+        let topic = TopicIdentity {
+            cluster_id: Some("c".into()),
+            topic_id: None,
+        };
+        let props =
+            sessions_properties(3, "r", 5, (&positions, Some(&topic)), &config, &checkpoint);
+        assert_eq!(recorded_topic(&props).unwrap(), Some(topic));
         assert_eq!(
             Mark::from_record(&props),
             Some(Mark {

@@ -11,12 +11,13 @@ use super::checkpoint::{CheckpointRef, CheckpointStore, SideFiles};
 use super::position::{RecordedPosition, SourcePosition};
 use super::protocol::{TableCommit, commit_once};
 use super::record::{
-    Mark, last_record, newest_mark, recorded_positions, rolled_back_from, side_properties,
-    snapshot_before_epoch, summary,
+    Mark, last_record, newest_mark, recorded_positions, recorded_topic, rolled_back_from,
+    side_properties, snapshot_before_epoch, summary,
 };
 use crate::config::PipelineConfig;
 use crate::sink::{TableKind, Warehouse};
 use crate::source::file::Fingerprint;
+use crate::source::kafka::{TopicIdentity, resume_offsets};
 
 /// Prepares the tables and decides where the run starts: creates (or evolves) the tables, reads
 /// the newest commit, and completes the side tables of an interrupted commit. With `restore`
@@ -56,6 +57,9 @@ pub struct StartState {
     pub table_uuid: uuid::Uuid,
     /// The fingerprint of each input file of this run, by partition.
     pub fingerprints: BTreeMap<u32, Fingerprint>,
+    /// The Kafka topic's identity as the broker gave it at start; every commit records it.
+    #[serde(default)]
+    pub topic: Option<TopicIdentity>,
 }
 
 impl StartState {
@@ -91,8 +95,8 @@ impl StartState {
             None => {}
             Some(props) => check_rules(warehouse, config, props).await?,
         }
-        let mut start = match record {
-            Some(props) => StartState::resume(&props, config, restore, &heads)?,
+        let mut start = match &record {
+            Some(props) => StartState::resume(props, config, restore, &heads)?,
             None => StartState::default(),
         };
         start.table_uuid = table.metadata().uuid();
@@ -108,6 +112,22 @@ impl StartState {
                     format!("epoch {} of run {}", m.epoch, m.run_id)
                 })
             );
+        }
+        if let Some(kafka) = &config.kafka {
+            // Recorded offsets are checked against the topic as it is now, never taken blindly.
+            let recorded = record.as_ref().map(recorded_topic).transpose()?.flatten();
+            let offsets = start
+                .positions
+                .iter()
+                .map(|(partition, position)| (*partition, position.next_offset))
+                .collect();
+            let (topic, resumed) = resume_offsets(&kafka.settings, &offsets, recorded.as_ref())?;
+            for (partition, offset) in resumed {
+                if let Some(position) = start.positions.get_mut(&partition) {
+                    position.next_offset = offset;
+                }
+            }
+            start.topic = Some(topic);
         }
         for (partition, head) in heads.iter().enumerate() {
             let partition = partition as u32;
@@ -365,7 +385,7 @@ mod tests {
             dir: "checkpoints/e000000000004-r".into(),
             parts: vec!["part-w0.v2.bin".into()],
         };
-        sessions_properties(4, "r", 0, &positions, config, &checkpoint)
+        sessions_properties(4, "r", 0, (&positions, None), config, &checkpoint)
     }
 
     fn position(

@@ -43,8 +43,8 @@ pub struct PipelineConfig {
     pub allow_rule_change: bool,
     /// How far behind its partition's latest event time an event may be and still be on time.
     pub allowed_lateness_ms: u64,
-    /// An event further than this ahead of its partition's newest event time moves the
-    /// partition's watermark only once events of other users confirm the jump
+    /// How far a partition's newest event time moves at once; a jump further moves its watermark
+    /// only once a share of its current users and recent events confirm it
     /// ([`crate::watermark::JumpGuard`]); `u64::MAX` turns the guard off.
     pub max_event_time_jump_ms: u64,
     pub max_future_skew_ms: u64,
@@ -139,7 +139,7 @@ impl PipelineConfig {
             boundaries: BoundaryRules::default(),
             allow_rule_change: false,
             allowed_lateness_ms: 10 * 60_000,
-            max_event_time_jump_ms: 6 * 3_600_000,
+            max_event_time_jump_ms: 10 * 60_000,
             max_future_skew_ms: 86_400_000,
             max_event_bytes: 1 << 20,
             buckets: 16,

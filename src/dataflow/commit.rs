@@ -46,6 +46,7 @@ pub(super) fn commit<'scope>(
         (
             context.start.last_commit.clone(),
             context.start.positions.clone(),
+            context.start.topic.clone(),
         ),
     );
     parts.unary_frontier(

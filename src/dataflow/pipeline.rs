@@ -1,7 +1,7 @@
 //! The assembly: read -> parse -> stamp -> sessionize -> write -> commit, on one worker.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -37,17 +37,24 @@ pub(super) fn build_pipeline(
     // Each stamped partition's watermark, and the lowest over every worker: the readers pause
     // partitions that run too far ahead.
     let watermarks = Rc::new(RefCell::new(HashMap::new()));
+    let paused = Rc::new(RefCell::new(HashSet::new()));
     let stamped_low = ProbeHandle::new();
     let readers = open_readers(context, scope.index(), scope.peers())?;
     let partitions = readers.partitions();
     let alignment = Alignment {
         watermarks: Rc::clone(&watermarks),
         low: stamped_low.clone(),
+        paused: Rc::clone(&paused),
     };
     let chunks = read_chunks(scope, readers, config, consumed.clone(), alignment);
     let parsed = parse(chunks, config);
-    let (stamped, consumed_marker) =
-        stamp(parsed, context, &partitions, committed.clone(), watermarks);
+    let (stamped, consumed_marker) = stamp(
+        parsed,
+        context,
+        &partitions,
+        committed.clone(),
+        (watermarks, paused),
+    );
     consumed_marker.probe_with(&consumed);
 
     let Stamped {

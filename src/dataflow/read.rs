@@ -1,7 +1,7 @@
 //! Reading: each worker reads the partitions it owns in chunks, with bounded read-ahead.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,8 @@ pub(super) struct Alignment {
     pub(super) watermarks: Rc<RefCell<HashMap<u32, u64>>>,
     /// The stampers' output, whose frontier is the lowest watermark over every worker.
     pub(super) low: ProbeHandle<Time>,
+    /// The partitions this worker's reader has paused, which its stamper must not take for idle.
+    pub(super) paused: Rc<RefCell<HashSet<u32>>>,
 }
 
 /// How often a Kafka reader reports its next offsets for the lag metrics.
@@ -159,6 +161,9 @@ pub(super) fn read_chunks<'scope>(
                         reader
                             .align(&watermarks, low, drift)
                             .unwrap_or_else(|e| stop(e));
+                        let mut paused = alignment.paused.borrow_mut();
+                        paused.clear();
+                        paused.extend(reader.paused());
                     }
                     let budget = if rate_per_worker == 0 {
                         KAFKA_RECORDS_PER_READ as u64

@@ -2,7 +2,7 @@
 //! watermark, and stamps records with `(epoch, watermark tick)`.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -86,15 +86,20 @@ impl PartitionStamper {
     }
 }
 
+/// What a stamper shares with its worker's reader: each partition's watermark (it writes), and the
+/// partitions paused for alignment (it reads).
+type SharedWithReader = (Rc<RefCell<HashMap<u32, u64>>>, Rc<RefCell<HashSet<u32>>>);
+
 /// Restores each partition's order, classifies its lines against its watermark and stamps them
 /// with `(epoch, watermark tick)`. A fifth output carries no data: its frontier shows which chunks
-/// the stampers have consumed, for the readers' back-pressure.
+/// the stampers have consumed, for the readers' back-pressure. The stamper tells this worker's
+/// reader each partition's watermark, and learns from it which partitions it paused.
 pub(super) fn stamp<'scope>(
     parsed: StreamVec<'scope, Time, ParsedChunk>,
     context: &WorkerContext,
     partitions: &[u32],
     committed: ProbeHandle<Time>,
-    watermarks: Rc<RefCell<HashMap<u32, u64>>>,
+    (watermarks, paused): SharedWithReader,
 ) -> (Stamped<'scope>, StreamVec<'scope, Time, ()>) {
     let scope = parsed.scope();
     let config = &context.config;
@@ -201,6 +206,9 @@ pub(super) fn stamp<'scope>(
                     if stamper.position.clock.watermark_ms > before {
                         stamper.idleness.advanced(Instant::now());
                     }
+                }
+                if paused.borrow().contains(&stamper.partition) {
+                    stamper.idleness.paused(Instant::now());
                 }
                 if let Some(timeout) = idle_timeout
                     && stamper.idleness.is_idle(Instant::now(), timeout)

@@ -15,9 +15,11 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+mod identity;
 mod reader;
 mod start;
 
+pub use identity::{Resume, TopicIdentity, check_resume, resume_offsets};
 pub use reader::{KafkaReader, ReadStatus, StopAt};
 pub use start::{StartOffsets, offset_for_time, resolve_start};
 
@@ -63,8 +65,13 @@ impl KafkaSettings {
 
     /// The consumer a [`KafkaReader`] reads with: it is told when it reaches the end of a
     /// partition, and then skips what delivers nothing (transaction markers, aborted records).
+    /// An offset out of range is an error the reader handles, never a silent jump to the earliest
+    /// offset: after a topic is recreated, that would skip every record below the offset it had.
     pub fn reader_consumer(&self) -> Result<BaseConsumer> {
-        self.consumer_with(&[("enable.partition.eof", "true")])
+        self.consumer_with(&[
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "error"),
+        ])
     }
 
     /// A consumer with settings of ours on top of the usual ones (the user's still win).

@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use super::identity::{Resume, TopicIdentity, check_resume, records_gone};
 use super::start::{StartOffsets, offset_for_time, resolve_start};
 use super::{KafkaSettings, offset_bounds};
 use crate::source::file::Chunk;
@@ -191,6 +192,9 @@ impl KafkaReader {
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     self.skip_to_position(partition as u32);
                 }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    self.offsets_out_of_range()?;
+                }
                 Some(Err(e)) => {
                     if self.failing_since.is_none() {
                         tracing::warn!(
@@ -213,14 +217,6 @@ impl KafkaReader {
                     };
                     if cursor.ended || cursor.paused || offset < cursor.next_offset {
                         continue;
-                    }
-                    if offset > cursor.next_offset && cursor.pending.offsets.is_empty() {
-                        tracing::warn!(
-                            partition,
-                            "records {}..{offset} are gone from the broker (retention or \
-                             compaction) and were never read",
-                            cursor.next_offset
-                        );
                     }
                     if cursor.end.is_some_and(|end| offset >= end) {
                         cursor.next_offset = cursor.end.expect("checked");
@@ -292,6 +288,55 @@ impl KafkaReader {
                 .map_or(position as u64, |end| end.min(position as u64));
             cursor.next_offset = cursor.next_offset.max(position);
         }
+    }
+
+    /// librdkafka found a partition's next offset outside the offsets the broker keeps (with
+    /// `auto.offset.reset=error`; the error does not say which partition). Below the first kept
+    /// offset, retention deleted records before they were read: logged, and reading goes on from
+    /// there. Past the end, the partition went backwards (recreated, or the broker replaced):
+    /// resuming anywhere would skip or re-read records, so the run stops.
+    fn offsets_out_of_range(&mut self) -> Result<()> {
+        let topic = self.settings.topic.clone();
+        let mut moved = TopicPartitionList::new();
+        for (&partition, cursor) in self.cursors.iter_mut() {
+            if cursor.ended || cursor.paused {
+                continue;
+            }
+            let bounds = offset_bounds(&self.consumer, &topic, partition)?;
+            let unknown = TopicIdentity::default();
+            let resume = check_resume(
+                &topic,
+                partition,
+                cursor.next_offset,
+                None,
+                &unknown,
+                bounds,
+            )?;
+            if let Resume::AfterGap { recorded, low } = resume {
+                records_gone(partition, recorded, low);
+                cursor.next_offset = low;
+                moved
+                    .add_partition_offset(&topic, partition as i32, Offset::Offset(low as i64))
+                    .context("invalid offset")?;
+            }
+        }
+        if moved.count() > 0 {
+            self.consumer
+                .incremental_unassign(&moved)
+                .context("cannot reassign Kafka partitions")?;
+            self.consumer
+                .incremental_assign(&moved)
+                .context("cannot reassign Kafka partitions")?;
+        }
+        Ok(())
+    }
+
+    /// The partitions paused for watermark alignment ([`KafkaReader::align`]).
+    pub fn paused(&self) -> impl Iterator<Item = u32> + '_ {
+        self.cursors
+            .iter()
+            .filter(|(_, c)| c.paused && !c.ended)
+            .map(|(p, _)| *p)
     }
 
     /// Watermark alignment: a partition whose watermark is more than `window` ahead of the
