@@ -11,6 +11,8 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent};
 
 use super::catalog::Warehouse;
+use super::expiry::{delete_dropped_metadata_files, delete_unreferenced_files, forget_view};
+use super::manifests::with_merged_manifests;
 use super::tables::TableKind;
 
 impl Warehouse {
@@ -49,7 +51,14 @@ impl Warehouse {
                 deserialize_data_file_from_json(json, spec.spec_id(), &partition_type, schema)
             })
             .collect::<Result<Vec<DataFile>, _>>()?;
-        let transaction = Transaction::new(base);
+        let view = match with_merged_manifests(base).await {
+            Ok(view) => view,
+            Err(e) => {
+                tracing::warn!("cannot merge the manifests of {}: {e:#}", base.identifier());
+                base.clone()
+            }
+        };
+        let transaction = Transaction::new(&view);
         let transaction = transaction
             .fast_append()
             .add_data_files(files)
@@ -60,12 +69,14 @@ impl Warehouse {
         let transaction = with_properties(transaction, properties)?;
         let pinned = PinnedCatalog {
             inner: self.catalog.as_ref(),
-            base,
+            base: &view,
         };
-        let committed = transaction
-            .commit(&pinned)
-            .await
-            .with_context(|| format!("commit to {} failed", base.identifier()))?;
+        let committed = transaction.commit(&pinned).await;
+        // The view's manifest list served this attempt only; no snapshot names it.
+        forget_view(base, &view).await;
+        let committed =
+            committed.with_context(|| format!("commit to {} failed", base.identifier()))?;
+        delete_dropped_metadata_files(base, &committed).await;
         Ok(committed)
     }
 
@@ -93,6 +104,8 @@ impl Warehouse {
         match expire.await {
             Ok(expired) => {
                 tracing::debug!(table = %table.identifier(), count, "expired old snapshots");
+                delete_dropped_metadata_files(&table, &expired).await;
+                delete_unreferenced_files(&table, &expired).await;
                 expired
             }
             Err(e) => {

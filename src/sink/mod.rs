@@ -11,6 +11,8 @@ mod bounded;
 pub mod catalog;
 pub mod commit;
 pub mod create;
+mod expiry;
+mod manifests;
 pub mod spark;
 pub mod tables;
 pub mod writer;

@@ -1,0 +1,138 @@
+//! Files a table no longer needs, deleted after the commit that let them go: metadata files that
+//! fell out of the metadata log (`write.metadata.previous-versions-max`), and the manifest lists,
+//! manifests and data files of expired snapshots that no remaining snapshot references.
+//!
+//! Deletion is best effort and comes after the commit: a file left behind by a crash costs space,
+//! never a row, and a file is deleted only once no snapshot left in the table names it, so time
+//! travel to every retained snapshot still reads. Only files under the table's location are
+//! touched.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Result;
+use iceberg::spec::{ManifestStatus, SnapshotRef};
+use iceberg::table::Table;
+
+/// Deletes the metadata files `before` still listed and `after` no longer does, unless the table
+/// says `write.metadata.delete-after-commit.enabled=false` (Java's default is false; a streaming
+/// table writes a metadata file every commit, so ours is true).
+pub async fn delete_dropped_metadata_files(before: &Table, after: &Table) {
+    let disabled = after
+        .metadata()
+        .properties()
+        .get("write.metadata.delete-after-commit.enabled")
+        .is_some_and(|v| v == "false");
+    if disabled {
+        return;
+    }
+    let kept: HashSet<&str> = after
+        .metadata()
+        .metadata_log()
+        .iter()
+        .map(|log| log.metadata_file.as_str())
+        .chain(after.metadata_location())
+        .collect();
+    let dropped = before
+        .metadata()
+        .metadata_log()
+        .iter()
+        .map(|log| log.metadata_file.as_str())
+        .chain(before.metadata_location())
+        .filter(|file| !kept.contains(file));
+    delete_all(after, dropped).await;
+}
+
+/// Deletes what the snapshots expired between `before` and `after` referenced and no snapshot of
+/// `after` does.
+pub async fn delete_unreferenced_files(before: &Table, after: &Table) {
+    match unreferenced_files(before, after).await {
+        Ok(files) => {
+            let count = files.len();
+            delete_all(after, files.iter().map(String::as_str)).await;
+            tracing::debug!(table = %after.identifier(), count, "deleted the files of expired snapshots");
+        }
+        Err(e) => tracing::warn!(
+            "cannot list the files of expired snapshots of {}: {e:#}",
+            after.identifier()
+        ),
+    }
+}
+
+/// Deletes the manifest list of a view made for one append ([`super::manifests`]), if it is one.
+pub async fn forget_view(table: &Table, view: &Table) {
+    let list = |t: &Table| {
+        t.metadata()
+            .current_snapshot()
+            .map(|s| s.manifest_list().to_string())
+    };
+    if let Some(view_list) = list(view).filter(|v| Some(v) != list(table).as_ref()) {
+        delete_all(table, std::iter::once(view_list.as_str())).await;
+    }
+}
+
+async fn unreferenced_files(before: &Table, after: &Table) -> Result<Vec<String>> {
+    let remaining: HashSet<i64> = after
+        .metadata()
+        .snapshots()
+        .map(|s| s.snapshot_id())
+        .collect();
+    let (expired, retained): (Vec<&SnapshotRef>, Vec<&SnapshotRef>) = before
+        .metadata()
+        .snapshots()
+        .partition(|s| !remaining.contains(&s.snapshot_id()));
+    if expired.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut reader = ManifestReader {
+        table: before,
+        read: HashMap::new(),
+    };
+    let retained_files = reader.files(&retained).await?;
+    let expired_files = reader.files(&expired).await?;
+    Ok(expired_files.difference(&retained_files).cloned().collect())
+}
+
+/// Reads the files snapshots reference, each manifest once.
+struct ManifestReader<'a> {
+    table: &'a Table,
+    /// Per manifest, the data files it lists as live.
+    read: HashMap<String, Vec<String>>,
+}
+
+impl ManifestReader<'_> {
+    /// The manifest lists, manifests and live data files of `snapshots`.
+    async fn files(&mut self, snapshots: &[&SnapshotRef]) -> Result<HashSet<String>> {
+        let mut files = HashSet::new();
+        for snapshot in snapshots {
+            files.insert(snapshot.manifest_list().to_string());
+            let list = self.table.manifest_list_reader(snapshot).load().await?;
+            for manifest in list.entries() {
+                files.insert(manifest.manifest_path.clone());
+                if !self.read.contains_key(&manifest.manifest_path) {
+                    let (entries, _) = manifest
+                        .load_manifest(self.table.file_io())
+                        .await?
+                        .into_parts();
+                    let live = entries
+                        .iter()
+                        .filter(|e| e.status != ManifestStatus::Deleted)
+                        .map(|e| e.file_path().to_string())
+                        .collect();
+                    self.read.insert(manifest.manifest_path.clone(), live);
+                }
+                files.extend(self.read[&manifest.manifest_path].iter().cloned());
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// Deletes `files` that lie under the table's location, logging what cannot be deleted.
+async fn delete_all(table: &Table, files: impl Iterator<Item = &str>) {
+    let root = format!("{}/", table.metadata().location().trim_end_matches('/'));
+    for file in files.filter(|f| f.starts_with(&root)) {
+        if let Err(e) = table.file_io().delete(file).await {
+            tracing::warn!("cannot delete {file}: {e}");
+        }
+    }
+}
