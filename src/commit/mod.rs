@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod epoch;
+mod orphans;
 pub mod position;
 pub mod protocol;
 pub mod record;

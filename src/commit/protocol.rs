@@ -29,6 +29,7 @@ use iceberg::table::Table;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{CheckpointPart, CheckpointRef, CheckpointStore, SideFiles};
+use super::orphans::{data_files, orphans};
 use super::position::{SourceCounts, SourcePosition};
 use super::record::{
     Mark, newest_mark, own_snapshots_to_expire, sessions_properties, side_properties, two_writers,
@@ -196,6 +197,8 @@ pub struct Committer {
     topic: Option<TopicIdentity>,
     /// Publishes committed offsets to the consumer group, for lag tools.
     lag_consumer: Option<rdkafka::consumer::BaseConsumer>,
+    /// Whether the files of other runs' uncommitted epochs have been looked for.
+    orphans_removed: bool,
 }
 
 impl Committer {
@@ -232,6 +235,7 @@ impl Committer {
             positions,
             topic,
             lag_consumer: None,
+            orphans_removed: false,
         }
     }
 
@@ -326,6 +330,7 @@ impl Committer {
         }
         self.last_commit_at = Instant::now();
         self.store.remove_before(epoch);
+        self.remove_orphans();
         fail_point("after-cleanup");
         self.publish_offsets();
         if let Some(telemetry) = crate::ops::telemetry() {
@@ -360,6 +365,39 @@ impl Committer {
         self.tables.insert(kind, committed);
         self.marks.insert(kind, Some(mark.clone()));
         Ok(())
+    }
+
+    /// Once this run has committed, removes the data files that other runs wrote for epochs
+    /// they never committed ([`super::orphans`]). Best effort: what stays costs space only.
+    fn remove_orphans(&mut self) {
+        if std::mem::replace(&mut self.orphans_removed, true) {
+            return;
+        }
+        for kind in TableKind::ALL {
+            let table = &self.tables[&kind];
+            let removed =
+                data_files(table, &self.config.catalog.options).and_then(|(files, listed)| {
+                    let found = self
+                        .runtime
+                        .block_on(orphans(table, &self.run_id, &listed))?;
+                    for name in &found {
+                        files.remove_file(name)?;
+                    }
+                    anyhow::Ok(found.len())
+                });
+            match removed {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(
+                    table = %table.identifier(),
+                    count,
+                    "removed the files of epochs that earlier runs never committed"
+                ),
+                Err(e) => tracing::warn!(
+                    "cannot remove the files earlier runs left in {}: {e:#}",
+                    table.identifier()
+                ),
+            }
+        }
     }
 
     fn publish_offsets(&mut self) {

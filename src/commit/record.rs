@@ -127,11 +127,23 @@ pub fn last_record(table: &Table) -> Option<HashMap<String, String>> {
             Some(properties)
         }
         (Some(snapshot), _) => Some(snapshot.summary().additional_properties.clone()),
-        (None, Some(properties)) if lineage.cut => Some(properties),
-        // The lineage reaches the table's first snapshot with no commit of ours: rolled back to
-        // before our first commit, or never written by us.
+        // Our snapshots were expired under another tool's: the properties are all there is.
+        (None, Some(properties)) if lineage.cut || !holds_snapshot_of(table, &properties) => {
+            Some(properties)
+        }
+        // The properties' snapshot is there but not in the lineage: the table was rolled back
+        // to before our first commit.
         (None, _) => None,
     }
+}
+
+/// Whether the table still holds the snapshot that carries the mark of `record`.
+fn holds_snapshot_of(table: &Table, record: &HashMap<String, String>) -> bool {
+    let mark = Mark::from_record(record);
+    table
+        .metadata()
+        .snapshots()
+        .any(|snapshot| mark.is_some() && Mark::of(snapshot) == mark)
 }
 
 /// The mark of our last commit before the table was rolled back, when it was: the properties'

@@ -70,6 +70,18 @@ pub async fn forget_view(table: &Table, view: &Table) {
     }
 }
 
+/// Every file the table's snapshots name: manifest lists, manifests, and data files in any entry
+/// (a file one snapshot deleted is still another's).
+pub async fn referenced_files(table: &Table) -> Result<HashSet<String>> {
+    let snapshots: Vec<&SnapshotRef> = table.metadata().snapshots().collect();
+    let mut reader = ManifestReader {
+        table,
+        read: HashMap::new(),
+        with_deleted: true,
+    };
+    reader.files(&snapshots).await
+}
+
 async fn unreferenced_files(before: &Table, after: &Table) -> Result<Vec<String>> {
     let remaining: HashSet<i64> = after
         .metadata()
@@ -86,6 +98,7 @@ async fn unreferenced_files(before: &Table, after: &Table) -> Result<Vec<String>
     let mut reader = ManifestReader {
         table: before,
         read: HashMap::new(),
+        with_deleted: false,
     };
     let retained_files = reader.files(&retained).await?;
     let expired_files = reader.files(&expired).await?;
@@ -95,12 +108,14 @@ async fn unreferenced_files(before: &Table, after: &Table) -> Result<Vec<String>
 /// Reads the files snapshots reference, each manifest once.
 struct ManifestReader<'a> {
     table: &'a Table,
-    /// Per manifest, the data files it lists as live.
+    /// Per manifest, the data files it lists.
     read: HashMap<String, Vec<String>>,
+    /// Whether files a manifest lists as deleted count, or only live ones.
+    with_deleted: bool,
 }
 
 impl ManifestReader<'_> {
-    /// The manifest lists, manifests and live data files of `snapshots`.
+    /// The manifest lists, manifests and data files of `snapshots`.
     async fn files(&mut self, snapshots: &[&SnapshotRef]) -> Result<HashSet<String>> {
         let mut files = HashSet::new();
         for snapshot in snapshots {
@@ -115,7 +130,7 @@ impl ManifestReader<'_> {
                         .into_parts();
                     let live = entries
                         .iter()
-                        .filter(|e| e.status != ManifestStatus::Deleted)
+                        .filter(|e| self.with_deleted || e.status != ManifestStatus::Deleted)
                         .map(|e| e.file_path().to_string())
                         .collect();
                     self.read.insert(manifest.manifest_path.clone(), live);

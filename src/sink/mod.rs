@@ -11,7 +11,7 @@ mod bounded;
 pub mod catalog;
 pub mod commit;
 pub mod create;
-mod expiry;
+pub mod expiry;
 mod manifests;
 pub mod spark;
 pub mod tables;

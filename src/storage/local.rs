@@ -56,6 +56,40 @@ impl LocalFiles {
             .collect())
     }
 
+    pub(super) fn files(&self, dir: &str) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let mut pending = vec![dir.trim_matches('/').to_string()];
+        while let Some(dir) = pending.pop() {
+            let path = self.root.join(&dir);
+            let entries = match std::fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot list {}", path.display())),
+            };
+            for entry in entries.flatten() {
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let name = if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                };
+                match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => pending.push(name),
+                    Ok(_) => found.push(name),
+                    Err(_) => {}
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    pub(super) fn remove_file(&self, name: &str) -> Result<()> {
+        let path = self.root.join(name);
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))
+    }
+
     pub(super) fn remove_directory(&self, dir: &str) -> Result<()> {
         let path = self.root.join(dir);
         std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove {}", path.display()))

@@ -215,6 +215,22 @@ impl WriteOnceFiles {
         }
     }
 
+    /// Every file under `dir`, at any depth, by name relative to the location.
+    pub fn files(&self, dir: &str) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Local(files) => files.files(dir),
+            Backend::S3(store) => store.files(dir),
+        }
+    }
+
+    /// Removes the file `name`.
+    pub fn remove_file(&self, name: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Local(files) => files.remove_file(name),
+            Backend::S3(store) => store.remove_file(name),
+        }
+    }
+
     /// Removes the directory `dir` and everything in it.
     pub fn remove_directory(&self, dir: &str) -> Result<()> {
         match &self.backend {

@@ -140,6 +140,35 @@ impl ObjectStore {
             .collect())
     }
 
+    pub(super) fn files(&self, dir: &str) -> Result<Vec<String>> {
+        let operator = self.operator.clone();
+        let prefix = match dir.trim_matches('/') {
+            "" => String::new(),
+            dir => format!("{dir}/"),
+        };
+        let listed = self.wait({
+            let path = format!("/{prefix}");
+            async move { operator.list_with(&path).recursive(true).await }
+        });
+        let entries = match listed {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(entries
+            .iter()
+            .filter(|entry| entry.metadata().is_file())
+            .map(|entry| entry.path().trim_start_matches('/').to_string())
+            .collect())
+    }
+
+    pub(super) fn remove_file(&self, name: &str) -> Result<()> {
+        let operator = self.operator.clone();
+        let path = name.to_string();
+        self.wait(async move { operator.delete(&path).await })?;
+        Ok(())
+    }
+
     pub(super) fn remove_directory(&self, dir: &str) -> Result<()> {
         let operator = self.operator.clone();
         let path = format!("{}/", dir.trim_end_matches('/'));

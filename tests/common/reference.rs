@@ -197,6 +197,52 @@ pub fn reference(
 }
 
 /// [`reference`] with business rules that end and start sessions.
+/// A partition's newest event time as README's `--max-event-time-jump` (10 minutes) describes it:
+/// an on-time event moves it at once by up to the limit; further only once a quarter of the
+/// partition's current users (among its latest 32 on-time events, those within the limit of the
+/// newest) and a quarter of those events have reached the new time.
+#[derive(Default)]
+struct ReferenceClock {
+    newest: Option<u64>,
+    recent: std::collections::VecDeque<(String, u64)>,
+}
+
+impl ReferenceClock {
+    const LIMIT: u64 = 10 * MIN;
+
+    fn observe(&mut self, user: &str, time: u64) {
+        if self.recent.len() == 32 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((user.to_string(), time));
+        let Some(newest) = self.newest else {
+            self.newest = Some(time);
+            return;
+        };
+        if time <= newest + Self::LIMIT {
+            self.newest = Some(newest.max(time));
+            return;
+        }
+        let current: Vec<&(String, u64)> = self
+            .recent
+            .iter()
+            .filter(|(_, t)| *t + Self::LIMIT >= newest)
+            .collect();
+        let mut latest_by_user: BTreeMap<&str, u64> = BTreeMap::new();
+        for (user, t) in &current {
+            let latest = latest_by_user.entry(user).or_insert(*t);
+            *latest = (*latest).max(*t);
+        }
+        let quarter_down = |mut times: Vec<u64>| {
+            times.sort_unstable_by(|a, b| b.cmp(a));
+            times[times.len().div_ceil(4) - 1]
+        };
+        let by_users = quarter_down(latest_by_user.into_values().collect());
+        let by_events = quarter_down(current.iter().map(|(_, t)| *t).collect());
+        self.newest = Some(newest.max(by_users.min(by_events)));
+    }
+}
+
 pub fn reference_with(
     inputs: &[Vec<u8>],
     inactivity: u64,
@@ -209,7 +255,7 @@ pub fn reference_with(
     type OnTime = (String, u64, String, Option<String>, (bool, bool));
     let mut on_time: Vec<OnTime> = Vec::new();
     for (partition, bytes) in inputs.iter().enumerate() {
-        let mut max_seen: Option<u64> = None;
+        let mut clock = ReferenceClock::default();
         for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
             let line_number = index as i64 + 1;
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -219,14 +265,14 @@ pub fn reference_with(
                 expected.quarantined.push((partition as i32, line_number));
                 continue;
             };
-            let watermark = max_seen.map(|m| m.saturating_sub(lateness));
+            let watermark = clock.newest.map(|m| m.saturating_sub(lateness));
             if watermark.is_some_and(|w| time < w) {
                 expected
                     .late
                     .push((partition as i32, line_number, watermark.unwrap() as i64));
                 continue;
             }
-            max_seen = Some(max_seen.map_or(time, |m| m.max(time)));
+            clock.observe(&user, time);
             on_time.push((user, time, id, page, boundaries.of(&value)));
         }
     }
