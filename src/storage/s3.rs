@@ -116,20 +116,7 @@ impl ObjectStore {
     }
 
     pub(super) fn directories(&self, dir: &str) -> Result<Vec<String>> {
-        let operator = self.operator.clone();
-        let prefix = match dir.trim_matches('/') {
-            "" => String::new(),
-            dir => format!("{dir}/"),
-        };
-        let listed = self.wait({
-            let path = format!("/{prefix}");
-            async move { operator.list(&path).await }
-        });
-        let entries = match listed {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
+        let (prefix, entries) = self.list(dir, false)?;
         Ok(entries
             .iter()
             .filter(|entry| entry.metadata().is_dir())
@@ -141,6 +128,17 @@ impl ObjectStore {
     }
 
     pub(super) fn files(&self, dir: &str) -> Result<Vec<String>> {
+        let (_, entries) = self.list(dir, true)?;
+        Ok(entries
+            .iter()
+            .filter(|entry| entry.metadata().is_file())
+            .map(|entry| entry.path().trim_start_matches('/').to_string())
+            .collect())
+    }
+
+    /// The entries under `dir` (with everything below them if `recursive`), and `dir` as the
+    /// prefix of their paths; none if it does not exist.
+    fn list(&self, dir: &str, recursive: bool) -> Result<(String, Vec<opendal::Entry>)> {
         let operator = self.operator.clone();
         let prefix = match dir.trim_matches('/') {
             "" => String::new(),
@@ -148,18 +146,13 @@ impl ObjectStore {
         };
         let listed = self.wait({
             let path = format!("/{prefix}");
-            async move { operator.list_with(&path).recursive(true).await }
+            async move { operator.list_with(&path).recursive(recursive).await }
         });
-        let entries = match listed {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(entries
-            .iter()
-            .filter(|entry| entry.metadata().is_file())
-            .map(|entry| entry.path().trim_start_matches('/').to_string())
-            .collect())
+        match listed {
+            Ok(entries) => Ok((prefix, entries)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok((prefix, Vec::new())),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub(super) fn remove_file(&self, name: &str) -> Result<()> {
