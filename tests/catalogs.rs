@@ -31,16 +31,18 @@ fn run(warehouse: &Path, catalog: &CatalogSettings) -> Sessionize {
     Sessionize::run(warehouse).small_epochs().catalog(catalog)
 }
 
-/// A run killed after its third sessions commit, then a restart on one worker more.
+/// A run killed after its third sessions commit, then a restart on one worker more, which
+/// compacts the small files of its commits through the catalog's own commit protocol.
 fn kill_and_restart(warehouse: &Path, inputs: &[PathBuf], catalog: &CatalogSettings) {
     run(warehouse, catalog)
         .inputs(inputs)
         .args(["-w", "2"])
         .kill_at("after-sessions-commit:3");
-    run(warehouse, catalog)
+    let summary = run(warehouse, catalog)
         .inputs(inputs)
         .args(["-w", "3"])
-        .success();
+        .json();
+    assert!(summary["compactions"].as_u64().unwrap() > 0, "{summary}");
 }
 
 #[test]

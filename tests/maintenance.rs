@@ -129,3 +129,91 @@ fn unreferenced(warehouse: &Path) -> Vec<String> {
         .filter(|f| !referenced.contains(&f.as_str()))
         .collect()
 }
+
+/// What pyiceberg sees of each table's compaction: the most files any partition of the current
+/// snapshot has, the `replace` snapshots (as added and deleted records), and whether the rows of
+/// each compacted sessions file are in (user, start) order.
+fn compaction_shape(warehouse: &Path) -> serde_json::Value {
+    let out = pyiceberg(
+        warehouse,
+        "import json, collections\n\
+         import pyarrow.parquet as pq\n\
+         shape = {}\n\
+         for name in ['user_sessions', 'user_sessions_quarantine', 'user_sessions_late_events']:\n\
+         \x20   table = catalog.load_table('sessions.' + name)\n\
+         \x20   current = table.current_snapshot()\n\
+         \x20   by_partition = collections.Counter()\n\
+         \x20   compacted = []\n\
+         \x20   for manifest in current.manifests(table.io):\n\
+         \x20       for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):\n\
+         \x20           by_partition[str(entry.data_file.partition)] += 1\n\
+         \x20           if '-compact' in entry.data_file.file_path:\n\
+         \x20               compacted.append(entry.data_file.file_path)\n\
+         \x20   replaces = [(s.summary['added-records'], s.summary['deleted-records'])\n\
+         \x20               for s in table.snapshots() if s.summary.operation.value == 'replace']\n\
+         \x20   sorted_files = True\n\
+         \x20   if name == 'user_sessions':\n\
+         \x20       for path in compacted:\n\
+         \x20           rows = pq.read_table(path.removeprefix('file://')).select(['user_id', 'session_start_time_ms']).to_pylist()\n\
+         \x20           keys = [(r['user_id'], r['session_start_time_ms']) for r in rows]\n\
+         \x20           sorted_files = sorted_files and keys == sorted(keys)\n\
+         \x20   shape[name] = {'most_files_in_a_partition': max(by_partition.values(), default=0),\n\
+         \x20       'replaces': replaces, 'compacted_files': len(compacted), 'sorted': sorted_files}\n\
+         print(json.dumps(shape))\n",
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+#[test]
+fn compaction_leaves_few_sorted_files_per_partition_through_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(43, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let warehouse = dir.path().join("warehouse");
+    let min_files = 3;
+    let run = || {
+        Sessionize::run(&warehouse)
+            .inputs(&inputs)
+            .commit_interval("10ms")
+            .args([
+                "--max-epoch-records",
+                "40",
+                "--chunk-bytes",
+                "1024",
+                "-w",
+                "2",
+            ])
+            .args(["--compact-min-files", &min_files.to_string()])
+    };
+    // Killed with a round rewritten but not committed, then just after a round's commit.
+    run().kill_at("before-compaction-commit:2");
+    run().kill_at("after-compaction-commit:2");
+    let summary = run().json();
+    assert_tables_equal(
+        &read_tables(&warehouse),
+        &expected,
+        "compacted through kills",
+    );
+
+    let shape = compaction_shape(&warehouse);
+    let sessions = &shape["user_sessions"];
+    let epochs = summary["epochs"].as_u64().unwrap();
+    assert!(
+        sessions["replaces"].as_array().unwrap().len() >= 2,
+        "{shape} after {epochs} more commits"
+    );
+    for (table, shape) in shape.as_object().unwrap() {
+        // A finished run leaves each partition in one file (all are far below the target).
+        let most = shape["most_files_in_a_partition"].as_u64().unwrap();
+        assert_eq!(most, 1, "{table}: {shape}");
+        // A replace keeps the rows.
+        for replace in shape["replaces"].as_array().unwrap() {
+            assert_eq!(replace[0], replace[1], "{table}: {shape}");
+        }
+    }
+    assert!(sessions["compacted_files"].as_u64().unwrap() > 0, "{shape}");
+    assert_eq!(sessions["sorted"], true, "{shape}");
+    // The round the first kill cut short left files no snapshot names; the next run removed them.
+    assert_eq!(unreferenced(&warehouse), Vec::<String>::new());
+}

@@ -15,6 +15,7 @@ use crate::config::{KafkaInput, PipelineConfig, whole_millis};
 use crate::dataflow::Cluster;
 use crate::event::EventFormat;
 use crate::event::avro::AvroDecoder;
+use crate::maintain::CompactionSettings;
 use crate::rules::{BoundaryRules, FieldEquals};
 use crate::source::kafka::{KafkaSettings, StartOffsets, StopAt};
 
@@ -146,6 +147,14 @@ pub struct TableLayoutArgs {
     /// ones are expired from the metadata. 0 keeps every snapshot.
     #[arg(long, default_value_t = 100)]
     pub retain_snapshots: usize,
+    /// A partition is compacted (its small files rewritten into sorted files near the table's
+    /// write.target-file-size-bytes, beside the pipeline) once it has this many files below
+    /// three quarters of that size. 0 turns compaction off.
+    #[arg(long, default_value_t = 5)]
+    pub compact_min_files: usize,
+    /// Input bytes one compaction round rewrites at most, which bounds its memory.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub compact_max_bytes: u64,
 }
 
 /// How often to commit, which is how often state is checkpointed.
@@ -238,6 +247,14 @@ impl RunArgs {
         );
         config.user_hash_buckets = layout.user_hash_buckets;
         config.retain_snapshots = layout.retain_snapshots;
+        ensure!(
+            layout.compact_max_bytes > 0,
+            "--compact-max-bytes must be more than 0 (turn compaction off with --compact-min-files 0)"
+        );
+        config.compaction = CompactionSettings {
+            min_files: layout.compact_min_files,
+            max_bytes: layout.compact_max_bytes,
+        };
         config.commit_interval =
             duration_flag(&checkpoints.commit_interval, SECOND, "commit-interval")?;
         config.idle_commit_interval = duration_flag(

@@ -36,6 +36,7 @@ use super::record::{
 };
 use crate::config::PipelineConfig;
 use crate::failure::fail_point;
+use crate::maintain::Compactor;
 use crate::retry::Backoff;
 use crate::sink::{TableKind, Warehouse};
 use crate::source::kafka::TopicIdentity;
@@ -62,6 +63,9 @@ pub struct RunTotals {
     pub session_events: u64,
     pub duplicates: u64,
     pub watermark_ms: u64,
+    /// Compaction rounds committed.
+    #[serde(default)]
+    pub compactions: u64,
 }
 
 /// One table's commit of an epoch: its files, the record its snapshot carries, its mark, and the
@@ -199,6 +203,9 @@ pub struct Committer {
     lag_consumer: Option<rdkafka::consumer::BaseConsumer>,
     /// Whether the files of other runs' uncommitted epochs have been looked for.
     orphans_removed: bool,
+    compactor: Compactor,
+    /// Whether the run's input has ended and its last compaction is done.
+    finished: bool,
 }
 
 impl Committer {
@@ -223,6 +230,7 @@ impl Committer {
                 _ => (kind, newest_mark(&tables[&kind])),
             })
             .collect();
+        let compactor = Compactor::new(config.compaction, run_id.clone());
         Committer {
             runtime,
             warehouse,
@@ -236,6 +244,8 @@ impl Committer {
             topic,
             lag_consumer: None,
             orphans_removed: false,
+            compactor,
+            finished: false,
         }
     }
 
@@ -331,6 +341,8 @@ impl Committer {
         self.last_commit_at = Instant::now();
         self.store.remove_before(epoch);
         self.remove_orphans();
+        self.compact(epoch, false);
+        totals.compactions = self.compactor.committed();
         fail_point("after-cleanup");
         self.publish_offsets();
         if let Some(telemetry) = crate::ops::telemetry() {
@@ -365,6 +377,36 @@ impl Committer {
         self.tables.insert(kind, committed);
         self.marks.insert(kind, Some(mark.clone()));
         Ok(())
+    }
+
+    /// Once the input has ended and every epoch is committed: compacts what is left, so that a
+    /// bounded run leaves each partition in few files, even a run that found its input already
+    /// committed.
+    pub fn finish(&mut self, totals: &mut RunTotals) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let epoch = self.marks[&TableKind::Sessions]
+            .as_ref()
+            .map_or(0, |mark| mark.epoch);
+        self.compact(epoch, true);
+        totals.compactions = self.compactor.committed();
+    }
+
+    /// Commits the tables' finished compaction rounds and starts the next ones; when the input
+    /// has ended, compacts what is left before the run ends.
+    fn compact(&mut self, epoch: u64, finished: bool) {
+        for kind in TableKind::ALL {
+            let table = self.tables[&kind].clone();
+            let table = self.runtime.block_on(self.compactor.after_commit(
+                &self.warehouse,
+                kind,
+                table,
+                epoch,
+                finished,
+            ));
+            self.tables.insert(kind, table);
+        }
     }
 
     /// Once this run has committed, removes the data files that other runs wrote for epochs

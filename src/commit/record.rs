@@ -18,6 +18,7 @@ use super::checkpoint::CheckpointRef;
 use super::position::{RecordedPosition, SourcePosition};
 use crate::config::PipelineConfig;
 use crate::failure::TwoWriters;
+use crate::maintain::COMPACTED_BY;
 use crate::source::kafka::TopicIdentity;
 
 /// Snapshot-summary keys under which each commit records where the pipeline stands.
@@ -174,13 +175,15 @@ pub fn snapshot_before_epoch(table: &Table, epoch: u64) -> Option<i64> {
 }
 
 /// Our snapshots older than the newest `retain` of ours, once there are a tenth more than that
-/// (so that expiry is batched), never the current snapshot or another ref's head. Snapshots of
-/// other tools are theirs to expire.
+/// (so that expiry is batched), never the current snapshot or another ref's head. Ours are the
+/// commits' and the compactions'; snapshots of other tools are theirs to expire.
 pub fn own_snapshots_to_expire(table: &Table, retain: usize) -> Vec<i64> {
     let metadata = table.metadata();
     let mut own: Vec<&SnapshotRef> = metadata
         .snapshots()
-        .filter(|s| Mark::of(s).is_some())
+        .filter(|s| {
+            Mark::of(s).is_some() || s.summary().additional_properties.contains_key(COMPACTED_BY)
+        })
         .collect();
     if retain == 0 || own.len() <= retain + retain.div_ceil(10) {
         return Vec::new();

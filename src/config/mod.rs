@@ -16,6 +16,7 @@ use anyhow::Result;
 
 use crate::clock::wall_clock_ms;
 use crate::event::{EventFormat, Validator};
+use crate::maintain::CompactionSettings;
 use crate::rules::{BoundaryRules, SessionRules};
 use crate::sink::{CatalogSettings, Warehouse};
 use crate::source::kafka::{KafkaSettings, StartOffsets, StopAt};
@@ -76,6 +77,8 @@ pub struct PipelineConfig {
     pub idle_commit_interval: Duration,
     /// Snapshots of ours each table keeps; older ones are expired (metadata only). 0 keeps all.
     pub retain_snapshots: usize,
+    /// When and how much of each table is compacted beside the pipeline.
+    pub compaction: CompactionSettings,
     /// Checkpoints kept, of the newest epochs: a table rolled back by fewer commits resumes from
     /// the checkpoint of the commit it was rolled back to. At least 1.
     pub keep_checkpoints: usize,
@@ -153,6 +156,7 @@ impl PipelineConfig {
             max_epoch_records: 50_000_000,
             idle_commit_interval: Duration::from_secs(300),
             retain_snapshots: 100,
+            compaction: CompactionSettings::default(),
             keep_checkpoints: 5,
             metrics_addr: None,
         }

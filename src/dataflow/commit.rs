@@ -36,6 +36,7 @@ pub(super) fn commit<'scope>(
     totals: Rc<RefCell<RunTotals>>,
 ) -> StreamVec<'scope, Time, u64> {
     let peers = parts.scope().peers();
+    let committing = parts.scope().index() == 0;
     let mut committer = Committer::new(
         Rc::clone(&context.runtime),
         Rc::clone(&context.warehouse),
@@ -105,6 +106,9 @@ pub(super) fn commit<'scope>(
                     if let Some(cap) = capability {
                         output.session(&cap).give(epoch);
                     }
+                }
+                if committing && frontier.is_empty() {
+                    committer.finish(&mut totals.borrow_mut());
                 }
             }
         },

@@ -69,6 +69,8 @@ pub struct RunSummary {
     pub quarantined: u64,
     pub sessions: u64,
     pub epochs: u64,
+    /// Compaction rounds committed.
+    pub compactions: u64,
     pub elapsed_s: f64,
     pub events_per_s: f64,
 }
@@ -85,6 +87,7 @@ impl RunSummary {
             quarantined: counts.quarantined,
             sessions: totals.sessions,
             epochs: totals.epochs,
+            compactions: totals.compactions,
             elapsed_s: (elapsed_s * 1000.0).round() / 1000.0,
             events_per_s: (counts.lines as f64 / elapsed_s.max(1e-9)).round(),
         }

@@ -33,7 +33,9 @@ use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
 use super::bounded::BoundedCatalog;
+use super::rest_commit::RestCommits;
 use super::tables::TableKind;
+use super::updates::CommitRoute;
 use crate::retry::Backoff;
 use crate::storage::Location;
 
@@ -166,17 +168,7 @@ impl CatalogSettings {
         let storage = Arc::new(OpenDalResolvingStorageFactory::new());
         Ok(match kind {
             CatalogKind::Sql => {
-                let (uri, bind_style) = if uri.starts_with("sqlite:") {
-                    // Created on first use.
-                    let create = if uri.contains('?') {
-                        "&mode=rwc"
-                    } else {
-                        "?mode=rwc"
-                    };
-                    (format!("{uri}{create}"), SqlBindStyle::QMark)
-                } else {
-                    (uri, SqlBindStyle::DollarNumeric)
-                };
+                let (uri, bind_style) = sql_connection(uri);
                 Arc::new(
                     SqlCatalogBuilder::default()
                         .uri(uri)
@@ -189,26 +181,63 @@ impl CatalogSettings {
             }
             CatalogKind::Rest => {
                 properties.insert("uri".into(), uri);
-                // Bounds the requests the catalog's wrapper does not see (fetching OAuth2
-                // tokens); a little longer than the wrapper's, whose error is the clearer.
-                let client = reqwest::Client::builder()
-                    .connect_timeout(self.patience)
-                    .timeout(self.patience + Duration::from_secs(1))
-                    .build()
-                    .map_err(|e| {
-                        iceberg::Error::new(
-                            iceberg::ErrorKind::Unexpected,
-                            format!("cannot make the REST catalog's HTTP client: {e}"),
-                        )
-                    })?;
                 let catalog = RestCatalogBuilder::default()
-                    .with_client(client)
+                    .with_client(self.http_client()?)
                     .with_storage_factory(storage)
                     .load(CATALOG_NAME, properties)
                     .await?;
                 Arc::new(RenewingCatalog(catalog))
             }
         })
+    }
+}
+
+impl CatalogSettings {
+    /// The HTTP client of a REST catalog. Its timeouts bound the requests the catalog's wrapper
+    /// does not see (fetching OAuth2 tokens); a little longer than the wrapper's, whose error is
+    /// the clearer.
+    fn http_client(&self) -> iceberg::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .connect_timeout(self.patience)
+            .timeout(self.patience + Duration::from_secs(1))
+            .build()
+            .map_err(|e| {
+                iceberg::Error::new(
+                    iceberg::ErrorKind::Unexpected,
+                    format!("cannot make the REST catalog's HTTP client: {e}"),
+                )
+            })
+    }
+
+    /// How our own commits of table updates reach the catalog (`sink::updates`).
+    fn commit_route(&self, kind: CatalogKind, warehouse: &Location) -> Result<CommitRoute> {
+        let uri = self.resolved_uri(warehouse);
+        Ok(match kind {
+            CatalogKind::Sql => {
+                let (uri, bind_style) = sql_connection(uri);
+                CommitRoute::sql(uri, bind_style == SqlBindStyle::DollarNumeric)
+            }
+            CatalogKind::Rest => CommitRoute::Rest(RestCommits::new(
+                self.http_client()?,
+                uri,
+                self.options.iter().cloned().collect(),
+            )),
+        })
+    }
+}
+
+/// The SQL catalog's connection string for `uri` (a SQLite file is created on first use), and
+/// how its statements take parameters.
+fn sql_connection(uri: String) -> (String, SqlBindStyle) {
+    if uri.starts_with("sqlite:") {
+        let create = if uri.contains('?') {
+            "&mode=rwc"
+        } else {
+            "?mode=rwc"
+        };
+        (format!("{uri}{create}"), SqlBindStyle::QMark)
+    } else {
+        (uri, SqlBindStyle::DollarNumeric)
     }
 }
 
@@ -353,6 +382,10 @@ const CATALOG_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Durati
 /// `SqlCatalog("default", uri="sqlite:///<warehouse>/catalog.db", ...)`; see [`CatalogSettings`].
 pub struct Warehouse {
     pub(super) catalog: Arc<dyn Catalog>,
+    /// How commits the catalog's client cannot make reach the catalog.
+    pub(super) route: CommitRoute,
+    /// The longest any one call to the catalog may take.
+    pub(super) patience: Duration,
     pub(super) namespace: NamespaceIdent,
     sessions_table: String,
 }
@@ -427,6 +460,8 @@ impl Warehouse {
             })?;
         Ok(Warehouse {
             catalog,
+            route: settings.commit_route(kind, root)?,
+            patience: settings.patience,
             namespace: NamespaceIdent::new(database.to_string()),
             sessions_table: sessions_table.to_string(),
         })

@@ -13,14 +13,18 @@ pub mod commit;
 pub mod create;
 pub mod expiry;
 mod manifests;
+mod replace;
+mod rest_commit;
 pub mod spark;
 pub mod tables;
+pub mod updates;
 pub mod writer;
 
 use anyhow::{Context, Result};
 
 pub use catalog::{CatalogSettings, Warehouse};
 pub use tables::{LateEvent, QuarantinedLine, TableKind};
+pub use updates::on_this_runtime;
 pub use writer::TableWriter;
 
 /// A runtime on the calling thread for iceberg's async calls: each worker drives its own.

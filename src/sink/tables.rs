@@ -122,6 +122,15 @@ impl TableKind {
             .expect("the table schemas are valid")
     }
 
+    /// The columns a compacted file is sorted by, so that readers skip files and row groups by
+    /// their bounds: a user's sessions in time, and side rows in their source's order.
+    pub fn sort_columns(self) -> &'static [&'static str] {
+        match self {
+            TableKind::Sessions => &["user_id", "session_start_time_ms"],
+            TableKind::Quarantine | TableKind::LateEvents => &["partition", "offset"],
+        }
+    }
+
     /// Sessions are partitioned by day of start and by user bucket, so that a day's sessions of
     /// one user live in one file per commit; the side tables are small and unpartitioned.
     pub fn partition_spec(self, buckets: u32) -> UnboundPartitionSpec {
