@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Broker(args) => commands::broker(args),
         Command::Inspect(args) => commands::inspect(args),
         Command::Report(args) => commands::report(args),
+        Command::Maintain(args) => commands::maintain(args),
         Command::Produce(args) => commands::produce(args),
         Command::Generate(args) => commands::generate(args),
         Command::Demo(args) => commands::demo(args),

@@ -217,3 +217,84 @@ fn compaction_leaves_few_sorted_files_per_partition_through_kills() {
     // The round the first kill cut short left files no snapshot names; the next run removed them.
     assert_eq!(unreferenced(&warehouse), Vec::<String>::new());
 }
+
+#[test]
+fn maintain_compacts_expires_and_removes_old_orphans_of_a_table_written_without_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(47, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let warehouse = dir.path().join("warehouse");
+    Sessionize::run(&warehouse)
+        .inputs(&inputs)
+        .commit_interval("10ms")
+        .args(["--max-epoch-records", "40", "--chunk-bytes", "1024"])
+        .args(["--compact-min-files", "0"])
+        .success();
+    let data = table_location(&table_shape(&warehouse)).join("data");
+    let some_file = files_ending(&data, ".parquet").pop().unwrap();
+    // Two orphans of an earlier run, one written days ago, one a moment ago (it could be a
+    // running pipeline's epoch in flight), and another tool's file.
+    let old = data.join("0abc12-0def34-w0-e998-00000.parquet");
+    let young = data.join("0abc12-0def34-w0-e999-00000.parquet");
+    let theirs = data.join("00000-0-0b5e0d9c-spark.parquet");
+    for orphan in [&old, &young, &theirs] {
+        std::fs::copy(&some_file, orphan).unwrap();
+    }
+    let days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(5 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(days_ago)
+        .unwrap();
+    let before = compaction_shape(&warehouse);
+
+    let output = Sessionize::new("maintain")
+        .arg("--warehouse")
+        .arg(&warehouse)
+        .args(["--retain-snapshots", "5", "--json"])
+        .success();
+    let done: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let sessions = &done[0];
+    assert_eq!(sessions["table"], "sessions.user_sessions", "{done}");
+    assert!(sessions["compactions"].as_u64().unwrap() > 0, "{done}");
+    assert!(
+        sessions["data_files_after"].as_u64().unwrap()
+            < sessions["data_files_before"].as_u64().unwrap(),
+        "{done}"
+    );
+    assert!(
+        sessions["snapshots_expired"].as_u64().unwrap() > 0,
+        "{done}"
+    );
+    assert_eq!(sessions["orphans_removed"], 1, "{done}");
+
+    assert_tables_equal(&read_tables(&warehouse), &expected, "after maintain");
+    let after = compaction_shape(&warehouse);
+    assert!(
+        before["user_sessions"]["most_files_in_a_partition"]
+            .as_u64()
+            .unwrap()
+            > 1
+    );
+    for (table, shape) in after.as_object().unwrap() {
+        assert_eq!(shape["most_files_in_a_partition"], 1, "{table}: {after}");
+    }
+    assert_eq!(after["user_sessions"]["sorted"], true, "{after}");
+    // Time travel to the snapshot before each retained compaction reads the same rows.
+    let same = pyiceberg(
+        &warehouse,
+        "table = catalog.load_table('sessions.user_sessions')\n\
+         ids = {s.snapshot_id for s in table.snapshots()}\n\
+         rows = lambda s: sorted(map(str, table.scan(snapshot_id=s).to_arrow().to_pylist()))\n\
+         pairs = [(s.parent_snapshot_id, s.snapshot_id) for s in table.snapshots()\n\
+         \x20        if s.summary.operation.value == 'replace' and s.parent_snapshot_id in ids]\n\
+         print(len(pairs), all(rows(a) == rows(b) for a, b in pairs))\n",
+    );
+    let (pairs, all_same) = same.trim().split_once(' ').unwrap();
+    assert!(pairs.parse::<u32>().unwrap() > 0, "{same}");
+    assert_eq!(all_same, "True");
+    assert!(!old.exists(), "an old orphan is left");
+    assert!(young.exists() && theirs.exists());
+}

@@ -8,10 +8,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::run::RunArgs;
-use super::tables::{InspectArgs, ReportArgs};
+use super::tables::{InspectArgs, MaintainArgs, ReportArgs};
 use super::workload::{BrokerArgs, DemoArgs, GenerateArgs, ProduceArgs};
+use super::{HOUR, duration_flag};
 use crate::clock::wall_clock_ms;
+use crate::commit::{self, MaintainSettings};
 use crate::dataflow::RunSummary;
+use crate::maintain::CompactionSettings;
 use crate::source::kafka::KafkaSettings;
 use crate::workload::{self, EmbeddedBroker, GenerateConfig, GenerateStats};
 use crate::{inspect, report, sink};
@@ -24,6 +27,48 @@ pub fn run(args: RunArgs) -> Result<()> {
         crate::dataflow::run(config, &cluster)?,
         summary_copy.as_deref(),
     )
+}
+
+/// `sessionize maintain`: compacts, expires and removes orphans once, and says what it did.
+pub fn maintain(args: MaintainArgs) -> Result<()> {
+    let config = args.tables.into_config(Vec::new())?;
+    anyhow::ensure!(
+        args.compact_max_bytes > 0,
+        "--compact-max-bytes must be more than 0"
+    );
+    let settings = MaintainSettings {
+        compaction: CompactionSettings {
+            min_files: 2,
+            max_bytes: args.compact_max_bytes,
+        },
+        retain_snapshots: args.retain_snapshots,
+        orphan_age: duration_flag(&args.orphan_age, HOUR, "orphan-age")?,
+    };
+    let done = sink::runtime()?.block_on(async {
+        let warehouse = config.existing_warehouse().await?;
+        commit::maintain(&warehouse, &config.catalog.options, settings).await
+    })?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&done)? + "\n"
+    } else {
+        let mut text = format!(
+            "{:<40} {:>12} {:>11} {:>11} {:>8} {:>8}\n",
+            "table", "files before", "files after", "compactions", "expired", "orphans"
+        );
+        for table in &done {
+            text += &format!(
+                "{:<40} {:>12} {:>11} {:>11} {:>8} {:>8}\n",
+                table.table,
+                table.data_files_before,
+                table.data_files_after,
+                table.compactions,
+                table.snapshots_expired,
+                table.orphans_removed
+            );
+        }
+        text
+    };
+    print_out(&text)
 }
 
 /// `sessionize inspect`: prints where the tables stand, and the lag with --kafka-servers.

@@ -21,7 +21,7 @@ use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, 
 use crate::config::flag_sources::{self, with_flag_sources};
 use crate::config::{parse_duration, parse_timestamp_ms};
 use run::RunArgs;
-use tables::{InspectArgs, ReportArgs};
+use tables::{InspectArgs, MaintainArgs, ReportArgs};
 use workload::{BrokerArgs, DemoArgs, GenerateArgs, ProduceArgs};
 
 /// The whole command line.
@@ -86,6 +86,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write one self-contained HTML file of plots of the tables and the session rule checks.
     Report(ReportArgs),
+    /// Compact, expire and remove orphan files of the tables, once (what a running pipeline
+    /// does as it goes): for tables of older releases, runs with compaction off, or a schedule.
+    Maintain(MaintainArgs),
     /// Produce the clickstream to a Kafka topic, each record keyed by its user.
     Produce(ProduceArgs),
     /// Write a realistic, reproducible clickstream as JSON lines.

@@ -81,6 +81,27 @@ pub struct InspectArgs {
     pub kafka_topic: String,
 }
 
+/// `sessionize maintain`.
+#[derive(Args)]
+pub struct MaintainArgs {
+    /// Snapshots of ours each table keeps; older ones are expired, and the files no retained
+    /// snapshot references deleted. 0 keeps every snapshot.
+    #[arg(long, default_value_t = 100)]
+    pub retain_snapshots: usize,
+    /// Input bytes one compaction round rewrites at most, which bounds its memory.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub compact_max_bytes: u64,
+    /// Unreferenced data files of sessionize runs older than this are removed (bare: hours).
+    /// Younger ones may belong to a running pipeline's epoch in flight.
+    #[arg(long, default_value = "72")]
+    pub orphan_age: String,
+    /// One JSON object on standard output, for scripts.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten, next_help_heading = "Tables & catalog")]
+    pub tables: TablesArgs,
+}
+
 /// `sessionize report`.
 #[derive(Args)]
 pub struct ReportArgs {

@@ -8,10 +8,14 @@
 //! * [`checkpoint`]: the session state each worker writes per epoch, written once;
 //! * [`start`]: where a run starts ([`prepare`]);
 //! * [`protocol`]: the steps of an epoch's commit and their fail points ([`Committer`]), and
-//!   [`commit_once`], which never makes a table commit twice.
+//!   [`commit_once`], which never makes a table commit twice;
+//! * `orphans`: the files of commits that never happened;
+//! * `maintenance`: `sessionize maintain`, the pipeline's compaction, expiry and orphan removal
+//!   as one bounded command ([`maintain`]).
 
 pub mod checkpoint;
 pub mod epoch;
+mod maintenance;
 mod orphans;
 pub mod position;
 pub mod protocol;
@@ -20,7 +24,8 @@ pub mod start;
 
 pub use checkpoint::{CheckpointPart, CheckpointRef, CheckpointStore, SideFiles};
 pub use epoch::EpochCutter;
+pub use maintenance::{MaintainSettings, TableMaintenance, maintain};
 pub use position::{RecordedPosition, SourceCounts, SourcePosition};
 pub use protocol::{Committer, EpochParts, RunTotals, TableCommit, commit_once};
-pub use record::{Mark, summary};
+pub use record::{Mark, new_run_id, summary};
 pub use start::{StartState, prepare};

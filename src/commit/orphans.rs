@@ -1,31 +1,42 @@
 //! Data files a run wrote for an epoch it never committed (it was killed, or lost its commit to
-//! another pipeline): no snapshot names them, and no commit ever will.
+//! another pipeline), or for a compaction round it never committed: no snapshot names them, and
+//! no commit ever will.
 //!
 //! Files are told apart by the run that wrote them: their names start with the run's id. Once
-//! this run has committed, no other run can commit anything it wrote before: a run's commit
-//! requires the snapshot it last saw, which this run's commit replaced, and a run never rebases.
-//! So after its first commit a run removes the unreferenced files of every other run, and never
-//! touches its own (an epoch in flight) or other tools' (told by their names).
+//! this run has committed, no other run can commit anything it wrote before that commit: every
+//! commit, an epoch's or a compaction's (ours, or `sessionize maintain`'s), requires the snapshot
+//! it read, which this run's commit replaced, and none is ever rebased. So after its first commit
+//! a run removes the unreferenced files of every other run written before it started, and never
+//! touches its own (an epoch in flight), those written since (a `maintain` round that began
+//! after the commit) or other tools' (told by their names).
+
+use std::time::SystemTime;
 
 use anyhow::Result;
 use iceberg::table::Table;
 
 use crate::sink::expiry::referenced_files;
-use crate::storage::{Location, WriteOnceFiles};
+use crate::storage::{ListedFile, Location, WriteOnceFiles};
 
-/// The data files of `table` that other sessionize runs than `run_id` wrote and no snapshot
-/// names, as paths under the table's `data/` directory.
-pub async fn orphans(table: &Table, run_id: &str, listed: &[String]) -> Result<Vec<String>> {
+/// The data files of `table` that other sessionize runs than `run_id` wrote before
+/// `written_before` and no snapshot names, as paths under the table's `data/` directory.
+pub async fn orphans(
+    table: &Table,
+    run_id: &str,
+    listed: &[ListedFile],
+    written_before: SystemTime,
+) -> Result<Vec<String>> {
     let referenced = referenced_files(table).await?;
     let data = format!("{}/data", table.metadata().location().trim_end_matches('/'));
     Ok(listed
         .iter()
-        .filter(|name| {
-            let file_name = name.rsplit('/').next().unwrap_or(name);
+        .filter(|file| {
+            let file_name = file.name.rsplit('/').next().unwrap_or(&file.name);
             written_by(file_name).is_some_and(|run| run != run_id)
-                && !referenced.contains(&format!("{data}/{name}"))
+                && file.modified.is_some_and(|time| time < written_before)
+                && !referenced.contains(&format!("{data}/{}", file.name))
         })
-        .cloned()
+        .map(|file| file.name.clone())
         .collect())
 }
 
@@ -33,7 +44,7 @@ pub async fn orphans(table: &Table, run_id: &str, listed: &[String]) -> Result<V
 pub fn data_files(
     table: &Table,
     options: &[(String, String)],
-) -> Result<(WriteOnceFiles, Vec<String>)> {
+) -> Result<(WriteOnceFiles, Vec<ListedFile>)> {
     let location: Location = table.metadata().location().parse()?;
     let files = WriteOnceFiles::open(&location.join("data"), options)?;
     let listed = files.files("")?;

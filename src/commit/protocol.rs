@@ -206,6 +206,8 @@ pub struct Committer {
     compactor: Compactor,
     /// Whether the run's input has ended and its last compaction is done.
     finished: bool,
+    /// When the run started: other runs' files written since are none of its business.
+    started: std::time::SystemTime,
 }
 
 impl Committer {
@@ -246,6 +248,7 @@ impl Committer {
             orphans_removed: false,
             compactor,
             finished: false,
+            started: std::time::SystemTime::now(),
         }
     }
 
@@ -398,13 +401,15 @@ impl Committer {
     fn compact(&mut self, epoch: u64, finished: bool) {
         for kind in TableKind::ALL {
             let table = self.tables[&kind].clone();
-            let table = self.runtime.block_on(self.compactor.after_commit(
-                &self.warehouse,
-                kind,
-                table,
-                epoch,
-                finished,
-            ));
+            let table = self.runtime.block_on(async {
+                let table = self
+                    .compactor
+                    .after_commit(&self.warehouse, kind, table, epoch, finished)
+                    .await;
+                // Compactions' snapshots count as ours, and are expired as the commits' are.
+                let expired = own_snapshots_to_expire(&table, self.config.retain_snapshots);
+                self.warehouse.expire_snapshots(table, expired).await
+            });
             self.tables.insert(kind, table);
         }
     }
@@ -419,9 +424,12 @@ impl Committer {
             let table = &self.tables[&kind];
             let removed =
                 data_files(table, &self.config.catalog.options).and_then(|(files, listed)| {
-                    let found = self
-                        .runtime
-                        .block_on(orphans(table, &self.run_id, &listed))?;
+                    let found = self.runtime.block_on(orphans(
+                        table,
+                        &self.run_id,
+                        &listed,
+                        self.started,
+                    ))?;
                     for name in &found {
                         files.remove_file(name)?;
                     }

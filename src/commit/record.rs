@@ -37,6 +37,20 @@ pub mod summary {
     pub const TOPIC: &str = "sessionize.kafka-topic";
 }
 
+/// A fresh run id: the wall clock and random bits (from the OS-seeded `RandomState`), so that
+/// two runs started at once differ. Data files' names start with it (`super::orphans`).
+pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!(
+        "{:x}-{:08x}",
+        crate::clock::wall_clock_micros(),
+        random as u32
+    )
+}
+
 /// Which epoch of which run committed a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {

@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -20,8 +19,7 @@ use timely::worker::Worker;
 use super::pipeline::build_pipeline;
 use super::time::Time;
 use super::types::WorkerContext;
-use crate::clock::wall_clock_micros;
-use crate::commit::{CheckpointStore, RunTotals, StartState, prepare};
+use crate::commit::{CheckpointStore, RunTotals, StartState, new_run_id, prepare};
 use crate::config::PipelineConfig;
 use crate::failure::stop;
 use crate::ops::progress::{InputUnit, ProgressReporter, ProgressStyleChoice};
@@ -253,14 +251,6 @@ struct RunStart {
     /// Names this run's data files and checkpoint directories and marks its commits.
     run_id: String,
     start: StartState,
-}
-
-/// A fresh run id: the wall clock and random bits (from the OS-seeded `RandomState`), so that two runs started at once differ.
-fn new_run_id() -> String {
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    format!("{:x}-{:08x}", wall_clock_micros(), random as u32)
 }
 
 /// Worker 0's `value` (the only worker that has one), on every worker of the cluster, through a

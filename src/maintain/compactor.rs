@@ -106,7 +106,11 @@ impl Compactor {
                     Ok(Err(e)) => {
                         tracing::warn!("a compaction round of {} failed: {e:#}", table.identifier())
                     }
-                    Ok(Ok(rewritten)) => table = self.commit(warehouse, table, rewritten).await,
+                    Ok(Ok(rewritten)) => match self.commit(warehouse, &table, rewritten).await {
+                        Some(compacted) => table = compacted,
+                        // The table changed under us: plan again on the table as it is next time.
+                        None => return table,
+                    },
                 }
             }
             match plan(&table, settings).await {
@@ -122,7 +126,12 @@ impl Compactor {
     }
 
     /// Commits a finished round on top of `table`; on failure, drops its files.
-    async fn commit(&mut self, warehouse: &Warehouse, table: Table, rewritten: Rewritten) -> Table {
+    async fn commit(
+        &mut self,
+        warehouse: &Warehouse,
+        table: &Table,
+        rewritten: Rewritten,
+    ) -> Option<Table> {
         fail_point("before-compaction-commit");
         let properties = HashMap::from([(COMPACTED_BY.to_string(), self.run_id.clone())]);
         let (removed, added) = (rewritten.removed.len(), rewritten.added.len());
@@ -132,21 +141,21 @@ impl Compactor {
             .map(|f| f.file_path().to_string())
             .collect();
         match warehouse
-            .replace(&table, &rewritten.removed, rewritten.added, properties)
+            .replace(table, &rewritten.removed, rewritten.added, properties)
             .await
         {
             Ok(compacted) => {
                 fail_point("after-compaction-commit");
                 self.committed += 1;
                 tracing::info!(table = %table.identifier(), removed, added, "compacted");
-                compacted
+                Some(compacted)
             }
             Err(e) => {
                 tracing::warn!("cannot commit compaction of {}: {e:#}", table.identifier());
                 for path in paths {
                     let _ = table.file_io().delete(&path).await;
                 }
-                table
+                None
             }
         }
     }

@@ -474,6 +474,14 @@ impl Warehouse {
         )
     }
 
+    pub async fn exists(&self, kind: TableKind) -> Result<bool> {
+        let ident = self.ident(kind);
+        self.catalog
+            .table_exists(&ident)
+            .await
+            .with_context(|| format!("cannot look for table {ident}"))
+    }
+
     pub async fn load(&self, kind: TableKind) -> Result<Table> {
         let ident = self.ident(kind);
         self.catalog.load_table(&ident).await.with_context(|| {

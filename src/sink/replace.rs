@@ -15,7 +15,8 @@ use iceberg::spec::{
 use iceberg::table::Table;
 
 use super::catalog::Warehouse;
-use super::expiry::delete_dropped_metadata_files;
+use super::expiry::{delete_dropped_metadata_files, forget_view};
+use super::manifests::with_merged_manifests;
 
 /// What a replace removes and adds, as its summary counts them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +44,20 @@ impl Warehouse {
         added: Vec<DataFile>,
         properties: HashMap<String, String>,
     ) -> Result<Table> {
-        let updates = replace_files(base, removed, added, properties).await?;
-        let committed = self.commit_updates(base, updates).await?;
+        // The replace lists the other manifests merged, as an append does.
+        let view = match with_merged_manifests(base).await {
+            Ok(view) => view,
+            Err(e) => {
+                tracing::warn!("cannot merge the manifests of {}: {e:#}", base.identifier());
+                base.clone()
+            }
+        };
+        let committed = match replace_files(&view, removed, added, properties).await {
+            Ok(updates) => self.commit_updates(&view, updates).await,
+            Err(e) => Err(e),
+        };
+        forget_view(base, &view).await;
+        let committed = committed?;
         delete_dropped_metadata_files(base, &committed).await;
         Ok(committed)
     }

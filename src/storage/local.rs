@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::ListedFile;
+
 /// The files under one local directory.
 pub(super) struct LocalFiles {
     root: PathBuf,
@@ -56,7 +58,7 @@ impl LocalFiles {
             .collect())
     }
 
-    pub(super) fn files(&self, dir: &str) -> Result<Vec<String>> {
+    pub(super) fn files(&self, dir: &str) -> Result<Vec<ListedFile>> {
         let mut found = Vec::new();
         let mut pending = vec![dir.trim_matches('/').to_string()];
         while let Some(dir) = pending.pop() {
@@ -77,7 +79,10 @@ impl LocalFiles {
                 };
                 match entry.file_type() {
                     Ok(kind) if kind.is_dir() => pending.push(name),
-                    Ok(_) => found.push(name),
+                    Ok(_) => found.push(ListedFile {
+                        name,
+                        modified: entry.metadata().and_then(|m| m.modified()).ok(),
+                    }),
                     Err(_) => {}
                 }
             }

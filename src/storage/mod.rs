@@ -132,6 +132,13 @@ impl Location {
 /// and a second writer of the same name fails instead of replacing the first one's file. On a
 /// local disk that takes a synced temporary file hard-linked under its name; on S3 a conditional
 /// `PUT` (`If-None-Match: *`), which S3 and the compatible stores apply atomically.
+/// A file found by [`WriteOnceFiles::files`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    pub name: String,
+    pub modified: Option<std::time::SystemTime>,
+}
+
 pub struct WriteOnceFiles {
     location: Location,
     backend: Backend,
@@ -215,8 +222,9 @@ impl WriteOnceFiles {
         }
     }
 
-    /// Every file under `dir`, at any depth, by name relative to the location.
-    pub fn files(&self, dir: &str) -> Result<Vec<String>> {
+    /// Every file under `dir`, at any depth, by name relative to the location, with when it was
+    /// last modified (if the store says).
+    pub fn files(&self, dir: &str) -> Result<Vec<ListedFile>> {
         match &self.backend {
             Backend::Local(files) => files.files(dir),
             Backend::S3(store) => store.files(dir),

@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail};
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{Buffer, ErrorKind, Operator};
 
+use super::ListedFile;
+
 /// An S3 bucket and the runtime its requests run on: workers call in from threads of their own,
 /// and each worker's single-threaded runtime only runs while its worker waits on it, so the HTTP
 /// connections live on a runtime of the store's.
@@ -127,12 +129,15 @@ impl ObjectStore {
             .collect())
     }
 
-    pub(super) fn files(&self, dir: &str) -> Result<Vec<String>> {
+    pub(super) fn files(&self, dir: &str) -> Result<Vec<ListedFile>> {
         let (_, entries) = self.list(dir, true)?;
         Ok(entries
             .iter()
             .filter(|entry| entry.metadata().is_file())
-            .map(|entry| entry.path().trim_start_matches('/').to_string())
+            .map(|entry| ListedFile {
+                name: entry.path().trim_start_matches('/').to_string(),
+                modified: entry.metadata().last_modified().map(Into::into),
+            })
             .collect())
     }
 

@@ -82,9 +82,8 @@ pub fn read_tables_from(catalog: &CatalogSettings, warehouse: &Path) -> Actual {
             .unwrap();
         let sessions_table = warehouse.load(TableKind::Sessions).await.unwrap();
         let snapshots = sessions_table.metadata().snapshots().len();
-        let summary = sessions_table
-            .metadata()
-            .current_snapshot()
+        // Our newest commit's record: compactions may be on top of it.
+        let summary = sessionize::commit::record::newest_own_snapshot(&sessions_table)
             .map(|s| s.summary().additional_properties.clone())
             .unwrap_or_default();
         let epoch_summary = summary.get("sessionize.epoch").cloned();
