@@ -132,7 +132,7 @@ def script_flags(script):
     """Flags of the `set -- run ...` command of the start script, and any other --flag in it."""
     lines = [l for l in script.splitlines() if not l.strip().startswith("#")]
     text = "\n".join(lines)
-    match = re.search(r"set -- (run|produce)\b((?:[^\n]*\\\n)*[^\n]*)", text)
+    match = re.search(r"set -- (run|produce|maintain)\b((?:[^\n]*\\\n)*[^\n]*)", text)
     if not match:
         die("no `set -- run ...` in the StatefulSet's start script")
     tokens = shlex.split(match.group(2).replace("\\\n", " "))
@@ -171,6 +171,10 @@ def cmd_flags(binary, compose_json):
     script = statefulset_script(sts)
     sub, flags = script_flags(script)
     uses.append((f"{K8S}/statefulset.yaml start script", sub, flags))
+    cron = one(docs, "CronJob")
+    cron_container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    cron_sub, cron_flags = script_flags((cron_container.get("command", []) + cron_container.get("args", []))[2])
+    uses.append((f"{K8S}/cronjob-maintain.yaml script", cron_sub, cron_flags))
     config = one(docs, "ConfigMap")
     # The pod's SESSIONIZE_* variables reach sessionize too (envFrom): each is one the script reads
     # or one of sessionize's own (a misspelt one would be ignored silently).
@@ -184,10 +188,21 @@ def cmd_flags(binary, compose_json):
         uses.append((f"{K8S}/configmap.yaml SESSIONIZE_EXTRA_ARGS", "run", flags_in_tokens(shlex.split(extra))))
     with open(DAG) as f:
         tree = ast.parse(f.read())
-    strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    def strings_in(node):
+        return [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+    # The strings of maintain_args() are `sessionize maintain`'s; every other one is `run`'s.
+    maintain = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "maintain_args"]
+    maintain_strings = strings_in(maintain[0]) if maintain else []
+    if maintain and "maintain" not in maintain_strings:
+        die(f"{DAG}: maintain_args() does not run `maintain`")
+    tree.body = [n for n in tree.body if n not in maintain]
+    strings = strings_in(tree)
     if "run" not in strings:
         die(f"{DAG}: no `run` subcommand found")
     uses.append((DAG, "run", flags_in_tokens(strings)))
+    if maintain:
+        uses.append((f"{DAG} maintain_args()", "maintain", flags_in_tokens(maintain_strings)))
     known = {sub: help_flags(binary, sub) for sub in {sub for _, sub, _ in uses}}
     bad = 0
     for where, sub, flags in uses:

@@ -1,4 +1,4 @@
-"""Hourly bounded sessionize run, for Apache Airflow 2.4+ and 3.x.
+"""Hourly bounded sessionize run, then table maintenance, for Apache Airflow 2.4+ and 3.x.
 
 Each run reads the topic from where the sessions table's newest snapshot says up to the end of the
 run's data interval (`sessionize run ... --until-timestamp {{ data_interval_end }}`: it stops at each
@@ -97,6 +97,35 @@ def sessionize_args(until: str) -> list[str]:
     return args
 
 
+def maintain_args() -> list[str]:
+    """The command line of `sessionize maintain` on the same tables."""
+    env = os.environ
+    args = [
+        env.get("SESSIONIZE_BIN", "sessionize"),
+        "maintain",
+        "--warehouse", env.get("SESSIONIZE_WAREHOUSE", "/warehouse"),
+        "--json",
+    ]
+    if env.get("SESSIONIZE_CATALOG_URI"):
+        args += ["--catalog-uri", env["SESSIONIZE_CATALOG_URI"]]
+    return args
+
+
+def maintain_tables() -> list:
+    """Compacts, expires and removes old orphans; returns what it did per table (the XCom).
+
+    Each run already compacts what it wrote before it ends; this catches what it cannot (tables of
+    older releases, runs with --compact-min-files 0) and removes orphan files older than 72 hours.
+    A failure loses nothing and is retried: the next run's maintenance does the same work.
+    """
+    args = maintain_args()
+    print("running:", " ".join(args), flush=True)
+    done = subprocess.run(args, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise AirflowException(f"sessionize maintain exited with {done.returncode}; retrying")
+    return json.loads(done.stdout)
+
+
 def run_sessionize(until: str) -> dict:
     """Runs sessionize to `until` and returns its summary; maps exit codes to retry or fail."""
     with tempfile.TemporaryDirectory(prefix="sessionize-") as tmp:
@@ -143,9 +172,12 @@ with DAG(
     },
     tags=["sessionize", "iceberg"],
 ) as dag:
-    PythonOperator(
+    run = PythonOperator(
         task_id="sessionize_run",
         python_callable=run_sessionize,
         # Rendered as RFC 3339, e.g. 2026-03-01T10:00:00+00:00.
         op_kwargs={"until": "{{ data_interval_end | ts }}"},
     )
+    # After the run, never beside it in this DAG: its commits would only make the run retry.
+    maintain = PythonOperator(task_id="sessionize_maintain", python_callable=maintain_tables)
+    run >> maintain
