@@ -298,3 +298,31 @@ fn maintain_compacts_expires_and_removes_old_orphans_of_a_table_written_without_
     assert!(!old.exists(), "an old orphan is left");
     assert!(young.exists() && theirs.exists());
 }
+
+#[test]
+fn kills_in_expiry_lose_nothing_and_leave_no_unreferenced_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(53, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let warehouse = dir.path().join("warehouse");
+    let run = || {
+        Sessionize::run(&warehouse)
+            .inputs(&inputs)
+            .commit_interval("10ms")
+            .args(["--max-epoch-records", "40", "--chunk-bytes", "1024"])
+            .args(["--retain-snapshots", "3"])
+    };
+    // Killed with snapshots expired but none of their files deleted yet, then mid-way through
+    // the deletes.
+    run().kill_at("after-expiry-commit:2");
+    run().kill_at("between-deletes:5");
+    run().success();
+    assert_tables_equal(
+        &read_tables(&warehouse),
+        &expected,
+        "through kills in expiry",
+    );
+    // What the first kill left is known by its run's id, and went with the next run's commit.
+    assert_eq!(unreferenced(&warehouse), Vec::<String>::new());
+}

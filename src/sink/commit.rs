@@ -103,6 +103,7 @@ impl Warehouse {
         };
         match expire.await {
             Ok(expired) => {
+                crate::failure::fail_point("after-expiry-commit");
                 tracing::debug!(table = %table.identifier(), count, "expired old snapshots");
                 delete_dropped_metadata_files(&table, &expired).await;
                 delete_unreferenced_files(&table, &expired).await;

@@ -149,5 +149,6 @@ async fn delete_all(table: &Table, files: impl Iterator<Item = &str>) {
         if let Err(e) = table.file_io().delete(file).await {
             tracing::warn!("cannot delete {file}: {e}");
         }
+        crate::failure::fail_point("between-deletes");
     }
 }
