@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::commit::record::{last_record, recorded_positions};
 use crate::commit::{CheckpointRef, CheckpointStore, Mark, summary};
 use crate::config::PipelineConfig;
+use crate::maintain::{Surveyor, TableShape};
 use crate::sink::{TableKind, Warehouse};
 use crate::source::kafka::{KafkaSettings, offset_bounds};
 
@@ -105,6 +106,8 @@ pub struct TableRows {
     pub snapshots: usize,
     /// The last epoch committed to this table.
     pub epoch: Option<u64>,
+    /// What queries of the table plan and open: files, small files, manifests, bytes.
+    pub shape: TableShape,
 }
 
 /// Reads where the tables of `config` stand; `commits` is how many of the newest snapshots to
@@ -133,7 +136,7 @@ pub async fn inspect(
             TableKind::Sessions => sessions.clone(),
             _ => warehouse.load(kind).await?,
         };
-        tables.push(table_rows(&table));
+        tables.push(table_rows(&table).await?);
     }
     Ok(Inspection {
         table: warehouse.ident(TableKind::Sessions).to_string(),
@@ -245,6 +248,36 @@ impl Inspection {
             .collect();
         out.push_str(&columns(
             &["table", "rows", "files", "deletes", "snapshots", "epoch"],
+            &rows,
+        ));
+
+        let _ = writeln!(out, "\nfiles (current snapshot)");
+        let rows: Vec<Vec<String>> = self
+            .tables
+            .iter()
+            .map(|t| {
+                let shape = &t.shape;
+                vec![
+                    t.table.clone(),
+                    shape.data_files.to_string(),
+                    shape.small_files.to_string(),
+                    shape.manifests.to_string(),
+                    shape.bytes.to_string(),
+                    shape.last_compaction_ms.map_or("-".into(), time_text),
+                    shape.last_expiry_ms.map_or("-".into(), time_text),
+                ]
+            })
+            .collect();
+        out.push_str(&columns(
+            &[
+                "table",
+                "data files",
+                "small",
+                "manifests",
+                "bytes",
+                "last compaction",
+                "last expiry",
+            ],
             &rows,
         ));
 
@@ -367,13 +400,18 @@ fn count(summary: &std::collections::HashMap<String, String>, key: &str) -> u64 
     summary.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-fn table_rows(table: &Table) -> TableRows {
+async fn table_rows(table: &Table) -> Result<TableRows> {
+    let shape = Surveyor::default()
+        .survey(table)
+        .await
+        .with_context(|| format!("cannot read the manifests of {}", table.identifier()))?
+        .shape;
     let metadata = table.metadata();
     let current = metadata
         .current_snapshot()
         .map(|s| s.summary().additional_properties.clone())
         .unwrap_or_default();
-    TableRows {
+    Ok(TableRows {
         table: table.identifier().to_string(),
         rows: count(&current, "total-records"),
         data_files: count(&current, "total-data-files"),
@@ -383,7 +421,8 @@ fn table_rows(table: &Table) -> TableRows {
         epoch: last_record(table)
             .and_then(|r| Mark::from_record(&r))
             .map(|m| m.epoch),
-    }
+        shape,
+    })
 }
 
 /// The `limit` newest snapshots of the table's current history, newest first.

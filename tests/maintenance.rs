@@ -11,8 +11,8 @@ use common::{
     write_inputs,
 };
 
-/// What pyiceberg sees of the sessions table: manifests of the current snapshot, retained
-/// snapshots, and the data files they reference, as JSON.
+/// What pyiceberg sees of the sessions table: manifests, data files and their bytes in the
+/// current snapshot, retained snapshots, and the data files they reference, as JSON.
 fn table_shape(warehouse: &Path) -> serde_json::Value {
     let out = pyiceberg(
         warehouse,
@@ -24,7 +24,10 @@ fn table_shape(warehouse: &Path) -> serde_json::Value {
          \x20   for manifest in snapshot.manifests(table.io):\n\
          \x20       for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):\n\
          \x20           referenced.add(entry.data_file.file_path)\n\
+         tasks = list(table.scan().plan_files())\n\
          print(json.dumps({'manifests': len(current.manifests(table.io)),\n\
+         \x20   'data_files': len(tasks),\n\
+         \x20   'bytes': sum(t.file.file_size_in_bytes for t in tasks),\n\
          \x20   'snapshots': len(table.snapshots()),\n\
          \x20   'rows': len(table.scan().to_arrow()),\n\
          \x20   'referenced': sorted(referenced),\n\
@@ -104,6 +107,30 @@ fn many_commits_keep_few_manifests_and_no_unreferenced_file() {
         "{} metadata files with write.metadata.previous-versions-max 10",
         metadata_files.len()
     );
+
+    // inspect counts what pyiceberg sees, and knows that expiry ran.
+    let ours = inspected_shape(&warehouse);
+    assert_eq!(ours["manifests"], shape["manifests"], "{ours} {shape}");
+    assert_eq!(ours["data_files"], shape["data_files"], "{ours} {shape}");
+    assert_eq!(ours["bytes"], shape["bytes"], "{ours} {shape}");
+    assert_eq!(ours["records"], shape["rows"], "{ours} {shape}");
+    assert!(ours["last_expiry_ms"].is_i64(), "{ours}");
+}
+
+/// The sessions table's shape as `inspect --json` shows it.
+fn inspected_shape(warehouse: &Path) -> serde_json::Value {
+    let inspection = Sessionize::new("inspect")
+        .arg("--warehouse")
+        .arg(warehouse)
+        .arg("--json")
+        .json();
+    inspection["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "sessions.user_sessions")
+        .unwrap_or_else(|| panic!("no sessions table in {inspection}"))["shape"]
+        .clone()
 }
 
 fn table_location(shape: &serde_json::Value) -> PathBuf {
@@ -214,6 +241,11 @@ fn compaction_leaves_few_sorted_files_per_partition_through_kills() {
     }
     assert!(sessions["compacted_files"].as_u64().unwrap() > 0, "{shape}");
     assert_eq!(sessions["sorted"], true, "{shape}");
+    // inspect shows the compaction, and every file is small (far below the target), none left
+    // to compact with another in its partition.
+    let ours = inspected_shape(&warehouse);
+    assert!(ours["last_compaction_ms"].is_i64(), "{ours}");
+    assert_eq!(ours["small_files"], ours["data_files"], "{ours}");
     // The round the first kill cut short left files no snapshot names; the next run removed them.
     assert_eq!(unreferenced(&warehouse), Vec::<String>::new());
 }

@@ -469,6 +469,13 @@ fn judge(scrapes: &[Scrape]) -> Vec<String> {
             missing.push(format!("no {what} ({name})"));
         }
     }
+    // The sessions table's shape after a commit: files and manifests in its current snapshot.
+    for name in ["sessionize_table_data_files", "sessionize_table_manifests"] {
+        let series = format!("{name}{{table=\"sessions.user_sessions\"}}");
+        if last.samples.get(&series).is_none_or(|v| *v < 1.0) {
+            missing.push(format!("no {series} above 0"));
+        }
+    }
     if !scrapes
         .iter()
         .any(|s| s.sum("sessionize_open_sessions") > 0.0)

@@ -37,6 +37,7 @@ use super::record::{
 use crate::config::PipelineConfig;
 use crate::failure::fail_point;
 use crate::maintain::Compactor;
+use crate::maintain::shape::last_expiry_ms;
 use crate::retry::Backoff;
 use crate::sink::{TableKind, Warehouse};
 use crate::source::kafka::TopicIdentity;
@@ -401,6 +402,7 @@ impl Committer {
     fn compact(&mut self, epoch: u64, finished: bool) {
         for kind in TableKind::ALL {
             let table = self.tables[&kind].clone();
+            let compactions = self.compactor.committed_of(kind);
             let table = self.runtime.block_on(async {
                 let table = self
                     .compactor
@@ -410,6 +412,21 @@ impl Committer {
                 let expired = own_snapshots_to_expire(&table, self.config.retain_snapshots);
                 self.warehouse.expire_snapshots(table, expired).await
             });
+            if let Some(telemetry) = crate::ops::telemetry()
+                && let Some(shape) = self.compactor.shape(kind)
+            {
+                let figures = crate::ops::TableFigures {
+                    data_files: shape.data_files,
+                    small_files: shape.small_files,
+                    manifests: shape.manifests,
+                    bytes: shape.bytes,
+                    records: shape.records,
+                    last_compaction_ms: shape.last_compaction_ms,
+                    last_expiry_ms: last_expiry_ms(&table),
+                };
+                let compacted = self.compactor.committed_of(kind) - compactions;
+                telemetry.table_shape(&table.identifier().to_string(), &figures, compacted);
+            }
             self.tables.insert(kind, table);
         }
     }
@@ -435,6 +452,9 @@ impl Committer {
                     }
                     anyhow::Ok(found.len())
                 });
+            if let (Ok(count), Some(telemetry)) = (&removed, crate::ops::telemetry()) {
+                telemetry.files_deleted("orphan", *count as u64);
+            }
             match removed {
                 Ok(0) => {}
                 Ok(count) => tracing::info!(

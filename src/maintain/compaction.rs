@@ -5,24 +5,22 @@
 //! sorted ([`TableKind::sort_columns`]) and written into files near the target, and the new files
 //! replace the old in a `replace` snapshot (`sink::replace`).
 //!
-//! Planning reads manifests only; rewriting reads and writes Parquet and never touches the
+//! Planning works on a survey of the manifests ([`super::shape`]); rewriting reads and writes Parquet and never touches the
 //! catalog, so it can run beside the pipeline (`super::compactor`). The work of one round is
 //! bounded by [`CompactionSettings::max_bytes`] of input.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use arrow_array::RecordBatch;
 use arrow_ord::sort::{SortColumn, lexsort_to_indices};
 use futures::{StreamExt, TryStreamExt};
-use iceberg::spec::{DataFile, ManifestContentType, ManifestStatus};
+use iceberg::spec::DataFile;
 use iceberg::table::Table;
 
+use super::shape::Survey;
 use crate::sink::{TableKind, TableWriter};
-
-/// Where a table's files are compacted, when the table does not say.
-pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 << 20;
 
 /// When and how much to compact (`--compact-min-files`, `--compact-max-bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,81 +62,46 @@ pub struct Rewritten {
     pub added: Vec<DataFile>,
 }
 
-/// The target file size `table` asks for.
-fn target_bytes(table: &Table) -> u64 {
-    table
-        .metadata()
-        .properties()
-        .get("write.target-file-size-bytes")
-        .and_then(|v| v.parse().ok())
-        .filter(|&bytes| bytes > 0)
-        .unwrap_or(DEFAULT_TARGET_FILE_SIZE)
-}
-
-/// The next round's work on `table`, if any partition needs it: the partitions with the most
-/// small files first, up to `settings.max_bytes` of input (at least one partition's
+/// The next round's work, if any partition of the surveyed snapshot needs it: the partitions with
+/// the most small files first, up to `settings.max_bytes` of input (at least one partition's
 /// `min_files` files, so that a round always makes progress).
-pub async fn plan(table: &Table, settings: CompactionSettings) -> Result<Option<Plan>> {
-    let metadata = table.metadata();
-    let Some(current) = metadata.current_snapshot() else {
-        return Ok(None);
-    };
+pub fn plan(survey: &Survey, settings: CompactionSettings) -> Option<Plan> {
+    let snapshot_id = survey.snapshot_id?;
     if settings.min_files == 0 {
-        return Ok(None);
+        return None;
     }
-    let target = target_bytes(table);
-    let small_below = target / 4 * 3;
-    let spec_id = metadata.default_partition_spec_id();
-    // Files by partition (in the spec's own display), smallest first.
-    let mut partitions: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
-    let list = table.manifest_list_reader(current).load().await?;
-    for manifest in list.entries() {
-        if manifest.content != ManifestContentType::Data || manifest.partition_spec_id != spec_id {
-            continue;
-        }
-        let (entries, _) = manifest.load_manifest(table.file_io()).await?.into_parts();
-        for entry in entries
-            .iter()
-            .filter(|e| e.status != ManifestStatus::Deleted)
-        {
-            let file = &entry.data_file;
-            if file.file_size_in_bytes() < small_below {
-                partitions
-                    .entry(format!("{:?}", file.partition()))
-                    .or_default()
-                    .push((file.file_size_in_bytes(), file.file_path().to_string()));
-            }
-        }
-    }
-    let mut candidates: Vec<Vec<(u64, String)>> = partitions
-        .into_values()
+    let least = settings.min_files.max(2);
+    let mut candidates: Vec<&Vec<(u64, String)>> = survey
+        .small_files
+        .values()
         .filter(|files| files.len() >= settings.min_files)
         .collect();
     candidates.sort_by_key(|files| std::cmp::Reverse(files.len()));
     let mut groups = Vec::new();
     let mut budget = settings.max_bytes;
-    for mut files in candidates {
+    for files in candidates {
+        let mut files = files.clone();
         files.sort();
         let mut group = Vec::new();
         for (bytes, path) in files {
-            if bytes > budget && group.len() >= settings.min_files.max(2) {
+            if bytes > budget && group.len() >= least {
                 break;
             }
             budget = budget.saturating_sub(bytes);
             group.push(path);
         }
-        if group.len() >= settings.min_files.max(2) {
+        if group.len() >= least {
             groups.push(group);
         }
         if budget == 0 {
             break;
         }
     }
-    Ok((!groups.is_empty()).then(|| Plan {
-        snapshot_id: current.snapshot_id(),
+    (!groups.is_empty()).then_some(Plan {
+        snapshot_id,
         groups,
-        target_bytes: target,
-    }))
+        target_bytes: survey.target_bytes,
+    })
 }
 
 /// Rewrites `plan`'s files of `table` (a table of `kind`) into sorted files near the target size,
@@ -219,6 +182,75 @@ fn sorted(batch: &RecordBatch, columns: &[&str]) -> Result<RecordBatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    fn survey(partitions: &[(&str, &[u64])]) -> Survey {
+        let mut small_files = BTreeMap::new();
+        for (partition, sizes) in partitions {
+            let files: Vec<(u64, String)> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, bytes)| (*bytes, format!("{partition}-{i}.parquet")))
+                .collect();
+            small_files.insert(partition.to_string(), files);
+        }
+        Survey {
+            snapshot_id: Some(7),
+            target_bytes: 1000,
+            small_files,
+            ..Survey::default()
+        }
+    }
+
+    #[test]
+    fn partitions_with_the_most_small_files_go_first_within_the_budget() {
+        let settings = CompactionSettings {
+            min_files: 3,
+            max_bytes: 1000,
+        };
+        let first = plan(
+            &survey(&[
+                ("a", &[100, 100, 100]),
+                ("b", &[50, 60, 70, 80, 90]),
+                ("c", &[10, 10]),
+            ]),
+            settings,
+        )
+        .unwrap();
+        assert_eq!(first.snapshot_id, 7);
+        // "c" has fewer than min_files; "b" comes first, smallest files first.
+        assert_eq!(first.groups.len(), 2);
+        assert_eq!(first.groups[0].len(), 5);
+        assert!(first.groups[0][0].starts_with("b-0"));
+        assert_eq!(first.groups[1].len(), 3);
+        // A budget smaller than one partition still takes min_files of it, and stops there.
+        let tight = plan_of(&[("b", &[500, 500, 500, 500])], 3, 600);
+        assert_eq!(
+            tight.groups,
+            [vec!["b-0.parquet", "b-1.parquet", "b-2.parquet"]]
+        );
+        assert!(
+            plan(
+                &survey(&[("a", &[1, 1, 1])]),
+                CompactionSettings {
+                    min_files: 0,
+                    max_bytes: 10
+                }
+            )
+            .is_none()
+        );
+    }
+
+    fn plan_of(partitions: &[(&str, &[u64])], min_files: usize, max_bytes: u64) -> Plan {
+        plan(
+            &survey(partitions),
+            CompactionSettings {
+                min_files,
+                max_bytes,
+            },
+        )
+        .unwrap()
+    }
     use arrow_array::{Int64Array, StringArray};
     use arrow_schema::{DataType, Field, Schema};
 

@@ -17,6 +17,7 @@ use iceberg::table::Table;
 use tokio::sync::oneshot::{self, Receiver, error::TryRecvError};
 
 use super::compaction::{CompactionSettings, Plan, Rewritten, plan, rewrite};
+use super::shape::{Surveyor, TableShape};
 use crate::failure::fail_point;
 use crate::sink::{TableKind, Warehouse, on_this_runtime};
 
@@ -40,8 +41,10 @@ pub struct Compactor {
     settings: CompactionSettings,
     run_id: String,
     rounds: u64,
-    committed: u64,
+    committed: HashMap<TableKind, u64>,
     running: HashMap<TableKind, Receiver<Result<Rewritten>>>,
+    surveyors: HashMap<TableKind, Surveyor>,
+    shapes: HashMap<TableKind, TableShape>,
     /// The compaction thread, started with the first round. It has a runtime of its own, kept
     /// for the run, so that connections it opens stay usable; it ends with the compactor.
     thread: Option<Sender<Round>>,
@@ -53,15 +56,27 @@ impl Compactor {
             settings,
             run_id,
             rounds: 0,
-            committed: 0,
+            committed: HashMap::new(),
             running: HashMap::new(),
+            surveyors: HashMap::new(),
+            shapes: HashMap::new(),
             thread: None,
         }
     }
 
     /// Rounds committed so far.
     pub fn committed(&self) -> u64 {
-        self.committed
+        self.committed.values().sum()
+    }
+
+    /// Rounds of `kind`'s table committed so far.
+    pub fn committed_of(&self, kind: TableKind) -> u64 {
+        self.committed.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// `kind`'s table as the last [`Compactor::after_commit`] left it.
+    pub fn shape(&self, kind: TableKind) -> Option<TableShape> {
+        self.shapes.get(&kind).copied()
     }
 
     /// Called after the commit of `epoch` left `kind`'s table as `table`: commits the table's
@@ -88,6 +103,7 @@ impl Compactor {
             (1, self.settings)
         };
         for _ in 0..rounds {
+            let mut busy = false;
             if let Some(mut round) = self.running.remove(&kind) {
                 let finished = if finishing {
                     // Awaited, not blocked on: the round may need this runtime's connections.
@@ -98,7 +114,7 @@ impl Compactor {
                 match finished {
                     Err(TryRecvError::Empty) => {
                         self.running.insert(kind, round);
-                        return table;
+                        busy = true;
                     }
                     Err(TryRecvError::Closed) => {
                         tracing::warn!("a compaction round of {} stopped", table.identifier())
@@ -106,20 +122,29 @@ impl Compactor {
                     Ok(Err(e)) => {
                         tracing::warn!("a compaction round of {} failed: {e:#}", table.identifier())
                     }
-                    Ok(Ok(rewritten)) => match self.commit(warehouse, &table, rewritten).await {
-                        Some(compacted) => table = compacted,
-                        // The table changed under us: plan again on the table as it is next time.
-                        None => return table,
-                    },
+                    Ok(Ok(rewritten)) => {
+                        match self.commit(warehouse, kind, &table, rewritten).await {
+                            Some(compacted) => table = compacted,
+                            // The table changed under us: plan again on the table as it is next time.
+                            None => busy = true,
+                        }
+                    }
                 }
             }
-            match plan(&table, settings).await {
-                Ok(Some(plan)) => self.start(kind, &table, plan, epoch),
-                Ok(None) => return table,
+            let survey = match self.surveyors.entry(kind).or_default().survey(&table).await {
+                Ok(survey) => survey,
                 Err(e) => {
-                    tracing::warn!("cannot plan compaction of {}: {e:#}", table.identifier());
+                    tracing::warn!("cannot read the manifests of {}: {e:#}", table.identifier());
                     return table;
                 }
+            };
+            self.shapes.insert(kind, survey.shape);
+            if busy {
+                return table;
+            }
+            match plan(&survey, settings) {
+                Some(plan) => self.start(kind, &table, plan, epoch),
+                None => return table,
             }
         }
         table
@@ -129,6 +154,7 @@ impl Compactor {
     async fn commit(
         &mut self,
         warehouse: &Warehouse,
+        kind: TableKind,
         table: &Table,
         rewritten: Rewritten,
     ) -> Option<Table> {
@@ -146,7 +172,7 @@ impl Compactor {
         {
             Ok(compacted) => {
                 fail_point("after-compaction-commit");
-                self.committed += 1;
+                *self.committed.entry(kind).or_default() += 1;
                 tracing::info!(table = %table.identifier(), removed, added, "compacted");
                 Some(compacted)
             }

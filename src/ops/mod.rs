@@ -32,6 +32,7 @@ use anyhow::Result;
 use crate::clock::wall_clock_ms;
 use crate::rules::{ClosedSession, EndReason};
 use health::Health;
+pub use prometheus::TableFigures;
 use prometheus::{Metrics, PartitionLabel};
 pub use sampler::EndOffsets;
 use status::{CommitStatus, Recent};
@@ -206,6 +207,17 @@ impl Telemetry {
                 rows,
                 duration_s: duration.as_secs_f64(),
             });
+    }
+
+    /// After a commit (and the compaction and expiry after it), `table` is as `shape` says;
+    /// `new_compactions` rounds of it were committed since the last call.
+    pub fn table_shape(&self, table: &str, shape: &TableFigures, new_compactions: u64) {
+        self.metrics.tables.set(table, shape, new_compactions);
+    }
+
+    /// `count` files were deleted for `reason` (one of [`prometheus::DELETE_REASONS`]).
+    pub fn files_deleted(&self, reason: &'static str, count: u64) {
+        self.metrics.files_deleted(reason, count);
     }
 
     /// Worker `local` (its index in this process) stepped; `epoch` is the first epoch not yet

@@ -24,6 +24,20 @@ pub struct PartitionLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Why files were deleted, the `reason` label of `sessionize_files_deleted_total`: metadata files
+/// beyond the log, files of expired snapshots, files of epochs no run committed.
+pub const DELETE_REASONS: [&str; 3] = ["metadata", "expired", "orphan"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -60,11 +74,37 @@ pub struct Metrics {
     pub commit_duration: Histogram,
     pub checkpoint_duration: Histogram,
     pub visible_delay: Histogram,
+    pub tables: TableGauges,
+    files_deleted: Family<ReasonLabel, Counter>,
+}
+
+/// What a table's current snapshot holds, as the committer surveyed it after a commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableFigures {
+    pub data_files: u64,
+    pub small_files: u64,
+    pub manifests: u64,
+    pub bytes: u64,
+    pub records: u64,
+    pub last_compaction_ms: Option<i64>,
+    pub last_expiry_ms: Option<i64>,
+}
+
+/// Each table's shape after the last commit, by the `table` label (the committing process).
+pub struct TableGauges {
+    pub data_files: Family<TableLabel, Gauge>,
+    pub small_files: Family<TableLabel, Gauge>,
+    pub manifests: Family<TableLabel, Gauge>,
+    pub bytes: Family<TableLabel, Gauge>,
+    pub records: Family<TableLabel, Gauge>,
+    pub compactions: Family<TableLabel, Counter>,
+    pub last_compaction: Family<TableLabel, Gauge<f64, AtomicU64>>,
+    pub last_expiry: Family<TableLabel, Gauge<f64, AtomicU64>>,
 }
 
 /// The metric names served, without the suffixes the format adds (`_total` to counters,
 /// `_bucket`/`_sum`/`_count` to histograms).
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 25] = [
     "sessionize_events_read_total",
     "sessionize_events_total",
     "sessionize_sessions_closed_total",
@@ -80,6 +120,15 @@ pub const NAMES: [&str; 16] = [
     "sessionize_commit_duration_seconds",
     "sessionize_checkpoint_duration_seconds",
     "sessionize_session_visible_delay_seconds",
+    "sessionize_table_data_files",
+    "sessionize_table_small_files",
+    "sessionize_table_manifests",
+    "sessionize_table_bytes",
+    "sessionize_table_records",
+    "sessionize_compactions_total",
+    "sessionize_last_compaction_timestamp_seconds",
+    "sessionize_last_expiry_timestamp_seconds",
+    "sessionize_files_deleted_total",
     "sessionize_up",
 ];
 
@@ -199,6 +248,18 @@ impl Metrics {
              inactivity timeout) to the commit that makes it visible",
             visible_delay.clone(),
         );
+        let tables = TableGauges::register(&mut registry);
+        let files_deleted = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "sessionize_files_deleted",
+            "Files the committing process deleted, by reason: metadata (metadata files beyond \
+             write.metadata.previous-versions-max), expired (manifest lists, manifests and data \
+             files only expired snapshots named), orphan (files of epochs no run committed)",
+            files_deleted.clone(),
+        );
+        for reason in DELETE_REASONS {
+            files_deleted.get_or_create_owned(&ReasonLabel { reason });
+        }
         let up = Gauge::<i64>::default();
         up.set(1);
         registry.register(
@@ -223,7 +284,16 @@ impl Metrics {
             commit_duration,
             checkpoint_duration,
             visible_delay,
+            tables,
+            files_deleted,
         }
+    }
+
+    /// `count` files were deleted for `reason` (one of [`DELETE_REASONS`]).
+    pub fn files_deleted(&self, reason: &'static str, count: u64) {
+        self.files_deleted
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(count);
     }
 
     /// The counter of sessions closed for `reason`.
@@ -255,6 +325,92 @@ impl Metrics {
     }
 }
 
+impl TableGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let gauges = TableGauges {
+            data_files: Family::default(),
+            small_files: Family::default(),
+            manifests: Family::default(),
+            bytes: Family::default(),
+            records: Family::default(),
+            compactions: Family::default(),
+            last_compaction: Family::default(),
+            last_expiry: Family::default(),
+        };
+        let current = "in the table's current snapshot, after the last commit";
+        registry.register(
+            "sessionize_table_data_files",
+            format!("Data files {current}"),
+            gauges.data_files.clone(),
+        );
+        registry.register(
+            "sessionize_table_small_files",
+            format!(
+                "Data files below three quarters of write.target-file-size-bytes (what compaction \
+                 rewrites) {current}"
+            ),
+            gauges.small_files.clone(),
+        );
+        registry.register(
+            "sessionize_table_manifests",
+            format!("Manifests {current}"),
+            gauges.manifests.clone(),
+        );
+        registry.register(
+            "sessionize_table_bytes",
+            format!("Bytes of the data files {current}"),
+            gauges.bytes.clone(),
+        );
+        registry.register(
+            "sessionize_table_records",
+            format!("Rows in the data files {current}"),
+            gauges.records.clone(),
+        );
+        registry.register(
+            "sessionize_compactions",
+            "Compaction rounds committed (replace snapshots), by table",
+            gauges.compactions.clone(),
+        );
+        registry.register(
+            "sessionize_last_compaction_timestamp_seconds",
+            "When the table's newest compaction snapshot was committed, seconds since the Unix \
+             epoch (0: none retained)",
+            gauges.last_compaction.clone(),
+        );
+        registry.register(
+            "sessionize_last_expiry_timestamp_seconds",
+            "When snapshots of the table were last expired, seconds since the Unix epoch (0: never)",
+            gauges.last_expiry.clone(),
+        );
+        gauges
+    }
+
+    /// `table`'s shape after a commit, with the compaction rounds committed since the last one.
+    pub fn set(&self, table: &str, shape: &TableFigures, new_compactions: u64) {
+        let label = TableLabel {
+            table: table.to_string(),
+        };
+        let set = |family: &Family<TableLabel, Gauge>, value: u64| {
+            family.get_or_create(&label).set(value as i64);
+        };
+        set(&self.data_files, shape.data_files);
+        set(&self.small_files, shape.small_files);
+        set(&self.manifests, shape.manifests);
+        set(&self.bytes, shape.bytes);
+        set(&self.records, shape.records);
+        self.compactions
+            .get_or_create(&label)
+            .inc_by(new_compactions);
+        let seconds = |ms: Option<i64>| ms.map_or(0.0, |ms| ms as f64 / 1000.0);
+        self.last_compaction
+            .get_or_create(&label)
+            .set(seconds(shape.last_compaction_ms));
+        self.last_expiry
+            .get_or_create(&label)
+            .set(seconds(shape.last_expiry_ms));
+    }
+}
+
 /// The `Content-Type` of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -283,6 +439,14 @@ mod tests {
             .set(11);
         metrics.sessions_closed(EndReason::Boundary).inc();
         metrics.commit_duration.observe(0.3);
+        let shape = TableFigures {
+            data_files: 12,
+            manifests: 2,
+            last_compaction_ms: Some(1_500),
+            ..TableFigures::default()
+        };
+        metrics.tables.set("sessions.user_sessions", &shape, 3);
+        metrics.files_deleted("expired", 4);
         let text = metrics.encode();
         for name in NAMES {
             assert!(
@@ -295,5 +459,13 @@ mod tests {
         assert!(text.contains("sessionize_sessions_closed_total{end_reason=\"boundary\"} 1"));
         assert!(text.contains("sessionize_commit_duration_seconds_count 1"));
         assert!(text.contains("sessionize_kafka_lag_records{partition=\"3\"} 7"));
+        let table = "{table=\"sessions.user_sessions\"}";
+        assert!(text.contains(&format!("sessionize_table_data_files{table} 12")));
+        assert!(text.contains(&format!("sessionize_compactions_total{table} 3")));
+        assert!(text.contains(&format!(
+            "sessionize_last_compaction_timestamp_seconds{table} 1.5"
+        )));
+        assert!(text.contains("sessionize_files_deleted_total{reason=\"expired\"} 4"));
+        assert!(text.contains("sessionize_files_deleted_total{reason=\"orphan\"} 0"));
     }
 }

@@ -11,7 +11,9 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent};
 
 use super::catalog::Warehouse;
-use super::expiry::{delete_dropped_metadata_files, delete_unreferenced_files, forget_view};
+use super::expiry::{
+    LAST_EXPIRY_MS, delete_dropped_metadata_files, delete_unreferenced_files, forget_view,
+};
 use super::manifests::with_merged_manifests;
 use super::tables::TableKind;
 
@@ -95,6 +97,12 @@ impl Warehouse {
                 .expire_snapshot_ids(expired)
                 .expire_older_than_ms(0);
             let transaction = action.apply(transaction)?;
+            // Expiry leaves no snapshot behind: the property is what tells when it last ran.
+            let when = HashMap::from([(
+                LAST_EXPIRY_MS.to_string(),
+                crate::clock::wall_clock_ms().to_string(),
+            )]);
+            let transaction = with_properties(transaction, when)?;
             let pinned = PinnedCatalog {
                 inner: self.catalog.as_ref(),
                 base: &table,

@@ -13,6 +13,9 @@ use anyhow::Result;
 use iceberg::spec::{ManifestStatus, SnapshotRef};
 use iceberg::table::Table;
 
+/// The table property our expiry commits set: when they ran (ms since the epoch).
+pub const LAST_EXPIRY_MS: &str = "sessionize.last-expiry-ms";
+
 /// Deletes the metadata files `before` still listed and `after` no longer does, unless the table
 /// says `write.metadata.delete-after-commit.enabled=false` (Java's default is false; a streaming
 /// table writes a metadata file every commit, so ours is true).
@@ -39,7 +42,8 @@ pub async fn delete_dropped_metadata_files(before: &Table, after: &Table) {
         .map(|log| log.metadata_file.as_str())
         .chain(before.metadata_location())
         .filter(|file| !kept.contains(file));
-    delete_all(after, dropped).await;
+    let deleted = delete_all(after, dropped).await;
+    report_deleted("metadata", deleted);
 }
 
 /// Deletes what the snapshots expired between `before` and `after` referenced and no snapshot of
@@ -47,8 +51,8 @@ pub async fn delete_dropped_metadata_files(before: &Table, after: &Table) {
 pub async fn delete_unreferenced_files(before: &Table, after: &Table) {
     match unreferenced_files(before, after).await {
         Ok(files) => {
-            let count = files.len();
-            delete_all(after, files.iter().map(String::as_str)).await;
+            let count = delete_all(after, files.iter().map(String::as_str)).await;
+            report_deleted("expired", count);
             tracing::debug!(table = %after.identifier(), count, "deleted the files of expired snapshots");
         }
         Err(e) => tracing::warn!(
@@ -142,13 +146,24 @@ impl ManifestReader<'_> {
     }
 }
 
-/// Deletes `files` that lie under the table's location, logging what cannot be deleted.
-async fn delete_all(table: &Table, files: impl Iterator<Item = &str>) {
+/// Deletes `files` that lie under the table's location, logging what cannot be deleted; returns
+/// how many were deleted.
+async fn delete_all(table: &Table, files: impl Iterator<Item = &str>) -> u64 {
     let root = format!("{}/", table.metadata().location().trim_end_matches('/'));
+    let mut deleted = 0;
     for file in files.filter(|f| f.starts_with(&root)) {
-        if let Err(e) = table.file_io().delete(file).await {
-            tracing::warn!("cannot delete {file}: {e}");
+        match table.file_io().delete(file).await {
+            Ok(()) => deleted += 1,
+            Err(e) => tracing::warn!("cannot delete {file}: {e}"),
         }
         crate::failure::fail_point("between-deletes");
+    }
+    deleted
+}
+
+/// Counts deleted files in `sessionize_files_deleted_total`.
+fn report_deleted(reason: &'static str, count: u64) {
+    if let Some(telemetry) = crate::ops::telemetry() {
+        telemetry.files_deleted(reason, count);
     }
 }

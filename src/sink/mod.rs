@@ -1,9 +1,12 @@
 //! Where results go: Iceberg tables for closed sessions, quarantined lines and late events.
 //!
 //! [`tables`] defines the three tables and turns rows into Arrow record batches; [`catalog`] opens
-//! the Iceberg catalog (the [`Warehouse`]), each of whose calls `bounded` limits in time; [`create`] creates the tables and evolves their
-//! schemas; [`writer`] writes Parquet data files; [`commit`] commits them, one attempt at a time;
-//! [`spark`] computes the Spark job's own columns (`session_date`, `user_hash_bucket`).
+//! the Iceberg catalog (the [`Warehouse`]), each of whose calls `bounded` limits in time;
+//! [`create`] creates the tables and evolves their schemas; [`writer`] writes Parquet data files;
+//! [`commit`] commits them, one attempt at a time, merging small manifests first (`manifests`);
+//! `replace` commits a compaction's files, through the catalog's own protocol ([`updates`]);
+//! [`expiry`] deletes what commits and expiry leave unreferenced; [`spark`] computes the Spark
+//! job's own columns (`session_date`, `user_hash_bucket`).
 //! Which commits are made, and how often they are tried, is the commit protocol's
 //! (`src/commit/`).
 
