@@ -242,8 +242,10 @@ mod tests {
             .block_on(catalog.load_table(&ident))
             .unwrap_err()
             .to_string();
+        // The call fails rather than waiting for ever; not before the limit. How much later
+        // depends on the machine's load, so the upper bound only tells a bound from a hang.
         let took = started.elapsed();
-        assert!(took >= limit && took < limit * 10, "{took:?}");
+        assert!(took >= limit && took < Duration::from_secs(60), "{took:?}");
         for part in [
             "http://db/***",
             "sessions.user_sessions",
