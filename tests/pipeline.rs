@@ -382,3 +382,42 @@ fn the_checkpoint_location_is_checked_at_start() {
     assert!(line.contains("--checkpoint-location"), "{stderr}");
     assert!(!stderr.contains("committed"), "{stderr}");
 }
+
+#[test]
+fn an_epoch_ends_when_its_buffered_output_reaches_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(23, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    let rows = (expected.sessions.len() + expected.late.len() + expected.quarantined.len()) as u64;
+    let run = |name: &str, limits: &[&str]| {
+        let warehouse = dir.path().join(name);
+        // An interval longer than the run and no record limit: only the output ends an epoch.
+        // A small read-ahead lets output flow while the input is still being stamped.
+        let summary = Sessionize::run(&warehouse)
+            .inputs(&inputs)
+            .commit_interval("1h")
+            .args(["--max-epoch-records", "0", "--idle-commit-interval", "0"])
+            .args(["--chunk-bytes", "4096", "--read-ahead-bytes", "8192"])
+            .args(limits)
+            .json();
+        assert_tables_equal(&read_tables(&warehouse), &expected, name);
+        summary["epochs"].as_u64().unwrap()
+    };
+    assert_eq!(
+        run(
+            "unlimited",
+            &["--commit-max-bytes", "0", "--commit-max-rows", "0"]
+        ),
+        1
+    );
+    let max_rows = 20;
+    let by_rows = run("by-rows", &["--commit-max-rows", &max_rows.to_string()]);
+    assert!(
+        by_rows > 2 && by_rows >= rows / (4 * max_rows),
+        "{by_rows} epochs for {rows} rows at most {max_rows} each"
+    );
+    let by_bytes = run("by-bytes", &["--commit-max-bytes", "8000"]);
+    println!("{rows} rows: {by_rows} epochs of at most {max_rows} rows, {by_bytes} of 8000 bytes");
+    assert!(by_bytes > 2, "{by_bytes} epochs");
+}

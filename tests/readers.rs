@@ -22,8 +22,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::{
-    Service, SessionRow, Sessionize, catalog_at, default_reference, read_tables_from,
-    reader_script, rest_on_s3, s3_options, workload, write_inputs,
+    KillOnDrop, Service, SessionRow, Sessionize, TOPIC, assert_tables_equal, catalog_at,
+    default_reference, kafka_reference, kafka_with_topic, produce, read_tables_from, reader_script,
+    records_of, rest_on_s3, s3_options, workload, write_inputs,
 };
 
 /// What a table validation finds: the numbers every reader must agree on.
@@ -204,4 +205,128 @@ fn readers_get_the_reference_numbers(lakehouse: Lakehouse) {
             .unwrap_or_else(|| panic!("tests/readers.py reported nothing for {reader}: {read}"));
         Validation::from_json(reader, value).assert_matches(reader, &wanted);
     }
+}
+
+/// The number of rounds `tests/other_writer.py` has finished, from its signals directory.
+fn rounds_finished(signals: &Path) -> u64 {
+    std::fs::read_to_string(signals.join("rounds"))
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `partition` cut into `parts` pieces of whole records.
+fn pieces(partition: &[u8], parts: usize) -> Vec<Vec<u8>> {
+    let records = records_of(partition);
+    records
+        .chunks(records.len().div_ceil(parts))
+        .map(|piece| {
+            let mut bytes = Vec::new();
+            for record in piece {
+                bytes.extend_from_slice(record);
+                bytes.push(b'\n');
+            }
+            bytes
+        })
+        .collect()
+}
+
+/// Another writer (issue 17): Spark runs Iceberg's maintenance procedures on the sessions table
+/// (`rewrite_data_files` of every file, `expire_snapshots` of all but the last two), round after
+/// round, through the same PostgreSQL catalog, while a live pipeline reads a real Kafka topic and
+/// commits and compacts every few hundred milliseconds; the pipeline is then killed and a bounded
+/// run finishes the topic from where the table says it stood. Nothing is lost or doubled, every
+/// snapshot left is readable in full, and each side's refused commits are only retried.
+#[test]
+fn spark_maintenance_while_the_pipeline_commits_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = Service::start("s3", &dir.path().join("s3"));
+    let endpoint = s3.get("ENDPOINT").to_string();
+    let postgres = Service::start("postgres", &dir.path().join("postgres"));
+    let uri = postgres.get("URL").to_string();
+    let kafka = kafka_with_topic(dir.path(), 2);
+    let servers = kafka.get("BOOTSTRAP").to_string();
+    let partitions = workload(41, 2);
+    let expected = kafka_reference(&partitions);
+    let catalog = catalog_at(&uri, s3_options(&endpoint));
+    let warehouse = "s3://lake/warehouse";
+    let pipeline = || {
+        Sessionize::run(warehouse)
+            .kafka(&servers, TOPIC)
+            .catalog(&catalog)
+            .args(["-w", "2", "--compact-min-files", "2"])
+    };
+
+    let signals = dir.path().join("signals");
+    let scratch = dir.path().join("spark");
+    std::fs::create_dir_all(&signals).unwrap();
+    std::fs::create_dir_all(&scratch).unwrap();
+    let spark = {
+        let args = [uri.clone(), endpoint.clone(), signals.display().to_string()];
+        let scratch = scratch.clone();
+        std::thread::spawn(move || {
+            let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+            reader_script("other_writer.py", &args, &scratch)
+        })
+    };
+    let live = KillOnDrop(
+        pipeline()
+            .commit_interval("200ms")
+            .args(["--idle-commit-interval", "1"])
+            .spawn(),
+    );
+    // The topic grows piece by piece; after each piece Spark finishes a whole round that began
+    // after it, so its commits land among the pipeline's.
+    let parts = 4;
+    let pieces: Vec<Vec<Vec<u8>>> = partitions.iter().map(|p| pieces(p, parts)).collect();
+    for part in 0..parts {
+        let round = rounds_finished(&signals);
+        let piece: Vec<Vec<u8>> = pieces.iter().map(|p| p[part].clone()).collect();
+        produce(&servers, &piece, None);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while rounds_finished(&signals) < round + 2 {
+            assert!(!spark.is_finished(), "tests/other_writer.py stopped early");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Spark's rounds stalled"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    drop(live); // SIGKILL
+    pipeline().arg("--test-mode").success();
+    std::fs::write(signals.join("stop"), "").unwrap();
+    let report = spark.join().unwrap();
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+
+    let actual = read_tables_from(&catalog, &dir.path().join("reader"));
+    assert_tables_equal(&actual, &expected, "after Spark's maintenance");
+    // Spark's rewrites took, among commits of ours: our epoch moved on between its rounds.
+    assert!(report["rewrites"].as_u64().unwrap() >= 1, "{report}");
+    assert!(
+        report["expired_data_files"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    let epochs: Vec<u64> = report["epochs_seen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_u64())
+        .collect();
+    assert!(
+        epochs.windows(2).filter(|w| w[1] > w[0]).count() >= 2,
+        "{report}"
+    );
+    let validation = &report["validation"];
+    assert_eq!(
+        validation["rows"].as_u64().unwrap(),
+        expected.sessions.len() as u64
+    );
+    let per_user: BTreeMap<String, u64> =
+        serde_json::from_value(validation["per_user"].clone()).unwrap();
+    assert_eq!(per_user, Validation::of(&expected.sessions).per_user);
+    assert!(
+        !validation["snapshot_rows"].as_object().unwrap().is_empty(),
+        "{report}"
+    );
 }

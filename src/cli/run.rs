@@ -167,9 +167,18 @@ pub struct CheckpointArgs {
     /// an idle pipeline adds few snapshots but its recorded offsets still move (bare: seconds).
     #[arg(long, default_value = "300")]
     pub idle_commit_interval: String,
-    /// An epoch ends early after this many records.
+    /// An epoch ends early after a stamper has taken this many records (0: no limit).
     #[arg(long, default_value_t = 50_000_000)]
     pub max_epoch_records: u64,
+    /// An epoch ends early once this process's writers hold this many bytes of its output
+    /// (uncompressed), which bounds their memory and a commit's files at long intervals
+    /// (0: no limit).
+    #[arg(long, default_value_t = 256 << 20)]
+    pub commit_max_bytes: u64,
+    /// An epoch ends early once this process's writers hold this many of its output rows
+    /// (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub commit_max_rows: u64,
     /// Checkpoints kept, of the newest commits: a sessions table rolled back by fewer commits
     /// (Iceberg's rollback_to_snapshot) resumes from where it was rolled back to and reads again
     /// what the rollback removed. Each is a full copy of the open sessions.
@@ -263,6 +272,8 @@ impl RunArgs {
             "idle-commit-interval",
         )?;
         config.max_epoch_records = checkpoints.max_epoch_records;
+        config.commit_max_bytes = checkpoints.commit_max_bytes;
+        config.commit_max_rows = checkpoints.commit_max_rows;
         ensure!(
             checkpoints.keep_checkpoints > 0,
             "--keep-checkpoints must be at least 1 (the newest commit's checkpoint is where a restart resumes)"

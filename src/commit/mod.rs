@@ -2,7 +2,7 @@
 //! epoch's commit. Nothing here knows timely; the dataflow calls in when its frontier says an
 //! epoch is complete.
 //!
-//! * [`epoch`]: when an epoch ends (the commit interval, or a record limit);
+//! * [`epoch`]: when an epoch ends (the commit interval, a record limit, or the output it holds);
 //! * [`position`]: where each partition stands, running and as recorded;
 //! * [`record`]: the snapshot-summary keys, the mark of a commit, and finding our commits again;
 //! * [`checkpoint`]: the session state each worker writes per epoch, written once;
@@ -23,7 +23,7 @@ pub mod record;
 pub mod start;
 
 pub use checkpoint::{CheckpointPart, CheckpointRef, CheckpointStore, SideFiles};
-pub use epoch::EpochCutter;
+pub use epoch::{Buffered, BufferedOutput, EpochCutter, EpochLimits};
 pub use maintenance::{MaintainSettings, TableMaintenance, maintain};
 pub use position::{RecordedPosition, SourceCounts, SourcePosition};
 pub use protocol::{Committer, EpochParts, RunTotals, TableCommit, commit_once};

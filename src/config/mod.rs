@@ -72,6 +72,11 @@ pub struct PipelineConfig {
     /// An epoch ends early once its sources have stamped this many records, bounding the work
     /// a commit holds and a restart redoes.
     pub max_epoch_records: u64,
+    /// An epoch ends early once the writers of a process hold this much of its output
+    /// (uncompressed bytes; 0: no limit), bounding their memory and the commit's files.
+    pub commit_max_bytes: u64,
+    /// The same, in output rows (0: no limit).
+    pub commit_max_rows: u64,
     /// An epoch with nothing to write is committed only when this long has passed since the last
     /// commit (so that the recorded offsets move), or at the end of input.
     pub idle_commit_interval: Duration,
@@ -154,6 +159,8 @@ impl PipelineConfig {
             read_ahead_bytes: 64 << 20,
             kafka: None,
             max_epoch_records: 50_000_000,
+            commit_max_bytes: 256 << 20,
+            commit_max_rows: 0,
             idle_commit_interval: Duration::from_secs(300),
             retain_snapshots: 100,
             compaction: CompactionSettings::default(),

@@ -19,7 +19,7 @@ use timely::worker::Worker;
 use super::pipeline::build_pipeline;
 use super::time::Time;
 use super::types::WorkerContext;
-use crate::commit::{CheckpointStore, RunTotals, StartState, new_run_id, prepare};
+use crate::commit::{BufferedOutput, CheckpointStore, RunTotals, StartState, new_run_id, prepare};
 use crate::config::PipelineConfig;
 use crate::failure::stop;
 use crate::ops::progress::{InputUnit, ProgressReporter, ProgressStyleChoice};
@@ -157,6 +157,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
     );
     let config = Arc::new(config);
     let formed = watch_formation(cluster);
+    let buffered = Arc::new(BufferedOutput::default());
     let threads = cluster.threads.max(1);
     let guards = timely::execute(timely_config, move |worker| {
         let runtime = Rc::new(sink::runtime().unwrap_or_else(|e| stop(e)));
@@ -181,6 +182,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
                     run_id,
                     start: Arc::new(start),
                     store: Arc::new(store),
+                    buffered: Arc::clone(&buffered),
                 })
             })
             .unwrap_or_else(|e| stop(e));

@@ -19,7 +19,7 @@ use timely::progress::Antichain;
 use super::time::Time;
 use super::types::{Out, ParsedChunk, SessionEvent, WorkerContext};
 use crate::clock::wall_clock_ms;
-use crate::commit::{EpochCutter, SourcePosition};
+use crate::commit::{EpochCutter, EpochLimits, SourcePosition};
 use crate::event::EventFormat;
 use crate::failure::stop;
 use crate::ops::progress;
@@ -129,7 +129,13 @@ pub(super) fn stamp<'scope>(
     };
     let tick = config.watermark_tick_ms.max(1);
     let format = config.format.clone();
-    let (interval, max_epoch_records) = (config.commit_interval, config.max_epoch_records);
+    let epoch_limits = EpochLimits {
+        interval: config.commit_interval,
+        max_records: config.max_epoch_records,
+        max_bytes: config.commit_max_bytes,
+        max_rows: config.commit_max_rows,
+    };
+    let buffered = Arc::clone(&context.buffered);
     // Only a stream that never ends has idle partitions: a bounded run waits for every record.
     let idle_timeout = config
         .kafka
@@ -162,7 +168,7 @@ pub(super) fn stamp<'scope>(
                 })
                 .collect();
         drop(initial);
-        let mut epochs = EpochCutter::new(start.epoch, interval, max_epoch_records, Instant::now());
+        let mut epochs = EpochCutter::new(start.epoch, epoch_limits, Instant::now());
         move |_frontiers| {
             // After an epoch ends, nothing more is stamped until it is committed, so that every
             // epoch is a consistent cut of all partitions.
@@ -230,7 +236,7 @@ pub(super) fn stamp<'scope>(
                 }
             }
             let open = stampers.iter().any(|s| s.capabilities.is_some());
-            if open && epochs.is_due(Instant::now()) {
+            if open && epochs.is_due(Instant::now(), buffered.of(epoch)) {
                 for stamper in stampers.iter_mut() {
                     if let Some(caps) = stamper.capabilities.as_mut() {
                         let report = SourcePosition {

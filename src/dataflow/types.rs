@@ -11,7 +11,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 
 use super::time::Time;
-use crate::commit::{CheckpointPart, CheckpointStore, SourcePosition, StartState};
+use crate::commit::{BufferedOutput, CheckpointPart, CheckpointStore, SourcePosition, StartState};
 use crate::config::PipelineConfig;
 use crate::rules::Boundary;
 use crate::sink::{TableKind, Warehouse};
@@ -76,6 +76,8 @@ pub struct WorkerContext {
     pub run_id: String,
     pub start: Arc<StartState>,
     pub store: Arc<CheckpointStore>,
+    /// The output this process's writers hold per epoch, which may end an epoch early.
+    pub buffered: Arc<BufferedOutput>,
 }
 
 /// The owner of partition `p` is worker `p % peers`: it reads it and stamps it. The owner of

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
@@ -35,12 +36,13 @@ pub(super) fn write_table<'scope, R, F>(
     to_batch: F,
 ) -> StreamVec<'scope, Time, CommitPart>
 where
-    R: SessionWeight + 'static,
+    R: RowWeight + 'static,
     F: Fn(&arrow_schema::SchemaRef, &[R], u64) -> arrow_array::RecordBatch + 'static,
 {
     let runtime = Rc::clone(&context.runtime);
     let table = context.tables[&kind].clone();
     let prefix = format!("{}-w{}", context.run_id, rows.scope().index());
+    let buffered = Arc::clone(&context.buffered);
     rows.unary_frontier(
         Pipeline,
         &format!("Write{kind:?}"),
@@ -56,10 +58,13 @@ where
                         row_count: 0,
                         events: 0,
                     });
+                    let (rows, mut bytes) = (data.len() as u64, 0);
                     for row in data.drain(..) {
                         epoch.events += row.events();
+                        bytes += row.bytes();
                         epoch.rows.push(row);
                     }
+                    buffered.add(time.epoch, rows, bytes);
                 });
                 let frontier = frontier.frontier();
                 let complete: Vec<u64> = epochs
@@ -112,17 +117,39 @@ where
     )
 }
 
-/// How many events a row stands for, for the run's totals.
-pub trait SessionWeight {
+/// What a row weighs: the events it stands for (for the run's totals), and its size in the
+/// writer's Arrow batches (for `--commit-max-bytes`).
+pub trait RowWeight {
     fn events(&self) -> u64 {
         0
     }
+
+    fn bytes(&self) -> u64;
 }
 
-impl SessionWeight for ClosedSession {
+/// The fixed-width columns of a row and their offsets and validity, about the same in each table.
+const FIXED_ROW_BYTES: u64 = 96;
+
+impl RowWeight for ClosedSession {
     fn events(&self) -> u64 {
         self.event_count
     }
+
+    fn bytes(&self) -> u64 {
+        let pages: usize = self.pages_visited.iter().map(|page| page.len() + 4).sum();
+        // The session id's 36 characters, the end reason's dozen.
+        FIXED_ROW_BYTES + (self.user_id.len() + pages + 48) as u64
+    }
 }
-impl SessionWeight for QuarantinedLine {}
-impl SessionWeight for LateEvent {}
+
+impl RowWeight for QuarantinedLine {
+    fn bytes(&self) -> u64 {
+        FIXED_ROW_BYTES + (self.raw.len() + self.reason.len()) as u64
+    }
+}
+
+impl RowWeight for LateEvent {
+    fn bytes(&self) -> u64 {
+        FIXED_ROW_BYTES + (self.user_id.len() + self.event_id.len() + self.raw.len()) as u64
+    }
+}

@@ -85,7 +85,7 @@ impl Surveyor {
             return Ok(survey);
         };
         survey.snapshot_id = Some(current.snapshot_id());
-        let small_below = target_bytes / SMALL_SHARE.1 * SMALL_SHARE.0;
+        let small_below = small_below(target_bytes);
         if small_below != self.small_below {
             self.digests.clear();
             self.small_below = small_below;
@@ -144,6 +144,32 @@ impl Surveyor {
         self.digests = listed;
         Ok(survey)
     }
+}
+
+/// The size below which a data file is small (and compacted), for a target size.
+pub fn small_below(target_bytes: u64) -> u64 {
+    target_bytes / SMALL_SHARE.1 * SMALL_SHARE.0
+}
+
+/// The size of every data file of `table`'s current snapshot.
+pub async fn data_file_sizes(table: &Table) -> Result<Vec<u64>> {
+    let Some(current) = table.metadata().current_snapshot() else {
+        return Ok(Vec::new());
+    };
+    let list = table.manifest_list_reader(current).load().await?;
+    let mut sizes = Vec::new();
+    for manifest in list.entries() {
+        if manifest.content == ManifestContentType::Data {
+            let (entries, _) = manifest.load_manifest(table.file_io()).await?.into_parts();
+            sizes.extend(
+                entries
+                    .iter()
+                    .filter(|e| e.status != ManifestStatus::Deleted)
+                    .map(|e| e.data_file.file_size_in_bytes()),
+            );
+        }
+    }
+    Ok(sizes)
 }
 
 /// The target file size `table` asks for (`write.target-file-size-bytes`).
