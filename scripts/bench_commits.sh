@@ -6,6 +6,7 @@
 # the run's resident memory (max), then the sessions table's shape (scripts/table_shape.py).
 # Usage: scripts/bench_commits.sh [COMMITS] [INTERVAL] [RATE] [RUN FLAGS...]
 #        (defaults: 1000, 300ms, 3000; e.g. --compact-min-files 0 for a run without compaction)
+#        USERS (default 1000) sets how fast event time runs: about RATE × 2 min / USERS per second.
 # Needs scripts/services/install.sh to have run; the broker stops with this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +18,11 @@ work=${BENCH_DIR:-$(mktemp -d)}
 bin=${BIN:-${CARGO_TARGET_DIR:-target}/release/sessionize}
 [ -n "${BIN:-}" ] || cargo build --release --quiet
 rm -rf "$work/warehouse" "$work/kafka"
-broker=$(bash scripts/services/kafka.sh start --dir "$work/kafka" --set num.partitions=4 --stop-with $$)
+broker=$(bash scripts/services/kafka.sh start --dir "$work/kafka" --stop-with $$)
 servers=$(sed -n 's/.*BOOTSTRAP=\([^ ]*\).*/\1/p' <<<"$broker")
 trap 'bash scripts/services/kafka.sh stop --dir "$work/kafka"' EXIT
+bash scripts/services/kafka.sh run org.apache.kafka.tools.TopicCommand --bootstrap-server "$servers" \
+  --create --topic clickstream-events --partitions 4 >/dev/null
 python3 - "$bin" "$work" "$servers" "$commits" "$interval" "$rate" "$@" <<'PY'
 import json, os, socket, statistics, subprocess, sys, time, urllib.request
 bin, work, servers, commits, interval, rate, *flags = sys.argv[1:]
@@ -28,14 +31,14 @@ with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     addr = f"127.0.0.1:{s.getsockname()[1]}"
 producer = subprocess.Popen(
-    [bin, "produce", "--kafka-servers", servers, "--rate", rate, "--num-users", "1000",
-     "--start-time", "2026-03-01T00:00:00Z"],
-    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    [bin, "produce", "--kafka-servers", servers, "--rate", rate, "--num-users", os.environ.get("USERS", "1000"),
+     "--start-time", "2026-03-01T00:00:00Z", "--duration", "3h"],
+    stdout=subprocess.DEVNULL, stderr=open(f"{work}/produce.log", "w"))
 run = subprocess.Popen(
     [bin, "run", "--kafka-servers", servers, "--warehouse", f"{work}/warehouse",
-     "--commit-interval", interval, "--idle-timeout", "5", "--metrics-addr", addr,
+     "--commit-interval", interval, "--metrics-addr", addr,
      "--log-level", "warn"] + flags,
-    stdout=subprocess.DEVNULL)
+    stdout=subprocess.DEVNULL, stderr=open(f"{work}/run.log", "w"))
 
 def memory_mib():
     """The run's resident memory now and its peak so far (the kernel's high-water mark)."""
@@ -50,7 +53,7 @@ seen = {}          # epoch -> (duration_s, (RSS, peak RSS) in MiB when it was se
 started = time.monotonic()
 try:
     while len(seen) < commits:
-        assert run.poll() is None, f"the run stopped ({run.returncode})"
+        assert run.poll() is None, f"the run stopped ({run.returncode}): see {work}/run.log"
         assert time.monotonic() - started < 3600, f"{len(seen)} commits in an hour"
         try:
             with urllib.request.urlopen(f"http://{addr}/status", timeout=5) as r:

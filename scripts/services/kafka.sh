@@ -166,7 +166,7 @@ EOF
     cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
     echo "$cluster_id" >"$DIR/cluster.id"
     svc_log "formatting $DIR/data (cluster id $cluster_id)"
-    kafka_java kafka.tools.StorageTool format --config "$DIR/server.properties" --cluster-id "$cluster_id"
+    kafka_java kafka.tools.StorageTool format --config "$DIR/server.properties" --cluster-id="$cluster_id"
     if ! "${JAVA_CMD[@]}" >"$DIR/format.log" 2>&1; then
       cat "$DIR/format.log" >&2
       svc_die "formatting the storage failed"

@@ -16,7 +16,7 @@ use iceberg::table::Table;
 
 use super::catalog::Warehouse;
 use super::expiry::{delete_dropped_metadata_files, forget_view};
-use super::manifests::with_merged_manifests;
+use super::manifests::{Recency, SplitWriter, with_merged_manifests};
 
 /// What a replace removes and adds, as its summary counts them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,7 @@ async fn replace_files(
     let mut partitions = HashSet::new();
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let listed = table.manifest_list_reader(current).load().await?;
+    let recency = Recency::of(metadata.default_partition_spec(), listed.entries());
     for manifest in listed.entries() {
         if manifest.content != ManifestContentType::Data {
             manifests.push(manifest.clone());
@@ -110,15 +111,29 @@ async fn replace_files(
         let spec = metadata
             .partition_spec_by_id(manifest.partition_spec_id)
             .ok_or_else(|| anyhow::anyhow!("manifest of unknown partition spec"))?;
-        let mut writer = ManifestWriterBuilder::new(
-            new_manifest(manifests.len())?,
-            Some(snapshot_id),
-            schema.clone(),
-            spec.as_ref().clone(),
-        )
-        .build_v2_data();
+        // Cold partitions' survivors go to a manifest of their own (see `Recency`), but only in
+        // the default spec, which `SplitWriter` writes.
+        let default_spec = manifest.partition_spec_id == metadata.default_partition_spec_id();
+        let mut split = SplitWriter::new(table, snapshot_id, recency.filter(|_| default_spec));
+        let mut other_spec = (!default_spec)
+            .then(|| {
+                Ok::<_, anyhow::Error>(
+                    ManifestWriterBuilder::new(
+                        new_manifest(manifests.len())?,
+                        Some(snapshot_id),
+                        schema.clone(),
+                        spec.as_ref().clone(),
+                    )
+                    .build_v2_data(),
+                )
+            })
+            .transpose()?;
         for entry in live() {
             let file = entry.data_file.clone();
+            let writer = match other_spec.as_mut() {
+                Some(writer) => writer,
+                None => split.writer_for(&file)?,
+            };
             let data_sequence = entry.sequence_number.unwrap_or(manifest.sequence_number);
             if removed.contains(file.file_path()) {
                 deleted.count(&file);
@@ -133,7 +148,10 @@ async fn replace_files(
                 )?;
             }
         }
-        manifests.push(writer.write_manifest_file().await?);
+        match other_spec {
+            Some(writer) => manifests.push(writer.write_manifest_file().await?),
+            None => manifests.extend(split.finish().await?),
+        }
     }
     ensure!(
         deleted.files as usize == removed.len(),
