@@ -263,6 +263,18 @@ fn the_report_renders_in_headless_chromium_with_the_references_numbers() {
     }
     // A point per session against the limit line.
     assert_eq!(drawn(&dom, "plot-duration-vs-events").len(), sessions.len());
+
+    // Every data file of the current snapshot, as pyiceberg lists them, in one bar of sizes.
+    let files: u64 = common::pyiceberg(
+        &warehouse,
+        "print(len(catalog.load_table('sessions.user_sessions').inspect.files()))",
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let bars = drawn(&dom, "plot-file-sizes");
+    assert!(files > 0);
+    assert_eq!(values(&bars).iter().sum::<u64>(), files);
     assert!(dom.contains("class=\"limit\""));
 
     // The seed's rule checks hold on the committed sessions.

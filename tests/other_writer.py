@@ -43,8 +43,14 @@ def exists(spark, table):
         return False
 
 
-def first_line(error):
-    return str(error).strip().splitlines()[0][:300]
+def refusal(error):
+    """The first line of a commit refused by the other writer's (which Spark reports as a failed
+    commit or a failed validation); any other error is raised."""
+    text = str(error).strip()
+    if "commit" not in text.lower() and "validation" not in text.lower():
+        raise error
+    lines = text.splitlines()
+    return next((line for line in lines if "Exception" in line), lines[0]).strip(": ")[:300]
 
 
 def maintain(spark, catalog_name, table, report):
@@ -60,7 +66,7 @@ def maintain(spark, catalog_name, table, report):
             report["rewrites"] += 1
             report["rewritten_files"] += row["rewritten_data_files_count"]
     except Exception as error:  # a conflict is refused as Spark refuses it: the job fails
-        report["refused"].append(first_line(error))
+        report["refused"].append(refusal(error))
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     try:
         row = spark.sql(
@@ -70,7 +76,7 @@ def maintain(spark, catalog_name, table, report):
         report["expired_data_files"] += row["deleted_data_files_count"]
         report["expired_manifests"] += row["deleted_manifest_files_count"]
     except Exception as error:
-        report["refused"].append(first_line(error))
+        report["refused"].append(refusal(error))
 
 
 def validate(spark, table):

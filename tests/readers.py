@@ -149,6 +149,11 @@ def spark_session(catalog, jars, scratch, app):
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.warehouse.dir", os.path.join(scratch, "spark-warehouse"))
+        # Iceberg's SQL (its procedures: CALL catalog.system.…), as Spark users configure it.
+        .config(
+            "spark.sql.extensions",
+            "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        )
         .config(prefix, "org.apache.iceberg.spark.SparkCatalog")
     )
     for key, value in settings.items():
