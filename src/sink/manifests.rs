@@ -19,7 +19,8 @@
 use anyhow::{Context, Result};
 use iceberg::spec::{
     DataFile, Literal, ManifestContentType, ManifestFile, ManifestListWriter, ManifestStatus,
-    ManifestWriterBuilder, PartitionSpec, PrimitiveLiteral, TableMetadata, Transform,
+    ManifestWriter, ManifestWriterBuilder, PartitionSpec, PrimitiveLiteral, TableMetadata,
+    Transform,
 };
 use iceberg::table::Table;
 
@@ -98,7 +99,8 @@ async fn merge(
     let metadata = table.metadata();
     let current = metadata.current_snapshot().context("a current snapshot")?;
     let file_io = table.file_io();
-    let mut split = SplitWriter::new(table, current.snapshot_id(), recency);
+    let spec = metadata.default_partition_spec();
+    let mut split = SplitWriter::new(table, current.snapshot_id(), spec, recency);
     for manifest in manifests {
         let (entries, _) = manifest.load_manifest(file_io).await?.into_parts();
         // Files deleted by an older snapshot are history, which a merged manifest drops.
@@ -177,21 +179,49 @@ fn upper_bound(manifest: &ManifestFile, field: usize) -> Option<i32> {
     Some(i32::from_le_bytes(bound.as_ref().try_into().ok()?))
 }
 
-/// Writes manifest entries of `table`'s default spec into a manifest for hot partitions and
-/// another for cold ones, each created on its first entry.
+/// A writer of a new data manifest of `table` under `spec`, for the snapshot `snapshot_id`.
+pub fn new_manifest_writer(
+    table: &Table,
+    snapshot_id: i64,
+    spec: &PartitionSpec,
+) -> Result<ManifestWriter> {
+    let metadata = table.metadata();
+    let path = format!(
+        "{}/metadata/{}-m0.avro",
+        metadata.location(),
+        uuid::Uuid::new_v4()
+    );
+    Ok(ManifestWriterBuilder::new(
+        table.file_io().new_output(&path)?,
+        Some(snapshot_id),
+        metadata.current_schema().clone(),
+        spec.clone(),
+    )
+    .build_v2_data())
+}
+
+/// Writes manifest entries of one partition spec into a manifest for hot partitions and another
+/// for cold ones, each created on its first entry; without a [`Recency`], into one.
 pub struct SplitWriter<'a> {
     table: &'a Table,
     snapshot_id: i64,
+    spec: &'a PartitionSpec,
     recency: Option<Recency>,
-    hot: Option<iceberg::spec::ManifestWriter>,
-    cold: Option<iceberg::spec::ManifestWriter>,
+    hot: Option<ManifestWriter>,
+    cold: Option<ManifestWriter>,
 }
 
 impl<'a> SplitWriter<'a> {
-    pub fn new(table: &'a Table, snapshot_id: i64, recency: Option<Recency>) -> Self {
+    pub fn new(
+        table: &'a Table,
+        snapshot_id: i64,
+        spec: &'a PartitionSpec,
+        recency: Option<Recency>,
+    ) -> Self {
         SplitWriter {
             table,
             snapshot_id,
+            spec,
             recency,
             hot: None,
             cold: None,
@@ -199,24 +229,15 @@ impl<'a> SplitWriter<'a> {
     }
 
     /// The writer `file`'s entry goes to.
-    pub fn writer_for(&mut self, file: &DataFile) -> Result<&mut iceberg::spec::ManifestWriter> {
+    pub fn writer_for(&mut self, file: &DataFile) -> Result<&mut ManifestWriter> {
         let cold = self.recency.is_some_and(|r| r.is_cold(file));
         let slot = if cold { &mut self.cold } else { &mut self.hot };
         if slot.is_none() {
-            let metadata = self.table.metadata();
-            let path = format!(
-                "{}/metadata/{}-m0.avro",
-                metadata.location(),
-                uuid::Uuid::new_v4()
-            );
-            let writer = ManifestWriterBuilder::new(
-                self.table.file_io().new_output(&path)?,
-                Some(self.snapshot_id),
-                metadata.current_schema().clone(),
-                metadata.default_partition_spec().as_ref().clone(),
-            )
-            .build_v2_data();
-            *slot = Some(writer);
+            *slot = Some(new_manifest_writer(
+                self.table,
+                self.snapshot_id,
+                self.spec,
+            )?);
         }
         Ok(slot.as_mut().expect("created above"))
     }

@@ -9,14 +9,14 @@ use std::collections::{HashMap, HashSet};
 use anyhow::{Result, ensure};
 use iceberg::TableUpdate;
 use iceberg::spec::{
-    DataFile, ManifestContentType, ManifestFile, ManifestListWriter, ManifestStatus,
-    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
+    DataFile, ManifestContentType, ManifestFile, ManifestListWriter, ManifestStatus, Operation,
+    Snapshot, SnapshotReference, SnapshotRetention, Summary,
 };
 use iceberg::table::Table;
 
 use super::catalog::Warehouse;
 use super::expiry::{delete_dropped_metadata_files, forget_view};
-use super::manifests::{Recency, SplitWriter, with_merged_manifests};
+use super::manifests::{Recency, SplitWriter, new_manifest_writer, with_merged_manifests};
 
 /// What a replace removes and adds, as its summary counts them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -81,12 +81,6 @@ async fn replace_files(
     let file_io = table.file_io();
     let location = metadata.location();
     let schema = metadata.current_schema();
-    let new_manifest = |n: usize| {
-        file_io.new_output(format!(
-            "{location}/metadata/{}-m{n}.avro",
-            uuid::Uuid::new_v4()
-        ))
-    };
 
     let mut deleted = Change::default();
     let mut partitions = HashSet::new();
@@ -111,29 +105,14 @@ async fn replace_files(
         let spec = metadata
             .partition_spec_by_id(manifest.partition_spec_id)
             .ok_or_else(|| anyhow::anyhow!("manifest of unknown partition spec"))?;
-        // Cold partitions' survivors go to a manifest of their own (see `Recency`), but only in
-        // the default spec, which `SplitWriter` writes.
+        // Cold partitions' survivors go to a manifest of their own (see `Recency`, whose
+        // partition field is the default spec's).
         let default_spec = manifest.partition_spec_id == metadata.default_partition_spec_id();
-        let mut split = SplitWriter::new(table, snapshot_id, recency.filter(|_| default_spec));
-        let mut other_spec = (!default_spec)
-            .then(|| {
-                Ok::<_, anyhow::Error>(
-                    ManifestWriterBuilder::new(
-                        new_manifest(manifests.len())?,
-                        Some(snapshot_id),
-                        schema.clone(),
-                        spec.as_ref().clone(),
-                    )
-                    .build_v2_data(),
-                )
-            })
-            .transpose()?;
+        let recency = recency.filter(|_| default_spec);
+        let mut split = SplitWriter::new(table, snapshot_id, spec.as_ref(), recency);
         for entry in live() {
             let file = entry.data_file.clone();
-            let writer = match other_spec.as_mut() {
-                Some(writer) => writer,
-                None => split.writer_for(&file)?,
-            };
+            let writer = split.writer_for(&file)?;
             let data_sequence = entry.sequence_number.unwrap_or(manifest.sequence_number);
             if removed.contains(file.file_path()) {
                 deleted.count(&file);
@@ -148,10 +127,7 @@ async fn replace_files(
                 )?;
             }
         }
-        match other_spec {
-            Some(writer) => manifests.push(writer.write_manifest_file().await?),
-            None => manifests.extend(split.finish().await?),
-        }
+        manifests.extend(split.finish().await?);
     }
     ensure!(
         deleted.files as usize == removed.len(),
@@ -163,13 +139,8 @@ async fn replace_files(
 
     let mut inserted = Change::default();
     if !added.is_empty() {
-        let mut writer = ManifestWriterBuilder::new(
-            new_manifest(manifests.len())?,
-            Some(snapshot_id),
-            schema.clone(),
-            metadata.default_partition_spec().as_ref().clone(),
-        )
-        .build_v2_data();
+        let mut writer =
+            new_manifest_writer(table, snapshot_id, metadata.default_partition_spec())?;
         for file in added {
             inserted.count(&file);
             partitions.insert(format!("{:?}", file.partition()));
