@@ -667,16 +667,23 @@ def check_warehouse(args, config):
     sessions = _load(catalog, base, problems)
     if sessions is not None:
         compare_sessions(expected, sessions, problems)
-        snapshot = sessions.table.current_snapshot()
+        table = sessions.table
         del sessions                 # free the rows before the next table
+        snapshot = table.current_snapshot()
         if snapshot is None:
             problems.append("sessions: the table has no snapshot")
         else:
-            epoch = (snapshot.summary or {}).get(EPOCH_PROPERTY)
-            if epoch is None:
-                problems.append("sessions: newest snapshot %d has no %r "
+            # The newest commit of ours: compactions (`replace` snapshots) may be on top of it.
+            newest = snapshot
+            while newest is not None and (newest.summary or {}).get(EPOCH_PROPERTY) is None:
+                parent = newest.parent_snapshot_id
+                newest = None if parent is None else table.snapshot_by_id(parent)
+            if newest is None:
+                problems.append("sessions: no snapshot from the newest (%d) back has a %r "
                                 "summary property"
                                 % (snapshot.snapshot_id, EPOCH_PROPERTY))
+            else:
+                epoch = newest.summary.get(EPOCH_PROPERTY)
 
     quarantine = _load(catalog, base + "_quarantine", problems)
     if quarantine is not None:
