@@ -119,9 +119,10 @@ impl Idleness {
         self.last_advance = now;
     }
 
-    /// The partition is paused for watermark alignment at `now`: its records wait on purpose, so
-    /// it is not idle, and its timeout starts over when it resumes. Were it idle, its watermark
-    /// would follow the wall clock past the records it has not been allowed to read.
+    /// The partition's records wait on purpose at `now` (paused for watermark alignment, or held
+    /// until the epoch is cut), so it is not idle, and its timeout starts over when it resumes.
+    /// Were it idle, its watermark would follow the wall clock past the records it was not
+    /// allowed to read.
     pub fn paused(&mut self, now: Instant) {
         self.last_record = now;
         self.last_advance = now;

@@ -94,9 +94,16 @@ impl EpochCutter {
         self.records += records;
     }
 
+    /// Whether the epoch has reached a limit of its size, the writers holding `buffered` of its
+    /// output: it takes no more records until it ends, even when it cannot end yet (while the
+    /// previous epoch commits).
+    pub fn is_full(&self, buffered: Buffered) -> bool {
+        !self.has_room() || self.limits.output_reached(buffered)
+    }
+
     /// Whether the epoch should end at `now`, the writers holding `buffered` of its output.
     pub fn is_due(&self, now: Instant, buffered: Buffered) -> bool {
-        now >= self.ends_at || !self.has_room() || self.limits.output_reached(buffered)
+        now >= self.ends_at || self.is_full(buffered)
     }
 
     /// How long from `now` until the epoch should be looked at again: when it ends by the clock,
@@ -139,6 +146,8 @@ pub struct Buffered {
 /// output.add(3, 1, 100);
 /// assert_eq!(output.of(3), Buffered { rows: 3, bytes: 400 });
 /// output.add(4, 1, 50);
+/// assert_eq!(output.of(3), Buffered { rows: 3, bytes: 400 });
+/// output.add(5, 1, 50);
 /// assert_eq!(output.of(3), Buffered::default());
 /// ```
 #[derive(Debug, Default)]
@@ -147,11 +156,12 @@ pub struct BufferedOutput {
 }
 
 impl BufferedOutput {
-    /// The writers took `rows` more rows of `bytes` for `epoch`. Earlier epochs are forgotten: a
-    /// row of `epoch` is only stamped once the epoch before it is committed.
+    /// The writers took `rows` more rows of `bytes` for `epoch`. Epochs before the previous one
+    /// are forgotten: an epoch ends only once the one before it is committed, so at most two take
+    /// rows at a time.
     pub fn add(&self, epoch: u64, rows: u64, bytes: u64) {
         let mut by_epoch = self.by_epoch.lock().expect("not poisoned");
-        by_epoch.retain(|&e, _| e >= epoch);
+        by_epoch.retain(|&e, _| e + 1 >= epoch);
         let buffered = by_epoch.entry(epoch).or_default();
         buffered.rows += rows;
         buffered.bytes += bytes;

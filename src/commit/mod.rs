@@ -26,6 +26,6 @@ pub use checkpoint::{CheckpointPart, CheckpointRef, CheckpointStore, SideFiles};
 pub use epoch::{Buffered, BufferedOutput, EpochCutter, EpochLimits};
 pub use maintenance::{MaintainSettings, TableMaintenance, maintain};
 pub use position::{RecordedPosition, SourceCounts, SourcePosition};
-pub use protocol::{Committer, EpochParts, RunTotals, TableCommit, commit_once};
+pub use protocol::{Committer, EpochParts, RunTotals, Start, TableCommit, commit_once};
 pub use record::{Mark, new_run_id, summary};
 pub use start::{StartState, prepare};

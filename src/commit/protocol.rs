@@ -1,6 +1,7 @@
-//! The steps of an epoch's commit, in one place. Worker 0 runs them when the frontier has passed
-//! the epoch (the `Commit` operator of the dataflow); each step is a fail point, so that the
-//! tests kill the process between any two of them:
+//! The steps of an epoch's commit, in one place. Worker 0's commit thread runs them, one epoch
+//! at a time and in order, once the frontier has passed the epoch (the `Commit` operator of the
+//! dataflow hands them over, and the workers fill the next epoch meanwhile); each step is a fail
+//! point, so that the tests kill the process between any two of them:
 //!
 //! 1. every worker has written its session state to the epoch's checkpoint directory
 //!    ([`super::checkpoint`]), named uniquely by epoch and run (`after-checkpoint-parts`);

@@ -1,9 +1,9 @@
 //! The assembly: read -> parse -> stamp -> sessionize -> write -> commit, on one worker.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use timely::dataflow::operators::vec::{Broadcast, Map};
@@ -16,7 +16,7 @@ use crate::sink::tables::{self, LateEvent, QuarantinedLine, TableKind};
 
 use super::commit::commit;
 use super::parse::parse;
-use super::read::{Alignment, open_readers, read_chunks};
+use super::read::{Alignment, Reading, open_readers, read_chunks};
 use super::sessionize::sessionize;
 use super::stamp::{Stamped, stamp};
 use super::time::Time;
@@ -28,23 +28,23 @@ use super::write::write_table;
 pub(super) fn build_pipeline(
     scope: Scope<'_, Time>,
     context: &WorkerContext,
-) -> Result<(ProbeHandle<Time>, Rc<RefCell<RunTotals>>)> {
+) -> Result<(ProbeHandle<Time>, Arc<Mutex<RunTotals>>)> {
     let config = &context.config;
     let committed = ProbeHandle::new();
     let consumed = ProbeHandle::new();
-    let totals = Rc::new(RefCell::new(RunTotals::default()));
+    let totals = Arc::new(Mutex::new(RunTotals::default()));
 
     // Each stamped partition's watermark, and the lowest over every worker: the readers pause
     // partitions that run too far ahead.
     let watermarks = Rc::new(RefCell::new(HashMap::new()));
-    let paused = Rc::new(RefCell::new(HashSet::new()));
+    let reading = Rc::new(RefCell::new(Reading::default()));
     let stamped_low = ProbeHandle::new();
     let readers = open_readers(context, scope.index(), scope.peers())?;
     let partitions = readers.partitions();
     let alignment = Alignment {
         watermarks: Rc::clone(&watermarks),
         low: stamped_low.clone(),
-        paused: Rc::clone(&paused),
+        reading: Rc::clone(&reading),
     };
     let chunks = read_chunks(scope, readers, config, consumed.clone(), alignment);
     let parsed = parse(chunks, config);
@@ -53,7 +53,7 @@ pub(super) fn build_pipeline(
         context,
         &partitions,
         committed.clone(),
-        (watermarks, paused),
+        (watermarks, reading),
     );
     consumed_marker.probe_with(&consumed);
 
@@ -88,6 +88,6 @@ pub(super) fn build_pipeline(
         .concat(late_files)
         .concat(positions.map(CommitPart::Position))
         .concat(checkpoints);
-    commit(parts, context, Rc::clone(&totals)).probe_with(&committed);
+    commit(parts, context, Arc::clone(&totals)).probe_with(&committed);
     Ok((committed, totals))
 }

@@ -88,8 +88,19 @@ pub(super) struct Alignment {
     pub(super) watermarks: Rc<RefCell<HashMap<u32, u64>>>,
     /// The stampers' output, whose frontier is the lowest watermark over every worker.
     pub(super) low: ProbeHandle<Time>,
-    /// The partitions this worker's reader has paused, which its stamper must not take for idle.
-    pub(super) paused: Rc<RefCell<HashSet<u32>>>,
+    /// What the reader tells its worker's stamper, so that it takes no partition for idle whose
+    /// records the reader holds back or has sent on.
+    pub(super) reading: Rc<RefCell<Reading>>,
+}
+
+/// What a worker's reader has done with each of its partitions, as its stamper needs to know.
+#[derive(Debug, Default)]
+pub(super) struct Reading {
+    /// The partitions paused for watermark alignment.
+    pub(super) paused: HashSet<u32>,
+    /// The number of chunks sent on so far, by partition: more than a stamper has stamped means
+    /// records on their way to it (being parsed or exchanged).
+    pub(super) chunks_sent: HashMap<u32, u64>,
 }
 
 /// How often a Kafka reader reports its next offsets for the lag metrics.
@@ -161,7 +172,7 @@ pub(super) fn read_chunks<'scope>(
                         reader
                             .align(&watermarks, low, drift)
                             .unwrap_or_else(|e| stop(e));
-                        let mut paused = alignment.paused.borrow_mut();
+                        let paused = &mut alignment.reading.borrow_mut().paused;
                         paused.clear();
                         paused.extend(reader.paused());
                     }
@@ -186,7 +197,9 @@ pub(super) fn read_chunks<'scope>(
             };
             let status = status.unwrap_or_else(|e| stop(e.context("reading input failed")));
             let mut output = output.activate();
+            let mut reading = alignment.reading.borrow_mut();
             for chunk in ready.drain(..) {
+                reading.chunks_sent.insert(chunk.partition, chunk.seq + 1);
                 let chunk_bytes = chunk.bytes.len();
                 let sent_at = next_chunk.max(now);
                 output

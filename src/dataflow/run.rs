@@ -204,7 +204,10 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
                 telemetry.worker_stepped(local, epoch);
             }
         }
-        let totals = totals.borrow().clone();
+        let totals = totals
+            .lock()
+            .expect("the commit thread has finished")
+            .clone();
         (worker.index() == 0).then_some(totals)
     })
     .map_err(|e| anyhow::anyhow!("cannot start the timely cluster: {e}"))?;

@@ -80,18 +80,23 @@ pub(super) fn sessionize<'scope>(
         let mut duplicates_reported = 0;
         let telemetry = crate::ops::telemetry();
         let mut figures = crate::ops::WorkerFigures::default();
+        // Events of an epoch whose predecessor's checkpoint is not written yet: they reach the
+        // rules only after it, so that each checkpoint holds exactly the epochs up to its own
+        // while the stampers already fill the next one.
+        let mut held: Vec<(Time, Vec<SessionEvent>)> = Vec::new();
         move |frontiers| {
-            events_in.for_each(|_cap, data| {
-                for e in data.drain(..) {
-                    sessionizer.push(
-                        e.user_id,
-                        e.event_id,
-                        e.page_name.as_deref(),
-                        e.event_time_ms,
-                        e.boundary,
-                    );
+            let mut frontier = Antichain::new();
+            for f in frontiers.iter() {
+                frontier.extend(f.frontier().iter().copied());
+            }
+            // The oldest epoch whose checkpoint is still to be written (none once all are).
+            let open_epoch = |epochs_to_save: &std::collections::BTreeSet<u64>| {
+                let frontier_epoch = frontier.iter().map(|t| t.epoch).min();
+                match (epochs_to_save.first().copied(), frontier_epoch) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
                 }
-            });
+            };
             positions_in.for_each(|cap, data| {
                 let time = cap.stamp().iter().next().copied().expect("data has a time");
                 epochs_to_save.insert(time.epoch);
@@ -99,44 +104,60 @@ pub(super) fn sessionize<'scope>(
                     max_event_ms = max_event_ms.max(p.clock.max_event_ms);
                 }
             });
-            let mut frontier = Antichain::new();
-            for f in frontiers.iter() {
-                frontier.extend(f.frontier().iter().copied());
-            }
-            let watermark = frontier_watermark(frontiers[0].frontier());
-            if let Some(watermark) = watermark {
-                sessionizer.advance(watermark, &mut closed);
-            } else if frontier.is_empty() {
-                sessionizer.finish(max_event_ms.unwrap_or(0), &mut closed);
-            }
-            if let Some(telemetry) = telemetry {
+            let open = open_epoch(&epochs_to_save);
+            events_in.for_each(|cap, data| {
+                let time = *cap.stamp().iter().next().expect("data has a time");
+                if open.is_some_and(|open| time.epoch > open) {
+                    held.push((time, std::mem::take(data)));
+                } else {
+                    push_all(&mut sessionizer, data.drain(..));
+                }
+            });
+            loop {
+                let open = open_epoch(&epochs_to_save);
+                held.retain_mut(|(time, events)| {
+                    let release = open.is_none_or(|open| time.epoch <= open);
+                    if release {
+                        push_all(&mut sessionizer, events.drain(..));
+                    }
+                    !release
+                });
+                // Every event still to reach the rules is stamped at or after this watermark.
+                let watermark = frontier_watermark(frontiers[0].frontier())
+                    .into_iter()
+                    .chain(held.iter().map(|(time, _)| time.watermark))
+                    .min();
                 if let Some(watermark) = watermark {
-                    telemetry.pipeline_watermark(watermark);
+                    sessionizer.advance(watermark, &mut closed);
+                } else if frontier.is_empty() {
+                    sessionizer.finish(max_event_ms.unwrap_or(0), &mut closed);
                 }
-                figures.report(
-                    telemetry,
-                    sessionizer.open_sessions(),
-                    sessionizer.pending_events(),
-                    sessionizer.duplicates(),
-                );
-            }
-            // Sessions closed now belong to the epoch being completed, whose checkpoint no longer
-            // holds them.
-            let current_epoch = epochs_to_save
-                .first()
-                .copied()
-                .or_else(|| frontier.iter().map(|t| t.epoch).min());
-            if !closed.is_empty()
-                && let Some(cap) = capability_for(&closed_caps, current_epoch)
-            {
-                progress::SESSIONS_CLOSED.fetch_add(closed.len() as u64, Relaxed);
                 if let Some(telemetry) = telemetry {
-                    telemetry.sessions_closed(&closed, cap.time().epoch);
+                    if let Some(watermark) = watermark {
+                        telemetry.pipeline_watermark(watermark);
+                    }
+                    figures.report(
+                        telemetry,
+                        sessionizer.open_sessions(),
+                        sessionizer.pending_events(),
+                        sessionizer.duplicates(),
+                    );
                 }
-                let mut output = closed_out.activate();
-                output.session(&cap).give_iterator(closed.drain(..));
-            }
-            while let Some(&epoch) = epochs_to_save.first() {
+                // Sessions closed now belong to the epoch being completed, whose checkpoint no
+                // longer holds them.
+                if !closed.is_empty()
+                    && let Some(cap) = capability_for(&closed_caps, open)
+                {
+                    progress::SESSIONS_CLOSED.fetch_add(closed.len() as u64, Relaxed);
+                    if let Some(telemetry) = telemetry {
+                        telemetry.sessions_closed(&closed, cap.time().epoch);
+                    }
+                    let mut output = closed_out.activate();
+                    output.session(&cap).give_iterator(closed.drain(..));
+                }
+                let Some(&epoch) = epochs_to_save.first() else {
+                    break;
+                };
                 if !frontier.iter().all(|t| t.epoch > epoch) {
                     break;
                 }
@@ -169,6 +190,19 @@ pub(super) fn sessionize<'scope>(
         }
     });
     Ok((closed_stream, parts_stream))
+}
+
+/// Hands events to the rules.
+fn push_all(sessionizer: &mut Sessionizer, events: impl Iterator<Item = SessionEvent>) {
+    for e in events {
+        sessionizer.push(
+            e.user_id,
+            e.event_id,
+            e.page_name.as_deref(),
+            e.event_time_ms,
+            e.boundary,
+        );
+    }
 }
 
 /// A capability at `epoch` (or, without one, at the earliest epoch held), derived from the

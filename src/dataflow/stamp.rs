@@ -2,7 +2,7 @@
 //! watermark, and stamps records with `(epoch, watermark tick)`.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,6 +16,7 @@ use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::progress::Antichain;
 
+use super::read::Reading;
 use super::time::Time;
 use super::types::{Out, ParsedChunk, SessionEvent, WorkerContext};
 use crate::clock::wall_clock_ms;
@@ -86,9 +87,9 @@ impl PartitionStamper {
     }
 }
 
-/// What a stamper shares with its worker's reader: each partition's watermark (it writes), and the
-/// partitions paused for alignment (it reads).
-type SharedWithReader = (Rc<RefCell<HashMap<u32, u64>>>, Rc<RefCell<HashSet<u32>>>);
+/// What a stamper shares with its worker's reader: each partition's watermark (it writes), and
+/// what the reader has paused and sent on (it reads).
+type SharedWithReader = (Rc<RefCell<HashMap<u32, u64>>>, Rc<RefCell<Reading>>);
 
 /// Restores each partition's order, classifies its lines against its watermark and stamps them
 /// with `(epoch, watermark tick)`. A fifth output carries no data: its frontier shows which chunks
@@ -99,7 +100,7 @@ pub(super) fn stamp<'scope>(
     context: &WorkerContext,
     partitions: &[u32],
     committed: ProbeHandle<Time>,
-    (watermarks, paused): SharedWithReader,
+    (watermarks, reading): SharedWithReader,
 ) -> (Stamped<'scope>, StreamVec<'scope, Time, ()>) {
     let scope = parsed.scope();
     let config = &context.config;
@@ -170,28 +171,30 @@ pub(super) fn stamp<'scope>(
         drop(initial);
         let mut epochs = EpochCutter::new(start.epoch, epoch_limits, Instant::now());
         move |_frontiers| {
-            // After an epoch ends, nothing more is stamped until it is committed, so that every
-            // epoch is a consistent cut of all partitions.
+            // The next epoch fills while the previous one commits, but ends only once it is
+            // committed: one epoch commits at a time, and what waits is bounded by one epoch.
             let epoch = epochs.epoch();
-            let draining = epoch > start.epoch
+            let committing_previous = epoch > start.epoch
                 && committed.with_frontier(|f| f.iter().any(|t| t.epoch < epoch));
-            if draining {
-                activator.activate_after(Duration::from_millis(1));
-                return;
-            }
-            input.for_each(|_cap, data| {
-                for chunk in data.drain(..) {
-                    let partition = chunk.chunk.partition;
-                    if !stampers.iter().any(|s| s.partition == partition) {
-                        stampers.push(new_partition(partition, &stampers));
+            // The writers add to it as they go: read once, as the stamper sees it now.
+            let output = buffered.of(epoch);
+            // A full epoch that cannot end yet takes no more input: what the readers sent stays
+            // in the channel, which holds them back (their read-ahead counts it).
+            if !epochs.is_full(output) {
+                input.for_each(|_cap, data| {
+                    for chunk in data.drain(..) {
+                        let partition = chunk.chunk.partition;
+                        if !stampers.iter().any(|s| s.partition == partition) {
+                            stampers.push(new_partition(partition, &stampers));
+                        }
+                        let stamper = stampers
+                            .iter_mut()
+                            .find(|s| s.partition == partition)
+                            .expect("added above");
+                        stamper.waiting.insert(chunk.chunk.seq, chunk);
                     }
-                    let stamper = stampers
-                        .iter_mut()
-                        .find(|s| s.partition == partition)
-                        .expect("added above");
-                    stamper.waiting.insert(chunk.chunk.seq, chunk);
-                }
-            });
+                });
+            }
             let mut outputs = StampOutputs {
                 on_time: on_time_out.activate(),
                 quarantined: quarantined_out.activate(),
@@ -199,7 +202,7 @@ pub(super) fn stamp<'scope>(
                 positions: positions_out.activate(),
             };
             for stamper in stampers.iter_mut() {
-                while epochs.has_room()
+                while !epochs.is_full(output)
                     && let Some(chunk) = stamper.waiting.remove(&stamper.next_seq)
                 {
                     stamper.next_seq += 1;
@@ -213,8 +216,16 @@ pub(super) fn stamp<'scope>(
                         stamper.idleness.advanced(Instant::now());
                     }
                 }
-                if paused.borrow().contains(&stamper.partition) {
+                let reading = reading.borrow();
+                if reading.paused.contains(&stamper.partition) || epochs.is_full(output) {
                     stamper.idleness.paused(Instant::now());
+                } else if reading
+                    .chunks_sent
+                    .get(&stamper.partition)
+                    .is_some_and(|sent| *sent > stamper.next_seq)
+                {
+                    // Read but not stamped yet: a slow parse is not a silent partition.
+                    stamper.idleness.delivered(Instant::now());
                 }
                 if let Some(timeout) = idle_timeout
                     && stamper.idleness.is_idle(Instant::now(), timeout)
@@ -236,7 +247,9 @@ pub(super) fn stamp<'scope>(
                 }
             }
             let open = stampers.iter().any(|s| s.capabilities.is_some());
-            if open && epochs.is_due(Instant::now(), buffered.of(epoch)) {
+            if open && committing_previous {
+                activator.activate_after(Duration::from_millis(1));
+            } else if open && epochs.is_due(Instant::now(), output) {
                 for stamper in stampers.iter_mut() {
                     if let Some(caps) = stamper.capabilities.as_mut() {
                         let report = SourcePosition {
