@@ -32,19 +32,21 @@ import json, os, statistics, subprocess, sys, time
 bin, work, servers, topic, events, workers, rounds, *flags = sys.argv[1:]
 events, rounds = int(events), int(rounds)
 
-def kafka_consumer(round):
+def kafka_consumer(attempt):
     """Kafka's ConsumerPerformance: its nMsg.sec over the whole consume, start-up excluded."""
     out = subprocess.run(
         ["bash", "scripts/services/kafka.sh", "run", "org.apache.kafka.tools.ConsumerPerformance",
          "--bootstrap-server", servers, "--topic", topic, "--messages", str(events),
-         "--group", f"perf-{round}-{time.time_ns()}", "--timeout", "60000"],
+         "--group", f"perf-{attempt}-{time.time_ns()}", "--timeout", "60000"],
         check=True, capture_output=True, text=True).stdout.strip().splitlines()
+    # The header is the first line naming the columns (log lines may come before it).
+    out = out[next(i for i, line in enumerate(out) if "nMsg.sec" in line):]
     header = [h.strip() for h in out[0].split(",")]
     row = dict(zip(header, (v.strip() for v in out[-1].split(","))))
     return {"side": "ConsumerPerformance", "records": int(row["data.consumed.in.nMsg"]),
             "records_per_s": round(float(row["nMsg.sec"]))}
 
-def sessionize(round):
+def sessionize(attempt):
     """Our bounded run, start-up, sessionizing and the Iceberg commit included."""
     subprocess.run(["rm", "-rf", f"{work}/warehouse"], check=True)
     start = time.monotonic()
@@ -61,9 +63,9 @@ def sessionize(round):
             "peak_rss_mib": round(usage.ru_maxrss / 1024), "sessions": summary["sessions"]}
 
 results = {"ConsumerPerformance": [], "sessionize": []}
-for round in range(rounds):
+for attempt in range(rounds):
     for measure in (kafka_consumer, sessionize):
-        result = measure(round)
+        result = measure(attempt)
         assert result["records"] == events, f"read {result['records']} of {events}"
         print(json.dumps(result), flush=True)
         results[result["side"]].append(result["records_per_s"])
