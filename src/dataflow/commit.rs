@@ -2,12 +2,11 @@
 //! hands them to a thread of its own that runs the [`Committer`], so that the workers go on with
 //! the next epoch while one commits.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
-use iceberg::table::Table;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -18,7 +17,7 @@ use super::types::{CommitPart, WorkerContext};
 use crate::commit::{Committer, EpochParts, RunTotals, Start};
 use crate::config::PipelineConfig;
 use crate::failure::stop;
-use crate::sink::{self, TableKind, Warehouse};
+use crate::sink::{self, TableKind};
 
 /// What the operator asks of the commit thread, in epoch order.
 enum Job {
@@ -59,7 +58,6 @@ pub(super) fn commit<'scope>(
         context.start.topic.clone(),
     );
     let setup = CommitSetup {
-        tables: context.tables.keys().copied().collect(),
         config: Arc::clone(&context.config),
         store: Arc::clone(&context.store),
         run_id: context.run_id.clone(),
@@ -166,10 +164,6 @@ fn send(jobs: &Sender<Job>, job: Job) {
 
 /// What the commit thread is started with.
 struct CommitSetup {
-    /// The tables to commit to, loaded again by the thread: a commit on the tables loaded at
-    /// start-up, on another thread's runtime, was seen to wait for ever (on work left to that
-    /// runtime, which nothing drives here).
-    tables: Vec<TableKind>,
     config: Arc<PipelineConfig>,
     store: Arc<crate::commit::CheckpointStore>,
     run_id: String,
@@ -187,8 +181,15 @@ impl CommitSetup {
         thread
             .spawn(move || {
                 let runtime = Rc::new(sink::runtime().unwrap_or_else(|e| stop(e)));
+                // The thread loads the tables again: a commit on the tables loaded at start-up,
+                // on another thread's runtime, was seen to wait for ever (on work left to that
+                // runtime, which nothing drives here).
                 let (warehouse, tables) = runtime
-                    .block_on(open(&self.config, &self.tables))
+                    .block_on(async {
+                        let warehouse = self.config.open_warehouse().await?;
+                        let tables = warehouse.load_all().await?;
+                        anyhow::Ok((warehouse, tables))
+                    })
                     .unwrap_or_else(|e| stop(e));
                 let mut committer = Committer::new(
                     runtime,
@@ -223,17 +224,4 @@ impl CommitSetup {
             .unwrap_or_else(|e| stop(anyhow::anyhow!("cannot start the commit thread: {e}")));
         (jobs, reports)
     }
-}
-
-/// The commit thread's own catalog connection and tables.
-async fn open(
-    config: &PipelineConfig,
-    kinds: &[TableKind],
-) -> anyhow::Result<(Warehouse, HashMap<TableKind, Table>)> {
-    let warehouse = config.open_warehouse().await?;
-    let mut tables = HashMap::new();
-    for kind in kinds {
-        tables.insert(*kind, warehouse.load(*kind).await?);
-    }
-    Ok((warehouse, tables))
 }

@@ -2,7 +2,6 @@
 //! dataflow on each, waits for the last commit and reports what was done.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,7 +23,7 @@ use crate::config::PipelineConfig;
 use crate::failure::stop;
 use crate::ops::progress::{InputUnit, ProgressReporter, ProgressStyleChoice};
 use crate::ops::{self, Served};
-use crate::sink::{self, TableKind};
+use crate::sink;
 use crate::source::kafka::{self, StopAt};
 
 /// Timely's cluster options (`-w`, `-n`, `-p`, `-h`).
@@ -170,10 +169,7 @@ pub fn run(config: PipelineConfig, cluster: &Cluster) -> Result<Option<RunSummar
         let context = runtime
             .block_on(async {
                 let warehouse = config.open_warehouse().await?;
-                let mut tables = HashMap::new();
-                for kind in TableKind::ALL {
-                    tables.insert(kind, warehouse.load(kind).await?);
-                }
+                let tables = warehouse.load_all().await?;
                 anyhow::Ok(WorkerContext {
                     config: Arc::clone(&config),
                     runtime: Rc::clone(&runtime),

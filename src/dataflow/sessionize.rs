@@ -91,11 +91,13 @@ pub(super) fn sessionize<'scope>(
             }
             // The oldest epoch whose checkpoint is still to be written (none once all are).
             let open_epoch = |epochs_to_save: &std::collections::BTreeSet<u64>| {
-                let frontier_epoch = frontier.iter().map(|t| t.epoch).min();
-                match (epochs_to_save.first().copied(), frontier_epoch) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                let frontier_epochs = frontier.iter().map(|t| t.epoch);
+                epochs_to_save
+                    .first()
+                    .copied()
+                    .into_iter()
+                    .chain(frontier_epochs)
+                    .min()
             };
             positions_in.for_each(|cap, data| {
                 let time = cap.stamp().iter().next().copied().expect("data has a time");

@@ -488,6 +488,15 @@ impl Warehouse {
             format!("cannot load table {ident}; run with the same --warehouse to create it")
         })
     }
+
+    /// Every table of the pipeline, as the catalog has it now.
+    pub async fn load_all(&self) -> Result<HashMap<TableKind, Table>> {
+        let mut tables = HashMap::new();
+        for kind in TableKind::ALL {
+            tables.insert(kind, self.load(kind).await?);
+        }
+        Ok(tables)
+    }
 }
 
 /// Whether a URI query parameter or catalog option of this name holds a secret.
