@@ -2,7 +2,7 @@
 //! checkpoint store (a local directory or an S3 prefix) before the epoch commits, and named by the
 //! sessions table's snapshot. Older releases' parts are read and upgraded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use anyhow::{Context, Result};
@@ -218,9 +218,10 @@ impl CheckpointStore {
 
     /// Removes the checkpoint directories of epochs older than the newest `--keep-checkpoints`,
     /// the newest being `epoch` (the one the newest snapshot names): a table rolled back by fewer
-    /// commits resumes from its checkpoint. A directory of a later epoch may belong to a run
-    /// still writing it, and is kept.
-    pub fn remove_before(&self, epoch: u64) {
+    /// commits resumes from its checkpoint. Within those epochs, a directory no snapshot `named`
+    /// is a dead run's epoch that never committed, and goes too. A directory of a later epoch
+    /// may belong to a run still writing it, and is kept.
+    pub fn remove_before(&self, epoch: u64, named: &BTreeSet<String>) {
         let oldest_kept = (epoch + 1).saturating_sub(self.keep);
         let directories = match self.files.directories("checkpoints") {
             Ok(directories) => directories,
@@ -230,11 +231,15 @@ impl CheckpointStore {
             }
         };
         for name in directories {
-            let older = name
+            let Some(of_epoch) = name
                 .strip_prefix('e')
                 .and_then(|n| n.get(..12)?.parse::<u64>().ok())
-                .is_some_and(|e| e < oldest_kept);
-            if older && let Err(e) = self.files.remove_directory(&format!("checkpoints/{name}")) {
+            else {
+                continue;
+            };
+            let dir = format!("checkpoints/{name}");
+            let removable = of_epoch < oldest_kept || (of_epoch <= epoch && !named.contains(&dir));
+            if removable && let Err(e) = self.files.remove_directory(&dir) {
                 tracing::warn!("cannot remove an old checkpoint: {e:#}");
             }
         }
@@ -304,26 +309,36 @@ mod tests {
     }
 
     #[test]
-    fn cleanup_keeps_the_newest_epochs_and_never_touches_another_tables() {
+    fn cleanup_keeps_the_newest_named_epochs_and_never_touches_another_tables() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = PipelineConfig::new(vec![], dir.path());
         config.keep_checkpoints = 3;
         // Two tables of one name (two catalogs) sharing a checkpoint location.
         let (ours, theirs) = (store(&config, 1), store(&config, 2));
         let state = SessionizerState::default();
+        let mut named = BTreeSet::new();
         for epoch in 0..6 {
             let dir = CheckpointStore::epoch_dir(epoch, "r");
             ours.write_part(&dir, 0, &state, 0, 0).unwrap();
             theirs.write_part(&dir, 0, &state, 0, 0).unwrap();
+            named.insert(dir);
         }
-        ours.remove_before(5);
+        // Killed runs left epochs that never committed, before and after the newest commit.
+        for (epoch, run) in [(4, "dead"), (5, "dead"), (6, "dead"), (7, "live")] {
+            let dir = CheckpointStore::epoch_dir(epoch, run);
+            ours.write_part(&dir, 0, &state, 0, 0).unwrap();
+        }
+        ours.remove_before(5, &named);
         let epochs = |store: &CheckpointStore| {
             let mut names = store.files.directories("checkpoints").unwrap();
             names.sort();
             names
         };
-        let kept: Vec<String> = (3..6).map(|e| CheckpointStore::epoch_dir(e, "r")).collect();
-        let kept: Vec<&str> = kept.iter().map(|d| &d["checkpoints/".len()..]).collect();
+        let kept = [(3, "r"), (4, "r"), (5, "r"), (6, "dead"), (7, "live")];
+        let kept: Vec<String> = kept
+            .iter()
+            .map(|&(e, run)| CheckpointStore::epoch_dir(e, run)["checkpoints/".len()..].to_string())
+            .collect();
         assert_eq!(epochs(&ours), kept);
         assert_eq!(epochs(&theirs).len(), 6);
     }

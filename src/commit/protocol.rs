@@ -33,7 +33,8 @@ use super::checkpoint::{CheckpointPart, CheckpointRef, CheckpointStore, SideFile
 use super::orphans::{data_files, orphans};
 use super::position::{SourceCounts, SourcePosition};
 use super::record::{
-    Mark, newest_mark, own_snapshots_to_expire, sessions_properties, side_properties, two_writers,
+    Mark, named_checkpoints, newest_mark, own_snapshots_to_expire, sessions_properties,
+    side_properties, two_writers,
 };
 use crate::config::PipelineConfig;
 use crate::failure::fail_point;
@@ -344,7 +345,8 @@ impl Committer {
             self.commit_table(TableKind::LateEvents, late, side_properties(&mark), &mark)?;
         }
         self.last_commit_at = Instant::now();
-        self.store.remove_before(epoch);
+        let named = named_checkpoints(&self.tables[&TableKind::Sessions]);
+        self.store.remove_before(epoch, &named);
         self.remove_orphans();
         self.compact(epoch, false);
         totals.compactions = self.compactor.committed();

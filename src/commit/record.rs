@@ -6,7 +6,7 @@
 //! epoch of which run committed: the sessions table's newest mark is the commit point of the
 //! whole pipeline.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Context, Result};
 use iceberg::TableIdent;
@@ -150,6 +150,23 @@ pub fn last_record(table: &Table) -> Option<HashMap<String, String>> {
         // to before our first commit.
         (None, _) => None,
     }
+}
+
+/// The checkpoint directories the table's snapshots and its properties name: those a restart or
+/// a rollback may resume from.
+pub fn named_checkpoints(table: &Table) -> BTreeSet<String> {
+    let snapshots = table
+        .metadata()
+        .snapshots()
+        .map(|s| s.summary().additional_properties.clone());
+    snapshots
+        .chain(properties_record(table))
+        .filter_map(|record| {
+            let json = record.get(summary::CHECKPOINT)?;
+            serde_json::from_str::<CheckpointRef>(json).ok()
+        })
+        .map(|checkpoint| checkpoint.dir)
+        .collect()
 }
 
 /// Whether the table still holds the snapshot that carries the mark of `record`.
