@@ -76,12 +76,16 @@ pub struct Partition {
     pub lag: Option<u64>,
 }
 
-/// The checkpoint the last commit names.
+/// The checkpoint the last commit names, with those it amends.
 #[derive(Debug, Clone, Serialize)]
 pub struct Checkpoint {
     pub location: String,
+    /// The bytes a restore reads: every part of the chain.
     pub bytes: u64,
+    /// The open sessions a restore finds.
     pub open_sessions: u64,
+    /// The pending events the parts hold: a part that amends holds those pushed since the
+    /// checkpoint before it, which may have applied some of the ones before.
     pub pending_events: u64,
     pub parts: Vec<CheckpointPartInfo>,
 }
@@ -89,7 +93,10 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointPartInfo {
     pub file: String,
+    /// Whether the part holds all its worker's state, or amends the checkpoint before it.
+    pub full: bool,
     pub bytes: u64,
+    /// The open sessions the part holds: all of them, or those that changed.
     pub open_sessions: u64,
     pub pending_events: u64,
 }
@@ -333,6 +340,7 @@ impl Inspection {
                     .map(|p| {
                         vec![
                             p.file.clone(),
+                            if p.full { "full" } else { "amends" }.to_string(),
                             p.bytes.to_string(),
                             p.open_sessions.to_string(),
                             p.pending_events.to_string(),
@@ -340,13 +348,14 @@ impl Inspection {
                     })
                     .chain([vec![
                         "total".to_string(),
+                        String::new(),
                         checkpoint.bytes.to_string(),
                         checkpoint.open_sessions.to_string(),
                         checkpoint.pending_events.to_string(),
                     ]])
                     .collect();
                 out.push_str(&columns(
-                    &["part", "bytes", "open sessions", "pending events"],
+                    &["part", "kind", "bytes", "open sessions", "pending events"],
                     &rows,
                 ));
             }
@@ -375,21 +384,32 @@ impl Inspection {
     }
 }
 
+/// The checkpoint a snapshot names with those it amends: each part's size and what it holds,
+/// and the open sessions a restore of the whole chain finds.
 fn read_checkpoint(store: &CheckpointStore, named: &CheckpointRef) -> Result<Checkpoint> {
     let mut parts = Vec::new();
-    for file in &named.parts {
-        let (state, bytes) = store.read_part_sized(named, file)?;
-        parts.push(CheckpointPartInfo {
-            file: file.clone(),
-            bytes,
-            open_sessions: state.open.len() as u64,
-            pending_events: state.pending.len() as u64,
-        });
+    let mut open = std::collections::HashSet::new();
+    for checkpoint in named.chain() {
+        let name = checkpoint.dir.rsplit('/').next().unwrap_or_default();
+        for file in &checkpoint.parts {
+            let (state, bytes) = store.read_part_sized(checkpoint, file)?;
+            for user in &state.ended {
+                open.remove(user);
+            }
+            open.extend(state.open.iter().map(|s| s.user_id.clone()));
+            parts.push(CheckpointPartInfo {
+                file: format!("{name}/{file}"),
+                full: state.full,
+                bytes,
+                open_sessions: state.open.len() as u64,
+                pending_events: state.pending.len() as u64,
+            });
+        }
     }
     Ok(Checkpoint {
         location: store.display(&named.dir),
         bytes: parts.iter().map(|p| p.bytes).sum(),
-        open_sessions: parts.iter().map(|p| p.open_sessions).sum(),
+        open_sessions: open.len() as u64,
         pending_events: parts.iter().map(|p| p.pending_events).sum(),
         parts,
     })

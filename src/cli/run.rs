@@ -181,9 +181,14 @@ pub struct CheckpointArgs {
     pub commit_max_rows: u64,
     /// Checkpoints kept, of the newest commits: a sessions table rolled back by fewer commits
     /// (Iceberg's rollback_to_snapshot) resumes from where it was rolled back to and reads again
-    /// what the rollback removed. Each is a full copy of the open sessions.
+    /// what the rollback removed, with the checkpoints they amend.
     #[arg(long, default_value_t = 5)]
     pub keep_checkpoints: usize,
+    /// One checkpoint in N holds all the open sessions; the others hold only the users whose
+    /// state changed since the one before, and a restore reads at most N of them (1: every
+    /// checkpoint is full).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub full_checkpoint_every: u64,
 }
 
 /// Timely's cluster: workers and processes.
@@ -279,6 +284,11 @@ impl RunArgs {
             "--keep-checkpoints must be at least 1 (the newest commit's checkpoint is where a restart resumes)"
         );
         config.keep_checkpoints = checkpoints.keep_checkpoints;
+        ensure!(
+            checkpoints.full_checkpoint_every > 0,
+            "--full-checkpoint-every must be at least 1 (1: every checkpoint is full)"
+        );
+        config.full_checkpoint_every = checkpoints.full_checkpoint_every;
         config.set_progress_interval(duration_flag(
             &operations.progress_interval,
             SECOND,

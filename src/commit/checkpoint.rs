@@ -13,9 +13,34 @@ use crate::rules::{Boundary, SavedEvent, SavedSession, SessionizerState};
 use crate::sink::TableKind;
 use crate::storage::WriteOnceFiles;
 
-/// The format of the session state in checkpoint parts, in their file names
-/// (`part-w<i>.<format>.bin`); parts without it predate session boundaries.
-const PART_FORMAT: &str = "v2";
+/// The format of the session state in checkpoint parts, at the end of their file names
+/// (`part-w<i>.<format>`): bincode compressed with zstd, full or amending. Parts named
+/// `….v2.bin` hold a full state uncompressed, and parts without a format predate session
+/// boundaries.
+const PART_FORMAT: &str = "v3.zst";
+const PART_FORMAT_V2: &str = "v2.bin";
+
+/// Session state as checkpoints held it before they could amend each other (`….v2.bin`).
+#[derive(Deserialize)]
+struct StateV2 {
+    watermark: u64,
+    open: Vec<SavedSession>,
+    pending: Vec<SavedEvent>,
+    recent_ids: Vec<(u64, u128)>,
+}
+
+impl StateV2 {
+    fn upgrade(self) -> SessionizerState {
+        SessionizerState {
+            watermark: self.watermark,
+            full: true,
+            open: self.open,
+            ended: Vec::new(),
+            pending: self.pending,
+            recent_ids: self.recent_ids,
+        }
+    }
+}
 
 /// Session state as checkpoints held it before pending events carried a [`Boundary`], so that a
 /// new release resumes from an older one's checkpoint.
@@ -46,18 +71,44 @@ impl StateBeforeBoundaries {
         });
         SessionizerState {
             watermark: self.watermark,
+            full: true,
             open: self.open,
+            ended: Vec::new(),
             pending: pending.collect(),
             recent_ids: self.recent_ids,
         }
     }
 }
 
-/// The checkpoint a snapshot names: a directory under the store and its part files.
+/// The checkpoint a snapshot names: a directory under the store and its part files, and the
+/// earlier checkpoints its parts amend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointRef {
     pub dir: String,
     pub parts: Vec<String>,
+    /// The checkpoints this one amends, oldest first: a full one and those amending it, each
+    /// without `amends` of its own. Empty when this one is full. (Always serialized: the start
+    /// state crosses processes in bincode, which cannot skip a field.)
+    #[serde(default)]
+    pub amends: Vec<CheckpointRef>,
+}
+
+impl CheckpointRef {
+    /// The checkpoints a restore reads, in the order it applies them: the amended ones, then
+    /// this one.
+    pub fn chain(&self) -> Vec<&CheckpointRef> {
+        self.amends.iter().chain(std::iter::once(self)).collect()
+    }
+
+    /// The epoch a checkpoint directory (see [`CheckpointStore::epoch_dir`]) belongs to.
+    pub fn epoch(&self) -> Option<u64> {
+        dir_epoch(self.dir.strip_prefix("checkpoints/")?)
+    }
+}
+
+/// The epoch of a checkpoint directory's name, `e<epoch>-<run>`.
+fn dir_epoch(name: &str) -> Option<u64> {
+    name.strip_prefix('e')?.get(..12)?.parse().ok()
 }
 
 /// One worker's part of an epoch's checkpoint.
@@ -121,7 +172,14 @@ impl CheckpointStore {
         format!("checkpoints/e{epoch:012}-{run_id}")
     }
 
-    /// Writes a worker's state once; returns its part record.
+    /// The worker that wrote a part, by the part's file name.
+    pub fn part_worker(file: &str) -> Result<usize> {
+        file.strip_prefix("part-w")
+            .and_then(|rest| rest.split('.').next()?.parse().ok())
+            .with_context(|| format!("{file:?} is not a checkpoint part's name"))
+    }
+
+    /// Writes a worker's state once, compressed; returns its part record.
     pub fn write_part(
         &self,
         dir: &str,
@@ -130,9 +188,14 @@ impl CheckpointStore {
         open_sessions: u64,
         duplicates: u64,
     ) -> Result<CheckpointPart> {
-        let file = format!("part-w{worker}.{PART_FORMAT}.bin");
+        let file = format!("part-w{worker}.{PART_FORMAT}");
         let bytes = self.files.create(&format!("{dir}/{file}"), |out| {
-            bincode::serialize_into(out, state).map_err(std::io::Error::other)
+            // Level 1: the worker waits for its checkpoint, and most of the state's bytes are
+            // repeated ids and page names, which the fastest level already finds.
+            let mut compressed = zstd::Encoder::new(out, 1)?;
+            bincode::serialize_into(&mut compressed, state).map_err(std::io::Error::other)?;
+            compressed.finish()?;
+            Ok(())
         })?;
         Ok(CheckpointPart {
             worker,
@@ -172,8 +235,17 @@ impl CheckpointStore {
             inner: input,
             bytes: 0,
         };
-        let state = if file.ends_with(&format!(".{PART_FORMAT}.bin")) {
-            bincode::deserialize_from(&mut input)
+        let state = if file.ends_with(&format!(".{PART_FORMAT}")) {
+            zstd::Decoder::new(&mut input)
+                .map_err(|e| bincode::ErrorKind::Io(e).into())
+                .and_then(|mut decoded| {
+                    let state = bincode::deserialize_from(&mut decoded)?;
+                    // The rest of the frame, so that a damaged end is noticed.
+                    std::io::copy(&mut decoded, &mut std::io::sink())?;
+                    Ok(state)
+                })
+        } else if file.ends_with(&format!(".{PART_FORMAT_V2}")) {
+            bincode::deserialize_from(&mut input).map(StateV2::upgrade)
         } else {
             bincode::deserialize_from(&mut input).map(StateBeforeBoundaries::upgrade)
         };
@@ -216,13 +288,20 @@ impl CheckpointStore {
         }
     }
 
-    /// Removes the checkpoint directories of epochs older than the newest `--keep-checkpoints`,
-    /// the newest being `epoch` (the one the newest snapshot names): a table rolled back by fewer
-    /// commits resumes from its checkpoint. Within those epochs, a directory no snapshot `named`
-    /// is a dead run's epoch that never committed, and goes too. A directory of a later epoch
-    /// may belong to a run still writing it, and is kept.
-    pub fn remove_before(&self, epoch: u64, named: &BTreeSet<String>) {
+    /// Removes the checkpoint directories a restart can no longer need. The newest commit's
+    /// epoch is `epoch`, and `named` are the checkpoints the table's snapshots name: those of the
+    /// newest `--keep-checkpoints` epochs are kept with the checkpoints they amend, so that a
+    /// table rolled back by fewer commits resumes from its checkpoint. The rest of the epochs up
+    /// to `epoch` go, dead runs' epochs that never committed among them. A directory of a later
+    /// epoch may belong to a run still writing it, and is kept.
+    pub fn remove_before(&self, epoch: u64, named: &[CheckpointRef]) {
         let oldest_kept = (epoch + 1).saturating_sub(self.keep);
+        let needed: BTreeSet<&str> = named
+            .iter()
+            .filter(|checkpoint| checkpoint.epoch().is_some_and(|e| e >= oldest_kept))
+            .flat_map(CheckpointRef::chain)
+            .map(|checkpoint| checkpoint.dir.as_str())
+            .collect();
         let directories = match self.files.directories("checkpoints") {
             Ok(directories) => directories,
             Err(e) => {
@@ -231,14 +310,9 @@ impl CheckpointStore {
             }
         };
         for name in directories {
-            let Some(of_epoch) = name
-                .strip_prefix('e')
-                .and_then(|n| n.get(..12)?.parse::<u64>().ok())
-            else {
-                continue;
-            };
             let dir = format!("checkpoints/{name}");
-            let removable = of_epoch < oldest_kept || (of_epoch <= epoch && !named.contains(&dir));
+            let removable =
+                dir_epoch(&name).is_some_and(|e| e <= epoch) && !needed.contains(dir.as_str());
             if removable && let Err(e) = self.files.remove_directory(&dir) {
                 tracing::warn!("cannot remove an old checkpoint: {e:#}");
             }
@@ -284,6 +358,7 @@ mod tests {
         let checkpoint = CheckpointRef {
             dir: CheckpointStore::epoch_dir(3, "r"),
             parts: vec!["part-w0.bin".into()],
+            amends: Vec::new(),
         };
         let old = OldState {
             watermark: 7,
@@ -302,26 +377,102 @@ mod tests {
         assert_eq!((state.watermark, &state.recent_ids), (7, &vec![(9, 42)]));
         assert_eq!(state.pending[0].page_name.as_deref(), Some("home"));
         assert_eq!(state.pending[0].boundary, Boundary::NONE);
+        assert!(state.full);
 
         let written = store.write_part(&checkpoint.dir, 1, &state, 0, 0).unwrap();
-        assert!(written.file.ends_with(".v2.bin"));
+        assert!(written.file.ends_with(".v3.zst"));
         assert_eq!(store.read_part(&checkpoint, &written.file).unwrap(), state);
     }
 
     #[test]
-    fn cleanup_keeps_the_newest_named_epochs_and_never_touches_another_tables() {
+    fn reads_full_parts_of_the_release_before_amending_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&PipelineConfig::new(vec![], dir.path()), 1);
+        let mut state = SessionizerState {
+            watermark: 7,
+            full: true,
+            open: vec![SavedSession {
+                user_id: "u".into(),
+                start_ms: 1,
+                last_ms: 5,
+                event_count: 2,
+                pages_visited: vec!["home".into()],
+            }],
+            ..SessionizerState::default()
+        };
+        let v2 = bincode::serialize(&(
+            state.watermark,
+            &state.open,
+            &state.pending,
+            &state.recent_ids,
+        ))
+        .unwrap();
+        let checkpoint = CheckpointRef {
+            dir: CheckpointStore::epoch_dir(3, "r"),
+            parts: vec!["part-w0.v2.bin".into()],
+            amends: Vec::new(),
+        };
+        let part = format!("{}/part-w0.v2.bin", checkpoint.dir);
+        store.files.create(&part, |out| out.write_all(&v2)).unwrap();
+        assert_eq!(
+            store.read_part(&checkpoint, "part-w0.v2.bin").unwrap(),
+            state
+        );
+
+        // A damaged compressed part is refused, never read short.
+        state.full = false;
+        let written = store.write_part(&checkpoint.dir, 1, &state, 1, 0).unwrap();
+        let name = format!("{}/{}", checkpoint.dir, written.file);
+        let mut bytes = Vec::new();
+        store
+            .files
+            .read(&name)
+            .unwrap()
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        assert_eq!(store.read_part(&checkpoint, &written.file).unwrap(), state);
+        let cut = &bytes[..bytes.len() - 4];
+        store
+            .files
+            .create(&format!("{}/part-w2.v3.zst", checkpoint.dir), |out| {
+                out.write_all(cut)
+            })
+            .unwrap();
+        let error = store.read_part(&checkpoint, "part-w2.v3.zst").unwrap_err();
+        assert!(format!("{error:#}").contains("is damaged"), "{error:#}");
+    }
+
+    #[test]
+    fn cleanup_keeps_the_newest_named_epochs_with_what_they_amend() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = PipelineConfig::new(vec![], dir.path());
-        config.keep_checkpoints = 3;
+        config.keep_checkpoints = 2;
         // Two tables of one name (two catalogs) sharing a checkpoint location.
         let (ours, theirs) = (store(&config, 1), store(&config, 2));
         let state = SessionizerState::default();
-        let mut named = BTreeSet::new();
+        // Epochs 0 and 3 are full; the others amend the epochs since.
+        let mut named: Vec<CheckpointRef> = Vec::new();
         for epoch in 0..6 {
             let dir = CheckpointStore::epoch_dir(epoch, "r");
-            ours.write_part(&dir, 0, &state, 0, 0).unwrap();
+            let part = ours.write_part(&dir, 0, &state, 0, 0).unwrap();
             theirs.write_part(&dir, 0, &state, 0, 0).unwrap();
-            named.insert(dir);
+            let amends = match named.last() {
+                Some(previous) if epoch % 3 != 0 => previous
+                    .chain()
+                    .into_iter()
+                    .map(|c| CheckpointRef {
+                        amends: Vec::new(),
+                        ..c.clone()
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            named.push(CheckpointRef {
+                dir,
+                parts: vec![part.file],
+                amends,
+            });
         }
         // Killed runs left epochs that never committed, before and after the newest commit.
         for (epoch, run) in [(4, "dead"), (5, "dead"), (6, "dead"), (7, "live")] {
@@ -334,6 +485,7 @@ mod tests {
             names.sort();
             names
         };
+        // Epochs 4 and 5 are the newest two, and amend epoch 3.
         let kept = [(3, "r"), (4, "r"), (5, "r"), (6, "dead"), (7, "live")];
         let kept: Vec<String> = kept
             .iter()

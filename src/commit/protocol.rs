@@ -178,12 +178,13 @@ pub async fn commit_once(
     }
 }
 
-/// Where a run starts, as the committer needs it: the last commit, the partitions' positions and
-/// the Kafka topic's identity.
+/// Where a run starts, as the committer needs it: the last commit, the partitions' positions,
+/// the Kafka topic's identity and the checkpoint the workers restored.
 pub type Start = (
     Option<Mark>,
     BTreeMap<u32, SourcePosition>,
     Option<TopicIdentity>,
+    Option<CheckpointRef>,
 );
 
 /// The committing worker's view of the tables: it commits each epoch, in order.
@@ -211,6 +212,9 @@ pub struct Committer {
     finished: bool,
     /// When the run started: other runs' files written since are none of its business.
     started: std::time::SystemTime,
+    /// The checkpoints since the last full one, oldest first, the newest epoch's last: what the
+    /// workers' next checkpoint amends, written whether their epochs committed or not.
+    chain: Vec<CheckpointRef>,
 }
 
 impl Committer {
@@ -224,7 +228,7 @@ impl Committer {
         config: Arc<PipelineConfig>,
         run_id: String,
         tables: HashMap<TableKind, Table>,
-        (last_commit, positions, topic): Start,
+        (last_commit, positions, topic, restored): Start,
     ) -> Self {
         // The sessions table must still show the commit the run starts from; a side table, the
         // last commit that had rows for it (the start completed it).
@@ -252,6 +256,15 @@ impl Committer {
             compactor,
             finished: false,
             started: std::time::SystemTime::now(),
+            chain: restored.map_or_else(Vec::new, |restored| {
+                let links = restored.chain().into_iter().cloned();
+                links
+                    .map(|link| CheckpointRef {
+                        amends: Vec::new(),
+                        ..link
+                    })
+                    .collect()
+            }),
         }
     }
 
@@ -268,6 +281,17 @@ impl Committer {
             self.positions.insert(position.partition, position.clone());
         }
         totals.duplicates += part.checkpoint.iter().map(|p| p.duplicates).sum::<u64>();
+        let dir = CheckpointStore::epoch_dir(epoch, &self.run_id);
+        let mut parts: Vec<String> = part.checkpoint.iter().map(|p| p.file.clone()).collect();
+        parts.sort();
+        if self.config.full_checkpoint(epoch) {
+            self.chain.clear();
+        }
+        self.chain.push(CheckpointRef {
+            dir: dir.clone(),
+            parts,
+            amends: Vec::new(),
+        });
         let nothing_to_write = part.files.values().all(Vec::is_empty);
         let finished = self.positions.values().all(|p| p.finished);
         if nothing_to_write
@@ -296,7 +320,6 @@ impl Committer {
             .unwrap_or(0);
         fail_point("after-checkpoint-parts");
 
-        let dir = CheckpointStore::epoch_dir(epoch, &self.run_id);
         let mut side = SideFiles {
             epoch,
             ..SideFiles::default()
@@ -307,11 +330,10 @@ impl Committer {
         }
         self.store.write_side_files(&dir, &side)?;
         fail_point("after-side-files");
-        let mut parts: Vec<String> = part.checkpoint.iter().map(|p| p.file.clone()).collect();
-        parts.sort();
+        let (newest, amended) = self.chain.split_last().expect("this epoch's is in it");
         let checkpoint = CheckpointRef {
-            dir: dir.clone(),
-            parts,
+            amends: amended.to_vec(),
+            ..newest.clone()
         };
         let properties = sessions_properties(
             epoch,

@@ -6,7 +6,7 @@
 //! epoch of which run committed: the sessions table's newest mark is the commit point of the
 //! whole pipeline.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result};
 use iceberg::TableIdent;
@@ -152,20 +152,16 @@ pub fn last_record(table: &Table) -> Option<HashMap<String, String>> {
     }
 }
 
-/// The checkpoint directories the table's snapshots and its properties name: those a restart or
-/// a rollback may resume from.
-pub fn named_checkpoints(table: &Table) -> BTreeSet<String> {
+/// The checkpoints the table's snapshots and its properties name: those a restart or a rollback
+/// may resume from.
+pub fn named_checkpoints(table: &Table) -> Vec<CheckpointRef> {
     let snapshots = table
         .metadata()
         .snapshots()
         .map(|s| s.summary().additional_properties.clone());
     snapshots
         .chain(properties_record(table))
-        .filter_map(|record| {
-            let json = record.get(summary::CHECKPOINT)?;
-            serde_json::from_str::<CheckpointRef>(json).ok()
-        })
-        .map(|checkpoint| checkpoint.dir)
+        .filter_map(|record| serde_json::from_str(record.get(summary::CHECKPOINT)?).ok())
         .collect()
 }
 
@@ -386,6 +382,7 @@ mod tests {
         let checkpoint = CheckpointRef {
             dir: "checkpoints/e000000000003-r".into(),
             parts: vec!["part-w0.v2.bin".into()],
+            amends: Vec::new(),
         };
         let topic = TopicIdentity {
             cluster_id: Some("c".into()),

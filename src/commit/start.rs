@@ -384,6 +384,7 @@ mod tests {
         let checkpoint = CheckpointRef {
             dir: "checkpoints/e000000000004-r".into(),
             parts: vec!["part-w0.v2.bin".into()],
+            amends: Vec::new(),
         };
         sessions_properties(4, "r", 0, (&positions, None), config, &checkpoint)
     }

@@ -87,6 +87,9 @@ pub struct PipelineConfig {
     /// Checkpoints kept, of the newest epochs: a table rolled back by fewer commits resumes from
     /// the checkpoint of the commit it was rolled back to. At least 1.
     pub keep_checkpoints: usize,
+    /// One checkpoint in this many is full; the others hold what changed since the one before
+    /// (`--full-checkpoint-every`). At least 1: a restore reads at most this many.
+    pub full_checkpoint_every: u64,
     /// Where to serve metrics, health probes and the status page (`--metrics-addr`; off: None).
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -165,8 +168,15 @@ impl PipelineConfig {
             retain_snapshots: 100,
             compaction: CompactionSettings::default(),
             keep_checkpoints: 5,
+            full_checkpoint_every: 10,
             metrics_addr: None,
         }
+    }
+
+    /// Whether the checkpoint of `epoch` is full, rather than amending the one before. Every
+    /// worker and the committer agree on it from the epoch alone.
+    pub fn full_checkpoint(&self, epoch: u64) -> bool {
+        epoch.is_multiple_of(self.full_checkpoint_every.max(1))
     }
 
     /// The root of the checkpoints of every table: `--checkpoint-location`, or `_sessionize` in

@@ -56,6 +56,7 @@ pub(super) fn commit<'scope>(
         context.start.last_commit.clone(),
         context.start.positions.clone(),
         context.start.topic.clone(),
+        context.start.checkpoint.clone(),
     );
     let setup = CommitSetup {
         config: Arc::clone(&context.config),

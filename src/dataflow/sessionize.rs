@@ -37,15 +37,26 @@ pub(super) fn sessionize<'scope>(
     let mut sessionizer = Sessionizer::new(config.rules);
     if let Some(checkpoint) = &context.start.checkpoint {
         let buckets = config.buckets;
-        for part in &checkpoint.parts {
-            let mut state = context.store.read_part(checkpoint, part)?;
-            // A bounded run's last checkpoint has seen every event; a run that reads on starts
-            // from the partitions' watermarks.
-            state.watermark = state.watermark.min(context.start.watermark_ms);
-            sessionizer.restore(state, |user| owns(user_bucket(user, buckets), index, peers));
+        for checkpoint in checkpoint.chain() {
+            // Every worker of the run that wrote a checkpoint wrote a part of it.
+            let writers = checkpoint.parts.len();
+            for part in &checkpoint.parts {
+                let mut state = context.store.read_part(checkpoint, part)?;
+                if !state.full {
+                    let writer = CheckpointStore::part_worker(part)?;
+                    sessionizer.forget_applied(state.watermark, |user| {
+                        owns(user_bucket(user, buckets), writer, writers)
+                    });
+                }
+                // A bounded run's last checkpoint has seen every event; a run that reads on
+                // starts from the partitions' watermarks.
+                state.watermark = state.watermark.min(context.start.watermark_ms);
+                sessionizer.restore(state, |user| owns(user_bucket(user, buckets), index, peers));
+            }
         }
     }
     let store = Arc::clone(&context.store);
+    let pipeline = Arc::clone(&context.config);
     let run_id = context.run_id.clone();
     let finished_max_event_ms = context
         .start
@@ -172,11 +183,12 @@ pub(super) fn sessionize<'scope>(
                     .write_part(
                         &dir,
                         index,
-                        &sessionizer.checkpoint(),
+                        &sessionizer.checkpoint(pipeline.full_checkpoint(epoch)),
                         sessionizer.open_sessions() as u64,
                         duplicates,
                     )
                     .unwrap_or_else(|e| stop(e.context("cannot write a checkpoint")));
+                sessionizer.saved();
                 if let Some(telemetry) = telemetry {
                     figures.checkpoint(telemetry, part.bytes, writing.elapsed());
                 }

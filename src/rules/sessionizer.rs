@@ -14,10 +14,18 @@ use super::{
 
 /// A [`Sessionizer`]'s state in a form that can be written to a checkpoint and read back by
 /// another process, possibly with another number of workers.
+///
+/// A state is either all of it (`full`) or what changed since the previous checkpoint, which it
+/// amends: then `open` holds only the sessions that changed, `ended` the users whose session
+/// ended, and `pending` and `recent_ids` only the events pushed and the ids applied since. The
+/// events pending before that its watermark has passed were applied since (see
+/// [`Sessionizer::forget_applied`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionizerState {
     pub watermark: u64,
+    pub full: bool,
     pub open: Vec<SavedSession>,
+    pub ended: Vec<String>,
     pub pending: Vec<SavedEvent>,
     /// `(time, key)` of the de-duplication window, oldest first.
     pub recent_ids: Vec<(u64, u128)>,
@@ -43,8 +51,35 @@ pub struct SavedEvent {
     pub boundary: Boundary,
 }
 
-/// A borrowed view of a [`Sessionizer`] that serializes exactly as a [`SessionizerState`].
-struct SavedState<'a>(&'a Sessionizer);
+/// A borrowed view of a [`Sessionizer`] that serializes exactly as a [`SessionizerState`]: all of
+/// it, or (`full` false) what changed since the last [`Sessionizer::saved`].
+struct SavedState<'a> {
+    sessionizer: &'a Sessionizer,
+    full: bool,
+}
+
+/// An iterator whose length was counted beforehand, for a filtered sequence that serializes with
+/// its length up front.
+struct Counted<I> {
+    items: I,
+    remaining: usize,
+}
+
+impl<I: Iterator> Iterator for Counted<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.items.next()?;
+        self.remaining -= 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for Counted<I> {}
 
 /// Serializes the items of an iterator as a sequence.
 struct Seq<I>(std::cell::Cell<Option<I>>);
@@ -65,28 +100,48 @@ impl<I: ExactSizeIterator<Item = T>, T: Serialize> Serialize for Seq<I> {
 impl Serialize for SavedState<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let state = self.0;
-        let open = state.open.iter().map(|(user, session)| SavedSessionRef {
+        let (state, full) = (self.sessionizer, self.full);
+        let saved = |session: &&OpenSession| full || session.changed;
+        let open = Counted {
+            remaining: state.open.values().filter(saved).count(),
+            items: state.open.iter().filter(|(_, session)| saved(session)),
+        }
+        .map(|(user, session)| SavedSessionRef {
             user_id: user,
             start_ms: session.start_ms,
             last_ms: session.last_ms,
             event_count: session.event_count,
             pages_visited: Seq::new(session.pages_visited.iter().map(|p| &**p)),
         });
-        let pending = PendingIter {
-            slots: state.pending.values(),
-            current: [].iter(),
-            remaining: state.pending_count,
+        let ended: &[Rc<str>] = if full { &[] } else { &state.ended };
+        let unsaved = |event: &&PendingEvent| full || !event.saved;
+        let pending = Counted {
+            remaining: state.pending.values().flatten().filter(unsaved).count(),
+            items: state.pending.values().flatten().filter(unsaved),
+        }
+        .map(|event| SavedEventRef {
+            user_id: &event.user_id,
+            event_id: &event.event_id,
+            page_name: event.page_name.as_deref(),
+            time_ms: event.time_ms,
+            boundary: event.boundary,
+        });
+        let unsaved = if full {
+            state.recent_order.len()
+        } else {
+            state.recent_unsaved.min(state.recent_order.len())
         };
         let recent = state
             .recent_order
-            .iter()
+            .range(state.recent_order.len() - unsaved..)
             .filter(|(seen_ms, key)| state.recent_ids.get(key) == Some(seen_ms))
             .copied()
             .collect::<Vec<_>>();
-        let mut out = serializer.serialize_struct("SessionizerState", 4)?;
+        let mut out = serializer.serialize_struct("SessionizerState", 6)?;
         out.serialize_field("watermark", &state.watermark)?;
+        out.serialize_field("full", &full)?;
         out.serialize_field("open", &Seq::new(open))?;
+        out.serialize_field("ended", &Seq::new(ended.iter().map(|user| &**user)))?;
         out.serialize_field("pending", &Seq::new(pending))?;
         out.serialize_field("recent_ids", &recent)?;
         out.end()
@@ -114,39 +169,6 @@ struct SavedEventRef<'a> {
     boundary: Boundary,
 }
 
-/// The pending events of every slot, with their count known up front.
-struct PendingIter<'a> {
-    slots: std::collections::btree_map::Values<'a, u64, Vec<PendingEvent>>,
-    current: std::slice::Iter<'a, PendingEvent>,
-    remaining: usize,
-}
-
-impl<'a> Iterator for PendingIter<'a> {
-    type Item = SavedEventRef<'a>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(event) = self.current.next() {
-                self.remaining -= 1;
-                return Some(SavedEventRef {
-                    user_id: &event.user_id,
-                    event_id: &event.event_id,
-                    page_name: event.page_name.as_deref(),
-                    time_ms: event.time_ms,
-                    boundary: event.boundary,
-                });
-            }
-            self.current = self.slots.next()?.iter();
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
-    }
-}
-
-impl ExactSizeIterator for PendingIter<'_> {}
-
 /// Pending events are filed by this span of event time, so that buffering costs no allocation per
 /// event and a watermark releases whole slots at once.
 const PENDING_SLOT_MS: u64 = 1000;
@@ -159,6 +181,8 @@ struct PendingEvent {
     event_id: Box<str>,
     page_name: Option<Rc<str>>,
     boundary: Boundary,
+    /// In a saved checkpoint already.
+    saved: bool,
 }
 
 #[derive(Debug)]
@@ -167,6 +191,8 @@ struct OpenSession {
     last_ms: u64,
     event_count: u64,
     pages_visited: Vec<Rc<str>>,
+    /// Changed since the last checkpoint was saved.
+    changed: bool,
 }
 
 /// The sessions of a set of users, advanced by a watermark. See the module documentation.
@@ -185,6 +211,10 @@ pub struct Sessionizer {
     /// in application order (which is time order) for expiry.
     recent_ids: HashMap<u128, u64, RandomState>,
     recent_order: VecDeque<(u64, u128)>,
+    /// How many of `recent_order`'s newest entries the last saved checkpoint lacks.
+    recent_unsaved: usize,
+    /// Users whose session ended since the last checkpoint was saved.
+    ended: Vec<Rc<str>>,
     pages: HashSet<Rc<str>, RandomState>,
     /// Largest watermark applied so far: events before it must not arrive any more.
     watermark: u64,
@@ -201,6 +231,8 @@ impl Sessionizer {
             deadlines: BinaryHeap::new(),
             recent_ids: HashMap::default(),
             recent_order: VecDeque::new(),
+            recent_unsaved: 0,
+            ended: Vec::new(),
             pages: HashSet::default(),
             watermark: 0,
             duplicates: 0,
@@ -225,6 +257,18 @@ impl Sessionizer {
             "event at {time_ms} arrived after watermark {}",
             self.watermark
         );
+        self.buffer(user_id, event_id, page_name, time_ms, boundary, false);
+    }
+
+    fn buffer(
+        &mut self,
+        user_id: impl Into<Box<str>>,
+        event_id: impl Into<Box<str>>,
+        page_name: Option<&str>,
+        time_ms: u64,
+        boundary: Boundary,
+        saved: bool,
+    ) {
         let page_name = page_name.map(|page| self.intern(page));
         let slot = self.pending.entry(time_ms / PENDING_SLOT_MS).or_default();
         slot.push(PendingEvent {
@@ -233,6 +277,7 @@ impl Sessionizer {
             event_id: event_id.into(),
             page_name,
             boundary,
+            saved,
         });
         self.pending_count += 1;
     }
@@ -262,6 +307,7 @@ impl Sessionizer {
             let current = session.last_ms + self.rules.inactivity_ms;
             if current == deadline {
                 let session = self.open.remove(&user).expect("found above");
+                self.ended.push(Rc::clone(&user));
                 closed.push(finish(user, session, EndReason::Inactivity));
             } else {
                 self.deadlines.push(Reverse((current, user, start)));
@@ -277,6 +323,7 @@ impl Sessionizer {
         self.watermark = u64::MAX;
         self.deadlines.clear();
         for (user, session) in self.open.drain() {
+            self.ended.push(Rc::clone(&user));
             let reason = if session.last_ms + self.rules.inactivity_ms < max_event_time_ms {
                 EndReason::Inactivity
             } else {
@@ -299,22 +346,46 @@ impl Sessionizer {
         self.duplicates
     }
 
-    /// Everything the sessionizer holds, for a checkpoint: open sessions, pending events, the
-    /// event ids inside the de-duplication window, and the watermark applied so far. It
-    /// serializes as a [`SessionizerState`] without copying the state first.
-    pub fn checkpoint(&self) -> impl Serialize + '_ {
-        SavedState(self)
+    /// The sessionizer's state for a checkpoint, serializing as a [`SessionizerState`] without
+    /// copying it first: with `full`, everything it holds (open sessions, pending events, the
+    /// event ids inside the de-duplication window, and the watermark applied so far); otherwise
+    /// what changed since the last [`saved`](Self::saved) checkpoint, and the pending events.
+    pub fn checkpoint(&self, full: bool) -> impl Serialize + '_ {
+        SavedState {
+            sessionizer: self,
+            full,
+        }
+    }
+
+    /// Records that the last [`checkpoint`](Self::checkpoint) was saved: the next one that is not
+    /// full holds what changes from now on.
+    pub fn saved(&mut self) {
+        for session in self.open.values_mut() {
+            session.changed = false;
+        }
+        for event in self.pending.values_mut().flatten() {
+            event.saved = true;
+        }
+        self.ended.clear();
+        self.recent_unsaved = 0;
     }
 
     /// Adds the part of a checkpoint that belongs to the users `owns` accepts. A checkpoint taken
     /// by another set of workers is restored by calling this once per saved part, so a restart
-    /// may use another number of workers.
+    /// may use another number of workers. A checkpoint that amends earlier ones is restored by
+    /// restoring those first, oldest (a full one) first, and [`forget_applied`] before each
+    /// part that amends.
+    ///
+    /// [`forget_applied`]: Self::forget_applied
     ///
     /// De-duplication keys are hashes that no longer name their user, so every part's keys are
     /// kept: a key of another worker's user can never match an event here, and it expires with
     /// the de-duplication window like any other.
     pub fn restore(&mut self, state: SessionizerState, owns: impl Fn(&str) -> bool) {
         self.watermark = self.watermark.max(state.watermark);
+        for user in state.ended.iter().filter(|user| owns(user)) {
+            self.open.remove(user.as_str());
+        }
         for saved in state.open.into_iter().filter(|s| owns(&s.user_id)) {
             let user: Rc<str> = saved.user_id.into();
             let pages_visited = saved.pages_visited.iter().map(|p| self.intern(p)).collect();
@@ -330,16 +401,20 @@ impl Sessionizer {
                     last_ms: saved.last_ms,
                     event_count: saved.event_count,
                     pages_visited,
+                    changed: false,
                 },
             );
         }
+        // Parts of other workers may have passed other watermarks: an event of this part can be
+        // older than the largest restored.
         for event in state.pending.into_iter().filter(|e| owns(&e.user_id)) {
-            self.push(
+            self.buffer(
                 event.user_id,
                 event.event_id,
                 event.page_name.as_deref(),
                 event.time_ms,
                 event.boundary,
+                true,
             );
         }
         for (seen_ms, key) in state.recent_ids {
@@ -348,6 +423,23 @@ impl Sessionizer {
             self.recent_order.push_back((seen_ms, key));
         }
         self.recent_order.make_contiguous().sort_unstable();
+    }
+
+    /// Before restoring a part that amends: forgets the pending events of the users its writer
+    /// owned (`written_by`) that its watermark has passed, which that writer applied since the
+    /// checkpoint before.
+    pub fn forget_applied(&mut self, watermark: u64, written_by: impl Fn(&str) -> bool) {
+        let slots = self
+            .pending
+            .range_mut(..watermark.div_ceil(PENDING_SLOT_MS));
+        let mut forgotten = 0;
+        for events in slots.map(|(_, events)| events) {
+            let before = events.len();
+            events.retain(|e| e.time_ms >= watermark || !written_by(&e.user_id));
+            forgotten += before - events.len();
+        }
+        self.pending.retain(|_, events| !events.is_empty());
+        self.pending_count -= forgotten;
     }
 
     fn apply_pending_before(&mut self, watermark: u64, closed: &mut Vec<ClosedSession>) {
@@ -414,6 +506,7 @@ impl Sessionizer {
                 None => {
                     session.last_ms = time_ms;
                     session.event_count += 1;
+                    session.changed = true;
                     if let Some(page) = page {
                         visit(&mut session.pages_visited, page);
                     }
@@ -433,6 +526,7 @@ impl Sessionizer {
         }
         if boundary.ends {
             let (user, session) = self.open.remove_entry(&*user_id).expect("applied above");
+            self.ended.push(Rc::clone(&user));
             closed.push(finish(user, session, EndReason::Boundary));
         } else if let Some(user) = starts {
             self.deadlines
@@ -462,6 +556,7 @@ impl Sessionizer {
         }
         self.recent_ids.insert(key, time_ms);
         self.recent_order.push_back((time_ms, key));
+        self.recent_unsaved += 1;
         false
     }
 
@@ -485,6 +580,7 @@ impl OpenSession {
             last_ms: time_ms,
             event_count: 1,
             pages_visited: page.into_iter().collect(),
+            changed: true,
         }
     }
 }

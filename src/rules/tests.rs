@@ -267,46 +267,78 @@ fn arb_events() -> impl Strategy<Value = Vec<Ev>> {
     })
 }
 
-/// Like [`run`], but after `cut` events the state is checkpointed, encoded, and restored into
-/// `workers` fresh sessionizers that split the users between them, as a restart with another
-/// number of workers does.
-fn run_with_restart(
+/// Like [`run`], but the events run in stages, each on its own number of workers that split the
+/// users between them: a stage starts from the checkpoints the stages before it wrote (encoded
+/// and decoded, as a restart reads them) and writes one at its end, full or amending the one
+/// before, as a run that is restarted with other numbers of workers does.
+fn run_with_restarts(
     rules: SessionRules,
     events: &[Ev],
-    cut: usize,
-    workers: u64,
+    stages: &[(usize, u64, bool)],
 ) -> Vec<ClosedSession> {
-    let worker_of = |user: &str| xxhash_rust::xxh3::xxh3_64(user.as_bytes()) % workers;
     let max = events.iter().map(|e| e.3).max().unwrap_or(0);
     let watermark_after = |i: usize| {
         let rest_min = events[i + 1..].iter().map(|e| e.3).min();
         rest_min.unwrap_or(u64::MAX).min(max)
     };
     let mut closed = Vec::new();
-    let mut before = Sessionizer::new(rules);
-    for (i, (user, id, page, time, boundary)) in events.iter().enumerate().take(cut) {
-        before.push(user.as_str(), id.as_str(), Some(page), *time, *boundary);
-        before.advance(watermark_after(i), &mut closed);
-    }
-    // The borrowed view must read back as the owned state.
-    let encoded = bincode::serialize(&before.checkpoint()).unwrap();
-    let mut after: Vec<Sessionizer> = (0..workers)
-        .map(|worker| {
-            let state: SessionizerState = bincode::deserialize(&encoded).unwrap();
-            let mut sessionizer = Sessionizer::new(rules);
-            sessionizer.restore(state, |user| worker_of(user) == worker);
-            sessionizer
-        })
-        .collect();
-    for (i, (user, id, page, time, boundary)) in events.iter().enumerate().skip(cut) {
-        let sessionizer = &mut after[worker_of(user) as usize];
-        sessionizer.push(user.as_str(), id.as_str(), Some(page), *time, *boundary);
-        for sessionizer in &mut after {
-            sessionizer.advance(watermark_after(i), &mut closed);
+    // Each checkpoint: every worker's encoded part; the newest last, back to a full one.
+    let mut chain: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut next = 0;
+    for (stage, &(cut, workers, full)) in stages.iter().enumerate() {
+        let worker_of = |user: &str| xxhash_rust::xxh3::xxh3_64(user.as_bytes()) % workers;
+        let mut sessionizers: Vec<Sessionizer> = (0..workers)
+            .map(|worker| {
+                let mut sessionizer = Sessionizer::new(rules);
+                for parts in &chain {
+                    let writers = parts.len() as u64;
+                    for (writer, part) in (0..).zip(parts) {
+                        let state: SessionizerState = bincode::deserialize(part).unwrap();
+                        if !state.full {
+                            sessionizer.forget_applied(state.watermark, |user| {
+                                xxhash_rust::xxh3::xxh3_64(user.as_bytes()) % writers == writer
+                            });
+                        }
+                        sessionizer.restore(state, |user| worker_of(user) == worker);
+                    }
+                }
+                sessionizer
+            })
+            .collect();
+        let last_stage = stage + 1 == stages.len();
+        let end = if last_stage {
+            events.len()
+        } else {
+            cut.max(next)
+        };
+        for (i, (user, id, page, time, boundary)) in events.iter().enumerate().take(end).skip(next)
+        {
+            let sessionizer = &mut sessionizers[worker_of(user) as usize];
+            sessionizer.push(user.as_str(), id.as_str(), Some(page), *time, *boundary);
+            for sessionizer in &mut sessionizers {
+                sessionizer.advance(watermark_after(i), &mut closed);
+            }
         }
-    }
-    for sessionizer in &mut after {
-        sessionizer.finish(max, &mut closed);
+        next = end;
+        if last_stage {
+            for sessionizer in &mut sessionizers {
+                sessionizer.finish(max, &mut closed);
+            }
+        } else {
+            // The borrowed view must read back as the owned state.
+            let parts = sessionizers
+                .iter_mut()
+                .map(|sessionizer| {
+                    let part = bincode::serialize(&sessionizer.checkpoint(full)).unwrap();
+                    sessionizer.saved();
+                    part
+                })
+                .collect();
+            if full {
+                chain.clear();
+            }
+            chain.push(parts);
+        }
     }
     closed.sort();
     closed
@@ -336,9 +368,30 @@ proptest! {
     ) {
         let cut = (events.len() as f64 * cut_fraction) as usize;
         prop_assert_eq!(
-            run_with_restart(rules(), &events, cut, workers),
+            run_with_restarts(rules(), &events, &[(cut, 2, true), (0, workers, true)]),
             reference(rules(), &events)
         );
+    }
+
+    #[test]
+    fn checkpoints_that_amend_restore_as_a_full_one(
+        events in arb_events(),
+        stages in proptest::collection::vec((0.0f64..=1.0, 1u64..4, proptest::bool::weighted(0.3)), 1..6),
+        workers in 1u64..4,
+    ) {
+        let mut stages: Vec<(usize, u64, bool)> = stages
+            .into_iter()
+            .map(|(at, workers, full)| ((events.len() as f64 * at) as usize, workers, full))
+            .collect();
+        stages.sort_by_key(|stage| stage.0);
+        stages.push((events.len(), workers, false));
+        prop_assert_eq!(
+            run_with_restarts(rules(), &events, &stages),
+            reference(rules(), &events)
+        );
+        // Without de-duplication, an event restored twice would count twice.
+        let tight = SessionRules { inactivity_ms: MIN, max_duration_ms: 3 * MIN, dedup_window_ms: 0 };
+        prop_assert_eq!(run_with_restarts(tight, &events, &stages), reference(tight, &events));
     }
 
     #[test]
