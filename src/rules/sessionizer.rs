@@ -126,14 +126,14 @@ impl Serialize for SavedState<'_> {
             time_ms: event.time_ms,
             boundary: event.boundary,
         });
-        let unsaved = if full {
+        let recent_to_save = if full {
             state.recent_order.len()
         } else {
             state.recent_unsaved.min(state.recent_order.len())
         };
         let recent = state
             .recent_order
-            .range(state.recent_order.len() - unsaved..)
+            .range(state.recent_order.len() - recent_to_save..)
             .filter(|(seen_ms, key)| state.recent_ids.get(key) == Some(seen_ms))
             .copied()
             .collect::<Vec<_>>();
