@@ -44,8 +44,8 @@ fn open_sessions(sessions: u64) -> Sessionizer {
     for step in 0..3u64 {
         for user in 0..sessions {
             sessionizer.push(
-                user_id(user),
-                format!("{}-{step}", user_id(user ^ u64::MAX)),
+                &user_id(user),
+                &format!("{}-{step}", user_id(user ^ u64::MAX)),
                 Some(pages[((user + step) % 5) as usize]),
                 START_MS + step * MINUTE_MS + user % 1000,
                 Boundary::NONE,
@@ -64,8 +64,8 @@ fn one_percent_more(sessionizer: &mut Sessionizer, sessions: u64) {
     for user in (0..sessions).step_by(100) {
         let time = START_MS + 21 * MINUTE_MS + user % 1000;
         sessionizer.push(
-            user_id(user),
-            format!("{}-3", user_id(user ^ u64::MAX)),
+            &user_id(user),
+            &format!("{}-3", user_id(user ^ u64::MAX)),
             Some("checkout"),
             time,
             Boundary::NONE,

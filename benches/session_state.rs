@@ -48,8 +48,8 @@ fn main() {
                 let event_id = format!("e-{user}-{round}");
                 let page = pages[((user + round) % pages.len() as u64) as usize];
                 sessionizer.push(
-                    user_id,
-                    event_id,
+                    &user_id,
+                    &event_id,
                     Some(page),
                     start + round * 60_000,
                     Boundary::NONE,

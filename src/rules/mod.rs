@@ -239,6 +239,7 @@ pub fn session_id(user_id: &str, start_ms: u64) -> Uuid {
     )
 }
 
+mod open_sessions;
 mod sessionizer;
 #[cfg(test)]
 mod tests;

@@ -8,9 +8,8 @@ use std::rc::Rc;
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Boundary, ClosedSession, EndReason, MAX_INTERNED_PAGES, MAX_PAGES_PER_SESSION, SessionRules,
-};
+use super::open_sessions::{OpenSession, OpenSessions, SlotNumber};
+use super::{Boundary, ClosedSession, EndReason, MAX_INTERNED_PAGES, SessionRules};
 
 /// A [`Sessionizer`]'s state in a form that can be written to a checkpoint and read back by
 /// another process, possibly with another number of workers.
@@ -101,10 +100,16 @@ impl Serialize for SavedState<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let (state, full) = (self.sessionizer, self.full);
-        let saved = |session: &&OpenSession| full || session.changed;
+        let saved_sessions = || -> Box<dyn Iterator<Item = (&str, &OpenSession)>> {
+            if full {
+                Box::new(state.open.iter())
+            } else {
+                Box::new(state.open.changed())
+            }
+        };
         let open = Counted {
-            remaining: state.open.values().filter(saved).count(),
-            items: state.open.iter().filter(|(_, session)| saved(session)),
+            remaining: saved_sessions().count(),
+            items: saved_sessions(),
         }
         .map(|(user, session)| SavedSessionRef {
             user_id: user,
@@ -114,14 +119,21 @@ impl Serialize for SavedState<'_> {
             pages_visited: Seq::new(session.pages_visited.iter().map(|p| &**p)),
         });
         let ended: &[Rc<str>] = if full { &[] } else { &state.ended };
-        let unsaved = |event: &&PendingEvent| full || !event.saved;
+        let unsaved = |(_, event): &(&PendingSlot, &PendingEvent)| full || !event.saved;
+        let pending_events = || {
+            state
+                .pending
+                .values()
+                .flat_map(|slot| slot.events.iter().map(move |event| (slot, event)))
+                .filter(unsaved)
+        };
         let pending = Counted {
-            remaining: state.pending.values().flatten().filter(unsaved).count(),
-            items: state.pending.values().flatten().filter(unsaved),
+            remaining: pending_events().count(),
+            items: pending_events(),
         }
-        .map(|event| SavedEventRef {
-            user_id: &event.user_id,
-            event_id: &event.event_id,
+        .map(|(slot, event)| SavedEventRef {
+            user_id: event.user_id(&slot.ids),
+            event_id: event.event_id(&slot.ids),
             page_name: event.page_name.as_deref(),
             time_ms: event.time_ms,
             boundary: event.boundary,
@@ -135,7 +147,7 @@ impl Serialize for SavedState<'_> {
             .recent_order
             .range(state.recent_order.len() - recent_to_save..)
             .filter(|(seen_ms, key)| state.recent_ids.get(key) == Some(seen_ms))
-            .copied()
+            .map(|&(seen_ms, key)| (seen_ms, key.to_u128()))
             .collect::<Vec<_>>();
         let mut out = serializer.serialize_struct("SessionizerState", 6)?;
         out.serialize_field("watermark", &state.watermark)?;
@@ -173,26 +185,80 @@ struct SavedEventRef<'a> {
 /// event and a watermark releases whole slots at once.
 const PENDING_SLOT_MS: u64 = 1000;
 
-/// An event waiting for the watermark to pass its time.
+/// The events of one slot of event time. Their ids share one buffer, so that buffering an event
+/// allocates nothing of its own.
+#[derive(Debug, Default)]
+struct PendingSlot {
+    events: Vec<PendingEvent>,
+    /// Each event's user id followed by its event id. The bytes of events applied or forgotten
+    /// while others remain stay until the slot is dropped.
+    ids: String,
+}
+
+/// An event waiting for the watermark to pass its time; its ids are in its slot.
 #[derive(Debug)]
 struct PendingEvent {
     time_ms: u64,
-    user_id: Box<str>,
-    event_id: Box<str>,
+    /// Where its user id starts in the slot's `ids`.
+    ids_at: usize,
+    user_len: u32,
+    event_id_len: u32,
     page_name: Option<Rc<str>>,
     boundary: Boundary,
     /// In a saved checkpoint already.
     saved: bool,
 }
 
-#[derive(Debug)]
-struct OpenSession {
-    start_ms: u64,
-    last_ms: u64,
-    event_count: u64,
-    pages_visited: Vec<Rc<str>>,
-    /// Changed since the last checkpoint was saved.
-    changed: bool,
+impl PendingSlot {
+    fn push(&mut self, user_id: &str, event_id: &str, event: PendingEvent) {
+        let length =
+            |id: &str| u32::try_from(id.len()).expect("ids are bounded by --max-event-bytes");
+        let event = PendingEvent {
+            ids_at: self.ids.len(),
+            user_len: length(user_id),
+            event_id_len: length(event_id),
+            ..event
+        };
+        self.ids.push_str(user_id);
+        self.ids.push_str(event_id);
+        self.events.push(event);
+    }
+}
+
+impl PendingEvent {
+    /// Its user id, from its slot's `ids`.
+    fn user_id<'a>(&self, ids: &'a str) -> &'a str {
+        &ids[self.ids_at..self.ids_at + self.user_len as usize]
+    }
+
+    /// Its event id, from its slot's `ids`.
+    fn event_id<'a>(&self, ids: &'a str) -> &'a str {
+        let at = self.ids_at + self.user_len as usize;
+        &ids[at..at + self.event_id_len as usize]
+    }
+}
+
+/// A key of the de-duplication window: the 128-bit hash of `(user, event_id)`, as two words so
+/// that an entry aligns to 8 bytes rather than 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct IdKey([u64; 2]);
+
+impl IdKey {
+    fn of(user_id: &str, event_id: &str) -> Self {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(user_id.as_bytes());
+        hasher.update(&[0x1f]);
+        hasher.update(event_id.as_bytes());
+        Self::from_u128(hasher.digest128())
+    }
+
+    fn from_u128(key: u128) -> Self {
+        IdKey([(key >> 64) as u64, key as u64])
+    }
+
+    fn to_u128(self) -> u128 {
+        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
+    }
 }
 
 /// The sessions of a set of users, advanced by a watermark. See the module documentation.
@@ -200,17 +266,21 @@ struct OpenSession {
 pub struct Sessionizer {
     rules: SessionRules,
     /// Events not yet applied, by slot of event time.
-    pending: BTreeMap<u64, Vec<PendingEvent>>,
+    pending: BTreeMap<u64, PendingSlot>,
+    /// The latest slot an event was buffered in.
+    newest_slot: u64,
     pending_count: usize,
-    open: HashMap<Rc<str>, OpenSession, RandomState>,
+    open: OpenSessions,
     /// Candidate close times (`last + inactivity`) of the sessions started at `start`, by
-    /// `(deadline, user, start)`; an entry whose session has moved on is re-queued at its current
-    /// deadline when it surfaces, and one whose session has ended is dropped.
-    deadlines: BinaryHeap<Reverse<(u64, Rc<str>, u64)>>,
+    /// `(deadline, slot, start)`; an entry whose session has moved on is re-queued at its current
+    /// deadline when it surfaces, and one whose session has ended is dropped. A session closes
+    /// only at its current deadline, so an entry that outlived its session and finds another in
+    /// its slot does no harm.
+    deadlines: BinaryHeap<Reverse<(u64, SlotNumber, u64)>>,
     /// Applied `(user, event_id)` hashes still inside the de-duplication window, with their times
     /// in application order (which is time order) for expiry.
-    recent_ids: HashMap<u128, u64, RandomState>,
-    recent_order: VecDeque<(u64, u128)>,
+    recent_ids: HashMap<IdKey, u64, RandomState>,
+    recent_order: VecDeque<(u64, IdKey)>,
     /// How many of `recent_order`'s newest entries the last saved checkpoint lacks.
     recent_unsaved: usize,
     /// Users whose session ended since the last checkpoint was saved.
@@ -226,8 +296,9 @@ impl Sessionizer {
         Sessionizer {
             rules,
             pending: BTreeMap::new(),
+            newest_slot: 0,
             pending_count: 0,
-            open: HashMap::default(),
+            open: OpenSessions::default(),
             deadlines: BinaryHeap::new(),
             recent_ids: HashMap::default(),
             recent_order: VecDeque::new(),
@@ -246,8 +317,8 @@ impl Sessionizer {
     /// events elsewhere, since the sessions they belong to may be closed already.
     pub fn push(
         &mut self,
-        user_id: impl Into<Box<str>>,
-        event_id: impl Into<Box<str>>,
+        user_id: &str,
+        event_id: &str,
         page_name: Option<&str>,
         time_ms: u64,
         boundary: Boundary,
@@ -262,23 +333,35 @@ impl Sessionizer {
 
     fn buffer(
         &mut self,
-        user_id: impl Into<Box<str>>,
-        event_id: impl Into<Box<str>>,
+        user_id: &str,
+        event_id: &str,
         page_name: Option<&str>,
         time_ms: u64,
         boundary: Boundary,
         saved: bool,
     ) {
         let page_name = page_name.map(|page| self.intern(page));
-        let slot = self.pending.entry(time_ms / PENDING_SLOT_MS).or_default();
-        slot.push(PendingEvent {
+        let key = time_ms / PENDING_SLOT_MS;
+        if key > self.newest_slot {
+            // Events come mostly in time order, so the newest slot before this one is mostly
+            // complete: give back its spare capacity (up to half of it) while it waits.
+            if let Some(complete) = self.pending.get_mut(&self.newest_slot) {
+                complete.events.shrink_to_fit();
+                complete.ids.shrink_to_fit();
+            }
+            self.newest_slot = key;
+        }
+        let slot = self.pending.entry(key).or_default();
+        let event = PendingEvent {
             time_ms,
-            user_id: user_id.into(),
-            event_id: event_id.into(),
+            ids_at: 0,
+            user_len: 0,
+            event_id_len: 0,
             page_name,
             boundary,
             saved,
-        });
+        };
+        slot.push(user_id, event_id, event);
         self.pending_count += 1;
     }
 
@@ -300,17 +383,17 @@ impl Sessionizer {
             if *deadline >= watermark {
                 break;
             }
-            let Reverse((deadline, user, start)) = self.deadlines.pop().expect("peeked");
-            let Some(session) = self.open.get(&user).filter(|s| s.start_ms == start) else {
+            let Reverse((deadline, slot, start)) = self.deadlines.pop().expect("peeked");
+            let Some((_, session)) = self.open.slot(slot).filter(|(_, s)| s.start_ms == start)
+            else {
                 continue;
             };
             let current = session.last_ms + self.rules.inactivity_ms;
             if current == deadline {
-                let session = self.open.remove(&user).expect("found above");
-                self.ended.push(Rc::clone(&user));
-                closed.push(finish(user, session, EndReason::Inactivity));
+                let (user, session) = self.open.remove_slot(slot).expect("found above");
+                self.close(user.into(), session, EndReason::Inactivity, closed);
             } else {
-                self.deadlines.push(Reverse((current, user, start)));
+                self.deadlines.push(Reverse((current, slot, start)));
             }
         }
     }
@@ -322,14 +405,14 @@ impl Sessionizer {
         self.apply_pending_before(u64::MAX, closed);
         self.watermark = u64::MAX;
         self.deadlines.clear();
-        for (user, session) in self.open.drain() {
-            self.ended.push(Rc::clone(&user));
-            let reason = if session.last_ms + self.rules.inactivity_ms < max_event_time_ms {
+        let inactivity_ms = self.rules.inactivity_ms;
+        for (user, session) in self.open.drain().collect::<Vec<_>>() {
+            let reason = if session.last_ms + inactivity_ms < max_event_time_ms {
                 EndReason::Inactivity
             } else {
                 EndReason::EndOfInput
             };
-            closed.push(finish(user, session, reason));
+            self.close(user.into(), session, reason, closed);
         }
     }
 
@@ -360,10 +443,8 @@ impl Sessionizer {
     /// Records that the last [`checkpoint`](Self::checkpoint) was saved: the next one that is not
     /// full holds what changes from now on.
     pub fn saved(&mut self) {
-        for session in self.open.values_mut() {
-            session.changed = false;
-        }
-        for event in self.pending.values_mut().flatten() {
+        self.open.saved();
+        for event in self.pending.values_mut().flat_map(|slot| &mut slot.events) {
             event.saved = true;
         }
         self.ended.clear();
@@ -384,33 +465,29 @@ impl Sessionizer {
     pub fn restore(&mut self, state: SessionizerState, owns: impl Fn(&str) -> bool) {
         self.watermark = self.watermark.max(state.watermark);
         for user in state.ended.iter().filter(|user| owns(user)) {
-            self.open.remove(user.as_str());
+            self.open.remove(user);
         }
         for saved in state.open.into_iter().filter(|s| owns(&s.user_id)) {
-            let user: Rc<str> = saved.user_id.into();
             let pages_visited = saved.pages_visited.iter().map(|p| self.intern(p)).collect();
+            let session = OpenSession::restored(
+                saved.start_ms,
+                saved.last_ms,
+                saved.event_count,
+                pages_visited,
+            );
+            let slot = self.open.insert(&saved.user_id, session);
             self.deadlines.push(Reverse((
                 saved.last_ms + self.rules.inactivity_ms,
-                Rc::clone(&user),
+                slot,
                 saved.start_ms,
             )));
-            self.open.insert(
-                user,
-                OpenSession {
-                    start_ms: saved.start_ms,
-                    last_ms: saved.last_ms,
-                    event_count: saved.event_count,
-                    pages_visited,
-                    changed: false,
-                },
-            );
         }
         // Parts of other workers may have passed other watermarks: an event of this part can be
         // older than the largest restored.
         for event in state.pending.into_iter().filter(|e| owns(&e.user_id)) {
             self.buffer(
-                event.user_id,
-                event.event_id,
+                &event.user_id,
+                &event.event_id,
                 event.page_name.as_deref(),
                 event.time_ms,
                 event.boundary,
@@ -418,6 +495,7 @@ impl Sessionizer {
             );
         }
         for (seen_ms, key) in state.recent_ids {
+            let key = IdKey::from_u128(key);
             let newest = self.recent_ids.entry(key).or_insert(seen_ms);
             *newest = (*newest).max(seen_ms);
             self.recent_order.push_back((seen_ms, key));
@@ -433,105 +511,132 @@ impl Sessionizer {
             .pending
             .range_mut(..watermark.div_ceil(PENDING_SLOT_MS));
         let mut forgotten = 0;
-        for events in slots.map(|(_, events)| events) {
+        for PendingSlot { events, ids } in slots.map(|(_, slot)| slot) {
             let before = events.len();
-            events.retain(|e| e.time_ms >= watermark || !written_by(&e.user_id));
+            events.retain(|e| e.time_ms >= watermark || !written_by(e.user_id(ids)));
             forgotten += before - events.len();
         }
-        self.pending.retain(|_, events| !events.is_empty());
+        self.pending.retain(|_, slot| !slot.events.is_empty());
         self.pending_count -= forgotten;
     }
 
     fn apply_pending_before(&mut self, watermark: u64, closed: &mut Vec<ClosedSession>) {
-        let mut ready = Vec::new();
-        while let Some(mut slot) = self.pending.first_entry() {
-            let slot_start = *slot.key() * PENDING_SLOT_MS;
-            if slot_start.saturating_add(PENDING_SLOT_MS) <= watermark {
-                let events = slot.remove();
-                if ready.is_empty() {
-                    ready = events;
-                } else {
-                    ready.extend(events);
-                }
+        // Slots hold disjoint spans of time, so applying them one after the other, each sorted,
+        // applies every event in time order.
+        while let Some(mut first) = self.pending.first_entry() {
+            let slot_start = *first.key() * PENDING_SLOT_MS;
+            if slot_start >= watermark {
+                break;
+            }
+            let mut ready = if slot_start.saturating_add(PENDING_SLOT_MS) <= watermark {
+                first.remove()
             } else {
-                if slot_start < watermark {
-                    let events = slot.get_mut();
-                    let mut i = 0;
-                    while i < events.len() {
-                        if events[i].time_ms < watermark {
-                            ready.push(events.swap_remove(i));
-                        } else {
-                            i += 1;
-                        }
+                let PendingSlot { events, ids } = first.get_mut();
+                let mut ready = PendingSlot::default();
+                events.retain(|e| {
+                    let keep = e.time_ms >= watermark;
+                    if !keep {
+                        let event = PendingEvent {
+                            page_name: e.page_name.clone(),
+                            ..*e
+                        };
+                        ready.push(e.user_id(ids), e.event_id(ids), event);
                     }
-                }
+                    keep
+                });
+                ready
+            };
+            self.pending_count -= ready.events.len();
+            let PendingSlot { events, ids } = &mut ready;
+            events.sort_unstable_by(|a, b| {
+                (a.time_ms, a.event_id(ids), &a.page_name, a.boundary).cmp(&(
+                    b.time_ms,
+                    b.event_id(ids),
+                    &b.page_name,
+                    b.boundary,
+                ))
+            });
+            for event in ready.events.drain(..) {
+                let (user_id, event_id) = (event.user_id(&ready.ids), event.event_id(&ready.ids));
+                self.apply(user_id, event_id, event, closed);
+            }
+            if slot_start.saturating_add(PENDING_SLOT_MS) > watermark {
                 break;
             }
         }
-        self.pending_count -= ready.len();
-        ready.sort_unstable_by(|a, b| {
-            (a.time_ms, &a.event_id, &a.page_name, a.boundary).cmp(&(
-                b.time_ms,
-                &b.event_id,
-                &b.page_name,
-                b.boundary,
-            ))
-        });
-        for event in ready {
-            self.apply(event, closed);
-        }
     }
 
-    fn apply(&mut self, event: PendingEvent, closed: &mut Vec<ClosedSession>) {
+    fn apply(
+        &mut self,
+        user_id: &str,
+        event_id: &str,
+        event: PendingEvent,
+        closed: &mut Vec<ClosedSession>,
+    ) {
         let time_ms = event.time_ms;
-        if self.is_duplicate(time_ms, &event) {
+        if self.is_duplicate(time_ms, user_id, event_id) {
             self.duplicates += 1;
             return;
         }
-        let (user_id, page, boundary, rules) =
-            (event.user_id, event.page_name, event.boundary, self.rules);
-        // A session that starts here needs a deadline, unless a boundary ends it right away.
-        let mut starts = None;
-        if let Some(session) = self.open.get_mut(&*user_id) {
-            let reason = if time_ms - session.last_ms > rules.inactivity_ms {
-                Some(EndReason::Inactivity)
-            } else if time_ms - session.start_ms > rules.max_duration_ms {
-                Some(EndReason::MaxDuration)
-            } else if boundary.starts {
-                Some(EndReason::Boundary)
-            } else {
-                None
-            };
-            match reason {
-                None => {
-                    session.last_ms = time_ms;
-                    session.event_count += 1;
-                    session.changed = true;
-                    if let Some(page) = page {
-                        visit(&mut session.pages_visited, page);
+        let (page, boundary, rules) = (event.page_name, event.boundary, self.rules);
+        let (slot, starts) = match self.open.find(user_id) {
+            Some(slot) => {
+                let session = self.open.session_mut(slot);
+                let reason = if time_ms - session.last_ms > rules.inactivity_ms {
+                    Some(EndReason::Inactivity)
+                } else if time_ms - session.start_ms > rules.max_duration_ms {
+                    Some(EndReason::MaxDuration)
+                } else if boundary.starts {
+                    Some(EndReason::Boundary)
+                } else {
+                    None
+                };
+                match reason {
+                    None => {
+                        session.last_ms = time_ms;
+                        session.event_count += 1;
+                        if let Some(page) = page {
+                            session.visit(page);
+                        }
+                        self.open.mark_changed(slot);
+                        (slot, false)
+                    }
+                    Some(reason) => {
+                        let ended = self
+                            .open
+                            .replace(slot, OpenSession::starting(time_ms, page));
+                        closed.push(finish(user_id.into(), ended, reason));
+                        (slot, true)
                     }
                 }
-                Some(reason) => {
-                    let ended = std::mem::replace(session, OpenSession::starting(time_ms, page));
-                    let user: Rc<str> = Rc::from(&*user_id);
-                    closed.push(finish(Rc::clone(&user), ended, reason));
-                    starts = Some(user);
-                }
             }
-        } else {
-            let user: Rc<str> = Rc::from(&*user_id);
-            self.open
-                .insert(Rc::clone(&user), OpenSession::starting(time_ms, page));
-            starts = Some(user);
-        }
+            None => {
+                let slot = self
+                    .open
+                    .insert(user_id, OpenSession::starting(time_ms, page));
+                (slot, true)
+            }
+        };
+        // A session that starts here needs a deadline, unless a boundary ends it right away.
         if boundary.ends {
-            let (user, session) = self.open.remove_entry(&*user_id).expect("applied above");
-            self.ended.push(Rc::clone(&user));
-            closed.push(finish(user, session, EndReason::Boundary));
-        } else if let Some(user) = starts {
+            let (user, session) = self.open.remove_slot(slot).expect("applied above");
+            self.close(user.into(), session, EndReason::Boundary, closed);
+        } else if starts {
             self.deadlines
-                .push(Reverse((time_ms + rules.inactivity_ms, user, time_ms)));
+                .push(Reverse((time_ms + rules.inactivity_ms, slot, time_ms)));
         }
+    }
+
+    /// Ends a session that is no longer open: a row, and an ended user for the checkpoint.
+    fn close(
+        &mut self,
+        user: Rc<str>,
+        session: OpenSession,
+        reason: EndReason,
+        closed: &mut Vec<ClosedSession>,
+    ) {
+        self.ended.push(Rc::clone(&user));
+        closed.push(finish(user, session, reason));
     }
 
     /// Forgets the event ids that no event at `time_ms` or later can duplicate.
@@ -548,9 +653,9 @@ impl Sessionizer {
         }
     }
 
-    fn is_duplicate(&mut self, time_ms: u64, event: &PendingEvent) -> bool {
+    fn is_duplicate(&mut self, time_ms: u64, user_id: &str, event_id: &str) -> bool {
         self.expire_recent_ids(time_ms);
-        let key = id_key(&event.user_id, &event.event_id);
+        let key = IdKey::of(user_id, event_id);
         if self.recent_ids.contains_key(&key) {
             return true;
         }
@@ -573,39 +678,13 @@ impl Sessionizer {
     }
 }
 
-impl OpenSession {
-    fn starting(time_ms: u64, page: Option<Rc<str>>) -> Self {
-        OpenSession {
-            start_ms: time_ms,
-            last_ms: time_ms,
-            event_count: 1,
-            pages_visited: page.into_iter().collect(),
-            changed: true,
-        }
-    }
-}
-
-fn visit(pages: &mut Vec<Rc<str>>, page: Rc<str>) {
-    if pages.len() < MAX_PAGES_PER_SESSION && !pages.iter().any(|p| **p == *page) {
-        pages.push(page);
-    }
-}
-
 fn finish(user_id: Rc<str>, session: OpenSession, end_reason: EndReason) -> ClosedSession {
     ClosedSession {
         user_id,
         start_ms: session.start_ms,
         end_ms: session.last_ms,
         event_count: session.event_count,
-        pages_visited: session.pages_visited,
+        pages_visited: session.pages_visited.into_vec(),
         end_reason,
     }
-}
-
-fn id_key(user_id: &str, event_id: &str) -> u128 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    hasher.update(user_id.as_bytes());
-    hasher.update(&[0x1f]);
-    hasher.update(event_id.as_bytes());
-    hasher.digest128()
 }

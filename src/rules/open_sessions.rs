@@ -1,0 +1,298 @@
+//! [`OpenSessions`]: the open session of each user, in about 150 bytes a session.
+//!
+//! A map from user id to session would spend most of its memory on its own table: hash tables
+//! keep a quarter to a half of their buckets empty, and a bucket here would hold the whole entry.
+//! Instead the entries live in a dense vector of slots, the table holds only 4-byte slot numbers,
+//! and a slot number also names the session in the sessionizer's deadlines.
+
+use std::hash::BuildHasher;
+use std::rc::Rc;
+
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+
+use super::MAX_PAGES_PER_SESSION;
+
+#[derive(Debug)]
+pub(super) struct OpenSession {
+    pub start_ms: u64,
+    pub last_ms: u64,
+    pub event_count: u64,
+    /// Exactly as long as it needs to be: a session visits few pages and gains them rarely, and
+    /// a million sessions' spare capacity would cost more than the reallocations.
+    pub pages_visited: Box<[Rc<str>]>,
+    /// Changed since the last checkpoint was saved.
+    pub changed: bool,
+    /// Its slot is in `OpenSessions::changed`; kept by the vacant slot when the session ends.
+    listed: bool,
+}
+
+impl OpenSession {
+    pub fn starting(time_ms: u64, page: Option<Rc<str>>) -> Self {
+        OpenSession {
+            start_ms: time_ms,
+            last_ms: time_ms,
+            event_count: 1,
+            pages_visited: page.into_iter().collect(),
+            changed: true,
+            listed: false,
+        }
+    }
+
+    /// A session as a checkpoint saved it: unchanged since.
+    pub fn restored(
+        start_ms: u64,
+        last_ms: u64,
+        event_count: u64,
+        pages_visited: Box<[Rc<str>]>,
+    ) -> Self {
+        OpenSession {
+            start_ms,
+            last_ms,
+            event_count,
+            pages_visited,
+            changed: false,
+            listed: false,
+        }
+    }
+
+    /// Adds a page to the pages visited, unless it is there already or the list is full.
+    pub fn visit(&mut self, page: Rc<str>) {
+        let pages = &mut self.pages_visited;
+        if pages.len() < MAX_PAGES_PER_SESSION && !pages.iter().any(|p| **p == *page) {
+            let mut grown = std::mem::take(pages).into_vec();
+            grown.reserve_exact(1);
+            grown.push(page);
+            *pages = grown.into_boxed_slice();
+        }
+    }
+}
+
+/// The number of a slot in [`OpenSessions`]: it names a session while the session is open, and
+/// is reused by another once it ends.
+pub(super) type SlotNumber = u32;
+
+#[derive(Debug)]
+struct Slot {
+    /// `None` while the slot is vacant.
+    user_id: Option<Box<str>>,
+    session: OpenSession,
+}
+
+/// The open sessions, one per user, by user id.
+#[derive(Debug, Default)]
+pub(super) struct OpenSessions {
+    /// Slot numbers, found by the hash of their slot's user id.
+    index: HashTable<SlotNumber>,
+    slots: Vec<Slot>,
+    /// Vacant slots, reused before the vector grows.
+    vacant: Vec<SlotNumber>,
+    /// The slots whose session changed since [`saved`](Self::saved), each once, so that a
+    /// checkpoint of the changes costs what changed rather than a walk over every session.
+    changed: Vec<SlotNumber>,
+    hasher: RandomState,
+}
+
+impl OpenSessions {
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The slot of a user's open session.
+    pub fn find(&self, user_id: &str) -> Option<SlotNumber> {
+        let slots = &self.slots;
+        self.index
+            .find(self.hasher.hash_one(user_id), |&n| {
+                slots[n as usize].user_id.as_deref() == Some(user_id)
+            })
+            .copied()
+    }
+
+    /// The session in an occupied slot.
+    pub fn session_mut(&mut self, slot: SlotNumber) -> &mut OpenSession {
+        let slot = &mut self.slots[slot as usize];
+        debug_assert!(slot.user_id.is_some(), "a vacant slot");
+        &mut slot.session
+    }
+
+    /// The user and session in a slot, if it is occupied.
+    pub fn slot(&self, slot: SlotNumber) -> Option<(&str, &OpenSession)> {
+        let Slot { user_id, session } = self.slots.get(slot as usize)?;
+        Some((user_id.as_deref()?, session))
+    }
+
+    /// Opens a session for a user, replacing the user's open one if any; returns its slot.
+    pub fn insert(&mut self, user_id: &str, session: OpenSession) -> SlotNumber {
+        if let Some(slot) = self.find(user_id) {
+            self.replace(slot, session);
+            return slot;
+        }
+        let number = match self.vacant.pop() {
+            Some(number) => {
+                self.slots[number as usize].user_id = Some(user_id.into());
+                number
+            }
+            None => {
+                self.slots.push(Slot {
+                    user_id: Some(user_id.into()),
+                    session: OpenSession::starting(0, None),
+                });
+                SlotNumber::try_from(self.slots.len() - 1)
+                    .expect("fewer than 4 billion open sessions per worker")
+            }
+        };
+        self.replace(number, session);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index
+            .insert_unique(hasher.hash_one(user_id), number, |&n| {
+                hasher.hash_one(slots[n as usize].user_id.as_deref().expect("indexed"))
+            });
+        number
+    }
+
+    /// Puts a session in an occupied slot in place of the one there; returns that one.
+    pub fn replace(&mut self, slot: SlotNumber, mut session: OpenSession) -> OpenSession {
+        let current = &mut self.slots[slot as usize].session;
+        session.listed = current.listed;
+        let changed = session.changed;
+        let replaced = std::mem::replace(current, session);
+        if changed {
+            self.mark_changed(slot);
+        }
+        replaced
+    }
+
+    /// Records that the session in a slot changed since the last saved checkpoint.
+    pub fn mark_changed(&mut self, slot: SlotNumber) {
+        let session = &mut self.slots[slot as usize].session;
+        session.changed = true;
+        if !session.listed {
+            session.listed = true;
+            self.changed.push(slot);
+        }
+    }
+
+    /// The sessions changed since the last [`saved`](Self::saved), each once.
+    pub fn changed(&self) -> impl Iterator<Item = (&str, &OpenSession)> {
+        self.changed
+            .iter()
+            .filter_map(|&slot| self.slot(slot))
+            .filter(|(_, session)| session.changed)
+    }
+
+    /// Records that a checkpoint holding every change so far was saved.
+    pub fn saved(&mut self) {
+        for slot in self.changed.drain(..) {
+            let session = &mut self.slots[slot as usize].session;
+            session.changed = false;
+            session.listed = false;
+        }
+    }
+
+    /// Closes the session in a slot.
+    pub fn remove_slot(&mut self, slot: SlotNumber) -> Option<(Box<str>, OpenSession)> {
+        let user_id = self.slots.get(slot as usize)?.user_id.as_deref()?;
+        let hash = self.hasher.hash_one(user_id);
+        if let Ok(entry) = self.index.find_entry(hash, |&n| n == slot) {
+            entry.remove();
+        }
+        self.vacant.push(slot);
+        let Slot { user_id, session } = &mut self.slots[slot as usize];
+        let vacancy = OpenSession {
+            listed: session.listed,
+            ..OpenSession::restored(0, 0, 0, Box::default())
+        };
+        let user_id = user_id.take().expect("occupied");
+        Some((user_id, std::mem::replace(session, vacancy)))
+    }
+
+    /// Closes a user's session.
+    pub fn remove(&mut self, user_id: &str) -> Option<(Box<str>, OpenSession)> {
+        let slot = self.find(user_id)?;
+        self.remove_slot(slot)
+    }
+
+    /// The open sessions, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &OpenSession)> {
+        self.slots
+            .iter()
+            .filter_map(|slot| Some((slot.user_id.as_deref()?, &slot.session)))
+    }
+
+    /// Closes every session.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Box<str>, OpenSession)> {
+        self.index.clear();
+        self.vacant.clear();
+        self.changed.clear();
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter_map(|slot| Some((slot.user_id?, slot.session)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_reused_and_users_found_after_removals() {
+        let mut open = OpenSessions::default();
+        let a = open.insert("a", OpenSession::starting(1, None));
+        let b = open.insert("b", OpenSession::starting(2, None));
+        assert_ne!(a, b);
+        assert_eq!(open.remove("a").map(|(user, _)| user), Some("a".into()));
+        assert!(open.find("a").is_none());
+        assert!(open.slot(a).is_none());
+        let c = open.insert("c", OpenSession::starting(3, None));
+        assert_eq!(c, a, "a vacant slot is reused");
+        assert_eq!(open.find("b"), Some(b));
+        assert_eq!(
+            open.slot(c).map(|(user, s)| (user, s.start_ms)),
+            Some(("c", 3))
+        );
+        assert_eq!(
+            open.insert("b", OpenSession::starting(4, None)),
+            b,
+            "replaced in place"
+        );
+        assert_eq!(open.len(), 2);
+        let mut all: Vec<_> = open.drain().map(|(u, s)| (u, s.start_ms)).collect();
+        all.sort();
+        assert_eq!(all, [("b".into(), 4), ("c".into(), 3)]);
+        assert_eq!(open.len(), 0);
+    }
+
+    #[test]
+    fn each_changed_session_is_listed_once_until_saved() {
+        let mut open = OpenSessions::default();
+        let a = open.insert("a", OpenSession::starting(1, None));
+        open.insert("b", OpenSession::restored(2, 2, 1, Box::default()));
+        open.mark_changed(a);
+        open.saved();
+        assert_eq!(open.changed().count(), 0);
+        let b = open.find("b").expect("open");
+        open.mark_changed(b);
+        open.mark_changed(b);
+        // A session that ends and a new one that takes its slot, within one checkpoint.
+        open.remove("b");
+        let c = open.insert("c", OpenSession::starting(3, None));
+        assert_eq!(c, b);
+        open.replace(a, OpenSession::starting(4, None));
+        let mut changed: Vec<_> = open.changed().map(|(user, s)| (user, s.start_ms)).collect();
+        changed.sort();
+        assert_eq!(changed, [("a", 4), ("c", 3)]);
+        open.saved();
+        assert_eq!(open.changed().count(), 0);
+        assert!(open.iter().all(|(_, s)| !s.changed));
+    }
+
+    #[test]
+    fn pages_are_kept_once_each_in_visiting_order() {
+        let mut session = OpenSession::starting(0, Some("home".into()));
+        for page in ["search", "home", "cart", "search"] {
+            session.visit(page.into());
+        }
+        let pages: Vec<&str> = session.pages_visited.iter().map(|p| &**p).collect();
+        assert_eq!(pages, ["home", "search", "cart"]);
+    }
+}
