@@ -219,8 +219,9 @@ impl OpenSessions {
             .filter_map(|slot| Some((slot.user_id.as_deref()?, &slot.session)))
     }
 
-    /// Closes every session.
-    pub fn drain(&mut self) -> impl Iterator<Item = (Box<str>, OpenSession)> {
+    /// Closes every session; the iterator owns them, so the sessionizer can record each as it
+    /// goes without a second copy of them all.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Box<str>, OpenSession)> + use<> {
         self.index.clear();
         self.vacant.clear();
         self.changed.clear();

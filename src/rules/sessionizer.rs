@@ -406,7 +406,7 @@ impl Sessionizer {
         self.watermark = u64::MAX;
         self.deadlines.clear();
         let inactivity_ms = self.rules.inactivity_ms;
-        for (user, session) in self.open.drain().collect::<Vec<_>>() {
+        for (user, session) in self.open.drain() {
             let reason = if session.last_ms + inactivity_ms < max_event_time_ms {
                 EndReason::Inactivity
             } else {
