@@ -233,7 +233,67 @@ impl OpenSessions {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// One step on the open sessions: `(operation, user, time)`.
+    type Step = (u8, u8, u64);
+
+    proptest! {
+        /// Against a map and a set: whatever the order of opening, replacing, changing, closing
+        /// and saving, the sessions are the map's and the changed ones are listed once each.
+        #[test]
+        fn behave_like_a_map_with_a_set_of_changed_users(
+            steps in proptest::collection::vec((0..5u8, 0..6u8, 0..1000u64), 1..200)
+        ) {
+            let mut open = OpenSessions::default();
+            let mut model: BTreeMap<String, u64> = BTreeMap::new();
+            let mut changed: BTreeSet<String> = BTreeSet::new();
+            for (operation, user, time) in steps as Vec<Step> {
+                let user = format!("user-{user}");
+                match operation {
+                    0 => {
+                        open.insert(&user, OpenSession::starting(time, None));
+                        model.insert(user.clone(), time);
+                        changed.insert(user);
+                    }
+                    1 => {
+                        let restored = OpenSession::restored(time, time, 1, Box::default());
+                        let slot = open.insert(&user, restored);
+                        prop_assert_eq!(open.find(&user), Some(slot));
+                        model.insert(user.clone(), time);
+                        changed.remove(&user);
+                    }
+                    2 => {
+                        if let Some(slot) = open.find(&user) {
+                            open.mark_changed(slot);
+                            changed.insert(user);
+                        }
+                    }
+                    3 => {
+                        let removed = open.remove(&user).map(|(u, s)| (u.to_string(), s.start_ms));
+                        prop_assert_eq!(removed, model.remove(&user).map(|t| (user.clone(), t)));
+                        changed.remove(&user);
+                    }
+                    _ => {
+                        open.saved();
+                        changed.clear();
+                    }
+                }
+                let sessions: BTreeMap<String, u64> =
+                    open.iter().map(|(u, s)| (u.to_string(), s.start_ms)).collect();
+                prop_assert_eq!(&sessions, &model);
+                prop_assert_eq!(open.len(), model.len());
+                let listed: Vec<String> = open.changed().map(|(u, _)| u.to_string()).collect();
+                let listed_set: BTreeSet<String> = listed.iter().cloned().collect();
+                prop_assert_eq!(listed.len(), listed_set.len(), "a session listed twice");
+                prop_assert_eq!(&listed_set, &changed);
+            }
+        }
+    }
 
     #[test]
     fn slots_are_reused_and_users_found_after_removals() {
