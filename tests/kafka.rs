@@ -889,8 +889,11 @@ fn a_partition_paused_for_alignment_is_never_idle() {
             .args(["--max-watermark-drift", "10m"])
             .spawn(),
     );
-    let actual = poll_tables(&warehouse, "the topic was not read to its end", |actual| {
-        actual.next_offsets() == ends
+    // The side tables are committed after the sessions table that records the offsets, so the
+    // late events of the last epoch may land a moment after the offsets reach the end.
+    let what = "the topic was not read to its end with every late event";
+    let actual = poll_tables(&warehouse, what, |actual| {
+        actual.next_offsets() == ends && actual.late_offsets.len() >= expected.late.len()
     });
     assert_eq!(actual.late_offsets, expected.late, "late events");
 }
