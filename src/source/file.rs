@@ -60,6 +60,8 @@ pub struct Chunk {
     pub byte_offset: u64,
     /// 1-based number of the chunk's first line.
     pub first_line: u64,
+    /// As one byte string, not a sequence of numbers: chunks cross processes in a cluster.
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
     /// No chunk follows this one.
     pub last: bool,
