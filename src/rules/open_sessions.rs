@@ -79,6 +79,16 @@ struct Slot {
     session: OpenSession,
 }
 
+impl Slot {
+    /// What a slot holds while no session is open in it; `listed` as the session it held.
+    fn vacancy(listed: bool) -> OpenSession {
+        OpenSession {
+            listed,
+            ..OpenSession::restored(0, 0, 0, Box::default())
+        }
+    }
+}
+
 /// The open sessions, one per user, by user id.
 #[derive(Debug, Default)]
 pub(super) struct OpenSessions {
@@ -135,7 +145,7 @@ impl OpenSessions {
             None => {
                 self.slots.push(Slot {
                     user_id: Some(user_id.into()),
-                    session: OpenSession::starting(0, None),
+                    session: Slot::vacancy(false),
                 });
                 SlotNumber::try_from(self.slots.len() - 1)
                     .expect("fewer than 4 billion open sessions per worker")
@@ -193,15 +203,11 @@ impl OpenSessions {
     pub fn remove_slot(&mut self, slot: SlotNumber) -> Option<(Box<str>, OpenSession)> {
         let user_id = self.slots.get(slot as usize)?.user_id.as_deref()?;
         let hash = self.hasher.hash_one(user_id);
-        if let Ok(entry) = self.index.find_entry(hash, |&n| n == slot) {
-            entry.remove();
-        }
+        let entry = self.index.find_entry(hash, |&n| n == slot);
+        entry.expect("an occupied slot is indexed").remove();
         self.vacant.push(slot);
         let Slot { user_id, session } = &mut self.slots[slot as usize];
-        let vacancy = OpenSession {
-            listed: session.listed,
-            ..OpenSession::restored(0, 0, 0, Box::default())
-        };
+        let vacancy = Slot::vacancy(session.listed);
         let user_id = user_id.take().expect("occupied");
         Some((user_id, std::mem::replace(session, vacancy)))
     }
