@@ -30,14 +30,13 @@ use iceberg::{
 };
 use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
-use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
 use super::bounded::BoundedCatalog;
 use super::rest_commit::RestCommits;
 use super::tables::TableKind;
 use super::updates::CommitRoute;
 use crate::retry::Backoff;
-use crate::storage::Location;
+use crate::storage::{Location, TableStorageFactory};
 
 /// The catalog's name in the SQL catalog's rows (pyiceberg and Spark open it under this name).
 pub const CATALOG_NAME: &str = "default";
@@ -165,7 +164,7 @@ impl CatalogSettings {
     ) -> iceberg::Result<Arc<dyn Catalog>> {
         let uri = self.resolved_uri(warehouse);
         let mut properties: HashMap<String, String> = self.options.iter().cloned().collect();
-        let storage = Arc::new(OpenDalResolvingStorageFactory::new());
+        let storage = Arc::new(TableStorageFactory);
         Ok(match kind {
             CatalogKind::Sql => {
                 let (uri, bind_style) = sql_connection(uri);

@@ -1,5 +1,6 @@
-//! Where sessionize keeps files of its own (checkpoints): a directory on a local disk or a prefix
-//! of an S3 bucket, and files there that are written once and never overwritten.
+//! Where sessionize keeps files: a directory on a local disk or a prefix of an S3 bucket. Files of
+//! its own (checkpoints) are written once and never overwritten; the tables' files go through
+//! iceberg's `FileIO` on a [`TableStorage`].
 //!
 //! ```
 //! use sessionize::storage::Location;
@@ -11,6 +12,7 @@
 
 mod local;
 mod s3;
+mod table_io;
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -21,6 +23,7 @@ use anyhow::{Context, Result, bail};
 
 use local::LocalFiles;
 use s3::ObjectStore;
+pub use table_io::{TableStorage, TableStorageFactory};
 
 /// A directory on a local disk, or a prefix of an S3 (or S3-compatible) bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]

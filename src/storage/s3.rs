@@ -26,35 +26,46 @@ impl Drop for ObjectStore {
     }
 }
 
+/// An OpenDAL operator on `path` in `bucket`, configured by Iceberg's FileIO properties
+/// (`s3.endpoint`, `s3.region`, `s3.access-key-id`, ...; credentials not given there come from
+/// the environment as the AWS tools find them), with timeouts and retries.
+pub(super) fn s3_operator(
+    bucket: &str,
+    path: &str,
+    properties: &[(String, String)],
+) -> Result<Operator> {
+    let mut builder = opendal::services::S3::default()
+        .bucket(bucket)
+        .root(&format!("/{path}"));
+    // As Iceberg's FileIO: virtual-host-style addressing unless path style is asked for.
+    let mut virtual_host_style = true;
+    for (key, value) in properties {
+        builder = match key.as_str() {
+            "s3.endpoint" => builder.endpoint(value),
+            "s3.region" | "client.region" => builder.region(value),
+            "s3.access-key-id" => builder.access_key_id(value),
+            "s3.secret-access-key" => builder.secret_access_key(value),
+            "s3.session-token" => builder.session_token(value),
+            "s3.path-style-access" => {
+                virtual_host_style = !matches!(value.to_lowercase().as_str(), "true" | "1");
+                builder
+            }
+            _ => builder,
+        };
+    }
+    if virtual_host_style {
+        builder = builder.enable_virtual_host_style();
+    }
+    Ok(Operator::new(builder)
+        .with_context(|| format!("cannot use the S3 bucket {bucket}: check the s3.* options"))?
+        .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)))
+        .layer(RetryLayer::new().with_max_times(5).with_jitter())
+        .finish())
+}
+
 impl ObjectStore {
     pub(super) fn open(bucket: &str, path: &str, properties: &[(String, String)]) -> Result<Self> {
-        let mut builder = opendal::services::S3::default()
-            .bucket(bucket)
-            .root(&format!("/{path}"));
-        // As Iceberg's FileIO: virtual-host-style addressing unless path style is asked for.
-        let mut virtual_host_style = true;
-        for (key, value) in properties {
-            builder = match key.as_str() {
-                "s3.endpoint" => builder.endpoint(value),
-                "s3.region" | "client.region" => builder.region(value),
-                "s3.access-key-id" => builder.access_key_id(value),
-                "s3.secret-access-key" => builder.secret_access_key(value),
-                "s3.session-token" => builder.session_token(value),
-                "s3.path-style-access" => {
-                    virtual_host_style = !matches!(value.to_lowercase().as_str(), "true" | "1");
-                    builder
-                }
-                _ => builder,
-            };
-        }
-        if virtual_host_style {
-            builder = builder.enable_virtual_host_style();
-        }
-        let operator = Operator::new(builder)
-            .with_context(|| format!("cannot use the S3 bucket {bucket}: check the s3.* options"))?
-            .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)))
-            .layer(RetryLayer::new().with_max_times(5).with_jitter())
-            .finish();
+        let operator = s3_operator(bucket, path, properties)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sessionize-s3")
