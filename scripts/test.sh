@@ -9,6 +9,7 @@ if ! python3 -c 'import pyiceberg.catalog.sql, pyarrow, pyiceberg_core, fastavro
   echo "installing pyiceberg and fastavro (the independent reader and Avro encoder the tests check against)..." >&2
   python3 -m pip install --quiet "pyiceberg[sql-sqlite,pyarrow,pyiceberg-core]==0.12.*" "fastavro==1.*"
 fi
+bash scripts/install_build_deps.sh
 # The real services the tests start (PostgreSQL, Kafka, Iceberg's REST catalog); quick when cached.
 bash scripts/services/install.sh
 python3 scripts/check_tables.py --self-test

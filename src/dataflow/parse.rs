@@ -38,13 +38,15 @@ pub(super) fn parse<'scope>(
                                     Some(length) => Err(validator.too_long(length)),
                                     None => config.format.decode(&validator, record.bytes),
                                 }
-                                .map(|e| SessionEvent {
-                                    boundary: config.boundaries.classify(|f| e.field(f)),
-                                    bucket: user_bucket(&e.user_id, buckets),
-                                    user_id: e.user_id.into_owned(),
-                                    event_id: e.event_id.into_owned(),
-                                    page_name: e.page_name.map(|p| p.into_owned()),
-                                    event_time_ms: e.event_time_ms,
+                                .map(|e| {
+                                    SessionEvent::new(
+                                        user_bucket(&e.user_id, buckets),
+                                        &e.user_id,
+                                        &e.event_id,
+                                        e.page_name.as_deref(),
+                                        e.event_time_ms,
+                                        config.boundaries.classify(|f| e.field(f)),
+                                    )
                                 })
                                 .map_err(|r| r.0),
                             })

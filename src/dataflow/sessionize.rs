@@ -210,9 +210,9 @@ pub(super) fn sessionize<'scope>(
 fn push_all(sessionizer: &mut Sessionizer, events: impl Iterator<Item = SessionEvent>) {
     for e in events {
         sessionizer.push(
-            &e.user_id,
-            &e.event_id,
-            e.page_name.as_deref(),
+            e.user_id(),
+            e.event_id(),
+            e.page_name(),
             e.event_time_ms,
             e.boundary,
         );

@@ -383,8 +383,8 @@ fn stamp_chunk(
             Ok(event) if position.clock.is_late(event.event_time_ms) => {
                 position.counts.late += 1;
                 buffers.late.push(LateEvent {
-                    user_id: event.user_id,
-                    event_id: event.event_id,
+                    user_id: event.user_id().to_string(),
+                    event_id: event.event_id().to_string(),
                     event_time_ms: event.event_time_ms,
                     watermark_ms: position.clock.watermark_ms,
                     raw: format.raw_text(raw),
@@ -397,7 +397,7 @@ fn stamp_chunk(
                 position.counts.on_time += 1;
                 position
                     .clock
-                    .observe(&event.user_id, event.event_time_ms, limits);
+                    .observe(event.user_id(), event.event_time_ms, limits);
                 buffers.on_time.push(event);
             }
         }
