@@ -16,6 +16,7 @@ pub mod commit;
 pub mod create;
 pub mod expiry;
 mod manifests;
+pub mod murmur3;
 mod replace;
 mod rest_commit;
 pub mod spark;

@@ -14,10 +14,10 @@
 //! assert_eq!(user_hash_bucket("user_000042", 100), 47);
 //! ```
 
+use super::murmur3::{finish, mix_h1, mix_k1};
+
 /// The seed of Spark SQL's `hash`.
 const SPARK_HASH_SEED: u32 = 42;
-const C1: u32 = 0xcc9e_2d51;
-const C2: u32 = 0x1b87_3593;
 
 /// Spark SQL's `hash(s)` of a string whose UTF-8 bytes are `bytes`.
 pub fn spark_hash(bytes: &[u8]) -> i32 {
@@ -45,26 +45,6 @@ pub fn user_hash_bucket(user_id: &str, buckets: u32) -> i32 {
 /// session time zone.
 pub fn utc_day(epoch_ms: u64) -> i32 {
     (epoch_ms / 86_400_000) as i32
-}
-
-fn mix_k1(k1: u32) -> u32 {
-    k1.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2)
-}
-
-fn mix_h1(h1: u32, k1: u32) -> u32 {
-    (h1 ^ k1)
-        .rotate_left(13)
-        .wrapping_mul(5)
-        .wrapping_add(0xe654_6b64)
-}
-
-fn finish(mut h1: u32, length: usize) -> u32 {
-    h1 ^= length as u32;
-    h1 ^= h1 >> 16;
-    h1 = h1.wrapping_mul(0x85eb_ca6b);
-    h1 ^= h1 >> 13;
-    h1 = h1.wrapping_mul(0xc2b2_ae35);
-    h1 ^ (h1 >> 16)
 }
 
 #[cfg(test)]

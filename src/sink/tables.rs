@@ -14,6 +14,7 @@ use iceberg::spec::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::murmur3::murmur3_32;
 use super::spark::{user_hash_bucket, utc_day};
 use crate::rules::ClosedSession;
 
@@ -316,7 +317,5 @@ fn origin_columns(
 
 /// The bucket of `user_id` under Iceberg's `bucket[n]` transform (Murmur3 of the UTF-8 bytes).
 pub fn user_bucket(user_id: &str, buckets: u32) -> u32 {
-    let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(user_id.as_bytes()), 0)
-        .expect("hashing memory cannot fail");
-    ((hash as i32 & i32::MAX) as u32) % buckets
+    ((murmur3_32(user_id.as_bytes(), 0) as i32 & i32::MAX) as u32) % buckets
 }
