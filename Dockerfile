@@ -30,8 +30,8 @@ FROM rust:${RUST_VERSION}-bookworm AS builder
 
 # What the -sys crates need: librdkafka is built from source by rdkafka-sys (./configure and make, and
 # python3 for its linker script), linked against the system OpenSSL (`ssl`) and zlib (`libz`); the
-# SQL catalog links the system SQLite; mimalloc and zstd are compiled by the cc crate. Most are in the rust image already; listed so that
-# the build does not depend on what that image happens to carry.
+# SQL catalog links the system SQLite; mimalloc and zstd are compiled by the cc crate. Most are in
+# the rust image already; listed so that the build does not depend on what that image carries.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
@@ -79,7 +79,8 @@ RUN set -eu; \
 FROM debian:bookworm-slim AS runtime
 
 # The binary's shared libraries (ldd): libssl3/libcrypto3, libz, libsqlite3, libgcc_s, libc, libm;
-# the last three are part of the base image. ca-certificates for TLS to Kafka, REST catalogs and registries.
+# the last three are part of the base image. ca-certificates for TLS to Kafka, REST catalogs and
+# registries.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 libsqlite3-0 zlib1g \

@@ -45,7 +45,8 @@ def measure(shape, commands):
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    # Process 0 prints the cluster's summary.
+    # Only process 0 prints a summary, and it counts the events process 0 read: with a file input
+    # that is all of them (the file has one reader), which is what this script runs.
     events = json.loads(outs[0].strip().splitlines()[-1])["events_read"]
     print(json.dumps({"shape": shape, "events": events, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
                       "events_per_s": round(events / wall), "peak_rss_mib": round(peak / 1024)}), flush=True)
