@@ -6,6 +6,7 @@
 # (records/s, and for ours wall time and peak RSS) and the ratio of the medians.
 # Usage: scripts/bench_kafka_real.sh [EVENTS] [WORKERS] [PARTITIONS] [ROUNDS] [RUN FLAGS...]
 #        (defaults: 2000000, 2, 8, 3)
+# FORMAT=avro produces and reads plain Avro datums (schemas/clickstream_event.avsc) instead of JSON.
 # Needs scripts/services/install.sh to have run; the broker stops with this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,8 @@ topic=bench-events
 bash scripts/services/kafka.sh run org.apache.kafka.tools.TopicCommand --bootstrap-server "$servers" \
   --create --topic "$topic" --partitions "$partitions" >/dev/null
 "$bin" produce --kafka-servers "$servers" --kafka-topic "$topic" --events "$events" --rate 0 \
-  --num-users $((events / 100)) --start-time 2026-03-01T00:00:00Z >/dev/null 2>&1
+  --num-users $((events / 100)) --start-time 2026-03-01T00:00:00Z --format "${FORMAT:-json}" >/dev/null 2>&1
+[ "${FORMAT:-json}" = json ] || set -- --format avro --avro-schema schemas/clickstream_event.avsc "$@"
 python3 - "$bin" "$work" "$servers" "$topic" "$events" "$workers" "$rounds" "$@" <<'PY'
 import json, os, statistics, subprocess, sys, time
 bin, work, servers, topic, events, workers, rounds, *flags = sys.argv[1:]

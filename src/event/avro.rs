@@ -6,6 +6,10 @@
 //! wire format: a zero byte, the 4-byte big-endian id of its schema in a schema registry, then the
 //! datum. A record that does not decode is rejected with the reason, as a malformed JSON line is.
 //!
+//! Each writer schema is compiled once into a walk over its datums (`event/avro_datum.rs`) that
+//! reads the event's fields in place and steps over the rest; apache_avro itself only renders a
+//! late record as JSON.
+//!
 //! ```
 //! use sessionize::event::Validator;
 //! use sessionize::event::avro::{AvroDecoder, EVENT_SCHEMA, encode_json_event};
@@ -29,6 +33,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 
 use super::avro_bounds::BoundedSchema;
+use super::avro_datum::{Datum, Details, Leaf};
 use super::registry::{Registry, SchemaAnswer};
 use super::{Event, Rejection, Validator, required_text};
 use crate::retry::Backoff;
@@ -124,53 +129,87 @@ impl AvroDecoder {
         }
     }
 
-    /// Decodes and validates one record.
-    pub fn decode(
+    /// Decodes and validates one record; its strings borrow from `record`.
+    pub fn decode<'a>(
         &self,
         validator: &Validator,
-        record: &[u8],
-    ) -> Result<Event<'static>, Rejection> {
+        record: &'a [u8],
+    ) -> Result<Event<'a>, Rejection> {
         if record.len() > validator.max_event_bytes {
             return Err(validator.too_long(record.len() as u64));
         }
-        let value = self.datum(record)?;
-        let fields = EventFields::of(value)?;
-        Ok(Event {
-            user_id: required_text(fields.uuid.map(Cow::Owned), "uuid")?,
-            event_id: required_text(fields.event_id.map(Cow::Owned), "event_id")?,
-            event_time_ms: validator.check_time(fields.event_timestamp)?,
-            page_name: fields.page_name.map(Cow::Owned),
-            event_name: fields.event_name.map(Cow::Owned),
-            event_type: fields.event_type.map(Cow::Owned),
+        self.with_datum(record, |schema, datum| {
+            let values = match schema.plan.read(datum).map_err(invalid_datum)? {
+                Datum::Record(values) => values,
+                Datum::NotARecord(kind) => {
+                    return Err(Rejection(format!(
+                        "invalid event: the Avro datum is {kind}, not a record"
+                    )));
+                }
+            };
+            let (event_name, event_type) = match values.event_details {
+                Details::Absent => (None, None),
+                // As in JSON, only string values are read; others are skipped.
+                Details::Record {
+                    event_name,
+                    event_type,
+                } => (
+                    event_name.and_then(|leaf| text(leaf, "event_name").ok().flatten()),
+                    event_type.and_then(|leaf| text(leaf, "event_type").ok().flatten()),
+                ),
+                Details::Other(kind) => {
+                    return Err(Rejection(format!(
+                        "`event_details` is {kind}, not a record"
+                    )));
+                }
+            };
+            let optional_text = |leaf: Option<Leaf<'a, '_>>, field| match leaf {
+                Some(leaf) => text(leaf, field),
+                None => Ok(None),
+            };
+            Ok(Event {
+                user_id: required_text(optional_text(values.uuid, "uuid")?, "uuid")?,
+                event_id: required_text(optional_text(values.event_id, "event_id")?, "event_id")?,
+                event_time_ms: validator
+                    .check_time(values.event_timestamp.map(millis).transpose()?.flatten())?,
+                page_name: optional_text(values.page_name, "page_name")?,
+                event_name,
+                event_type,
+            })
         })
     }
 
     /// The record as JSON text (Avro's JSON rendering of the datum), for the late-events table,
     /// whose `raw` column is text; `None` if it does not decode.
     pub fn to_json(&self, record: &[u8]) -> Option<String> {
-        let value = self.datum(record).ok()?;
-        serde_json::Value::try_from(value)
-            .ok()
-            .map(|v| v.to_string())
+        self.with_datum(record, |schema, mut datum| {
+            // apache_avro trusts lengths and counts; the walk checks them against the bytes first.
+            schema.plan.check(datum).map_err(Rejection)?;
+            apache_avro::from_avro_datum(&schema.schema, &mut datum, None).map_err(invalid_datum)
+        })
+        .ok()
+        .and_then(|value| serde_json::Value::try_from(value).ok())
+        .map(|v| v.to_string())
     }
 
-    fn datum(&self, record: &[u8]) -> Result<Value, Rejection> {
-        let fetched;
-        let (schema, mut datum) = match &self.writer {
-            WriterSchema::Fixed(schema) => (schema, record),
+    /// Calls `read` with the record's writer schema and datum.
+    fn with_datum<'a, T>(
+        &self,
+        record: &'a [u8],
+        read: impl FnOnce(&BoundedSchema, &'a [u8]) -> Result<T, Rejection>,
+    ) -> Result<T, Rejection> {
+        match &self.writer {
+            WriterSchema::Fixed(schema) => read(schema, record),
             WriterSchema::Registry { registry, known } => {
                 let (id, datum) = wire_format(record)?;
-                fetched = lookup(registry, known, id).map_err(Rejection)?;
-                (&*fetched, datum)
+                read(&*lookup(registry, known, id).map_err(Rejection)?, datum)
             }
-        };
-        // The decoder trusts lengths and counts; they are checked against the bytes first.
-        schema
-            .check_datum(datum)
-            .map_err(|e| Rejection(format!("invalid Avro datum: {e}")))?;
-        apache_avro::from_avro_datum(&schema.schema, &mut datum, None)
-            .map_err(|e| Rejection(format!("invalid Avro datum: {e}")))
+        }
     }
+}
+
+fn invalid_datum(error: impl std::fmt::Display) -> Rejection {
+    Rejection(format!("invalid Avro datum: {error}"))
 }
 
 /// Bounds what one hostile length prefix can make the decoder allocate (the crate's default is
@@ -244,95 +283,33 @@ fn lookup(
     found
 }
 
-/// The fields of an event, by name, from a decoded record.
-#[derive(Default)]
-struct EventFields {
-    uuid: Option<String>,
-    event_id: Option<String>,
-    event_timestamp: Option<u64>,
-    page_name: Option<String>,
-    event_name: Option<String>,
-    event_type: Option<String>,
-}
-
-impl EventFields {
-    fn of(value: Value) -> Result<EventFields, Rejection> {
-        let Value::Record(fields) = value else {
-            return Err(Rejection(format!(
-                "invalid event: the Avro datum is {}, not a record",
-                kind(&value)
-            )));
-        };
-        let mut event = EventFields::default();
-        for (name, value) in fields {
-            match name.as_str() {
-                "uuid" => event.uuid = text(value, "uuid")?,
-                "event_id" => event.event_id = text(value, "event_id")?,
-                "page_name" => event.page_name = text(value, "page_name")?,
-                "event_timestamp" => event.event_timestamp = millis(value)?,
-                "event_details" => match without_union(value) {
-                    Value::Null => {}
-                    Value::Record(details) => {
-                        for (name, value) in details {
-                            // As in JSON, only string values are read; others are skipped.
-                            let value = match without_union(value) {
-                                Value::String(s) | Value::Enum(_, s) => Some(s),
-                                _ => None,
-                            };
-                            match name.as_str() {
-                                "event_name" => event.event_name = value,
-                                "event_type" => event.event_type = value,
-                                _ => {}
-                            }
-                        }
-                    }
-                    other => {
-                        return Err(Rejection(format!(
-                            "`event_details` is {}, not a record",
-                            kind(&other)
-                        )));
-                    }
-                },
-                _ => {}
-            }
-        }
-        Ok(event)
-    }
-}
-
-fn without_union(value: Value) -> Value {
-    match value {
-        Value::Union(_, inner) => *inner,
-        other => other,
-    }
-}
-
-fn text(value: Value, field: &str) -> Result<Option<String>, Rejection> {
-    match without_union(value) {
-        Value::Null => Ok(None),
-        Value::String(s) | Value::Enum(_, s) => Ok(Some(s)),
+/// A text field's value: a string or an enum symbol, or null.
+fn text<'a>(leaf: Leaf<'a, '_>, field: &str) -> Result<Option<Cow<'a, str>>, Rejection> {
+    match leaf {
+        Leaf::Null => Ok(None),
+        Leaf::Text(text) => Ok(Some(Cow::Borrowed(text))),
+        Leaf::Symbol(symbol) => Ok(Some(Cow::Owned(symbol.to_owned()))),
         other => Err(Rejection(format!(
             "`{field}` is {}, not a string",
-            kind(&other)
+            other.kind()
         ))),
     }
 }
 
 /// `event_timestamp` as epoch milliseconds: a long or int, a timestamp (millis or micros), or a
 /// string of digits, as JSON allows.
-fn millis(value: Value) -> Result<Option<u64>, Rejection> {
-    let signed = match without_union(value) {
-        Value::Null => return Ok(None),
-        Value::Long(ms) | Value::TimestampMillis(ms) | Value::LocalTimestampMillis(ms) => ms,
-        Value::Int(ms) => i64::from(ms),
-        Value::TimestampMicros(us) | Value::LocalTimestampMicros(us) => us.div_euclid(1000),
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+fn millis(leaf: Leaf) -> Result<Option<u64>, Rejection> {
+    let signed = match leaf {
+        Leaf::Null => return Ok(None),
+        Leaf::Number(ms) | Leaf::TimestampMillis(ms) => ms,
+        Leaf::TimestampMicros(us) => us.div_euclid(1000),
+        Leaf::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
             return s
                 .parse()
                 .map(Some)
                 .map_err(|_| Rejection(format!("`event_timestamp` is out of range ({s:?})")));
         }
-        Value::String(s) => {
+        Leaf::Text(s) | Leaf::Symbol(s) => {
             return Err(Rejection(format!(
                 "`event_timestamp` is not numeric ({s:?})"
             )));
@@ -340,29 +317,13 @@ fn millis(value: Value) -> Result<Option<u64>, Rejection> {
         other => {
             return Err(Rejection(format!(
                 "`event_timestamp` is {}, not epoch milliseconds",
-                kind(&other)
+                other.kind()
             )));
         }
     };
     u64::try_from(signed)
         .map(Some)
         .map_err(|_| Rejection(format!("`event_timestamp` is negative ({signed})")))
-}
-
-/// A short name of a value's Avro type, for rejections.
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Boolean(_) => "a boolean",
-        Value::Int(_) | Value::Long(_) => "a number",
-        Value::Float(_) | Value::Double(_) => "a floating-point number",
-        Value::Bytes(_) | Value::Fixed(..) => "bytes",
-        Value::String(_) | Value::Enum(..) => "a string",
-        Value::Array(_) => "an array",
-        Value::Map(_) => "a map",
-        Value::Record(_) => "a record",
-        _ => "a logical value",
-    }
 }
 
 /// Encodes a JSON event as a datum of `schema` (our [`EVENT_SCHEMA`]), for `sessionize produce

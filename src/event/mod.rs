@@ -15,6 +15,9 @@ use crate::rules::EventField;
 
 pub mod avro;
 mod avro_bounds;
+mod avro_datum;
+#[cfg(test)]
+mod avro_tests;
 pub mod registry;
 
 /// The fields of an event the sessionizer needs; the rest of the line travels as raw bytes.
