@@ -10,7 +10,8 @@ if ! python3 -c 'import pyiceberg.catalog.sql, pyarrow, pyiceberg_core, fastavro
   python3 -m pip install --quiet "pyiceberg[sql-sqlite,pyarrow,pyiceberg-core]==0.12.*" "fastavro==1.*"
 fi
 bash scripts/install_build_deps.sh
-# The real services the tests start (PostgreSQL, Kafka, Iceberg's REST catalog); quick when cached.
+# The real services the tests start (PostgreSQL, Kafka, Iceberg's REST catalog, a schema registry);
+# quick when cached.
 bash scripts/services/install.sh
 python3 scripts/check_tables.py --self-test
 cargo test --release

@@ -1,21 +1,22 @@
 //! Avro events from Kafka (embedded broker): records written by an independent encoder (fastavro,
-//! `tests/avro_fixture.py`) in the Confluent wire format, with their writer schema served by
-//! schema-id lookups; and `sessionize produce --format avro` against its JSON twin.
-//! `scripts/test.sh` installs fastavro.
+//! `tests/avro_encoder.py`) in the Confluent wire format, their writer schemas registered with a
+//! real schema registry (Apicurio Registry, `scripts/services/registry.sh`) that asks for basic
+//! authentication; and `sessionize produce --format avro` against its JSON twin.
+//! `scripts/test.sh` installs fastavro and the registry.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use common::{
-    KillOnDrop, Sessionize, TOPIC, assert_tables_equal, kafka_reference, read_tables, send_record,
-    workload, write_inputs,
+    Service, Sessionize, TOPIC, assert_success, assert_tables_equal, kafka_reference, read_tables,
+    send_record, workload, write_inputs,
 };
 use sessionize::workload::EmbeddedBroker;
 
@@ -35,7 +36,7 @@ fn send(servers: &str, topic: &str, partition: i32, records: &[Vec<u8>]) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
-/// Length-prefixed records, as `tests/avro_fixture.py` writes them.
+/// Length-prefixed records, as `tests/avro_encoder.py` writes them.
 fn read_records(path: &Path) -> Vec<Vec<u8>> {
     let bytes = std::fs::read(path).unwrap();
     let mut records = Vec::new();
@@ -48,27 +49,45 @@ fn read_records(path: &Path) -> Vec<Vec<u8>> {
     records
 }
 
-/// Starts `tests/avro_fixture.py` on the JSON-line partitions `dir/part-<p>.jsonl`: it encodes
-/// them into `dir/part-<p>.records`, then serves their schema. Returns the process and its URL.
-fn avro_fixture(dir: &Path, partitions: usize) -> (KillOnDrop, String) {
-    let mut registry = KillOnDrop(
-        Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/avro_fixture.py"
-            ))
-            .arg(dir)
-            .arg(partitions.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs (scripts/test.sh installs fastavro)"),
-    );
-    let mut port = String::new();
-    BufReader::new(registry.0.stdout.as_mut().unwrap())
-        .read_line(&mut port)
-        .unwrap();
-    assert!(!port.trim().is_empty(), "the Avro fixture did not start");
-    (registry, format!("http://127.0.0.1:{}", port.trim()))
+/// The registry's user and password: every request must carry them.
+const REGISTRY_AUTH: &str = "producer:avro-test-secret";
+
+/// The Confluent-compatible API of a real schema registry (Apicurio Registry, in memory), shared
+/// by this file's tests. Its watchdog stops it once the test process is gone.
+fn registry_url() -> &'static str {
+    static REGISTRY: OnceLock<Service> = OnceLock::new();
+    let registry = REGISTRY.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("registry-{}", std::process::id()));
+        let (user, password) = REGISTRY_AUTH.split_once(':').unwrap();
+        let pid = std::process::id().to_string();
+        Service::start_with(
+            "registry",
+            &dir,
+            &["--user", user, "--password", password, "--stop-with", &pid],
+            &[],
+        )
+    });
+    registry.get("URL")
+}
+
+/// Registers the encoder's schemas and encodes the JSON-line partitions `dir/part-<p>.jsonl`
+/// into `dir/part-<p>.records`; returns the ids the registry gave the schemas (`v1`, `v2`,
+/// `tagged`).
+fn encode_with_registry(dir: &Path, partitions: usize) -> serde_json::Value {
+    let output = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/avro_encoder.py"
+        ))
+        .arg(dir)
+        .arg(partitions.to_string())
+        .arg(registry_url())
+        .arg(REGISTRY_AUTH)
+        .output()
+        .expect("python3 runs (scripts/test.sh installs fastavro)");
+    assert_success(&output, "the Avro encoder");
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[test]
@@ -76,7 +95,9 @@ fn wire_format_records_of_another_encoder_match_the_json_reference() {
     let dir = tempfile::tempdir().unwrap();
     let partitions = workload(23, 2);
     write_inputs(dir.path(), &partitions);
-    let (_registry, registry_url) = avro_fixture(dir.path(), partitions.len());
+    let ids = encode_with_registry(dir.path(), partitions.len());
+    let id = |name: &str| ids[name].as_u64().unwrap() as u32;
+    assert_ne!(id("v1"), id("v2"), "a new version is a new schema id");
 
     let broker = EmbeddedBroker::start(None).unwrap();
     broker.create_topic(TOPIC, partitions.len() as u32).unwrap();
@@ -85,16 +106,17 @@ fn wire_format_records_of_another_encoder_match_the_json_reference() {
         let records = read_records(&dir.path().join(format!("part-{p}.records")));
         send(broker.bootstrap_servers(), TOPIC, p as i32, &records);
     }
-    // Records the registry has no schema for, or forbids reading the schema of, and a map whose
+    // A record of an id the registry does not know, one not in the wire format, and a map whose
     // 11-byte header claims 2^60 entries: each is quarantined, none is fatal.
     let next_offset = read_records(&dir.path().join("part-0.records")).len() as i64;
     let huge_map = [
         2, b'u', 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20,
     ];
+    let unknown = id("v1").max(id("v2")).max(id("tagged")) + 1000;
     let hostile = [
-        vec![0, 0, 0, 0, 99, 2, b'x'],
-        [&[0, 0, 0, 0x05, 0x7b][..], &[2, b'x']].concat(),
-        [&[0, 0, 0, 0, 8][..], &huge_map].concat(),
+        [&[0][..], &unknown.to_be_bytes(), &[2, b'x']].concat(),
+        b"{\"uuid\":\"u\"}".to_vec(),
+        [&[0][..], &id("tagged").to_be_bytes(), &huge_map].concat(),
     ];
     send(broker.bootstrap_servers(), TOPIC, 0, &hostile);
     for offset in 0..hostile.len() as i64 {
@@ -105,7 +127,8 @@ fn wire_format_records_of_another_encoder_match_the_json_reference() {
     let warehouse = dir.path().join("warehouse");
     Sessionize::run(&warehouse)
         .kafka(broker.bootstrap_servers(), TOPIC)
-        .args(["--format", "avro", "--schema-registry-url", &registry_url])
+        .args(["--format", "avro", "--schema-registry-url", registry_url()])
+        .args(["--schema-registry-auth", REGISTRY_AUTH])
         .args(["--test-mode", "-w", "2"])
         .success();
     assert_tables_equal(
@@ -121,7 +144,6 @@ fn wire_format_records_of_another_encoder_match_the_json_reference() {
 #[test]
 fn avro_and_json_copies_of_the_same_events_give_the_same_tables() {
     let dir = tempfile::tempdir().unwrap();
-    let (_registry, registry_url) = avro_fixture(dir.path(), 0);
     let broker = EmbeddedBroker::start(None).unwrap();
     let servers = broker.bootstrap_servers();
     let schema = concat!(
@@ -129,7 +151,7 @@ fn avro_and_json_copies_of_the_same_events_give_the_same_tables() {
         "/schemas/clickstream_event.avsc"
     );
     let mut tables = Vec::new();
-    let registry = ["--schema-registry-url", &registry_url];
+    let registry = ["--schema-registry-url", registry_url()];
     // (topic, format, flags of the producer, flags of the run)
     for (topic, format, producer_flags, run_flags) in [
         ("json", "json", &[][..], &[][..]),
@@ -158,12 +180,14 @@ fn avro_and_json_copies_of_the_same_events_give_the_same_tables() {
             ])
             .args(["--start-time", "2026-11-01T00:00:00Z"])
             .args(producer_flags)
+            .env("SESSIONIZE_SCHEMA_REGISTRY_AUTH", REGISTRY_AUTH)
             .success();
         let warehouse = dir.path().join(topic);
         Sessionize::run(&warehouse)
             .kafka(servers, topic)
             .args(["--format", format, "--test-mode"])
             .args(run_flags)
+            .env("SESSIONIZE_SCHEMA_REGISTRY_AUTH", REGISTRY_AUTH)
             .success();
         tables.push(read_tables(&warehouse));
     }
@@ -177,6 +201,26 @@ fn avro_and_json_copies_of_the_same_events_give_the_same_tables() {
         assert_eq!(avro.quarantined.len(), json.quarantined.len());
         assert_eq!(avro.late.len(), json.late.len());
     }
+}
+
+/// A wrong password is one line at start-up, before any record is read and refused.
+#[test]
+fn a_registry_refusing_our_credentials_stops_the_start_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = EmbeddedBroker::start(None).unwrap();
+    broker.create_topic(TOPIC, 1).unwrap();
+    let output = Sessionize::run(dir.path())
+        .kafka(broker.bootstrap_servers(), TOPIC)
+        .args(["--format", "avro", "--schema-registry-url", registry_url()])
+        .args(["--schema-registry-auth", "producer:wrong", "--test-mode"])
+        .output();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refused our credentials") && stderr.contains("--schema-registry-auth"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backtrace"), "{stderr}");
 }
 
 #[test]

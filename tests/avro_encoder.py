@@ -1,24 +1,28 @@
-"""An independent Avro producer for tests/avro.rs: encodes JSON-line events with fastavro in the
-Confluent wire format, then answers schema-id lookups as a schema registry would.
+"""An independent Avro producer for tests/avro.rs: registers its writer schemas with a real schema
+registry (Apicurio Registry, scripts/services/registry.sh) through the Confluent-compatible API,
+then encodes JSON-line events with fastavro in the Confluent wire format.
 
-    python3 tests/avro_fixture.py DIR PARTITIONS
+    python3 tests/avro_encoder.py DIR PARTITIONS REGISTRY_URL USER:PASSWORD
 
 For each DIR/part-<p>.jsonl it writes DIR/part-<p>.records: every non-blank line as one record,
 prefixed by its length (4 bytes, big-endian). A line that parses as an event becomes an Avro
-datum of WRITER_SCHEMA (id 7); any other line is kept as its raw bytes, as a broken producer would
-send it. Then it serves GET /schemas/ids/<id> on 127.0.0.1 and prints the port. It also knows a
-schema with a map (id 8), for hostile block counts, and forbids reading ids from 1000 on, as a
-registry with per-subject permissions does.
+datum; any other line is kept as its raw bytes, as a broken producer would send it. The first
+half of a partition's events are written with WRITER_SCHEMA, the rest with its next version, which
+adds an optional field: a producer upgraded mid-stream. The subject is set to BACKWARD
+compatibility first, so the registry itself checks that the new version may follow the old. It
+also registers a schema with a map (for hostile block counts) and prints the ids as one JSON
+line: {"v1": ..., "v2": ..., "tagged": ...}.
 """
-import http.server
+import base64
+import copy
 import io
 import json
 import struct
 import sys
+import urllib.request
 
 import fastavro
 
-SCHEMA_ID = 7
 # Not the schema sessionize writes: other field order, an extra field, the timestamp as a union
 # of long and string, and the details with a field more.
 WRITER_SCHEMA = {
@@ -43,15 +47,18 @@ WRITER_SCHEMA = {
         }]},
     ],
 }
-PARSED = fastavro.parse_schema(WRITER_SCHEMA)
+# The next version: an optional field more, as a producer adds one.
+WRITER_SCHEMA_V2 = copy.deepcopy(WRITER_SCHEMA)
+WRITER_SCHEMA_V2["fields"].insert(2, {"name": "campaign", "type": ["null", "string"], "default": None})
 
 
 def text_or_none(value):
     return value if isinstance(value, str) else None
 
 
-def to_record(line):
-    """The event as a datum of WRITER_SCHEMA, or None if it cannot be one."""
+def to_record(line, schema_id, parsed):
+    """The event as a record of the parsed schema `parsed` (WRITER_SCHEMA or its next version)
+    with its id, or None if it cannot be one."""
     try:
         event = json.loads(line)
     except ValueError:
@@ -77,10 +84,11 @@ def to_record(line):
             "session_hint": None,
         }
     record = {"uuid": uuid, "referrer": "https://example.com", "event_timestamp": ts,
-              "event_id": event_id, "page_name": page, "event_details": details}
+              "event_id": event_id, "page_name": page, "event_details": details,
+              "campaign": "spring"}
     out = io.BytesIO()
-    out.write(b"\0" + struct.pack(">I", SCHEMA_ID))
-    fastavro.schemaless_writer(out, PARSED, record)
+    out.write(b"\0" + struct.pack(">I", schema_id))
+    fastavro.schemaless_writer(out, parsed, record)
     return out.getvalue()
 
 
@@ -92,61 +100,41 @@ TAGGED_SCHEMA = {
         {"name": "tags", "type": {"type": "map", "values": "string"}},
     ],
 }
-FORBIDDEN_FROM = 1000
-
-# Schemas by id: the fixture's own, and those registered through POST.
-SCHEMAS = {SCHEMA_ID: json.dumps(WRITER_SCHEMA), 8: json.dumps(TAGGED_SCHEMA)}
 
 
-class Registry(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        prefix = "/schemas/ids/"
-        if self.path == "/subjects":
-            return self.answer(200, [])
-        wanted = int(self.path[len(prefix):]) if self.path.startswith(prefix) else None
-        if wanted is not None and wanted >= FORBIDDEN_FROM:
-            return self.answer(403, {"error_code": 40301, "message": "User is denied operation Read"})
-        found = wanted is not None and SCHEMAS.get(wanted)
-        if found:
-            self.answer(200, {"schema": found})
-        else:
-            self.answer(404, {"error_code": 40403, "message": "Schema not found"})
+def call(url, auth, method, body):
+    """One request to the registry's Confluent-compatible API, with basic authentication."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method)
+    request.add_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+    request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
 
-    def do_POST(self):
-        if not (self.path.startswith("/subjects/") and self.path.endswith("/versions")):
-            return self.answer(404, {"error_code": 404, "message": "Not found"})
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        fastavro.parse_schema(json.loads(body["schema"]))  # refuse what is not Avro
-        for known_id, known in SCHEMAS.items():
-            if known == body["schema"]:
-                return self.answer(200, {"id": known_id})
-        SCHEMAS[max(SCHEMAS) + 1] = body["schema"]
-        self.answer(200, {"id": max(SCHEMAS)})
 
-    def answer(self, status, body):
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+def register(registry, auth, subject, schema):
+    return call("%s/subjects/%s/versions" % (registry, subject), auth, "POST",
+                {"schema": json.dumps(schema)})["id"]
 
 
 def main():
-    directory, partitions = sys.argv[1], int(sys.argv[2])
+    directory, partitions, registry, auth = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    call("%s/config/clickstream-value" % registry, auth, "PUT", {"compatibility": "BACKWARD"})
+    ids = {
+        "v1": register(registry, auth, "clickstream-value", WRITER_SCHEMA),
+        "v2": register(registry, auth, "clickstream-value", WRITER_SCHEMA_V2),
+        "tagged": register(registry, auth, "tagged-value", TAGGED_SCHEMA),
+    }
+    versions = [(ids["v1"], fastavro.parse_schema(WRITER_SCHEMA)),
+                (ids["v2"], fastavro.parse_schema(WRITER_SCHEMA_V2))]
     for p in range(partitions):
         with open("%s/part-%d.jsonl" % (directory, p), "rb") as source:
             lines = [l for l in source.read().split(b"\n") if l.strip()]
         with open("%s/part-%d.records" % (directory, p), "wb") as out:
-            for line in lines:
-                record = to_record(line) or line
+            for i, line in enumerate(lines):
+                schema_id, parsed = versions[0 if i < len(lines) // 2 else 1]
+                record = to_record(line, schema_id, parsed) or line
                 out.write(struct.pack(">I", len(record)) + record)
-    server = http.server.HTTPServer(("127.0.0.1", 0), Registry)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
+    print(json.dumps(ids), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Installs what scripts/services/{kafka,iceberg_rest,postgres,s3}.sh need, skipping what is present:
+# Installs what scripts/services/{kafka,iceberg_rest,postgres,s3,registry}.sh need, skipping what is
+# present:
 #   - the PostgreSQL server (Debian package `postgresql`);
 #   - moto's S3 server (PyPI `moto[server]`);
 #   - the Java classpath of an Apache Kafka 4.x broker (KRaft), resolved with Maven into ~/.m2;
 #   - the Java classpath of Apache Iceberg's REST catalog test fixture, resolved likewise;
 #   - two small Java helpers from scripts/services/java/ compiled against those classpaths;
+#   - Apicurio Registry (`registry`), a Confluent-compatible schema registry: its Quarkus
+#     application from Maven Central, unpacked, and the Java 21+ it needs (found under
+#     /usr/lib/jvm or JAVA21_HOME; the default Java may be older);
 #   - the readers the tests check the tables with (`readers`): PySpark with Iceberg's
 #     iceberg-spark-runtime jar (Maven), DuckDB with its iceberg, avro and httpfs extensions
 #     (PyPI wheels, so no download from DuckDB's extension server is needed);
@@ -13,9 +17,11 @@
 # Generated poms, classpaths and compiled helpers go to $SESSIONIZE_SERVICES_CACHE
 # (default /var/tmp/sessionize-services). Needs Java 17+ (javac) and Maven 3.
 #
-# Usage: scripts/services/install.sh [all|postgres|s3|kafka|iceberg-rest|readers|chromium]...   (default: all)
+# Usage: scripts/services/install.sh [all|postgres|s3|kafka|iceberg-rest|registry|readers|chromium]...
+#        (default: all)
 # Env:   KAFKA_VERSION (default 4.4.0, falls back to 4.1.1 if it does not resolve)
 #        ICEBERG_VERSION (default 1.11.0, falls back to 1.10.1)
+#        APICURIO_VERSION (default 3.3.3)
 #        ICEBERG_SPARK_VERSION (default 1.11.0, falls back to 1.10.1): iceberg-spark-runtime-3.5_2.12
 #        SERVICES_FORCE=1 re-resolves even when the cache looks complete.
 set -euo pipefail
@@ -35,7 +41,7 @@ wants() {
   return 1
 }
 for w in "${want[@]}"; do
-  case $w in all | postgres | s3 | kafka | iceberg-rest | readers | chromium) ;; *) svc_die "unknown component '$w' (all, postgres, s3, kafka, iceberg-rest, readers, chromium)" ;; esac
+  case $w in all | postgres | s3 | kafka | iceberg-rest | registry | readers | chromium) ;; *) svc_die "unknown component '$w' (all, postgres, s3, kafka, iceberg-rest, registry, readers, chromium)" ;; esac
 done
 
 # ---------------------------------------------------------------- PostgreSQL (Debian package)
@@ -222,6 +228,46 @@ install_iceberg_rest() {
   svc_die "iceberg-rest: no version resolved (tried ${tried[*]})"
 }
 
+# ---------------------------------------------------------------- Apicurio Registry
+# Its Quarkus application is one tar.gz on Maven Central (classifier `all`), with no top-level
+# directory; it runs on Java 21 or newer, which need not be the default `java`.
+java21_home() {
+  local home version
+  for home in ${JAVA21_HOME:-} $(ls -d /usr/lib/jvm/*/ 2>/dev/null | sort -V -r); do
+    home=${home%/}
+    [ -x "$home/bin/java" ] || continue
+    version=$("$home/bin/java" -XshowSettings:properties -version 2>&1 |
+      sed -n 's/^ *java.specification.version = //p')
+    [ "${version%%.*}" -ge 21 ] 2>/dev/null && { echo "$home"; return 0; }
+  done
+  return 1
+}
+
+install_registry() {
+  local v=${APICURIO_VERSION:-3.3.3} dir="$SVC_CACHE/registry" java_home
+  java_home=$(java21_home) ||
+    svc_die "registry: Apicurio Registry needs Java 21 or newer: install one (e.g. a Temurin 21+ JDK under /usr/lib/jvm) or set JAVA21_HOME"
+  mkdir -p "$dir"
+  echo "$java_home" >"$dir/java_home"
+  if [ "${SERVICES_FORCE:-0}" != 1 ] && [ -f "$dir/apicurio-$v/quarkus-run.jar" ]; then
+    svc_log "registry: Apicurio Registry $v present (Java: $java_home)"
+    return
+  fi
+  rm -rf "$dir/download" "$dir/apicurio-$v.partial"
+  if ! mvn -B -q org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
+    -Dartifact="io.apicurio:apicurio-registry-app:$v:tar.gz:all" \
+    -DoutputDirectory="$dir/download" >"$dir/maven.log" 2>&1; then
+    grep -E 'ERROR|Could not' "$dir/maven.log" | head -n 8 | sed 's/^/    /' >&2
+    svc_die "registry: io.apicurio:apicurio-registry-app:$v did not resolve (log: $dir/maven.log)"
+  fi
+  mkdir -p "$dir/apicurio-$v.partial"
+  tar xzf "$dir/download/apicurio-registry-app-$v-all.tar.gz" -C "$dir/apicurio-$v.partial"
+  rm -rf "$dir/download" "$dir/apicurio-$v"
+  mv "$dir/apicurio-$v.partial" "$dir/apicurio-$v"
+  echo "$v" >"$dir/version"
+  svc_log "registry: io.apicurio:apicurio-registry-app:$v ready (Java: $java_home)"
+}
+
 # ---------------------------------------------------------------- Readers (Spark, DuckDB)
 # PySpark 3.5 (Scala 2.12) from PyPI with Iceberg's Spark runtime for it from Maven Central (one
 # shaded jar, cached in ~/.m2, its path in $SVC_CACHE/readers/classpath.txt), and DuckDB with
@@ -282,7 +328,7 @@ install_chromium() {
 }
 
 # ---------------------------------------------------------------- main
-if wants kafka || wants iceberg-rest || wants readers; then
+if wants kafka || wants iceberg-rest || wants registry || wants readers; then
   command -v java >/dev/null || svc_die "java not found (Java 17+ needed)"
   command -v javac >/dev/null || svc_die "javac not found (a JDK 17+ is needed, not just a JRE)"
   command -v mvn >/dev/null || svc_die "mvn not found (Maven 3 is needed)"
@@ -291,6 +337,7 @@ wants postgres && install_postgres
 wants s3 && install_s3
 wants kafka && install_kafka
 wants iceberg-rest && install_iceberg_rest
+wants registry && install_registry
 wants readers && install_readers
 wants chromium && install_chromium
 svc_log "done in $((SECONDS - START))s (cache: $SVC_CACHE)"
