@@ -4,9 +4,10 @@ iceberg extension, loaded from the duckdb-extension-* wheels) and pyiceberg.
 
 Usage: python3 tests/readers.py CATALOG_URI S3_ENDPOINT OUT.json
 
-CATALOG_URI is a REST catalog (http://…) or a SQL catalog on PostgreSQL (postgres://USER@HOST:
-PORT/DB, whose catalog is named "default", as sessionize names it); the tables' files are in
-moto's S3 at S3_ENDPOINT (keys test/test, path-style).
+CATALOG_URI is a REST catalog (http://…), a SQL catalog on PostgreSQL (postgres://USER@HOST:
+PORT/DB, whose catalog is named "default", as sessionize names it), or `glue`: AWS Glue as moto's
+server serves it at S3_ENDPOINT; the tables' files are in moto's S3 at S3_ENDPOINT (keys
+test/test, path-style).
 
 Each reader computes, by its own means, the numbers of a table validation: the row count, the
 number of users, the sessions of each user, and Spark's `describe` of session_duration_seconds
@@ -77,7 +78,8 @@ class Catalog:
     def __init__(self, uri, endpoint):
         self.uri, self.endpoint = uri, endpoint
         self.rest = uri.startswith("http")
-        if not self.rest:
+        self.glue = uri == "glue"
+        if not self.rest and not self.glue:
             self.postgres = urlparse(uri)
 
     def s3_properties(self):
@@ -123,10 +125,16 @@ def spark_session(catalog, jars, scratch, app):
     os.environ["SPARK_LOCAL_DIRS"] = os.path.join(scratch, "spark-local")
     from pyspark.sql import SparkSession
 
-    name = "lake" if catalog.rest else "default"
+    name = "lake" if catalog.rest or catalog.glue else "default"
     prefix = f"spark.sql.catalog.{name}"
     if catalog.rest:
         kind = {"type": "rest", "uri": catalog.uri}
+    elif catalog.glue:
+        # Iceberg's GlueCatalog takes its AWS credentials from the usual chain.
+        os.environ.update(
+            {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": S3_REGION}
+        )
+        kind = {"type": "glue", "glue.endpoint": catalog.endpoint, "warehouse": "s3://lake/glue"}
     else:
         pg = catalog.postgres
         kind = {
@@ -199,7 +207,7 @@ def duckdb_numbers(con, relation):
 
 def read_duckdb(catalog, extensions, metadata_location):
     """DuckDB scans the table's metadata file directly and, for a REST catalog, attaches the
-    catalog too (it has no way into a SQL catalog)."""
+    catalog too (it has no way into a SQL catalog, nor into Glue without AWS's own endpoint)."""
     import duckdb
 
     con = duckdb.connect(
@@ -231,6 +239,16 @@ def open_pyiceberg(catalog):
         from pyiceberg.catalog.rest import RestCatalog
 
         opened = RestCatalog("rest", uri=catalog.uri, **catalog.s3_properties())
+    elif catalog.glue:
+        from pyiceberg.catalog.glue import GlueCatalog
+
+        glue = {
+            "glue.endpoint": catalog.endpoint,
+            "glue.region": S3_REGION,
+            "glue.access-key-id": S3_KEY,
+            "glue.secret-access-key": S3_SECRET,
+        }
+        opened = GlueCatalog("glue", **glue, **catalog.s3_properties())
     else:
         from pyiceberg.catalog.sql import SqlCatalog
 

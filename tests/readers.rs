@@ -139,6 +139,8 @@ enum Lakehouse {
     RestOverS3,
     /// iceberg's SQL catalog on PostgreSQL, with `--warehouse s3://…`.
     PostgresAndS3,
+    /// AWS Glue as moto's server serves it, beside its S3, with `--warehouse s3://…`.
+    GlueOnMoto,
 }
 
 #[test]
@@ -151,10 +153,16 @@ fn spark_duckdb_and_pyiceberg_read_the_reference_numbers_from_a_postgres_catalog
     readers_get_the_reference_numbers(Lakehouse::PostgresAndS3);
 }
 
+#[test]
+fn spark_duckdb_and_pyiceberg_read_the_reference_numbers_from_a_glue_catalog() {
+    readers_get_the_reference_numbers(Lakehouse::GlueOnMoto);
+}
+
 fn readers_get_the_reference_numbers(lakehouse: Lakehouse) {
     let dir = tempfile::tempdir().unwrap();
     let s3 = Service::start("s3", &dir.path().join("s3"));
     let endpoint = s3.get("ENDPOINT").to_string();
+    let mut options = s3_options(&endpoint);
     let (_catalog, uri) = match lakehouse {
         Lakehouse::RestOverS3 => {
             let rest = Service::start_with(
@@ -164,20 +172,28 @@ fn readers_get_the_reference_numbers(lakehouse: Lakehouse) {
                 &rest_on_s3(&endpoint),
             );
             let uri = rest.get("URI").to_string();
-            (rest, uri)
+            (Some(rest), uri)
         }
         Lakehouse::PostgresAndS3 => {
             let postgres = Service::start("postgres", &dir.path().join("postgres"));
             let url = postgres.get("URL").to_string();
-            (postgres, url)
+            (Some(postgres), url)
+        }
+        Lakehouse::GlueOnMoto => {
+            options.push(("glue.endpoint".into(), endpoint.clone()));
+            (None, "glue".to_string())
         }
     };
     let partitions = workload(73, 2);
     let inputs = write_inputs(dir.path(), &partitions);
     let expected = default_reference(&partitions);
 
-    let catalog = catalog_at(&uri, s3_options(&endpoint));
-    Sessionize::run("s3://lake/warehouse")
+    let catalog = catalog_at(&uri, options);
+    let warehouse = match lakehouse {
+        Lakehouse::GlueOnMoto => "s3://lake/glue",
+        _ => "s3://lake/warehouse",
+    };
+    Sessionize::run(warehouse)
         .inputs(&inputs)
         .small_epochs()
         .catalog(&catalog)
@@ -185,7 +201,7 @@ fn readers_get_the_reference_numbers(lakehouse: Lakehouse) {
         .success();
     // The table is the reference, row for row, before any other reader looks at it.
     assert_eq!(
-        read_tables_from(&catalog, &dir.path().join("reader")).sessions,
+        read_tables_from(&catalog, dir.path().join("reader")).sessions,
         expected.sessions
     );
 
@@ -196,8 +212,11 @@ fn readers_get_the_reference_numbers(lakehouse: Lakehouse) {
     let wanted = Validation::of(&expected.sessions);
     let readers: &[&str] = match lakehouse {
         Lakehouse::RestOverS3 => &["spark", "duckdb", "duckdb_iceberg_scan", "pyiceberg"],
-        // DuckDB cannot open a SQL catalog: it scans the table's metadata file.
-        Lakehouse::PostgresAndS3 => &["spark", "duckdb_iceberg_scan", "pyiceberg"],
+        // DuckDB cannot open a SQL catalog, nor Glue on a test server: it scans the table's
+        // metadata file.
+        Lakehouse::PostgresAndS3 | Lakehouse::GlueOnMoto => {
+            &["spark", "duckdb_iceberg_scan", "pyiceberg"]
+        }
     };
     for reader in readers {
         let value = read
@@ -299,7 +318,7 @@ fn spark_maintenance_while_the_pipeline_commits_loses_and_doubles_nothing() {
     let report = spark.join().unwrap();
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
 
-    let actual = read_tables_from(&catalog, &dir.path().join("reader"));
+    let actual = read_tables_from(&catalog, dir.path().join("reader"));
     assert_tables_equal(&actual, &expected, "after Spark's maintenance");
     // Spark's rewrites took, among commits of ours: our epoch moved on between its rounds.
     assert!(report["rewrites"].as_u64().unwrap() >= 1, "{report}");

@@ -70,7 +70,7 @@ fn the_spark_jobs_queries_give_what_spark_computes_for_the_reference() {
         .args(["-w", "2"])
         .success();
     assert_eq!(
-        read_tables_from(&catalog, &dir.path().join("reader")).sessions,
+        read_tables_from(&catalog, dir.path().join("reader")).sessions,
         expected.sessions
     );
 

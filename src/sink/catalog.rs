@@ -8,7 +8,9 @@
 //! * `http://…` / `https://…`: an Iceberg REST catalog (Polaris, Nessie, Lakekeeper, Gravitino,
 //!   Unity, Iceberg's own). Options pass its properties through: `token=…` (bearer),
 //!   `credential=ID:SECRET` with optional `oauth2-server-uri`, `scope` (OAuth2 client credentials),
-//!   `header.NAME=VALUE` (extra headers), `warehouse=…` (the catalog's warehouse name).
+//!   `header.NAME=VALUE` (extra headers), `warehouse=…` (the catalog's warehouse name);
+//! * `glue`: the AWS Glue Data Catalog ([`super::glue`]), with `glue.region`, `glue.endpoint`,
+//!   `glue.catalog-id` and credentials as options.
 //!
 //! ```
 //! use sessionize::sink::catalog::{CatalogKind, CatalogSettings};
@@ -32,6 +34,7 @@ use iceberg_catalog_rest::{RestCatalog, RestCatalogBuilder};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 
 use super::bounded::BoundedCatalog;
+use super::glue::GlueCatalog;
 use super::rest_commit::RestCommits;
 use super::tables::TableKind;
 use super::updates::CommitRoute;
@@ -86,6 +89,8 @@ pub enum CatalogKind {
     Sql,
     /// An Iceberg REST catalog.
     Rest,
+    /// The AWS Glue Data Catalog.
+    Glue,
 }
 
 impl CatalogSettings {
@@ -101,7 +106,7 @@ impl CatalogSettings {
         if self.uri.is_none() && warehouse.local().is_none() {
             bail!(
                 "--warehouse {warehouse}: the default SQLite catalog lives on a local disk; give \
-                 --catalog-uri (postgres://…, http(s)://… or sqlite:PATH) for a warehouse on S3"
+                 --catalog-uri (postgres://…, http(s)://…, glue or sqlite:PATH) for a warehouse on S3"
             );
         }
         let uri = self.resolved_uri(warehouse);
@@ -109,9 +114,10 @@ impl CatalogSettings {
         Ok(match scheme {
             "sqlite" | "postgres" | "postgresql" => CatalogKind::Sql,
             "http" | "https" => CatalogKind::Rest,
+            "glue" => CatalogKind::Glue,
             _ => bail!(
-                "--catalog-uri {}: unknown kind of catalog; use sqlite:PATH, postgres://… or \
-                 http(s)://… (a REST catalog)",
+                "--catalog-uri {}: unknown kind of catalog; use sqlite:PATH, postgres://…, \
+                 http(s)://… (a REST catalog) or glue",
                 self.display_uri(warehouse)
             ),
         })
@@ -187,7 +193,18 @@ impl CatalogSettings {
                     .await?;
                 Arc::new(RenewingCatalog(catalog))
             }
+            CatalogKind::Glue => Arc::new(self.glue(warehouse)?),
         })
+    }
+
+    fn glue(&self, warehouse: &Location) -> iceberg::Result<GlueCatalog> {
+        let properties: HashMap<String, String> = self.options.iter().cloned().collect();
+        GlueCatalog::new(
+            &properties,
+            &warehouse.uri(),
+            Arc::new(TableStorageFactory),
+            self.http_client()?,
+        )
     }
 }
 
@@ -221,6 +238,7 @@ impl CatalogSettings {
                 uri,
                 self.options.iter().cloned().collect(),
             )),
+            CatalogKind::Glue => CommitRoute::Glue(self.glue(warehouse)?),
         })
     }
 }

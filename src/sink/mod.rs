@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod commit;
 pub mod create;
 pub mod expiry;
+pub mod glue;
 mod manifests;
 pub mod murmur3;
 mod replace;

@@ -8,7 +8,9 @@
 //!   updates were applied to: the compare-and-swap iceberg-catalog-sql and Java's `JdbcCatalog`
 //!   use, so a concurrent commit of any of them makes exactly one of the two fail;
 //! * a REST catalog: `POST /v1/{prefix}/namespaces/{namespace}/tables/{table}` with the updates
-//!   and requirements, which the catalog checks and applies atomically ([`super::rest_commit`]).
+//!   and requirements, which the catalog checks and applies atomically ([`super::rest_commit`]);
+//! * AWS Glue: as for SQL, the new metadata file written, then the Glue table pointed at it with
+//!   its `VersionId` ([`GlueCatalog::swap_metadata`]).
 //!
 //! Like [`Warehouse::append`], one attempt, bounded by `--catalog-timeout`; a failure may have
 //! been taken by the catalog, so whoever retries looks at the table first.
@@ -24,6 +26,7 @@ use sqlx::any::AnyPoolOptions;
 use tokio::sync::OnceCell;
 
 use super::catalog::{CATALOG_NAME, Warehouse};
+use super::glue::GlueCatalog;
 use super::rest_commit::RestCommits;
 
 /// How the catalog takes a commit of updates.
@@ -36,6 +39,7 @@ pub(super) enum CommitRoute {
         pool: OnceCell<AnyPool>,
     },
     Rest(RestCommits),
+    Glue(GlueCatalog),
 }
 
 impl CommitRoute {
@@ -86,6 +90,19 @@ impl Warehouse {
                     Ok(staged)
                 }
                 CommitRoute::Rest(rest) => rest.commit(base, requirements, updates).await,
+                CommitRoute::Glue(glue) => {
+                    let current = self.catalog.load_table(ident).await?;
+                    let staged = staged(&current, requirements, updates)?;
+                    let new_location = staged.metadata_location_result()?;
+                    staged
+                        .metadata()
+                        .write_to(staged.file_io(), &new_location.parse::<MetadataLocation>()?)
+                        .await?;
+                    let base_location = current.metadata_location_result()?;
+                    glue.swap_metadata(ident, base_location, new_location, staged.metadata())
+                        .await?;
+                    Ok(staged)
+                }
             }
         };
         tokio::time::timeout(self.patience, commit)

@@ -10,6 +10,7 @@ use futures::TryStreamExt;
 use sessionize::sink::Warehouse;
 use sessionize::sink::catalog::CatalogSettings;
 use sessionize::sink::tables::TableKind;
+use sessionize::storage::Location;
 
 use super::{Expected, Position, SessionRow, assert_success};
 
@@ -71,7 +72,7 @@ pub fn read_tables(warehouse: &Path) -> Actual {
 }
 
 /// [`read_tables`] through the catalog `catalog`.
-pub fn read_tables_from(catalog: &CatalogSettings, warehouse: &Path) -> Actual {
+pub fn read_tables_from(catalog: &CatalogSettings, warehouse: impl Into<Location>) -> Actual {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
