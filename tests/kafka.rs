@@ -496,11 +496,14 @@ fn two_processes_read_one_topic_into_the_same_tables() {
     let processes = spawn_cluster(dir.path(), 2, |_| {
         topic.bounded(&warehouse).args(["-w", "2"])
     });
-    for child in processes {
-        finish(child);
-    }
+    let outputs: Vec<Output> = processes.into_iter().map(finish).collect();
     let actual = read_tables(&warehouse);
     assert_tables_equal(&actual, &expected, "-n 2 -w 2");
+    // Process 0's summary counts every process's records, not only its own partitions'.
+    let stdout = String::from_utf8_lossy(&outputs[0].stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let records: usize = partitions.iter().map(|p| records_of(p).len()).sum();
+    assert_eq!(summary["events_read"], records as u64, "{summary}");
     assert_eq!(actual.next_offsets(), end_offsets(&partitions));
 }
 

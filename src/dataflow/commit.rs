@@ -152,7 +152,10 @@ fn gather(epoch: &mut EpochParts, part: CommitPart) {
             }
             epoch.files.entry(table).or_default().extend(files);
         }
-        CommitPart::Position(p) => epoch.positions.push(p),
+        CommitPart::Position(mut p, counts) => {
+            p.counts = counts;
+            epoch.positions.push(p)
+        }
         CommitPart::Checkpoint(part) => epoch.checkpoint.push(part),
     }
 }

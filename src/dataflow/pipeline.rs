@@ -86,7 +86,10 @@ pub(super) fn build_pipeline(
     let parts = session_files
         .concat(quarantine_files)
         .concat(late_files)
-        .concat(positions.map(CommitPart::Position))
+        .concat(positions.map(|p| {
+            let counts = p.counts;
+            CommitPart::Position(p, counts)
+        }))
         .concat(checkpoints);
     commit(parts, context, Arc::clone(&totals)).probe_with(&committed);
     Ok((committed, totals))

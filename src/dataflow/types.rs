@@ -11,7 +11,9 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 
 use super::time::Time;
-use crate::commit::{BufferedOutput, CheckpointPart, CheckpointStore, SourcePosition, StartState};
+use crate::commit::{
+    BufferedOutput, CheckpointPart, CheckpointStore, SourceCounts, SourcePosition, StartState,
+};
 use crate::config::PipelineConfig;
 use crate::rules::Boundary;
 use crate::sink::{TableKind, Warehouse};
@@ -116,7 +118,10 @@ pub enum CommitPart {
         /// For sessions: the events they hold.
         events: u64,
     },
-    Position(SourcePosition),
+    /// A partition's position, and what it saw since the last: the position's own `counts` are
+    /// not serialized (they are no part of what a commit records), so across processes they
+    /// travel beside it.
+    Position(SourcePosition, SourceCounts),
     Checkpoint(CheckpointPart),
 }
 
