@@ -10,14 +10,15 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use common::{
     Expected, RestOverS3, Service, Sessionize, assert_success, assert_tables_equal, bucket_keys,
-    catalog_at, default_reference, read_tables_from, s3_options, workload, write_inputs,
+    catalog_at, default_reference, losers_of_concurrent_runs, read_tables_from, s3_options,
+    workload, write_inputs,
 };
 use sessionize::sink::catalog::CatalogSettings;
 use sessionize::storage::Location;
@@ -233,23 +234,7 @@ fn concurrent_pipelines_on_one_glue_table_never_double_a_row() {
         let children: Vec<Child> = (0..2)
             .map(|_| run(warehouse, &catalog).inputs(&inputs).spawn())
             .collect();
-        let outputs: Vec<Output> = children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap())
-            .collect();
-        for output in &outputs {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            match output.status.code() {
-                Some(0) => {}
-                // The loser stops with the two-writers code, having committed nothing.
-                Some(4) => {
-                    conflicts += 1;
-                    assert!(stderr.contains("another pipeline"), "{stderr}");
-                }
-                other => panic!("unexpected exit {other:?}: {stderr}"),
-            }
-        }
-        assert!(outputs.iter().any(|o| o.status.success()));
+        conflicts += losers_of_concurrent_runs(children);
         run(warehouse, &catalog).inputs(&inputs).success();
         let actual = read_tables_from(&catalog, warehouse.parse::<Location>().unwrap());
         assert_tables_equal(&actual, &expected, &format!("Glue, attempt {attempt}"));

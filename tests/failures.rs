@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::{
     HOUR, Lcg, MIN, Sessionize, assert_success, assert_tables_equal, default_reference, event,
-    hostfile, pyiceberg, read_tables, spawn_cluster, workload, write_inputs,
+    hostfile, losers_of_concurrent_runs, pyiceberg, read_tables, spawn_cluster, workload,
+    write_inputs,
 };
 
 /// The run of these tests: in small epochs, so that there are many to be killed in.
@@ -147,26 +148,7 @@ fn concurrent_pipelines_on_one_table_never_double_a_row() {
         let children: Vec<Child> = (0..2)
             .map(|_| run(&warehouse, &inputs).args(["-w", "2"]).spawn())
             .collect();
-        let outputs: Vec<Output> = children
-            .into_iter()
-            .map(|c| c.wait_with_output().unwrap())
-            .collect();
-        for output in &outputs {
-            match output.status.code() {
-                Some(0) => {}
-                // The loser stops with the two-writers code, having committed nothing.
-                Some(4) => {
-                    conflicts += 1;
-                    let stderr = String::from_utf8_lossy(&output.stderr);
-                    assert!(stderr.contains("another pipeline"), "{stderr}");
-                }
-                other => panic!(
-                    "unexpected exit {other:?}: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                ),
-            }
-        }
-        assert!(outputs.iter().any(|o| o.status.success()));
+        conflicts += losers_of_concurrent_runs(children);
         // Whatever happened, a restart finishes, and no row is doubled.
         run(&warehouse, &inputs).success();
         let what = format!("attempt {attempt}");

@@ -166,6 +166,30 @@ pub fn assert_success(output: &Output, what: &str) {
 }
 
 /// A timely hostfile in `dir` for `processes` processes on loopback, each on a free port.
+/// Waits for pipelines started at once on the same tables; each must finish, or lose to another
+/// with the two-writers exit code (4) having committed nothing. At least one finishes. Returns
+/// how many lost.
+pub fn losers_of_concurrent_runs(children: Vec<Child>) -> usize {
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut losers = 0;
+    for output in &outputs {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        match output.status.code() {
+            Some(0) => {}
+            Some(4) => {
+                losers += 1;
+                assert!(stderr.contains("another pipeline"), "{stderr}");
+            }
+            other => panic!("unexpected exit {other:?}: {stderr}"),
+        }
+    }
+    assert!(outputs.iter().any(|o| o.status.success()));
+    losers
+}
+
 pub fn hostfile(dir: &Path, processes: usize) -> PathBuf {
     let port = || {
         std::net::TcpListener::bind("127.0.0.1:0")
