@@ -219,8 +219,8 @@ fn a_kill_at_every_commit_step_into_glue_loses_and_doubles_nothing() {
     }
 }
 
-/// Two pipelines started at once on the same Glue tables: whatever their commits' interleaving,
-/// a restart finishes and no row is doubled.
+/// Two pipelines started at once on the same Glue tables: one is refused, and whatever their
+/// commits' interleaving, a restart finishes and no row is doubled.
 #[test]
 fn concurrent_pipelines_on_one_glue_table_never_double_a_row() {
     let dir = tempfile::tempdir().unwrap();
@@ -239,7 +239,8 @@ fn concurrent_pipelines_on_one_glue_table_never_double_a_row() {
         let actual = read_tables_from(&catalog, warehouse.parse::<Location>().unwrap());
         assert_tables_equal(&actual, &expected, &format!("Glue, attempt {attempt}"));
     }
-    eprintln!("{conflicts} of 3 attempts had a loser");
+    // Each time, one of the two was refused (3 of 3 when this test was written).
+    assert!(conflicts > 0, "the two pipelines never overlapped");
 }
 
 /// A catalog that accepts connections and never answers (a listener nobody reads from: the kernel
