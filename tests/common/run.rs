@@ -166,9 +166,9 @@ pub fn assert_success(output: &Output, what: &str) {
 }
 
 /// A timely hostfile in `dir` for `processes` processes on loopback, each on a free port.
-/// Waits for pipelines started at once on the same tables; each must finish, or lose to another
-/// with the two-writers exit code (4) having committed nothing. At least one finishes. Returns
-/// how many lost.
+/// Waits for pipelines started at once on the same tables; each must finish, or stop with the
+/// two-writers exit code (4) once it finds another's commit. Both may stop, when their commits
+/// interleave across the tables: a restart finishes the work. Returns how many stopped.
 pub fn losers_of_concurrent_runs(children: Vec<Child>) -> usize {
     let outputs: Vec<Output> = children
         .into_iter()
@@ -186,7 +186,6 @@ pub fn losers_of_concurrent_runs(children: Vec<Child>) -> usize {
             other => panic!("unexpected exit {other:?}: {stderr}"),
         }
     }
-    assert!(outputs.iter().any(|o| o.status.success()));
     losers
 }
 
