@@ -84,10 +84,7 @@ impl GlueCatalog {
             .map_err(|e| e.about_table(ident))?;
         let table = &answer["Table"];
         let parameters = &table["Parameters"];
-        if !parameters["table_type"]
-            .as_str()
-            .is_some_and(|t| t.eq_ignore_ascii_case("iceberg"))
-        {
+        if !is_iceberg(table) {
             return Err(Error::new(
                 ErrorKind::DataInvalid,
                 format!("Glue table {ident} is not an Iceberg table (no table_type=ICEBERG)"),
@@ -106,6 +103,27 @@ impl GlueCatalog {
             metadata_location,
             version_id: table["VersionId"].as_str().map(str::to_string),
         })
+    }
+
+    /// Creates the Glue table of `ident`, pointing at `metadata`, written at `metadata_location`.
+    async fn register(
+        &self,
+        ident: &TableIdent,
+        metadata: TableMetadata,
+        metadata_location: String,
+    ) -> Result<Table> {
+        let database = Self::database(ident.namespace())?;
+        self.client
+            .call(
+                "CreateTable",
+                json!({
+                    "DatabaseName": database,
+                    "TableInput": table_input(ident, &metadata, &metadata_location, None),
+                }),
+            )
+            .await
+            .map_err(|e| e.about_table(ident))?;
+        self.table(ident, metadata, metadata_location)
     }
 
     fn table(
@@ -154,6 +172,13 @@ impl GlueCatalog {
             .map_err(|e| e.about_table(ident))
             .map(drop)
     }
+}
+
+/// Whether a Glue table (as `GetTable` and `GetTables` answer) is an Iceberg table.
+fn is_iceberg(table: &Value) -> bool {
+    table["Parameters"]["table_type"]
+        .as_str()
+        .is_some_and(|t| t.eq_ignore_ascii_case("iceberg"))
 }
 
 struct GlueTable {
@@ -336,11 +361,7 @@ impl Catalog for GlueCatalog {
         Ok(answers
             .iter()
             .flat_map(|answer| answer["TableList"].as_array().into_iter().flatten())
-            .filter(|table| {
-                table["Parameters"]["table_type"]
-                    .as_str()
-                    .is_some_and(|t| t.eq_ignore_ascii_case("iceberg"))
-            })
+            .filter(|table| is_iceberg(table))
             .filter_map(|table| table["Name"].as_str())
             .map(|name| TableIdent::new(namespace.clone(), name.to_string()))
             .collect())
@@ -365,18 +386,8 @@ impl Catalog for GlueCatalog {
         .metadata;
         let metadata_location = MetadataLocation::new_with_metadata(location, &metadata);
         metadata.write_to(&self.file_io, &metadata_location).await?;
-        let metadata_location = metadata_location.to_string();
-        self.client
-            .call(
-                "CreateTable",
-                json!({
-                    "DatabaseName": database,
-                    "TableInput": table_input(&ident, &metadata, &metadata_location, None),
-                }),
-            )
+        self.register(&ident, metadata, metadata_location.to_string())
             .await
-            .map_err(|e| e.about_table(&ident))?;
-        self.table(&ident, metadata, metadata_location)
     }
 
     async fn load_table(&self, ident: &TableIdent) -> Result<Table> {
@@ -417,19 +428,8 @@ impl Catalog for GlueCatalog {
     }
 
     async fn register_table(&self, ident: &TableIdent, metadata_location: String) -> Result<Table> {
-        let database = Self::database(ident.namespace())?;
         let metadata = TableMetadata::read_from(&self.file_io, &metadata_location).await?;
-        self.client
-            .call(
-                "CreateTable",
-                json!({
-                    "DatabaseName": database,
-                    "TableInput": table_input(ident, &metadata, &metadata_location, None),
-                }),
-            )
-            .await
-            .map_err(|e| e.about_table(ident))?;
-        self.table(ident, metadata, metadata_location)
+        self.register(ident, metadata, metadata_location).await
     }
 
     async fn update_table(&self, commit: TableCommit) -> Result<Table> {
