@@ -288,10 +288,13 @@ fn spark_maintenance_while_the_pipeline_commits_loses_and_doubles_nothing() {
             reader_script("other_writer.py", &args, &scratch)
         })
     };
+    // The topic pauses for minutes between pieces (Spark starts, then finishes rounds) and its
+    // events are months old: with the default `--idle-timeout` the idle partitions' watermark
+    // would follow the wall clock and every later piece would be late.
     let live = KillOnDrop(
         pipeline()
             .commit_interval("200ms")
-            .args(["--idle-commit-interval", "1"])
+            .args(["--idle-commit-interval", "1", "--idle-timeout", "1h"])
             .spawn(),
     );
     // The topic grows piece by piece; after each piece Spark finishes a whole round that began

@@ -199,12 +199,7 @@ impl CatalogSettings {
 
     fn glue(&self, warehouse: &Location) -> iceberg::Result<GlueCatalog> {
         let properties: HashMap<String, String> = self.options.iter().cloned().collect();
-        GlueCatalog::new(
-            &properties,
-            &warehouse.uri(),
-            Arc::new(TableStorageFactory),
-            self.http_client()?,
-        )
+        GlueCatalog::new(&properties, &warehouse.uri(), self.http_client()?)
     }
 }
 

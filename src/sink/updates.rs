@@ -9,8 +9,8 @@
 //!   use, so a concurrent commit of any of them makes exactly one of the two fail;
 //! * a REST catalog: `POST /v1/{prefix}/namespaces/{namespace}/tables/{table}` with the updates
 //!   and requirements, which the catalog checks and applies atomically ([`super::rest_commit`]);
-//! * AWS Glue: as for SQL, the new metadata file written, then the Glue table pointed at it with
-//!   its `VersionId` ([`GlueCatalog::swap_metadata`]).
+//! * AWS Glue: the new metadata file written, the succession of the base claimed, and the Glue
+//!   table pointed at it with its `VersionId` ([`GlueCatalog::commit`]).
 //!
 //! Like [`Warehouse::append`], one attempt, bounded by `--catalog-timeout`; a failure may have
 //! been taken by the catalog, so whoever retries looks at the table first.
@@ -91,16 +91,9 @@ impl Warehouse {
                 }
                 CommitRoute::Rest(rest) => rest.commit(base, requirements, updates).await,
                 CommitRoute::Glue(glue) => {
-                    let current = self.catalog.load_table(ident).await?;
+                    let (current, version) = glue.load(ident).await?;
                     let staged = staged(&current, requirements, updates)?;
-                    let new_location = staged.metadata_location_result()?;
-                    staged
-                        .metadata()
-                        .write_to(staged.file_io(), &new_location.parse::<MetadataLocation>()?)
-                        .await?;
-                    let base_location = current.metadata_location_result()?;
-                    glue.swap_metadata(ident, base_location, new_location, staged.metadata())
-                        .await?;
+                    glue.commit(&current, version, &staged).await?;
                     Ok(staged)
                 }
             }

@@ -31,16 +31,7 @@ pub struct TableStorageFactory;
 #[typetag::serde]
 impl StorageFactory for TableStorageFactory {
     fn build(&self, config: &StorageConfig) -> iceberg::Result<Arc<dyn Storage>> {
-        let mut properties: Vec<(String, String)> = config
-            .props()
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        properties.sort();
-        Ok(Arc::new(TableStorage {
-            properties,
-            operators: Arc::default(),
-        }))
+        Ok(Arc::new(TableStorage::new(config.props())))
     }
 }
 
@@ -56,6 +47,47 @@ pub struct TableStorage {
 }
 
 impl TableStorage {
+    /// Storage configured by FileIO's `properties`.
+    pub fn new(properties: &HashMap<String, String>) -> Self {
+        let mut properties: Vec<(String, String)> = properties
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        properties.sort();
+        TableStorage {
+            properties,
+            operators: Arc::default(),
+        }
+    }
+
+    /// Creates `location` holding `bytes` unless it exists, atomically (a conditional `PUT` on
+    /// S3, an exclusive create on a local disk): whether this call created it.
+    pub async fn create_new(&self, location: &str, bytes: Bytes) -> iceberg::Result<bool> {
+        let (operator, path) = self.resolve(location)?;
+        match operator.write_with(path, bytes).if_not_exists(true).await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    /// The contents of `location`, or `None` if there is no such file.
+    pub async fn read_if_exists(&self, location: &str) -> iceberg::Result<Option<Bytes>> {
+        let (operator, path) = self.resolve(location)?;
+        match operator.read(path).await {
+            Ok(buffer) => Ok(Some(buffer.to_bytes())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
     /// The operator that holds `location`, and the path of `location` within it.
     fn resolve<'a>(&self, location: &'a str) -> iceberg::Result<(Operator, &'a str)> {
         let parsed = location

@@ -56,11 +56,19 @@ pub fn assert_tables_equal(actual: &Actual, expected: &Expected, what: &str) {
         Position::LineNumber => (&actual.quarantined, &actual.late),
         Position::Offset => (&actual.quarantined_offsets, &actual.late_offsets),
     };
-    // The short comparisons first: a session count says more than a diff of thousands of rows.
+    // The short comparison first: the tables' row counts say more than a diff of thousands of
+    // rows, and where missing sessions went (events counted late, lines quarantined).
+    let counts = |sessions: usize, quarantined: usize, late: usize| {
+        format!("{sessions} sessions, {quarantined} quarantined, {late} late")
+    };
     assert_eq!(
-        actual.sessions.len(),
-        expected.sessions.len(),
-        "{what}: sessions"
+        counts(actual.sessions.len(), quarantined.len(), late.len()),
+        counts(
+            expected.sessions.len(),
+            expected.quarantined.len(),
+            expected.late.len()
+        ),
+        "{what}: row counts"
     );
     assert_eq!(quarantined, &expected.quarantined, "{what}: quarantined");
     assert_eq!(late, &expected.late, "{what}: late");

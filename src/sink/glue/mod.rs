@@ -5,10 +5,16 @@
 //! Our own thin client, for the few calls a pipeline makes, signed with SigV4 (reqsign, already in
 //! the build through OpenDAL's S3): iceberg-catalog-glue 0.10 refuses `timestamptz` columns.
 //!
-//! A commit writes the new metadata file, then `UpdateTable` with the `VersionId` the table had
-//! when its current metadata was read: Glue refuses the update if anyone updated the table since,
-//! so of two writers exactly one wins. Before that, the table's `metadata_location` must still
-//! be the one the commit was built on.
+//! A commit writes its new metadata file, then claims the succession of the metadata it was
+//! built on by creating `<base metadata file>.next`, which names the new file, atomically (a
+//! conditional `PUT` on S3, an exclusive create on a local disk), then points the Glue table at
+//! the new file with `UpdateTable` and the `VersionId` it read with the base. Of two of our
+//! writers on one base only one can claim it, even where Glue does not check `VersionId` (moto's
+//! server, which the tests run against, ignores it); `VersionId` keeps out writers that make no
+//! claims, such as Spark. The claim is the commit point: whoever loads the table and finds a
+//! claim on the metadata Glue names completes that commit first, so a writer killed between its
+//! claim and its `UpdateTable` has committed all the same, and Glue's pointer set back by a late
+//! `UpdateTable` comes forward again at the next load.
 //!
 //! Options (`--catalog-option`): `glue.region` (else `AWS_REGION`, else `us-east-1`),
 //! `glue.endpoint` (another endpoint than `https://glue.<region>.amazonaws.com`),
@@ -20,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use iceberg::io::{FileIO, FileIOBuilder, StorageFactory};
+use iceberg::io::{FileIO, FileIOBuilder};
 use iceberg::spec::{
     NestedFieldRef, PrimitiveType, Schema, TableMetadata, TableMetadataBuilder, Type,
 };
@@ -29,19 +35,35 @@ use iceberg::{
     Catalog, Error, ErrorKind, MetadataLocation, Namespace, NamespaceIdent, Result, TableCommit,
     TableCreation, TableIdent,
 };
-use reqsign_aws_v4::{
-    Credential, DefaultCredentialProvider, RequestSigner, StaticCredentialProvider,
-};
-use reqsign_core::{Context, OsEnv, Signer};
 use serde_json::{Value, json};
+
+use crate::failure::fail_point;
+use crate::storage::{TableStorage, TableStorageFactory};
+
+mod client;
+use client::GlueClient;
 
 /// A Glue Data Catalog and the warehouse under which new tables are placed.
 #[derive(Debug)]
 pub struct GlueCatalog {
     client: GlueClient,
     file_io: FileIO,
+    /// The tables' files, for the claims FileIO cannot make (module docs).
+    storage: TableStorage,
     warehouse: String,
 }
+
+/// How many claimed commits a load completes before it gives up: one writer claims one commit
+/// at a time, so more than a few in a row means something else is wrong.
+const MAX_CLAIMS_COMPLETED: usize = 16;
+
+/// Where the claim on the succession of the metadata file at `metadata_location` is.
+fn claim_location(metadata_location: &str) -> String {
+    format!("{metadata_location}.next")
+}
+
+/// The table's entry in Glue as a load read it, which a commit on that load's table updates.
+pub struct GlueVersion(GlueTable);
 
 impl GlueCatalog {
     /// The catalog of `options` (see the module's documentation); new tables go under
@@ -49,14 +71,14 @@ impl GlueCatalog {
     pub fn new(
         options: &HashMap<String, String>,
         warehouse: &str,
-        storage: Arc<dyn StorageFactory>,
         http: reqwest::Client,
     ) -> Result<Self> {
         Ok(GlueCatalog {
             client: GlueClient::new(options, http)?,
-            file_io: FileIOBuilder::new(storage)
+            file_io: FileIOBuilder::new(Arc::new(TableStorageFactory))
                 .with_props(options.clone())
                 .build(),
+            storage: TableStorage::new(options),
             warehouse: warehouse.trim_end_matches('/').to_string(),
         })
     }
@@ -141,30 +163,114 @@ impl GlueCatalog {
             .build()
     }
 
-    /// Points the Glue table of `ident` at `new_location` (whose metadata, `metadata`, is
-    /// written) if it still points at `base_location`: the check first, then `UpdateTable` with
-    /// the table's `VersionId`, which Glue refuses if the table changed in between.
-    pub async fn swap_metadata(
-        &self,
-        ident: &TableIdent,
-        base_location: &str,
-        new_location: &str,
-        metadata: &TableMetadata,
-    ) -> Result<()> {
-        let current = self.glue_table(ident).await?;
-        if current.metadata_location != base_location {
+    /// The table `ident` with the commits claimed on it completed (module docs), and its entry
+    /// in Glue, for a commit on it.
+    pub async fn load(&self, ident: &TableIdent) -> Result<(Table, GlueVersion)> {
+        for _ in 0..MAX_CLAIMS_COMPLETED {
+            let entry = self.glue_table(ident).await?;
+            let claimed = self
+                .storage
+                .read_if_exists(&claim_location(&entry.metadata_location))
+                .await?;
+            let Some(successor) = claimed else {
+                let metadata =
+                    TableMetadata::read_from(&self.file_io, &entry.metadata_location).await?;
+                let table = self.table(ident, metadata, entry.metadata_location.clone())?;
+                return Ok((table, GlueVersion(entry)));
+            };
+            let successor = String::from_utf8_lossy(&successor).into_owned();
+            let metadata = match TableMetadata::read_from(&self.file_io, &successor).await {
+                Ok(metadata) => metadata,
+                // Only a cleanup of files no metadata names (Spark's `remove_orphan_files`)
+                // takes the file of a claim never completed: that commit did not happen.
+                Err(e) if !self.file_io.exists(&successor).await.unwrap_or(true) => {
+                    tracing::warn!(
+                        "ignoring the claim on {} of {ident}: {successor} is gone ({e})",
+                        entry.metadata_location
+                    );
+                    let metadata =
+                        TableMetadata::read_from(&self.file_io, &entry.metadata_location).await?;
+                    let table = self.table(ident, metadata, entry.metadata_location.clone())?;
+                    return Ok((table, GlueVersion(entry)));
+                }
+                Err(e) => return Err(e),
+            };
+            // Refused if the entry changed since it was read: then the loop reads it again.
+            match self.point_at(ident, &entry, &successor, &metadata).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Unexpected,
+            format!(
+                "{ident}: more than {MAX_CLAIMS_COMPLETED} claimed commits in a row to \
+                 complete; is another writer committing in a loop?"
+            ),
+        ))
+    }
+
+    /// Commits `staged`, built on `base` (as loaded with `version`, by [`Self::load`]): writes
+    /// its metadata file, claims the succession of `base`'s and points Glue at it (module docs).
+    /// A conflict if another commit claimed `base` first or, where Glue checks versions, a
+    /// writer that makes no claims changed the table since the load.
+    pub async fn commit(&self, base: &Table, version: GlueVersion, staged: &Table) -> Result<()> {
+        let ident = base.identifier();
+        let base_location = base.metadata_location_result()?;
+        let new_location = staged.metadata_location_result()?;
+        staged
+            .metadata()
+            .write_to(&self.file_io, &new_location.parse::<MetadataLocation>()?)
+            .await?;
+        let claim = claim_location(base_location);
+        let claimed = self
+            .storage
+            .create_new(&claim, Bytes::from(new_location.to_string()))
+            .await?
+            // A retried request whose first attempt went through finds its own claim.
+            || self.storage.read_if_exists(&claim).await?.as_deref() == Some(new_location.as_bytes());
+        if !claimed {
+            // Nobody will ever read the metadata file we wrote.
+            let _ = self.file_io.delete(new_location).await;
             return Err(Error::new(
                 ErrorKind::CatalogCommitConflicts,
                 format!("another commit to {ident} came first"),
             ));
         }
+        fail_point("after-glue-claim");
+        if let Err(refused) = self
+            .point_at(ident, &version.0, new_location, staged.metadata())
+            .await
+        {
+            // Someone may have completed the claim for us, and gone on; or the claim is void,
+            // taken over by a writer that makes none.
+            let (now, _) = self.load(ident).await?;
+            if !descends_from(now.metadata(), now.metadata_location(), new_location) {
+                return Err(refused);
+            }
+        }
+        self.forget_claims(base, staged).await;
+        Ok(())
+    }
+
+    /// Points the Glue entry of `ident`, as read in `entry`, at the metadata file `location`
+    /// (`metadata`) with `UpdateTable`, which Glue refuses if the entry changed since.
+    async fn point_at(
+        &self,
+        ident: &TableIdent,
+        entry: &GlueTable,
+        location: &str,
+        metadata: &TableMetadata,
+    ) -> Result<()> {
+        let previous = Some(entry.metadata_location.as_str());
         let mut update = json!({
             "DatabaseName": Self::database(ident.namespace())?,
-            "TableInput": table_input(ident, metadata, new_location, Some(base_location)),
+            "TableInput": table_input(ident, metadata, location, previous),
             "SkipArchive": false,
         });
-        if let Some(version) = current.version_id {
-            update["VersionId"] = Value::String(version);
+        if let Some(version) = &entry.version_id {
+            update["VersionId"] = Value::String(version.clone());
         }
         self.client
             .call("UpdateTable", update)
@@ -172,6 +278,31 @@ impl GlueCatalog {
             .map_err(|e| e.about_table(ident))
             .map(drop)
     }
+
+    /// Deletes the claims on metadata files `staged` dropped from the metadata log: no load
+    /// reaches them again.
+    async fn forget_claims(&self, base: &Table, staged: &Table) {
+        let kept = |file: &str| descends_from(staged.metadata(), staged.metadata_location(), file);
+        let dropped = base
+            .metadata()
+            .metadata_log()
+            .iter()
+            .map(|log| log.metadata_file.as_str())
+            .filter(|file| !kept(file));
+        for file in dropped {
+            let _ = self.file_io.delete(claim_location(file)).await;
+        }
+    }
+}
+
+/// Whether the table whose metadata, at `location`, is `metadata` is the metadata file
+/// `ancestor` or was committed on it, as far as its metadata log goes back.
+fn descends_from(metadata: &TableMetadata, location: Option<&str>, ancestor: &str) -> bool {
+    location == Some(ancestor)
+        || metadata
+            .metadata_log()
+            .iter()
+            .any(|log| log.metadata_file == ancestor)
 }
 
 /// Whether a Glue table (as `GetTable` and `GetTables` answer) is an Iceberg table.
@@ -181,6 +312,7 @@ fn is_iceberg(table: &Value) -> bool {
         .is_some_and(|t| t.eq_ignore_ascii_case("iceberg"))
 }
 
+/// A Glue table's entry: where the Iceberg metadata it names is, and Glue's version of it.
 struct GlueTable {
     metadata_location: String,
     version_id: Option<String>,
@@ -391,9 +523,7 @@ impl Catalog for GlueCatalog {
     }
 
     async fn load_table(&self, ident: &TableIdent) -> Result<Table> {
-        let glue = self.glue_table(ident).await?;
-        let metadata = TableMetadata::read_from(&self.file_io, &glue.metadata_location).await?;
-        self.table(ident, metadata, glue.metadata_location)
+        Ok(self.load(ident).await?.0)
     }
 
     async fn drop_table(&self, ident: &TableIdent) -> Result<()> {
@@ -433,221 +563,10 @@ impl Catalog for GlueCatalog {
     }
 
     async fn update_table(&self, commit: TableCommit) -> Result<Table> {
-        let ident = commit.identifier().clone();
-        let current = self.load_table(&ident).await?;
-        let base_location = current.metadata_location_result()?.to_string();
-        let staged = commit.apply(current)?;
-        let new_location = staged.metadata_location_result()?.to_string();
-        staged
-            .metadata()
-            .write_to(staged.file_io(), &new_location.parse::<MetadataLocation>()?)
-            .await?;
-        let swapped = self
-            .swap_metadata(&ident, &base_location, &new_location, staged.metadata())
-            .await;
-        if let Err(e) = &swapped
-            && e.kind() == ErrorKind::CatalogCommitConflicts
-        {
-            // Nobody will ever read the metadata file we wrote.
-            let _ = staged.file_io().delete(&new_location).await;
-        }
-        swapped.map(|()| staged)
-    }
-}
-
-/// Glue's JSON API at one endpoint, each request signed with SigV4.
-struct GlueClient {
-    http: reqwest::Client,
-    endpoint: String,
-    catalog_id: Option<String>,
-    signer: Signer<Credential>,
-}
-
-impl std::fmt::Debug for GlueClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GlueClient")
-            .field("endpoint", &self.endpoint)
-            .field("catalog_id", &self.catalog_id)
-            .finish()
-    }
-}
-
-/// Why Glue refused a call: its exception's name and message.
-struct GlueError {
-    exception: String,
-    message: String,
-}
-
-impl GlueError {
-    fn into_error(self, not_found: ErrorKind, exists: ErrorKind, what: String) -> Error {
-        let kind = match self.exception.as_str() {
-            "EntityNotFoundException" => not_found,
-            "AlreadyExistsException" => exists,
-            "ConcurrentModificationException" => ErrorKind::CatalogCommitConflicts,
-            _ => ErrorKind::Unexpected,
-        };
-        Error::new(
-            kind,
-            format!("Glue: {what}: {}: {}", self.exception, self.message),
-        )
-    }
-
-    fn about_table(self, ident: &TableIdent) -> Error {
-        self.into_error(
-            ErrorKind::TableNotFound,
-            ErrorKind::TableAlreadyExists,
-            format!("table {ident}"),
-        )
-    }
-
-    fn about_namespace(self, namespace: &NamespaceIdent) -> Error {
-        self.into_error(
-            ErrorKind::NamespaceNotFound,
-            ErrorKind::NamespaceAlreadyExists,
-            format!("database {}", namespace.join(".")),
-        )
-    }
-}
-
-impl From<GlueError> for Error {
-    fn from(e: GlueError) -> Error {
-        e.into_error(ErrorKind::Unexpected, ErrorKind::Unexpected, "call".into())
-    }
-}
-
-impl GlueClient {
-    fn new(options: &HashMap<String, String>, http: reqwest::Client) -> Result<Self> {
-        let option = |names: &[&str]| names.iter().find_map(|name| options.get(*name).cloned());
-        let region = option(&["glue.region", "client.region"])
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .unwrap_or_else(|| "us-east-1".into());
-        let endpoint = option(&["glue.endpoint"])
-            .unwrap_or_else(|| format!("https://glue.{region}.amazonaws.com"));
-        let context = Context::new()
-            .with_file_read(reqsign_file_read_tokio::TokioFileRead)
-            .with_http_send(SignerHttp(http.clone()))
-            .with_env(OsEnv);
-        let key = option(&["glue.access-key-id", "s3.access-key-id"]);
-        let secret = option(&["glue.secret-access-key", "s3.secret-access-key"]);
-        let request_signer = RequestSigner::new("glue", &region);
-        let signer = match (key, secret) {
-            (Some(key), Some(secret)) => {
-                let mut provider = StaticCredentialProvider::new(&key, &secret);
-                if let Some(token) = option(&["glue.session-token", "s3.session-token"]) {
-                    provider = provider.with_session_token(&token);
-                }
-                Signer::new(context, provider, request_signer)
-            }
-            (None, None) => Signer::new(context, DefaultCredentialProvider::new(), request_signer),
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::DataInvalid,
-                    "give both glue.access-key-id and glue.secret-access-key, or neither (the \
-                     AWS credential chain)",
-                ));
-            }
-        };
-        Ok(GlueClient {
-            http,
-            endpoint,
-            catalog_id: option(&["glue.catalog-id", "glue.id"]),
-            signer,
-        })
-    }
-
-    /// Calls `action` (`GetTable`, ...) with `body`; Glue's refusal is a [`GlueError`] inside.
-    async fn call(&self, action: &str, mut body: Value) -> std::result::Result<Value, GlueError> {
-        if let Some(id) = &self.catalog_id {
-            body["CatalogId"] = Value::String(id.clone());
-        }
-        let body = Bytes::from(body.to_string());
-        let transport = |message: String| GlueError {
-            exception: "transport".into(),
-            message,
-        };
-        let request = http::Request::post(&self.endpoint)
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("AWSGlue.{action}"))
-            // Glue wants the payload signed (not S3's UNSIGNED-PAYLOAD).
-            .header(
-                "x-amz-content-sha256",
-                reqsign_core::hash::hex_sha256(&body),
-            )
-            .body(())
-            .map_err(|e| transport(format!("{action}: {e}")))?;
-        let (mut parts, ()) = request.into_parts();
-        self.signer
-            .sign(&mut parts, None)
-            .await
-            .map_err(|e| transport(format!("cannot sign {action} for Glue: {e}")))?;
-        let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
-            .map_err(|e| transport(format!("{action}: {e}")))?;
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| transport(format!("Glue at {} unreachable: {e}", self.endpoint)))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| transport(format!("{action}: {e}")))?;
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(answer);
-        }
-        // `__type` is `com.amazonaws...#EntityNotFoundException` or just the name.
-        let exception = answer["__type"]
-            .as_str()
-            .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        let message = answer["message"]
-            .as_str()
-            .or(answer["Message"].as_str())
-            .unwrap_or(&text)
-            .to_string();
-        Err(GlueError { exception, message })
-    }
-
-    /// Every page of a listing call, following `NextToken`.
-    async fn pages(&self, action: &str, body: Value) -> std::result::Result<Vec<Value>, GlueError> {
-        let mut pages = Vec::new();
-        let mut request = body;
-        loop {
-            let answer = self.call(action, request.clone()).await?;
-            let next = answer["NextToken"].as_str().map(str::to_string);
-            pages.push(answer);
-            match next {
-                Some(token) if !token.is_empty() => {
-                    request["NextToken"] = Value::String(token);
-                }
-                _ => return Ok(pages),
-            }
-        }
-    }
-}
-
-/// The HTTP client reqsign fetches credentials with (web identity, ECS and EC2 metadata).
-#[derive(Debug)]
-struct SignerHttp(reqwest::Client);
-
-impl reqsign_core::HttpSend for SignerHttp {
-    async fn http_send(
-        &self,
-        request: http::Request<Bytes>,
-    ) -> reqsign_core::Result<http::Response<Bytes>> {
-        let failed = |e: reqwest::Error| reqsign_core::Error::unexpected(e.to_string());
-        let request = reqwest::Request::try_from(request).map_err(failed)?;
-        let response = self.0.execute(request).await.map_err(failed)?;
-        let mut answer = http::Response::builder().status(response.status());
-        for (name, value) in response.headers() {
-            answer = answer.header(name, value);
-        }
-        let body = response.bytes().await.map_err(failed)?;
-        answer
-            .body(body)
-            .map_err(|e| reqsign_core::Error::unexpected(e.to_string()))
+        let (base, version) = self.load(commit.identifier()).await?;
+        let staged = commit.apply(base.clone())?;
+        self.commit(&base, version, &staged).await?;
+        Ok(staged)
     }
 }
 
