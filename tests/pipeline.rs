@@ -3,10 +3,15 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::{
-    Boundaries, HOUR, MIN, Sessionize, assert_success, assert_tables_equal, default_reference,
-    read_tables, reference, reference_with, spawn_cluster, workload, write_inputs,
+    Boundaries, HOUR, MIN, OpenRow, Sessionize, assert_success, assert_tables_equal,
+    default_reference, open_sessions_at, read_open_sessions, read_tables, reference,
+    reference_with, spawn_cluster, workload, write_inputs,
 };
+use sessionize::sink::catalog::CatalogSettings;
+use sessionize::sink::tables::user_bucket;
 
 #[test]
 fn sessions_match_the_reference_with_one_and_two_workers() {
@@ -280,6 +285,56 @@ fn tables_sharing_a_checkpoint_location_keep_their_checkpoints_apart() {
             &default_reference(partitions),
             name,
         );
+    }
+}
+
+/// The open-sessions table, killed mid-run: each worker's rows are the sessions the reference has
+/// open at the watermark they were taken at, every such session of the worker's users is there,
+/// and the restart (with another number of workers) replaces them all, leaving the table empty
+/// once the input has ended, with its old snapshots expired.
+#[test]
+fn the_open_sessions_table_holds_the_sessions_open_at_its_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = workload(23, 2);
+    let inputs = write_inputs(dir.path(), &partitions);
+    for (workers, restart) in [(1, "3"), (2, "1")] {
+        let warehouse = dir.path().join(format!("warehouse-w{workers}"));
+        let run = |workers: &str| {
+            Sessionize::run(&warehouse)
+                .inputs(&inputs)
+                .small_epochs()
+                .args(["-w", workers])
+        };
+        run(&workers.to_string()).kill_at("after-open-sessions-commit:2");
+        let open = read_open_sessions(&CatalogSettings::default(), &warehouse);
+        assert!(!open.rows.is_empty(), "-w {workers}: no open sessions");
+        let worker_of = |user: &str| user_bucket(user, 16) as usize % workers;
+        let mut by_worker: BTreeMap<(usize, i64), Vec<OpenRow>> = BTreeMap::new();
+        for (watermark, row) in open.rows {
+            let worker = worker_of(&row.user_id);
+            by_worker.entry((worker, watermark)).or_default().push(row);
+        }
+        // Each worker's rows were taken at one watermark.
+        assert!(by_worker.len() <= workers, "{:?}", by_worker.keys());
+        for ((worker, watermark), rows) in by_worker {
+            let expected: Vec<OpenRow> = open_sessions_at(&partitions, watermark as u64)
+                .into_iter()
+                .filter(|row| worker_of(&row.user_id) == worker)
+                .collect();
+            assert_eq!(
+                rows, expected,
+                "-w {workers}, worker {worker} at {watermark}"
+            );
+        }
+        run(restart).success();
+        assert_tables_equal(
+            &read_tables(&warehouse),
+            &default_reference(&partitions),
+            &format!("-w {workers}, then -w {restart}"),
+        );
+        let open = read_open_sessions(&CatalogSettings::default(), &warehouse);
+        assert!(open.rows.is_empty(), "{:?}", &open.rows[..1]);
+        assert!(open.snapshots <= 4, "{} snapshots kept", open.snapshots);
     }
 }
 

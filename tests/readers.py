@@ -24,6 +24,8 @@ import tempfile
 from urllib.parse import urlparse
 
 NAMESPACE, TABLE = "sessions", "user_sessions"
+# The sessions open at the last commit: after a run to the end of its input, none.
+OPEN_TABLE = "user_sessions_open"
 COLUMN = "session_duration_seconds"
 CACHE = os.environ.get("SESSIONIZE_SERVICES_CACHE", "/var/tmp/sessionize-services")
 INSTALL = "run scripts/services/install.sh (or scripts/services/install.sh readers)"
@@ -179,10 +181,11 @@ def read_spark(catalog, jars, scratch):
         rows = df.count()
         per_user = {r["user_id"]: r["count"] for r in df.groupBy("user_id").count().collect()}
         described = {r["summary"]: r[COLUMN] for r in df.describe(COLUMN).collect()}
+        open_rows = spark.table(f"`{name}`.{NAMESPACE}.{OPEN_TABLE}").count()
         version = spark.version
     finally:
         spark.stop()
-    return numbers(
+    result = numbers(
         rows,
         per_user,
         described["count"],
@@ -190,7 +193,9 @@ def read_spark(catalog, jars, scratch):
         described["max"],
         described["mean"],
         described["stddev"],
-    ), version
+    )
+    result["open_rows"] = open_rows
+    return result, version
 
 
 def duckdb_numbers(con, relation):
@@ -205,7 +210,7 @@ def duckdb_numbers(con, relation):
     return numbers(rows, per_user, *stats)
 
 
-def read_duckdb(catalog, extensions, metadata_location):
+def read_duckdb(catalog, extensions, metadata_location, open_metadata_location):
     """DuckDB scans the table's metadata file directly and, for a REST catalog, attaches the
     catalog too (it has no way into a SQL catalog, nor into Glue without AWS's own endpoint)."""
     import duckdb
@@ -229,6 +234,9 @@ def read_duckdb(catalog, extensions, metadata_location):
         )
         attached = duckdb_numbers(con, f"lake.{NAMESPACE}.{TABLE}")
     scanned = duckdb_numbers(con, f"iceberg_scan('{metadata_location}')")
+    (scanned["open_rows"],) = con.sql(
+        f"SELECT count(*) FROM iceberg_scan('{open_metadata_location}')"
+    ).fetchone()
     con.close()
     return attached, scanned, duckdb.__version__
 
@@ -262,7 +270,9 @@ def read_pyiceberg(catalog):
     import pyarrow.compute as pc
     import pyiceberg
 
-    table = open_pyiceberg(catalog).load_table(f"{NAMESPACE}.{TABLE}")
+    opened = open_pyiceberg(catalog)
+    table = opened.load_table(f"{NAMESPACE}.{TABLE}")
+    open_table = opened.load_table(f"{NAMESPACE}.{OPEN_TABLE}")
     arrow = table.scan().to_arrow()
     per_user = {
         r["user_id"]: r["user_id_count"]
@@ -278,7 +288,8 @@ def read_pyiceberg(catalog):
         pc.mean(duration).as_py(),
         pc.stddev(duration, ddof=1).as_py(),
     )
-    return result, table.metadata_location, pyiceberg.__version__
+    result["open_rows"] = open_table.scan().to_arrow().num_rows
+    return result, (table.metadata_location, open_table.metadata_location), pyiceberg.__version__
 
 
 def main():
@@ -288,9 +299,9 @@ def main():
     catalog, out = Catalog(sys.argv[1], sys.argv[2]), sys.argv[3]
     jars, extensions = check_installed()
     result = {}
-    result["pyiceberg"], metadata_location, pyiceberg_version = read_pyiceberg(catalog)
+    result["pyiceberg"], metadata_locations, pyiceberg_version = read_pyiceberg(catalog)
     attached, result["duckdb_iceberg_scan"], duckdb_version = read_duckdb(
-        catalog, extensions, metadata_location
+        catalog, extensions, *metadata_locations
     )
     if attached is not None:
         result["duckdb"] = attached

@@ -43,6 +43,10 @@ pub struct TablesArgs {
     /// The sessions table; side tables get the suffixes _quarantine and _late_events.
     #[arg(long, default_value = "user_sessions")]
     pub iceberg_table: String,
+    /// The table of the sessions open now, replaced at every commit (default: the sessions
+    /// table's name with the suffix _open); an empty name keeps none.
+    #[arg(long)]
+    pub open_sessions_table: Option<String>,
 }
 
 impl TablesArgs {
@@ -58,6 +62,11 @@ impl TablesArgs {
         config.checkpoints = self.checkpoint_location;
         config.database = identifier(self.iceberg_database, "iceberg-database")?;
         config.table = identifier(self.iceberg_table, "iceberg-table")?;
+        config.open_sessions_table = match self.open_sessions_table {
+            None => Some(format!("{}_open", config.table)),
+            Some(name) if name.is_empty() => None,
+            Some(name) => Some(identifier(name, "open-sessions-table")?),
+        };
         Ok(config)
     }
 }

@@ -11,7 +11,8 @@
 //!    partition's next offset and the checkpoint ([`super::record`]): **the commit point**
 //!    (`after-sessions-commit`);
 //! 4. the quarantine and late-events tables commit their files, their summaries naming the epoch
-//!    (`between-side-commits`);
+//!    (`between-side-commits`), then the open-sessions table's rows are replaced by the workers'
+//!    latest (`after-open-sessions-commit`; no part of the record: it only shows the present);
 //! 5. checkpoint directories of older epochs are removed (`after-cleanup`), and the offsets are
 //!    published to the consumer group, for lag tools only.
 //!
@@ -55,6 +56,8 @@ pub struct EpochParts {
     pub checkpoint: Vec<CheckpointPart>,
     pub sessions: u64,
     pub session_events: u64,
+    /// The open-sessions table's files of each worker whose open sessions changed.
+    pub open_sessions: BTreeMap<usize, Vec<String>>,
 }
 
 /// Totals of a run, as committed.
@@ -88,6 +91,9 @@ const COMMIT_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).attempts(COMMIT_ATTEMPTS);
 /// Races lost in a row to other writers' commits before the run stops.
 const MAX_REBASES: u32 = 100;
+/// Snapshots the open-sessions table keeps: a reader planning on one has a few commit intervals
+/// before its files go.
+const OPEN_SESSIONS_SNAPSHOTS: usize = 3;
 
 /// Commits `commit` exactly once, on top of `base`: the table as this run last saw it.
 ///
@@ -215,6 +221,9 @@ pub struct Committer {
     /// The checkpoints since the last full one, oldest first, the newest epoch's last: what the
     /// workers' next checkpoint amends, written whether their epochs committed or not.
     chain: Vec<CheckpointRef>,
+    /// Each worker's latest open sessions, in the open-sessions table's files: what the table is
+    /// to hold.
+    open_sessions: BTreeMap<usize, Vec<String>>,
 }
 
 impl Committer {
@@ -265,6 +274,7 @@ impl Committer {
                     })
                     .collect()
             }),
+            open_sessions: BTreeMap::new(),
         }
     }
 
@@ -292,7 +302,8 @@ impl Committer {
             parts,
             amends: Vec::new(),
         });
-        let nothing_to_write = part.files.values().all(Vec::is_empty);
+        let nothing_to_write =
+            part.files.values().all(Vec::is_empty) && part.open_sessions.is_empty();
         let finished = self.positions.values().all(|p| p.finished);
         if nothing_to_write
             && !finished
@@ -366,6 +377,7 @@ impl Committer {
         if !late.is_empty() {
             self.commit_table(TableKind::LateEvents, late, side_properties(&mark), &mark)?;
         }
+        self.commit_open_sessions(&part.open_sessions, &mark);
         self.last_commit_at = Instant::now();
         let named = named_checkpoints(&self.tables[&TableKind::Sessions]);
         self.store.remove_before(epoch, &named);
@@ -406,6 +418,45 @@ impl Committer {
         self.tables.insert(kind, committed);
         self.marks.insert(kind, Some(mark.clone()));
         Ok(())
+    }
+
+    /// Replaces the open-sessions table's rows with each worker's latest open sessions, in a
+    /// snapshot marked as the epoch's, and expires the snapshots before the last few (the table
+    /// shows the present; its history is no use). The table is not part of the exactly-once
+    /// record: a failed commit only leaves it one commit behind, and the next one catches up.
+    fn commit_open_sessions(&mut self, changed: &BTreeMap<usize, Vec<String>>, mark: &Mark) {
+        let Some(table) = self.tables.get(&TableKind::OpenSessions).cloned() else {
+            return;
+        };
+        if changed.is_empty() {
+            return;
+        }
+        self.open_sessions
+            .extend(changed.iter().map(|(w, files)| (*w, files.clone())));
+        let wanted: Vec<String> = self.open_sessions.values().flatten().cloned().collect();
+        let committed = self.runtime.block_on(async {
+            let table = self
+                .warehouse
+                .replace_contents(&table, &wanted, side_properties(mark))
+                .await?;
+            let expired = own_snapshots_to_expire(&table, OPEN_SESSIONS_SNAPSHOTS);
+            anyhow::Ok(self.warehouse.expire_snapshots(table, expired).await)
+        });
+        match committed {
+            Ok(table) => {
+                self.tables.insert(TableKind::OpenSessions, table);
+            }
+            Err(e) => {
+                tracing::warn!("cannot replace the open sessions (the next commit will): {e:#}");
+                let reloaded = self
+                    .runtime
+                    .block_on(self.warehouse.load(TableKind::OpenSessions));
+                if let Ok(table) = reloaded {
+                    self.tables.insert(TableKind::OpenSessions, table);
+                }
+            }
+        }
+        fail_point("after-open-sessions-commit");
     }
 
     /// Once the input has ended and every epoch is committed: compacts what is left, so that a
@@ -462,7 +513,8 @@ impl Committer {
         if std::mem::replace(&mut self.orphans_removed, true) {
             return;
         }
-        for kind in TableKind::ALL {
+        let kinds: Vec<TableKind> = self.tables.keys().copied().collect();
+        for kind in kinds {
             let table = &self.tables[&kind];
             let removed =
                 data_files(table, &self.config.catalog.options).and_then(|(files, listed)| {

@@ -35,6 +35,9 @@ pub struct PipelineConfig {
     pub catalog: CatalogSettings,
     pub database: String,
     pub table: String,
+    /// The table of the sessions open at the last commit, replaced at every commit; `None`
+    /// keeps none.
+    pub open_sessions_table: Option<String>,
     pub rules: SessionRules,
     /// How records encode events.
     pub format: EventFormat,
@@ -141,6 +144,7 @@ impl PipelineConfig {
             catalog: CatalogSettings::default(),
             database: "sessions".into(),
             table: "user_sessions".into(),
+            open_sessions_table: Some("user_sessions_open".into()),
             rules: SessionRules {
                 inactivity_ms: 30 * 60_000,
                 max_duration_ms: 2 * 3_600_000,
@@ -227,7 +231,9 @@ impl PipelineConfig {
 
     /// The warehouse and catalog of the tables. Must run inside a tokio runtime.
     pub async fn open_warehouse(&self) -> Result<Warehouse> {
-        Warehouse::open(&self.catalog, &self.warehouse, &self.database, &self.table).await
+        let warehouse =
+            Warehouse::open(&self.catalog, &self.warehouse, &self.database, &self.table).await?;
+        Ok(warehouse.with_open_sessions_table(self.open_sessions_table.clone()))
     }
 
     /// The warehouse of tables a run wrote, for the commands that only read them: a missing

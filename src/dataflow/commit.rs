@@ -157,6 +157,9 @@ fn gather(epoch: &mut EpochParts, part: CommitPart) {
             epoch.positions.push(p)
         }
         CommitPart::Checkpoint(part) => epoch.checkpoint.push(part),
+        CommitPart::OpenSessions { worker, files } => {
+            epoch.open_sessions.insert(worker, files);
+        }
     }
 }
 

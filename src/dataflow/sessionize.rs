@@ -1,6 +1,7 @@
 //! Sessionizing: the session rules per user, on the worker owning the user's bucket, with a
 //! checkpoint of its state at the end of every epoch.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -14,10 +15,12 @@ use timely::progress::Antichain;
 
 use super::time::{Time, frontier_watermark};
 use super::types::{CommitPart, Out, SessionEvent, WorkerContext, owns};
+use super::write::write_open_sessions;
 use crate::commit::{CheckpointStore, SourcePosition};
 use crate::failure::stop;
 use crate::ops::progress;
 use crate::rules::{ClosedSession, Sessionizer};
+use crate::sink::TableKind;
 use crate::sink::tables::user_bucket;
 
 /// Applies the session rules on the worker owning each user's bucket, starting from the
@@ -58,6 +61,8 @@ pub(super) fn sessionize<'scope>(
     let store = Arc::clone(&context.store);
     let pipeline = Arc::clone(&context.config);
     let run_id = context.run_id.clone();
+    let runtime = Rc::clone(&context.runtime);
+    let open_sessions_table = context.tables.get(&TableKind::OpenSessions).cloned();
     let finished_max_event_ms = context
         .start
         .positions
@@ -95,6 +100,9 @@ pub(super) fn sessionize<'scope>(
         // rules only after it, so that each checkpoint holds exactly the epochs up to its own
         // while the stampers already fill the next one.
         let mut held: Vec<(Time, Vec<SessionEvent>)> = Vec::new();
+        // The committer replaces each worker's open sessions with the latest it sent, so the
+        // first epoch sends them whatever changed, and then only changes.
+        let mut open_sessions_sent = false;
         move |frontiers| {
             let mut frontier = Antichain::new();
             for f in frontiers.iter() {
@@ -188,15 +196,36 @@ pub(super) fn sessionize<'scope>(
                         duplicates,
                     )
                     .unwrap_or_else(|e| stop(e.context("cannot write a checkpoint")));
+                let open_sessions = open_sessions_table
+                    .as_ref()
+                    .filter(|_| !open_sessions_sent || sessionizer.open_changed())
+                    .map(|table| {
+                        let files = write_open_sessions(
+                            &runtime,
+                            table,
+                            format!("{run_id}-w{index}-e{epoch}"),
+                            sessionizer.open(),
+                            sessionizer.watermark(),
+                            epoch,
+                        )
+                        .unwrap_or_else(|e| {
+                            stop(e.context("cannot write the open-sessions table's files"))
+                        });
+                        CommitPart::OpenSessions {
+                            worker: index,
+                            files,
+                        }
+                    });
+                open_sessions_sent |= open_sessions.is_some();
                 sessionizer.saved();
                 if let Some(telemetry) = telemetry {
                     figures.checkpoint(telemetry, part.bytes, writing.elapsed());
                 }
                 if let Some(cap) = capability_for(&part_caps, Some(epoch)) {
-                    parts_out
-                        .activate()
-                        .session(&cap)
-                        .give(CommitPart::Checkpoint(part));
+                    let mut parts = parts_out.activate();
+                    let mut session = parts.session(&cap);
+                    session.give(CommitPart::Checkpoint(part));
+                    session.give_iterator(open_sessions.into_iter());
                 }
             }
             closed_caps.downgrade(frontier.iter());

@@ -123,6 +123,12 @@ pub enum CommitPart {
     /// travel beside it.
     Position(SourcePosition, SourceCounts),
     Checkpoint(CheckpointPart),
+    /// A worker's open sessions at the end of the epoch, in these files of the open-sessions
+    /// table (none: it has none); sent when they changed, and at a run's first epoch.
+    OpenSessions {
+        worker: usize,
+        files: Vec<String>,
+    },
 }
 
 /// What one worker needs from outside the dataflow.

@@ -12,7 +12,10 @@ use timely::dataflow::operators::generic::Operator;
 use super::time::Time;
 use super::types::{CommitPart, WorkerContext};
 use crate::failure::stop;
-use crate::rules::ClosedSession;
+use iceberg::table::Table;
+
+use crate::rules::{ClosedSession, OpenSessionView};
+use crate::sink::tables::open_sessions_batch;
 use crate::sink::{LateEvent, QuarantinedLine, TableKind, TableWriter};
 
 /// Rows buffered per table before they are encoded into an Arrow batch.
@@ -115,6 +118,36 @@ where
             }
         },
     )
+}
+
+/// Writes a worker's open sessions at the end of `epoch` (as of `watermark_ms`) into the
+/// open-sessions table's Parquet files, named `file_prefix…`; none if there are none.
+pub(super) fn write_open_sessions<'a>(
+    runtime: &tokio::runtime::Runtime,
+    table: &Table,
+    file_prefix: String,
+    sessions: impl Iterator<Item = OpenSessionView<'a>>,
+    watermark_ms: u64,
+    epoch: u64,
+) -> anyhow::Result<Vec<String>> {
+    let mut sessions = sessions.peekable();
+    if sessions.peek().is_none() {
+        return Ok(Vec::new());
+    }
+    runtime.block_on(async {
+        let mut writer = TableWriter::new(table, file_prefix).await?;
+        let mut rows = Vec::with_capacity(WRITE_BATCH_ROWS);
+        loop {
+            rows.extend(sessions.by_ref().take(WRITE_BATCH_ROWS));
+            if rows.is_empty() {
+                break;
+            }
+            let batch = open_sessions_batch(writer.arrow_schema(), &rows, watermark_ms, epoch);
+            rows.clear();
+            writer.write(batch).await?;
+        }
+        writer.close().await
+    })
 }
 
 /// What a row weighs: the events it stands for (for the run's totals), and its size in the

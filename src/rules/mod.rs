@@ -232,6 +232,24 @@ impl ClosedSession {
 }
 
 /// `uuid5(SESSION_ID_NAMESPACE, "{user_id}\x1f{start_ms}")`.
+/// A session still open, as far as the watermark has applied events: a row of the open-sessions
+/// table. Its id is the one it will have once closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenSessionView<'a> {
+    pub user_id: &'a str,
+    pub start_ms: u64,
+    /// The time of its latest event so far.
+    pub last_ms: u64,
+    pub event_count: u64,
+    pub pages_visited: &'a [Rc<str>],
+}
+
+impl OpenSessionView<'_> {
+    pub fn session_id(&self) -> Uuid {
+        session_id(self.user_id, self.start_ms)
+    }
+}
+
 pub fn session_id(user_id: &str, start_ms: u64) -> Uuid {
     Uuid::new_v5(
         &SESSION_ID_NAMESPACE,
@@ -239,9 +257,48 @@ pub fn session_id(user_id: &str, start_ms: u64) -> Uuid {
     )
 }
 
+/// A [`Sessionizer`]'s state in a form that can be written to a checkpoint and read back by
+/// another process, possibly with another number of workers.
+///
+/// A state is either all of it (`full`) or what changed since the previous checkpoint, which it
+/// amends: then `open` holds only the sessions that changed, `ended` the users whose session
+/// ended, and `pending` and `recent_ids` only the events pushed and the ids applied since. The
+/// events pending before that its watermark has passed were applied since (see
+/// [`Sessionizer::forget_applied`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionizerState {
+    pub watermark: u64,
+    pub full: bool,
+    pub open: Vec<SavedSession>,
+    pub ended: Vec<String>,
+    pub pending: Vec<SavedEvent>,
+    /// `(time, key)` of the de-duplication window, oldest first.
+    pub recent_ids: Vec<(u64, u128)>,
+}
+
+/// An open session in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSession {
+    pub user_id: String,
+    pub start_ms: u64,
+    pub last_ms: u64,
+    pub event_count: u64,
+    pub pages_visited: Vec<String>,
+}
+
+/// An event waiting for the watermark, in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedEvent {
+    pub user_id: String,
+    pub event_id: String,
+    pub page_name: Option<String>,
+    pub time_ms: u64,
+    pub boundary: Boundary,
+}
+
 mod open_sessions;
 mod sessionizer;
 #[cfg(test)]
 mod tests;
 
-pub use sessionizer::{SavedEvent, SavedSession, Sessionizer, SessionizerState};
+pub use sessionizer::Sessionizer;

@@ -6,49 +6,13 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use foldhash::fast::RandomState;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::open_sessions::{OpenSession, OpenSessions, SlotNumber};
-use super::{Boundary, ClosedSession, EndReason, MAX_INTERNED_PAGES, SessionRules};
-
-/// A [`Sessionizer`]'s state in a form that can be written to a checkpoint and read back by
-/// another process, possibly with another number of workers.
-///
-/// A state is either all of it (`full`) or what changed since the previous checkpoint, which it
-/// amends: then `open` holds only the sessions that changed, `ended` the users whose session
-/// ended, and `pending` and `recent_ids` only the events pushed and the ids applied since. The
-/// events pending before that its watermark has passed were applied since (see
-/// [`Sessionizer::forget_applied`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionizerState {
-    pub watermark: u64,
-    pub full: bool,
-    pub open: Vec<SavedSession>,
-    pub ended: Vec<String>,
-    pub pending: Vec<SavedEvent>,
-    /// `(time, key)` of the de-duplication window, oldest first.
-    pub recent_ids: Vec<(u64, u128)>,
-}
-
-/// An open session in a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedSession {
-    pub user_id: String,
-    pub start_ms: u64,
-    pub last_ms: u64,
-    pub event_count: u64,
-    pub pages_visited: Vec<String>,
-}
-
-/// An event waiting for the watermark, in a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedEvent {
-    pub user_id: String,
-    pub event_id: String,
-    pub page_name: Option<String>,
-    pub time_ms: u64,
-    pub boundary: Boundary,
-}
+use super::{
+    Boundary, ClosedSession, EndReason, MAX_INTERNED_PAGES, OpenSessionView, SessionRules,
+    SessionizerState,
+};
 
 /// A borrowed view of a [`Sessionizer`] that serializes exactly as a [`SessionizerState`]: all of
 /// it, or (`full` false) what changed since the last [`Sessionizer::saved`].
@@ -418,6 +382,28 @@ impl Sessionizer {
 
     pub fn open_sessions(&self) -> usize {
         self.open.len()
+    }
+
+    /// The open sessions, in no particular order, as the events before [`Self::watermark`] made
+    /// them.
+    pub fn open(&self) -> impl Iterator<Item = OpenSessionView<'_>> {
+        self.open.iter().map(|(user_id, session)| OpenSessionView {
+            user_id,
+            start_ms: session.start_ms,
+            last_ms: session.last_ms,
+            event_count: session.event_count,
+            pages_visited: &session.pages_visited,
+        })
+    }
+
+    /// Whether a session opened, changed or closed since the last [`saved`](Self::saved).
+    pub fn open_changed(&self) -> bool {
+        !self.ended.is_empty() || self.open.changed().next().is_some()
+    }
+
+    /// The watermark applied so far: every event before it has been applied.
+    pub fn watermark(&self) -> u64 {
+        self.watermark
     }
 
     pub fn pending_events(&self) -> usize {

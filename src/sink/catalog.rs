@@ -400,6 +400,8 @@ pub struct Warehouse {
     pub(super) patience: Duration,
     pub(super) namespace: NamespaceIdent,
     sessions_table: String,
+    /// The open-sessions table's name, if the pipeline keeps one.
+    open_sessions_table: Option<String>,
 }
 
 impl Warehouse {
@@ -476,14 +478,32 @@ impl Warehouse {
             patience: settings.patience,
             namespace: NamespaceIdent::new(database.to_string()),
             sessions_table: sessions_table.to_string(),
+            open_sessions_table: None,
         })
     }
 
+    /// The warehouse with an open-sessions table named `name` (`--open-sessions-table`).
+    pub fn with_open_sessions_table(mut self, name: Option<String>) -> Self {
+        self.open_sessions_table = name;
+        self
+    }
+
+    /// The pipeline's tables: the three of [`TableKind::ALL`], and the open-sessions table if
+    /// there is one.
+    pub fn kinds(&self) -> Vec<TableKind> {
+        let open = self
+            .open_sessions_table
+            .as_ref()
+            .map(|_| TableKind::OpenSessions);
+        TableKind::ALL.into_iter().chain(open).collect()
+    }
+
     pub fn ident(&self, kind: TableKind) -> TableIdent {
-        TableIdent::new(
-            self.namespace.clone(),
-            kind.table_name(&self.sessions_table),
-        )
+        let name = match (kind, &self.open_sessions_table) {
+            (TableKind::OpenSessions, Some(name)) => name.clone(),
+            _ => kind.table_name(&self.sessions_table),
+        };
+        TableIdent::new(self.namespace.clone(), name)
     }
 
     pub async fn exists(&self, kind: TableKind) -> Result<bool> {
@@ -504,7 +524,7 @@ impl Warehouse {
     /// Every table of the pipeline, as the catalog has it now.
     pub async fn load_all(&self) -> Result<HashMap<TableKind, Table>> {
         let mut tables = HashMap::new();
-        for kind in TableKind::ALL {
+        for kind in self.kinds() {
             tables.insert(kind, self.load(kind).await?);
         }
         Ok(tables)

@@ -13,7 +13,7 @@ use super::catalog::Warehouse;
 use super::tables::TableKind;
 
 impl Warehouse {
-    /// Creates the namespace and the three tables where they do not exist yet.
+    /// Creates the namespace and the pipeline's tables where they do not exist yet.
     pub async fn ensure_tables(&self, buckets: u32) -> Result<()> {
         // Another pipeline starting at the same moment may create them first: that is fine.
         if !self.catalog.namespace_exists(&self.namespace).await?
@@ -25,7 +25,7 @@ impl Warehouse {
         {
             return Err(e).with_context(|| format!("cannot create namespace {:?}", self.namespace));
         }
-        for kind in TableKind::ALL {
+        for kind in self.kinds() {
             let ident = self.ident(kind);
             if self.catalog.table_exists(&ident).await? {
                 let table = self.catalog.load_table(&ident).await?;

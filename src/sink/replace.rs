@@ -10,7 +10,7 @@ use anyhow::{Result, ensure};
 use iceberg::TableUpdate;
 use iceberg::spec::{
     DataFile, ManifestContentType, ManifestFile, ManifestListWriter, ManifestStatus, Operation,
-    Snapshot, SnapshotReference, SnapshotRetention, Summary,
+    Snapshot, SnapshotReference, SnapshotRetention, Summary, deserialize_data_file_from_json,
 };
 use iceberg::table::Table;
 
@@ -52,10 +52,77 @@ impl Warehouse {
                 base.clone()
             }
         };
-        let committed = match replace_files(&view, removed, added, properties).await {
-            Ok(updates) => self.commit_updates(&view, updates).await,
-            Err(e) => Err(e),
-        };
+        let committed =
+            match replace_files(&view, removed, added, properties, Operation::Replace).await {
+                Ok(updates) => self.commit_updates(&view, updates).await,
+                Err(e) => Err(e),
+            };
+        forget_view(base, &view).await;
+        let committed = committed?;
+        delete_dropped_metadata_files(base, &committed).await;
+        Ok(committed)
+    }
+
+    /// One commit attempt that leaves `base`'s table holding exactly the data files
+    /// `serialized_files` (as [`super::TableWriter::close`] serialized them): an `overwrite`
+    /// snapshot removing the others and adding those it lacks (an `append` where nothing goes),
+    /// none if it holds them already. For a table that only shows the present, such as the open
+    /// sessions.
+    pub async fn replace_contents(
+        &self,
+        base: &Table,
+        serialized_files: &[String],
+        properties: HashMap<String, String>,
+    ) -> Result<Table> {
+        let metadata = base.metadata();
+        let spec = metadata.default_partition_spec();
+        let schema = metadata.current_schema();
+        let partition_type = spec.partition_type(schema)?;
+        let wanted = serialized_files
+            .iter()
+            .map(|json| {
+                let file =
+                    deserialize_data_file_from_json(json, spec.spec_id(), &partition_type, schema)?;
+                Ok((json, file))
+            })
+            .collect::<iceberg::Result<Vec<(&String, DataFile)>>>()?;
+        let mut live = HashSet::new();
+        if let Some(current) = metadata.current_snapshot() {
+            let list = base.manifest_list_reader(current).load().await?;
+            for manifest in list.entries() {
+                let (entries, _) = manifest.load_manifest(base.file_io()).await?.into_parts();
+                live.extend(
+                    entries
+                        .iter()
+                        .filter(|e| e.status != ManifestStatus::Deleted)
+                        .map(|e| e.data_file.file_path().to_string()),
+                );
+            }
+        }
+        let wanted_paths: HashSet<&str> = wanted.iter().map(|(_, f)| f.file_path()).collect();
+        let removed: HashSet<String> = live
+            .iter()
+            .filter(|path| !wanted_paths.contains(path.as_str()))
+            .cloned()
+            .collect();
+        let (added_json, added): (Vec<String>, Vec<DataFile>) = wanted
+            .into_iter()
+            .filter(|(_, file)| !live.contains(file.file_path()))
+            .map(|(json, file)| (json.clone(), file))
+            .unzip();
+        if removed.is_empty() && added.is_empty() {
+            return Ok(base.clone());
+        }
+        if removed.is_empty() {
+            return self.append(base, &added_json, properties).await;
+        }
+        // As a replace does: the manifests a replace leaves with deleted entries only merge away.
+        let view = with_merged_manifests(base).await?;
+        let committed =
+            match replace_files(&view, &removed, added, properties, Operation::Overwrite).await {
+                Ok(updates) => self.commit_updates(&view, updates).await,
+                Err(e) => Err(e),
+            };
         forget_view(base, &view).await;
         let committed = committed?;
         delete_dropped_metadata_files(base, &committed).await;
@@ -63,14 +130,16 @@ impl Warehouse {
     }
 }
 
-/// The updates that replace the data files at `removed` of `table`'s current snapshot by `added`
-/// (with the same rows), in a snapshot whose summary carries `properties` too. Every file of
-/// `removed` must still be in the current snapshot.
+/// The updates that replace the data files at `removed` of `table`'s current snapshot by `added`,
+/// in a snapshot of `operation` whose summary carries `properties` too: a `replace` keeps the
+/// rows, an `overwrite` changes them. Every file of `removed` must still be in the current
+/// snapshot.
 async fn replace_files(
     table: &Table,
     removed: &HashSet<String>,
     added: Vec<DataFile>,
     properties: HashMap<String, String>,
+    operation: Operation,
 ) -> Result<Vec<TableUpdate>> {
     let metadata = table.metadata();
     let current = metadata.current_snapshot().ok_or_else(|| {
@@ -150,7 +219,7 @@ async fn replace_files(
         manifests.insert(0, writer.write_manifest_file().await?);
     }
     ensure!(
-        inserted.records == deleted.records,
+        operation != Operation::Replace || inserted.records == deleted.records,
         "a replace must keep the rows: {} records in the new files, {} in those replaced",
         inserted.records,
         deleted.records
@@ -170,7 +239,7 @@ async fn replace_files(
     list.close().await?;
 
     let summary = Summary {
-        operation: Operation::Replace,
+        operation,
         additional_properties: summary_properties(
             &current.summary().additional_properties,
             inserted,

@@ -1,6 +1,7 @@
 //! The three output tables: their Iceberg schemas, partition specs and Arrow conversions.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, StringBuilder};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::murmur3::murmur3_32;
 use super::spark::{user_hash_bucket, utc_day};
-use crate::rules::ClosedSession;
+use crate::rules::{ClosedSession, OpenSessionView};
 
 /// A line that could not be parsed as an event, kept with its exact bytes and position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,15 +45,19 @@ pub struct LateEvent {
     pub line_number: u64,
 }
 
-/// Which of the three tables.
+/// Which table: the three that keep what the input made, or the one that shows the sessions
+/// open now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TableKind {
     Sessions,
     Quarantine,
     LateEvents,
+    /// Replaced at every commit (`--open-sessions-table`), never appended to: not in [`Self::ALL`].
+    OpenSessions,
 }
 
 impl TableKind {
+    /// The tables whose commits are the pipeline's exactly-once record.
     pub const ALL: [TableKind; 3] = [
         TableKind::Sessions,
         TableKind::Quarantine,
@@ -65,6 +70,7 @@ impl TableKind {
             TableKind::Sessions => sessions_table.to_string(),
             TableKind::Quarantine => format!("{sessions_table}_quarantine"),
             TableKind::LateEvents => format!("{sessions_table}_late_events"),
+            TableKind::OpenSessions => format!("{sessions_table}_open"),
         }
     }
 
@@ -116,6 +122,26 @@ impl TableKind {
                 required(9, "line_number", Long),
                 required(10, "epoch", Long),
             ],
+            TableKind::OpenSessions => vec![
+                required(1, "user_id", String),
+                required(2, "session_id", String),
+                required(3, "session_start", Timestamptz),
+                required(4, "session_start_time_ms", Long),
+                required(5, "last_event_time_ms", Long),
+                required(6, "event_count", Long),
+                Arc::new(NestedField::required(
+                    7,
+                    "pages_visited",
+                    Type::List(ListType::new(Arc::new(NestedField::list_element(
+                        10,
+                        Type::Primitive(String),
+                        true,
+                    )))),
+                )),
+                // Every event before it is in the row: how current the row is.
+                required(8, "watermark_ms", Long),
+                required(9, "epoch", Long),
+            ],
         };
         Schema::builder()
             .with_fields(fields)
@@ -127,7 +153,7 @@ impl TableKind {
     /// their bounds: a user's sessions in time, and side rows in their source's order.
     pub fn sort_columns(self) -> &'static [&'static str] {
         match self {
-            TableKind::Sessions => &["user_id", "session_start_time_ms"],
+            TableKind::Sessions | TableKind::OpenSessions => &["user_id", "session_start_time_ms"],
             TableKind::Quarantine | TableKind::LateEvents => &["partition", "offset"],
         }
     }
@@ -145,7 +171,9 @@ impl TableKind {
                 })
                 .expect("the sessions partition spec is valid")
                 .build(),
-            TableKind::Quarantine | TableKind::LateEvents => builder.build(),
+            TableKind::Quarantine | TableKind::LateEvents | TableKind::OpenSessions => {
+                builder.build()
+            }
         }
     }
 }
@@ -162,20 +190,7 @@ pub fn sessions_batch(
             rows.iter().map(|r| f(r) as i64),
         ))
     };
-    let element_field = match schema
-        .field_with_name("pages_visited")
-        .map(|f| f.data_type())
-    {
-        Ok(DataType::List(field)) => field.clone(),
-        other => panic!("pages_visited is a list in the sessions schema, not {other:?}"),
-    };
-    let mut pages = ListBuilder::new(StringBuilder::new()).with_field(element_field);
-    for row in rows {
-        for page in &row.pages_visited {
-            pages.values().append_value(page);
-        }
-        pages.append(true);
-    }
+    let pages = pages_column(schema, rows.iter().map(|r| &r.pages_visited[..]));
     let columns: [ArrayRef; 11] = [
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| &*r.user_id),
@@ -193,7 +208,7 @@ pub fn sessions_batch(
         longs(&|r| r.end_ms),
         longs(&|r| r.duration_seconds()),
         longs(&|r| r.event_count),
-        Arc::new(pages.finish()),
+        pages,
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.end_reason.as_str()),
         )),
@@ -206,6 +221,64 @@ pub fn sessions_batch(
         )),
     ];
     fit(schema, TableKind::Sessions, columns.into(), rows.len())
+}
+
+/// Arrow record batches for the open-sessions table: `rows` as of `watermark_ms`, at the end of
+/// `epoch`.
+pub fn open_sessions_batch(
+    schema: &ArrowSchemaRef,
+    rows: &[OpenSessionView<'_>],
+    watermark_ms: u64,
+    epoch: u64,
+) -> RecordBatch {
+    let longs = |f: &dyn Fn(&OpenSessionView<'_>) -> u64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| f(r) as i64),
+        ))
+    };
+    let columns: [ArrayRef; 9] = [
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.user_id),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.session_id().to_string()),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| r.start_ms as i64 * 1000),
+            )
+            .with_timezone("+00:00"),
+        ),
+        longs(&|r| r.start_ms),
+        longs(&|r| r.last_ms),
+        longs(&|r| r.event_count),
+        pages_column(schema, rows.iter().map(|r| r.pages_visited)),
+        longs(&|_| watermark_ms),
+        longs(&|_| epoch),
+    ];
+    fit(schema, TableKind::OpenSessions, columns.into(), rows.len())
+}
+
+/// The `pages_visited` column of `schema` holding `pages`, row by row.
+fn pages_column<'a>(
+    schema: &ArrowSchemaRef,
+    pages: impl Iterator<Item = &'a [Rc<str>]>,
+) -> ArrayRef {
+    let element_field = match schema
+        .field_with_name("pages_visited")
+        .map(|f| f.data_type())
+    {
+        Ok(DataType::List(field)) => field.clone(),
+        other => panic!("pages_visited is a list in the table's schema, not {other:?}"),
+    };
+    let mut column = ListBuilder::new(StringBuilder::new()).with_field(element_field);
+    for row in pages {
+        for page in row {
+            column.values().append_value(page);
+        }
+        column.append(true);
+    }
+    Arc::new(column.finish())
 }
 
 /// The batch for a table whose schema is `schema`, from `columns` in the order of our own schema

@@ -251,9 +251,90 @@ pub fn reference_with(
     boundaries: &Boundaries,
 ) -> Expected {
     let mut expected = Expected::default();
-    // (user, time, event id, page, (starts, ends)).
-    type OnTime = (String, u64, String, Option<String>, (bool, bool));
-    let mut on_time: Vec<OnTime> = Vec::new();
+    let by_user = on_time_by_user(inputs, lateness, boundaries, &mut expected);
+    let end_of_input = by_user.values().flatten().map(|e| e.0).max().unwrap_or(0);
+    for (user, events) in by_user {
+        for (events, reason) in cut_sessions(events, inactivity, max_duration, lateness) {
+            let start = events[0].0;
+            let end = events.last().unwrap().0;
+            let reason = reason.unwrap_or(if end + inactivity < end_of_input {
+                "inactivity"
+            } else {
+                "end_of_input"
+            });
+            expected.sessions.push(SessionRow {
+                user_id: user.clone(),
+                session_id: session_id(&user, start).to_string(),
+                start_ms: start as i64,
+                end_ms: end as i64,
+                duration_s: ((end - start) / 1000) as i64,
+                event_count: events.len() as i64,
+                pages: pages_of(&events),
+                end_reason: reason.to_string(),
+            });
+        }
+    }
+    expected.sessions.sort();
+    expected.quarantined.sort();
+    expected.late.sort();
+    expected
+}
+
+/// A session still open: a row of the open-sessions table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OpenRow {
+    pub user_id: String,
+    pub session_id: String,
+    pub start_ms: i64,
+    pub last_ms: i64,
+    pub event_count: i64,
+    pub pages: Vec<String>,
+}
+
+/// The sessions open once every event before `watermark` is applied (under the default limits),
+/// and none after it: a session is open until the watermark passes its last event by more than
+/// the inactivity, whatever its length (the maximum duration splits it at its next event).
+pub fn open_sessions_at(inputs: &[Vec<u8>], watermark: u64) -> Vec<OpenRow> {
+    let (inactivity, max_duration, lateness) = (30 * MIN, 2 * HOUR, 10 * MIN);
+    let mut ignored = Expected::default();
+    let by_user = on_time_by_user(inputs, lateness, &Boundaries::default(), &mut ignored);
+    let mut open = Vec::new();
+    for (user, mut events) in by_user {
+        events.retain(|e| e.0 < watermark);
+        let sessions = cut_sessions(events, inactivity, max_duration, lateness);
+        let Some((events, None)) = sessions.last() else {
+            continue;
+        };
+        let (start, last) = (events[0].0, events.last().unwrap().0);
+        if last + inactivity >= watermark {
+            open.push(OpenRow {
+                session_id: session_id(&user, start).to_string(),
+                user_id: user,
+                start_ms: start as i64,
+                last_ms: last as i64,
+                event_count: events.len() as i64,
+                pages: pages_of(events),
+            });
+        }
+    }
+    open.sort();
+    open
+}
+
+/// An on-time event as the rules see it: time, event id, page, and (starts, ends) a session.
+type Applied = (u64, String, Option<String>, (bool, bool));
+/// A session's (time, page) events and, once cut, why it ended.
+type Session = (Vec<(u64, Option<String>)>, Option<&'static str>);
+
+/// Reads `inputs` as the stampers do: quarantined and late lines go to `expected`, and the
+/// on-time events are returned by user, in time order.
+fn on_time_by_user(
+    inputs: &[Vec<u8>],
+    lateness: u64,
+    boundaries: &Boundaries,
+    expected: &mut Expected,
+) -> BTreeMap<String, Vec<Applied>> {
+    let mut by_user: BTreeMap<String, Vec<Applied>> = BTreeMap::new();
     for (partition, bytes) in inputs.iter().enumerate() {
         let mut clock = ReferenceClock::default();
         for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
@@ -273,79 +354,65 @@ pub fn reference_with(
                 continue;
             }
             clock.observe(&user, time);
-            on_time.push((user, time, id, page, boundaries.of(&value)));
+            by_user
+                .entry(user)
+                .or_default()
+                .push((time, id, page, boundaries.of(&value)));
         }
     }
-    let end_of_input = on_time.iter().map(|e| e.1).max().unwrap_or(0);
-    type Applied = (u64, String, Option<String>, (bool, bool));
-    let mut by_user: BTreeMap<String, Vec<Applied>> = BTreeMap::new();
-    for (user, time, id, page, marks) in on_time {
-        by_user
-            .entry(user)
-            .or_default()
-            .push((time, id, page, marks));
-    }
-    for (user, mut events) in by_user {
+    for events in by_user.values_mut() {
         events.sort();
-        let mut seen: HashMap<String, u64> = HashMap::new();
-        // Each session: its (time, page) events and, once cut, why it ended.
-        type Session = (Vec<(u64, Option<String>)>, Option<&'static str>);
-        let mut sessions: Vec<Session> = Vec::new();
-        for (time, id, page, (starts, ends)) in events {
-            if seen.get(&id).is_some_and(|t| t + lateness >= time) {
-                continue;
-            }
-            seen.insert(id, time);
-            let cut = match sessions.last() {
-                None | Some((_, Some(_))) => Some(None),
-                Some((s, _)) if time - s.last().unwrap().0 > inactivity => Some(Some("inactivity")),
-                Some((s, _)) if time - s[0].0 > max_duration => Some(Some("max_duration")),
-                Some(_) if starts => Some(Some("boundary")),
-                Some(_) => None,
-            };
-            match cut {
-                Some(reason) => {
-                    if let (Some(last), Some(reason)) = (sessions.last_mut(), reason) {
-                        last.1 = Some(reason);
-                    }
-                    sessions.push((vec![(time, page)], None));
-                }
-                None => sessions.last_mut().unwrap().0.push((time, page)),
-            }
-            if ends {
-                sessions.last_mut().unwrap().1 = Some("boundary");
-            }
+    }
+    by_user
+}
+
+/// One user's events, in time order, cut into sessions; repeated event ids within `dedup` of
+/// the first are dropped.
+fn cut_sessions(
+    events: Vec<Applied>,
+    inactivity: u64,
+    max_duration: u64,
+    dedup: u64,
+) -> Vec<Session> {
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut sessions: Vec<Session> = Vec::new();
+    for (time, id, page, (starts, ends)) in events {
+        if seen.get(&id).is_some_and(|t| t + dedup >= time) {
+            continue;
         }
-        for (events, reason) in sessions {
-            let start = events[0].0;
-            let end = events.last().unwrap().0;
-            let reason = reason.unwrap_or(if end + inactivity < end_of_input {
-                "inactivity"
-            } else {
-                "end_of_input"
-            });
-            let mut pages: Vec<String> = Vec::new();
-            for page in events.iter().filter_map(|e| e.1.clone()) {
-                if pages.len() < 64 && !pages.contains(&page) {
-                    pages.push(page);
+        seen.insert(id, time);
+        let cut = match sessions.last() {
+            None | Some((_, Some(_))) => Some(None),
+            Some((s, _)) if time - s.last().unwrap().0 > inactivity => Some(Some("inactivity")),
+            Some((s, _)) if time - s[0].0 > max_duration => Some(Some("max_duration")),
+            Some(_) if starts => Some(Some("boundary")),
+            Some(_) => None,
+        };
+        match cut {
+            Some(reason) => {
+                if let (Some(last), Some(reason)) = (sessions.last_mut(), reason) {
+                    last.1 = Some(reason);
                 }
+                sessions.push((vec![(time, page)], None));
             }
-            expected.sessions.push(SessionRow {
-                user_id: user.clone(),
-                session_id: session_id(&user, start).to_string(),
-                start_ms: start as i64,
-                end_ms: end as i64,
-                duration_s: ((end - start) / 1000) as i64,
-                event_count: events.len() as i64,
-                pages,
-                end_reason: reason.to_string(),
-            });
+            None => sessions.last_mut().unwrap().0.push((time, page)),
+        }
+        if ends {
+            sessions.last_mut().unwrap().1 = Some("boundary");
         }
     }
-    expected.sessions.sort();
-    expected.quarantined.sort();
-    expected.late.sort();
-    expected
+    sessions
+}
+
+/// A session's distinct pages in order of first visit, at most 64.
+fn pages_of(events: &[(u64, Option<String>)]) -> Vec<String> {
+    let mut pages: Vec<String> = Vec::new();
+    for page in events.iter().filter_map(|e| e.1.clone()) {
+        if pages.len() < 64 && !pages.contains(&page) {
+            pages.push(page);
+        }
+    }
+    pages
 }
 
 /// The reference's own reading of a line, through serde_json rather than the pipeline's parser:

@@ -12,7 +12,7 @@ use sessionize::sink::catalog::CatalogSettings;
 use sessionize::sink::tables::TableKind;
 use sessionize::storage::Location;
 
-use super::{Expected, Position, SessionRow, assert_success};
+use super::{Expected, OpenRow, Position, SessionRow, assert_success};
 
 /// What the three tables hold, read back through the iceberg crate.
 #[derive(Debug, PartialEq, Eq)]
@@ -164,6 +164,54 @@ pub fn read_tables_from(catalog: &CatalogSettings, warehouse: impl Into<Location
             epoch_summary,
             summary,
             snapshots,
+        }
+    })
+}
+
+/// What the open-sessions table holds: its rows, each with the watermark it was taken at, and
+/// how many snapshots it keeps.
+pub struct OpenTable {
+    pub rows: Vec<(i64, OpenRow)>,
+    pub snapshots: usize,
+}
+
+/// The open-sessions table (`user_sessions_open`), read through `catalog`.
+pub fn read_open_sessions(catalog: &CatalogSettings, warehouse: impl Into<Location>) -> OpenTable {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let warehouse = Warehouse::open(catalog, warehouse, "sessions", "user_sessions")
+            .await
+            .unwrap()
+            .with_open_sessions_table(Some("user_sessions_open".into()));
+        let mut rows = Vec::new();
+        for batch in scan(&warehouse, TableKind::OpenSessions).await {
+            for row in 0..batch.num_rows() {
+                let pages = column::<ListArray>(&batch, "pages_visited").value(row);
+                let pages = pages.as_any().downcast_ref::<StringArray>().unwrap();
+                let watermark = column::<Int64Array>(&batch, "watermark_ms").value(row);
+                let open = OpenRow {
+                    user_id: column::<StringArray>(&batch, "user_id").value(row).into(),
+                    session_id: column::<StringArray>(&batch, "session_id")
+                        .value(row)
+                        .into(),
+                    start_ms: column::<Int64Array>(&batch, "session_start_time_ms").value(row),
+                    last_ms: column::<Int64Array>(&batch, "last_event_time_ms").value(row),
+                    event_count: column::<Int64Array>(&batch, "event_count").value(row),
+                    pages: (0..pages.len())
+                        .map(|i| pages.value(i).to_string())
+                        .collect(),
+                };
+                rows.push((watermark, open));
+            }
+        }
+        rows.sort();
+        let table = warehouse.load(TableKind::OpenSessions).await.unwrap();
+        OpenTable {
+            rows,
+            snapshots: table.metadata().snapshots().len(),
         }
     })
 }
