@@ -43,16 +43,7 @@ impl Warehouse {
         serialized_files: &[String],
         properties: HashMap<String, String>,
     ) -> Result<Table> {
-        let metadata = base.metadata();
-        let spec = metadata.default_partition_spec();
-        let schema = metadata.current_schema();
-        let partition_type = spec.partition_type(schema)?;
-        let files = serialized_files
-            .iter()
-            .map(|json| {
-                deserialize_data_file_from_json(json, spec.spec_id(), &partition_type, schema)
-            })
-            .collect::<Result<Vec<DataFile>, _>>()?;
+        let files = deserialize_files(base, serialized_files)?;
         let view = match with_merged_manifests(base).await {
             Ok(view) => view,
             Err(e) => {
@@ -126,6 +117,20 @@ impl Warehouse {
             }
         }
     }
+}
+
+/// Data files as [`super::TableWriter::close`] serialized them, for `table`'s default partition
+/// spec and current schema.
+pub(super) fn deserialize_files(table: &Table, serialized: &[String]) -> Result<Vec<DataFile>> {
+    let metadata = table.metadata();
+    let spec = metadata.default_partition_spec();
+    let schema = metadata.current_schema();
+    let partition_type = spec.partition_type(schema)?;
+    let files = serialized
+        .iter()
+        .map(|json| deserialize_data_file_from_json(json, spec.spec_id(), &partition_type, schema))
+        .collect::<Result<Vec<DataFile>, _>>()?;
+    Ok(files)
 }
 
 /// A view of the catalog for one commit: loading the table gives `base`, the table as the

@@ -10,11 +10,12 @@ use anyhow::{Result, ensure};
 use iceberg::TableUpdate;
 use iceberg::spec::{
     DataFile, ManifestContentType, ManifestFile, ManifestListWriter, ManifestStatus, Operation,
-    Snapshot, SnapshotReference, SnapshotRetention, Summary, deserialize_data_file_from_json,
+    Snapshot, SnapshotReference, SnapshotRetention, Summary,
 };
 use iceberg::table::Table;
 
 use super::catalog::Warehouse;
+use super::commit::deserialize_files;
 use super::expiry::{delete_dropped_metadata_files, forget_view};
 use super::manifests::{Recency, SplitWriter, new_manifest_writer, with_merged_manifests};
 
@@ -44,7 +45,20 @@ impl Warehouse {
         added: Vec<DataFile>,
         properties: HashMap<String, String>,
     ) -> Result<Table> {
-        // The replace lists the other manifests merged, as an append does.
+        self.swap_files(base, removed, added, properties, Operation::Replace)
+            .await
+    }
+
+    /// One commit attempt of a snapshot of `operation` (see [`replace_files`]) on top of `base`.
+    async fn swap_files(
+        &self,
+        base: &Table,
+        removed: &HashSet<String>,
+        added: Vec<DataFile>,
+        properties: HashMap<String, String>,
+        operation: Operation,
+    ) -> Result<Table> {
+        // The other manifests are listed merged, as an append lists them.
         let view = match with_merged_manifests(base).await {
             Ok(view) => view,
             Err(e) => {
@@ -52,11 +66,10 @@ impl Warehouse {
                 base.clone()
             }
         };
-        let committed =
-            match replace_files(&view, removed, added, properties, Operation::Replace).await {
-                Ok(updates) => self.commit_updates(&view, updates).await,
-                Err(e) => Err(e),
-            };
+        let committed = match replace_files(&view, removed, added, properties, operation).await {
+            Ok(updates) => self.commit_updates(&view, updates).await,
+            Err(e) => Err(e),
+        };
         forget_view(base, &view).await;
         let committed = committed?;
         delete_dropped_metadata_files(base, &committed).await;
@@ -74,20 +87,11 @@ impl Warehouse {
         serialized_files: &[String],
         properties: HashMap<String, String>,
     ) -> Result<Table> {
-        let metadata = base.metadata();
-        let spec = metadata.default_partition_spec();
-        let schema = metadata.current_schema();
-        let partition_type = spec.partition_type(schema)?;
         let wanted = serialized_files
             .iter()
-            .map(|json| {
-                let file =
-                    deserialize_data_file_from_json(json, spec.spec_id(), &partition_type, schema)?;
-                Ok((json, file))
-            })
-            .collect::<iceberg::Result<Vec<(&String, DataFile)>>>()?;
+            .zip(deserialize_files(base, serialized_files)?);
         let mut live = HashSet::new();
-        if let Some(current) = metadata.current_snapshot() {
+        if let Some(current) = base.metadata().current_snapshot() {
             let list = base.manifest_list_reader(current).load().await?;
             for manifest in list.entries() {
                 let (entries, _) = manifest.load_manifest(base.file_io()).await?.into_parts();
@@ -99,15 +103,16 @@ impl Warehouse {
                 );
             }
         }
-        let wanted_paths: HashSet<&str> = wanted.iter().map(|(_, f)| f.file_path()).collect();
+        let (kept, new): (Vec<_>, Vec<_>) =
+            wanted.partition(|(_, file)| live.contains(file.file_path()));
+        let kept: HashSet<&str> = kept.iter().map(|(_, file)| file.file_path()).collect();
         let removed: HashSet<String> = live
             .iter()
-            .filter(|path| !wanted_paths.contains(path.as_str()))
+            .filter(|path| !kept.contains(path.as_str()))
             .cloned()
             .collect();
-        let (added_json, added): (Vec<String>, Vec<DataFile>) = wanted
+        let (added_json, added): (Vec<String>, Vec<DataFile>) = new
             .into_iter()
-            .filter(|(_, file)| !live.contains(file.file_path()))
             .map(|(json, file)| (json.clone(), file))
             .unzip();
         if removed.is_empty() && added.is_empty() {
@@ -116,17 +121,8 @@ impl Warehouse {
         if removed.is_empty() {
             return self.append(base, &added_json, properties).await;
         }
-        // As a replace does: the manifests a replace leaves with deleted entries only merge away.
-        let view = with_merged_manifests(base).await?;
-        let committed =
-            match replace_files(&view, &removed, added, properties, Operation::Overwrite).await {
-                Ok(updates) => self.commit_updates(&view, updates).await,
-                Err(e) => Err(e),
-            };
-        forget_view(base, &view).await;
-        let committed = committed?;
-        delete_dropped_metadata_files(base, &committed).await;
-        Ok(committed)
+        self.swap_files(base, &removed, added, properties, Operation::Overwrite)
+            .await
     }
 }
 

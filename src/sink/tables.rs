@@ -78,14 +78,13 @@ impl TableKind {
         use PrimitiveType::{Binary, Date, Int, Long, String, Timestamptz};
         let required =
             |id, name: &str, ty| Arc::new(NestedField::required(id, name, Type::Primitive(ty)));
-        let fields = match self {
-            TableKind::Sessions => vec![
+        // The columns a session has open or closed, at the same ids in both tables.
+        let session = || {
+            vec![
                 required(1, "user_id", String),
                 required(2, "session_id", String),
                 required(3, "session_start", Timestamptz),
                 required(4, "session_start_time_ms", Long),
-                required(5, "session_end_time_ms", Long),
-                required(6, "session_duration_seconds", Long),
                 required(7, "event_count", Long),
                 Arc::new(NestedField::required(
                     8,
@@ -96,11 +95,21 @@ impl TableKind {
                         true,
                     )))),
                 )),
-                required(9, "end_reason", String),
-                // The Spark job's own columns, so that its users' queries run unchanged.
-                required(11, "session_date", Date),
-                required(12, "user_hash_bucket", Int),
-            ],
+            ]
+        };
+        let fields = match self {
+            TableKind::Sessions => {
+                let mut fields = session();
+                fields.insert(4, required(5, "session_end_time_ms", Long));
+                fields.insert(5, required(6, "session_duration_seconds", Long));
+                fields.extend([
+                    required(9, "end_reason", String),
+                    // The Spark job's own columns, so that its users' queries run unchanged.
+                    required(11, "session_date", Date),
+                    required(12, "user_hash_bucket", Int),
+                ]);
+                fields
+            }
             TableKind::Quarantine => vec![
                 required(1, "raw", Binary),
                 required(2, "reason", String),
@@ -122,26 +131,16 @@ impl TableKind {
                 required(9, "line_number", Long),
                 required(10, "epoch", Long),
             ],
-            TableKind::OpenSessions => vec![
-                required(1, "user_id", String),
-                required(2, "session_id", String),
-                required(3, "session_start", Timestamptz),
-                required(4, "session_start_time_ms", Long),
-                required(5, "last_event_time_ms", Long),
-                required(6, "event_count", Long),
-                Arc::new(NestedField::required(
-                    7,
-                    "pages_visited",
-                    Type::List(ListType::new(Arc::new(NestedField::list_element(
-                        10,
-                        Type::Primitive(String),
-                        true,
-                    )))),
-                )),
-                // Every event before it is in the row: how current the row is.
-                required(8, "watermark_ms", Long),
-                required(9, "epoch", Long),
-            ],
+            TableKind::OpenSessions => {
+                let mut fields = session();
+                fields.insert(4, required(5, "last_event_time_ms", Long));
+                fields.extend([
+                    // Every event before it is in the row: how current the row is.
+                    required(13, "watermark_ms", Long),
+                    required(14, "epoch", Long),
+                ]);
+                fields
+            }
         };
         Schema::builder()
             .with_fields(fields)
@@ -198,12 +197,7 @@ pub fn sessions_batch(
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.session_id().to_string()),
         )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(
-                rows.iter().map(|r| r.start_ms as i64 * 1000),
-            )
-            .with_timezone("+00:00"),
-        ),
+        session_start(rows.iter().map(|r| r.start_ms)),
         longs(&|r| r.start_ms),
         longs(&|r| r.end_ms),
         longs(&|r| r.duration_seconds()),
@@ -243,12 +237,7 @@ pub fn open_sessions_batch(
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.session_id().to_string()),
         )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(
-                rows.iter().map(|r| r.start_ms as i64 * 1000),
-            )
-            .with_timezone("+00:00"),
-        ),
+        session_start(rows.iter().map(|r| r.start_ms)),
         longs(&|r| r.start_ms),
         longs(&|r| r.last_ms),
         longs(&|r| r.event_count),
@@ -257,6 +246,12 @@ pub fn open_sessions_batch(
         longs(&|_| epoch),
     ];
     fit(schema, TableKind::OpenSessions, columns.into(), rows.len())
+}
+
+/// The `session_start` column: times in epoch ms as UTC timestamps.
+fn session_start(starts_ms: impl Iterator<Item = u64>) -> ArrayRef {
+    let micros = starts_ms.map(|ms| ms as i64 * 1000);
+    Arc::new(TimestampMicrosecondArray::from_iter_values(micros).with_timezone("+00:00"))
 }
 
 /// The `pages_visited` column of `schema` holding `pages`, row by row.

@@ -86,9 +86,7 @@ pub fn read_tables_from(catalog: &CatalogSettings, warehouse: impl Into<Location
         .build()
         .unwrap();
     runtime.block_on(async {
-        let warehouse = Warehouse::open(catalog, warehouse, "sessions", "user_sessions")
-            .await
-            .unwrap();
+        let warehouse = open_warehouse(catalog, warehouse).await;
         let sessions_table = warehouse.load(TableKind::Sessions).await.unwrap();
         let snapshots = sessions_table.metadata().snapshots().len();
         // Our newest commit's record: compactions may be on top of it.
@@ -99,8 +97,6 @@ pub fn read_tables_from(catalog: &CatalogSettings, warehouse: impl Into<Location
         let mut sessions = Vec::new();
         for batch in scan(&warehouse, TableKind::Sessions).await {
             for row in 0..batch.num_rows() {
-                let pages = column::<ListArray>(&batch, "pages_visited").value(row);
-                let pages = pages.as_any().downcast_ref::<StringArray>().unwrap();
                 sessions.push(SessionRow {
                     user_id: column::<StringArray>(&batch, "user_id").value(row).into(),
                     session_id: column::<StringArray>(&batch, "session_id")
@@ -110,9 +106,7 @@ pub fn read_tables_from(catalog: &CatalogSettings, warehouse: impl Into<Location
                     end_ms: column::<Int64Array>(&batch, "session_end_time_ms").value(row),
                     duration_s: column::<Int64Array>(&batch, "session_duration_seconds").value(row),
                     event_count: column::<Int64Array>(&batch, "event_count").value(row),
-                    pages: (0..pages.len())
-                        .map(|i| pages.value(i).to_string())
-                        .collect(),
+                    pages: pages_visited(&batch, row),
                     end_reason: column::<StringArray>(&batch, "end_reason")
                         .value(row)
                         .into(),
@@ -182,15 +176,10 @@ pub fn read_open_sessions(catalog: &CatalogSettings, warehouse: impl Into<Locati
         .build()
         .unwrap();
     runtime.block_on(async {
-        let warehouse = Warehouse::open(catalog, warehouse, "sessions", "user_sessions")
-            .await
-            .unwrap()
-            .with_open_sessions_table(Some("user_sessions_open".into()));
+        let warehouse = open_warehouse(catalog, warehouse).await;
         let mut rows = Vec::new();
         for batch in scan(&warehouse, TableKind::OpenSessions).await {
             for row in 0..batch.num_rows() {
-                let pages = column::<ListArray>(&batch, "pages_visited").value(row);
-                let pages = pages.as_any().downcast_ref::<StringArray>().unwrap();
                 let watermark = column::<Int64Array>(&batch, "watermark_ms").value(row);
                 let open = OpenRow {
                     user_id: column::<StringArray>(&batch, "user_id").value(row).into(),
@@ -200,9 +189,7 @@ pub fn read_open_sessions(catalog: &CatalogSettings, warehouse: impl Into<Locati
                     start_ms: column::<Int64Array>(&batch, "session_start_time_ms").value(row),
                     last_ms: column::<Int64Array>(&batch, "last_event_time_ms").value(row),
                     event_count: column::<Int64Array>(&batch, "event_count").value(row),
-                    pages: (0..pages.len())
-                        .map(|i| pages.value(i).to_string())
-                        .collect(),
+                    pages: pages_visited(&batch, row),
                 };
                 rows.push((watermark, open));
             }
@@ -214,6 +201,14 @@ pub fn read_open_sessions(catalog: &CatalogSettings, warehouse: impl Into<Locati
             snapshots: table.metadata().snapshots().len(),
         }
     })
+}
+
+/// The default tables' warehouse through `catalog`.
+async fn open_warehouse(catalog: &CatalogSettings, warehouse: impl Into<Location>) -> Warehouse {
+    Warehouse::open(catalog, warehouse, "sessions", "user_sessions")
+        .await
+        .unwrap()
+        .with_open_sessions_table(Some("user_sessions_open".into()))
 }
 
 async fn scan(warehouse: &Warehouse, kind: TableKind) -> Vec<RecordBatch> {
@@ -230,6 +225,15 @@ async fn scan(warehouse: &Warehouse, kind: TableKind) -> Vec<RecordBatch> {
         .await
         .unwrap();
     stream.try_collect().await.unwrap()
+}
+
+/// The `pages_visited` of a row.
+fn pages_visited(batch: &RecordBatch, row: usize) -> Vec<String> {
+    let pages = column::<ListArray>(batch, "pages_visited").value(row);
+    let pages = pages.as_any().downcast_ref::<StringArray>().unwrap();
+    (0..pages.len())
+        .map(|i| pages.value(i).to_string())
+        .collect()
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
