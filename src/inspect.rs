@@ -36,7 +36,7 @@ pub struct Inspection {
     pub commits: Vec<Commit>,
     pub partitions: Vec<Partition>,
     pub checkpoint: Option<Checkpoint>,
-    /// The three tables: sessions, quarantine, late events.
+    /// The tables: sessions, quarantine, late events, and the open sessions if there are any.
     pub tables: Vec<TableRows>,
     /// The topic whose lag was measured (`--kafka-servers`).
     pub kafka_topic: Option<String>,
@@ -138,9 +138,11 @@ pub async fn inspect(
         None => None,
     };
     let mut tables = Vec::new();
-    for kind in TableKind::ALL {
+    for kind in warehouse.kinds() {
         let table = match kind {
             TableKind::Sessions => sessions.clone(),
+            // Tables of an older release, or of runs that keep none.
+            TableKind::OpenSessions if !warehouse.exists(kind).await? => continue,
             _ => warehouse.load(kind).await?,
         };
         tables.push(table_rows(&table).await?);

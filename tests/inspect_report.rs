@@ -100,6 +100,8 @@ fn inspect_agrees_with_the_tables_snapshot_and_the_reference() {
         rows(&inspection, "sessions.user_sessions_late_events"),
         expected.late.len() as u64
     );
+    // Every session closed at the end of the input.
+    assert_eq!(rows(&inspection, "sessions.user_sessions_open"), 0);
     let commits = inspection["commits"].as_array().unwrap();
     assert_eq!(commits[0]["epoch"], inspection["epoch"]);
     let added: u64 = commits

@@ -166,6 +166,12 @@ impl GlueCatalog {
     /// The table `ident` with the commits claimed on it completed (module docs), and its entry
     /// in Glue, for a commit on it.
     pub async fn load(&self, ident: &TableIdent) -> Result<(Table, GlueVersion)> {
+        let as_named = |entry: GlueTable| async move {
+            let metadata =
+                TableMetadata::read_from(&self.file_io, &entry.metadata_location).await?;
+            let table = self.table(ident, metadata, entry.metadata_location.clone())?;
+            Ok((table, GlueVersion(entry)))
+        };
         for _ in 0..MAX_CLAIMS_COMPLETED {
             let entry = self.glue_table(ident).await?;
             let claimed = self
@@ -173,10 +179,7 @@ impl GlueCatalog {
                 .read_if_exists(&claim_location(&entry.metadata_location))
                 .await?;
             let Some(successor) = claimed else {
-                let metadata =
-                    TableMetadata::read_from(&self.file_io, &entry.metadata_location).await?;
-                let table = self.table(ident, metadata, entry.metadata_location.clone())?;
-                return Ok((table, GlueVersion(entry)));
+                return as_named(entry).await;
             };
             let successor = String::from_utf8_lossy(&successor).into_owned();
             let metadata = match TableMetadata::read_from(&self.file_io, &successor).await {
@@ -188,10 +191,7 @@ impl GlueCatalog {
                         "ignoring the claim on {} of {ident}: {successor} is gone ({e})",
                         entry.metadata_location
                     );
-                    let metadata =
-                        TableMetadata::read_from(&self.file_io, &entry.metadata_location).await?;
-                    let table = self.table(ident, metadata, entry.metadata_location.clone())?;
-                    return Ok((table, GlueVersion(entry)));
+                    return as_named(entry).await;
                 }
                 Err(e) => return Err(e),
             };
