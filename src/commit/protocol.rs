@@ -425,12 +425,12 @@ impl Committer {
     /// shows the present; its history is no use). The table is not part of the exactly-once
     /// record: a failed commit only leaves it one commit behind, and the next one catches up.
     fn commit_open_sessions(&mut self, changed: &BTreeMap<usize, Vec<String>>, mark: &Mark) {
-        let Some(table) = self.tables.get(&TableKind::OpenSessions).cloned() else {
-            return;
-        };
         if changed.is_empty() {
             return;
         }
+        let Some(table) = self.tables.get(&TableKind::OpenSessions).cloned() else {
+            return;
+        };
         self.open_sessions
             .extend(changed.iter().map(|(w, files)| (*w, files.clone())));
         let wanted: Vec<String> = self.open_sessions.values().flatten().cloned().collect();

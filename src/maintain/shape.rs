@@ -9,12 +9,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
-use iceberg::spec::{ManifestContentType, ManifestStatus, Operation};
+use iceberg::spec::{DataFile, ManifestContentType, ManifestStatus, Operation};
 use iceberg::table::Table;
 use serde::Serialize;
 
 use super::COMPACTED_BY;
 use crate::sink::expiry::LAST_EXPIRY_MS;
+use crate::sink::live_data_files;
 
 /// Where a table's files are compacted, when the table does not say.
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 << 20;
@@ -153,23 +154,8 @@ pub fn small_below(target_bytes: u64) -> u64 {
 
 /// The size of every data file of `table`'s current snapshot.
 pub async fn data_file_sizes(table: &Table) -> Result<Vec<u64>> {
-    let Some(current) = table.metadata().current_snapshot() else {
-        return Ok(Vec::new());
-    };
-    let list = table.manifest_list_reader(current).load().await?;
-    let mut sizes = Vec::new();
-    for manifest in list.entries() {
-        if manifest.content == ManifestContentType::Data {
-            let (entries, _) = manifest.load_manifest(table.file_io()).await?.into_parts();
-            sizes.extend(
-                entries
-                    .iter()
-                    .filter(|e| e.status != ManifestStatus::Deleted)
-                    .map(|e| e.data_file.file_size_in_bytes()),
-            );
-        }
-    }
-    Ok(sizes)
+    let files = live_data_files(table).await?;
+    Ok(files.iter().map(DataFile::file_size_in_bytes).collect())
 }
 
 /// The target file size `table` asks for (`write.target-file-size-bytes`).

@@ -28,6 +28,12 @@ pub async fn delete_dropped_metadata_files(before: &Table, after: &Table) {
     if disabled {
         return;
     }
+    let deleted = delete_all(after, dropped_metadata_files(before, after).into_iter()).await;
+    report_deleted("metadata", deleted);
+}
+
+/// The metadata files `before` names (itself and its metadata log) that `after` no longer does.
+pub fn dropped_metadata_files<'a>(before: &'a Table, after: &Table) -> Vec<&'a str> {
     let kept: HashSet<&str> = after
         .metadata()
         .metadata_log()
@@ -35,15 +41,14 @@ pub async fn delete_dropped_metadata_files(before: &Table, after: &Table) {
         .map(|log| log.metadata_file.as_str())
         .chain(after.metadata_location())
         .collect();
-    let dropped = before
+    before
         .metadata()
         .metadata_log()
         .iter()
         .map(|log| log.metadata_file.as_str())
         .chain(before.metadata_location())
-        .filter(|file| !kept.contains(file));
-    let deleted = delete_all(after, dropped).await;
-    report_deleted("metadata", deleted);
+        .filter(|file| !kept.contains(file))
+        .collect()
 }
 
 /// Deletes what the snapshots expired between `before` and `after` referenced and no snapshot of

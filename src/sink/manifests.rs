@@ -30,6 +30,27 @@ const MIN_COUNT_TO_MERGE: usize = 8;
 /// Manifests at least this large are left as they are (Java's default).
 const TARGET_SIZE_BYTES: i64 = 8 << 20;
 
+/// The data files of `table`'s current snapshot (none without one).
+pub async fn live_data_files(table: &Table) -> Result<Vec<DataFile>> {
+    let Some(current) = table.metadata().current_snapshot() else {
+        return Ok(Vec::new());
+    };
+    let list = table.manifest_list_reader(current).load().await?;
+    let mut files = Vec::new();
+    for manifest in list.entries() {
+        if manifest.content == ManifestContentType::Data {
+            let (entries, _) = manifest.load_manifest(table.file_io()).await?.into_parts();
+            files.extend(
+                entries
+                    .into_iter()
+                    .filter(|e| e.status != ManifestStatus::Deleted)
+                    .map(|e| e.data_file.clone()),
+            );
+        }
+    }
+    Ok(files)
+}
+
 /// The table as an append should see it: `table` itself, or a view whose current snapshot lists
 /// its small manifests merged into one (module docs). The view is for one append, never to keep.
 pub async fn with_merged_manifests(table: &Table) -> Result<Table> {

@@ -17,7 +17,9 @@ use iceberg::table::Table;
 use super::catalog::Warehouse;
 use super::commit::deserialize_files;
 use super::expiry::{delete_dropped_metadata_files, forget_view};
-use super::manifests::{Recency, SplitWriter, new_manifest_writer, with_merged_manifests};
+use super::manifests::{
+    Recency, SplitWriter, live_data_files, new_manifest_writer, with_merged_manifests,
+};
 
 /// What a replace removes and adds, as its summary counts them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -90,19 +92,11 @@ impl Warehouse {
         let wanted = serialized_files
             .iter()
             .zip(deserialize_files(base, serialized_files)?);
-        let mut live = HashSet::new();
-        if let Some(current) = base.metadata().current_snapshot() {
-            let list = base.manifest_list_reader(current).load().await?;
-            for manifest in list.entries() {
-                let (entries, _) = manifest.load_manifest(base.file_io()).await?.into_parts();
-                live.extend(
-                    entries
-                        .iter()
-                        .filter(|e| e.status != ManifestStatus::Deleted)
-                        .map(|e| e.data_file.file_path().to_string()),
-                );
-            }
-        }
+        let live: HashSet<String> = live_data_files(base)
+            .await?
+            .iter()
+            .map(|file| file.file_path().to_string())
+            .collect();
         let (kept, new): (Vec<_>, Vec<_>) =
             wanted.partition(|(_, file)| live.contains(file.file_path()));
         let kept: HashSet<&str> = kept.iter().map(|(_, file)| file.file_path()).collect();

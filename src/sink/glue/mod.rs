@@ -37,6 +37,7 @@ use iceberg::{
 };
 use serde_json::{Value, json};
 
+use super::expiry::dropped_metadata_files;
 use crate::failure::fail_point;
 use crate::storage::{TableStorage, TableStorageFactory};
 
@@ -282,14 +283,7 @@ impl GlueCatalog {
     /// Deletes the claims on metadata files `staged` dropped from the metadata log: no load
     /// reaches them again.
     async fn forget_claims(&self, base: &Table, staged: &Table) {
-        let kept = |file: &str| descends_from(staged.metadata(), staged.metadata_location(), file);
-        let dropped = base
-            .metadata()
-            .metadata_log()
-            .iter()
-            .map(|log| log.metadata_file.as_str())
-            .filter(|file| !kept(file));
-        for file in dropped {
+        for file in dropped_metadata_files(base, staged) {
             let _ = self.file_io.delete(claim_location(file)).await;
         }
     }
