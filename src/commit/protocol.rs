@@ -42,7 +42,7 @@ use crate::failure::fail_point;
 use crate::maintain::Compactor;
 use crate::maintain::shape::last_expiry_ms;
 use crate::retry::Backoff;
-use crate::sink::{TableKind, Warehouse};
+use crate::sink::{RetractedSession, TableKind, Warehouse};
 use crate::source::kafka::TopicIdentity;
 
 /// What an epoch's commit gathers from every worker.
@@ -58,6 +58,8 @@ pub struct EpochParts {
     pub session_events: u64,
     /// The open-sessions table's files of each worker whose open sessions changed.
     pub open_sessions: BTreeMap<usize, Vec<String>>,
+    /// Rows of the sessions table that the epoch's corrections replace.
+    pub retractions: Vec<RetractedSession>,
 }
 
 /// Totals of a run, as committed.

@@ -160,6 +160,7 @@ fn gather(epoch: &mut EpochParts, part: CommitPart) {
         CommitPart::OpenSessions { worker, files } => {
             epoch.open_sessions.insert(worker, files);
         }
+        CommitPart::Retractions(rows) => epoch.retractions.extend(rows),
     }
 }
 

@@ -67,8 +67,8 @@ pub(super) fn build_pipeline(
     let (sessions, checkpoints) = sessionize(on_time, positions.clone().broadcast(), context)?;
     let user_hash_buckets = config.user_hash_buckets;
     let session_files = write_table(sessions, TableKind::Sessions, context, {
-        move |schema, rows: &[ClosedSession], _epoch| {
-            tables::sessions_batch(schema, rows, user_hash_buckets)
+        move |schema, rows: &[ClosedSession], epoch| {
+            tables::sessions_batch(schema, rows, epoch, user_hash_buckets)
         }
     });
     let names = Arc::clone(config);

@@ -16,7 +16,7 @@ use crate::commit::{
 };
 use crate::config::PipelineConfig;
 use crate::rules::Boundary;
-use crate::sink::{TableKind, Warehouse};
+use crate::sink::{RetractedSession, TableKind, Warehouse};
 use crate::source::file::Chunk;
 
 /// An output of an operator built with [`timely::dataflow::operators::generic::builder_rc`].
@@ -129,6 +129,9 @@ pub enum CommitPart {
         worker: usize,
         files: Vec<String>,
     },
+    /// Rows of the sessions table that corrections replaced in the epoch: the epoch's commit
+    /// removes them, wherever they are (earlier commits' files or the epoch's own).
+    Retractions(Vec<RetractedSession>),
 }
 
 /// What one worker needs from outside the dataflow.

@@ -435,6 +435,7 @@ mod tests {
             event_count: 1,
             pages_visited: Vec::new(),
             end_reason: EndReason::Inactivity,
+            corrected: false,
         };
         t.sessions_closed(&[session.clone(), session], 3);
         t.epoch_completed(3, Instant::now());

@@ -218,6 +218,9 @@ pub struct ClosedSession {
     pub event_count: u64,
     pub pages_visited: Vec<Rc<str>>,
     pub end_reason: EndReason,
+    /// A late event within the correction horizon changed it: it replaces an earlier row (see
+    /// [`Sessionizer::correct`]).
+    pub corrected: bool,
 }
 
 impl ClosedSession {

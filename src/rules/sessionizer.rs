@@ -672,5 +672,6 @@ fn finish(user_id: Rc<str>, session: OpenSession, end_reason: EndReason) -> Clos
         event_count: session.event_count,
         pages_visited: session.pages_visited.into_vec(),
         end_reason,
+        corrected: false,
     }
 }

@@ -108,6 +108,7 @@ fn reference(rules: SessionRules, events: &[Ev]) -> Vec<ClosedSession> {
                 event_count: session.len() as u64,
                 pages_visited: pages,
                 end_reason,
+                corrected: false,
             });
         }
     }

@@ -29,7 +29,7 @@ use anyhow::{Context, Result};
 
 pub use catalog::{CatalogSettings, Warehouse};
 pub use manifests::live_data_files;
-pub use tables::{LateEvent, QuarantinedLine, TableKind};
+pub use tables::{LateEvent, QuarantinedLine, RetractedSession, TableKind};
 pub use updates::on_this_runtime;
 pub use writer::TableWriter;
 

@@ -107,6 +107,13 @@ impl TableKind {
                     // The Spark job's own columns, so that its users' queries run unchanged.
                     required(11, "session_date", Date),
                     required(12, "user_hash_bucket", Int),
+                    // The epoch whose commit replaced the row after a late event changed the
+                    // session; null for a row as first written.
+                    Arc::new(NestedField::optional(
+                        15,
+                        "corrected_at_epoch",
+                        Type::Primitive(Long),
+                    )),
                 ]);
                 fields
             }
@@ -177,11 +184,44 @@ impl TableKind {
     }
 }
 
+/// A row of the sessions table that a correction replaces, as it was written: its user and start
+/// find its partition (day of start, bucket of user) and its id, and the other columns tell it
+/// from the row that replaces it, which keeps the id when the start did not move.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RetractedSession {
+    pub user_id: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub event_count: u64,
+    pub pages_visited: Vec<String>,
+    pub end_reason: String,
+}
+
+impl RetractedSession {
+    pub fn session_id(&self) -> uuid::Uuid {
+        crate::rules::session_id(&self.user_id, self.start_ms)
+    }
+}
+
+impl From<&ClosedSession> for RetractedSession {
+    fn from(row: &ClosedSession) -> Self {
+        RetractedSession {
+            user_id: row.user_id.to_string(),
+            start_ms: row.start_ms,
+            end_ms: row.end_ms,
+            event_count: row.event_count,
+            pages_visited: row.pages_visited.iter().map(|p| p.to_string()).collect(),
+            end_reason: row.end_reason.as_str().to_string(),
+        }
+    }
+}
+
 /// Arrow record batches for the sessions table; `user_hash_buckets` is the Spark job's `N` in
 /// `abs(hash(user_id)) % N`.
 pub fn sessions_batch(
     schema: &ArrowSchemaRef,
     rows: &[ClosedSession],
+    epoch: u64,
     user_hash_buckets: u32,
 ) -> RecordBatch {
     let longs = |f: &dyn Fn(&ClosedSession) -> u64| -> ArrayRef {
@@ -190,7 +230,7 @@ pub fn sessions_batch(
         ))
     };
     let pages = pages_column(schema, rows.iter().map(|r| &r.pages_visited[..]));
-    let columns: [ArrayRef; 11] = [
+    let columns: [ArrayRef; 12] = [
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| &*r.user_id),
         )),
@@ -212,6 +252,9 @@ pub fn sessions_batch(
         Arc::new(Int32Array::from_iter_values(
             rows.iter()
                 .map(|r| user_hash_bucket(&r.user_id, user_hash_buckets)),
+        )),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|r| r.corrected.then_some(epoch as i64)),
         )),
     ];
     fit(schema, TableKind::Sessions, columns.into(), rows.len())
