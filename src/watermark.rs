@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use sessionize::watermark::{ClockLimits, PartitionClock};
-//! let limits = ClockLimits { lateness_ms: 10, max_jump_ms: u64::MAX };
+//! let limits = ClockLimits { lateness_ms: 10, max_jump_ms: u64::MAX, correction_horizon_ms: 0 };
 //! let mut clock = PartitionClock::default();
 //! clock.observe("a", 100, limits);
 //! assert_eq!(clock.watermark_ms, 90);
@@ -36,6 +36,8 @@ pub struct ClockLimits {
     /// How far ahead of it an event may move it at once; further is a jump, which others must
     /// confirm ([`JumpGuard`]). `u64::MAX` turns the guard off.
     pub max_jump_ms: u64,
+    /// How far behind the watermark a late event still corrects its sessions (0: none does).
+    pub correction_horizon_ms: u64,
 }
 
 /// A partition's event-time clock.
@@ -61,6 +63,13 @@ impl PartitionClock {
     /// Whether an event at `time_ms` is late.
     pub fn is_late(&self, time_ms: u64) -> bool {
         time_ms < self.watermark_ms
+    }
+
+    /// A late event that still corrects the sessions it belongs to, rather than going to the
+    /// late events: within the horizon behind the watermark.
+    pub fn corrects(&self, time_ms: u64, limits: ClockLimits) -> bool {
+        limits.correction_horizon_ms > 0
+            && time_ms.saturating_add(limits.correction_horizon_ms) >= self.watermark_ms
     }
 
     /// An on-time event of `user` at `time_ms`: the newest event time and the watermark move on.
@@ -313,6 +322,7 @@ mod tests {
     const LIMITS: ClockLimits = ClockLimits {
         lateness_ms: 10 * 60_000,
         max_jump_ms: LIMIT,
+        correction_horizon_ms: 0,
     };
 
     #[test]

@@ -119,6 +119,11 @@ pub struct RulesArgs {
     /// How far behind its partition's newest event an event may be and still count (bare: minutes).
     #[arg(long, default_value = "10")]
     pub allowed_lateness: String,
+    /// A late event at most this far behind its partition's watermark corrects the sessions it
+    /// belongs to (their rows are replaced) instead of going to the late-events table; 0 turns
+    /// corrections off (bare: hours).
+    #[arg(long, default_value = "24")]
+    pub correction_horizon: String,
     /// A partition's newest event time moves at once by up to this; a jump further (a device
     /// with a bad clock, whatever its lead) moves the watermark only once a quarter of the
     /// partition's current users and of its recent events have reached it; 0 turns the guard off
@@ -402,6 +407,11 @@ impl RulesArgs {
             &self.allowed_lateness,
             MINUTE,
             "allowed-lateness",
+        )?);
+        config.correction_horizon_ms = whole_millis(duration_flag(
+            &self.correction_horizon,
+            HOUR,
+            "correction-horizon",
         )?);
         config.set_max_event_time_jump(duration_flag(
             &self.max_event_time_jump,

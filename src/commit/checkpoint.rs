@@ -14,11 +14,38 @@ use crate::sink::TableKind;
 use crate::storage::WriteOnceFiles;
 
 /// The format of the session state in checkpoint parts, at the end of their file names
-/// (`part-w<i>.<format>`): bincode compressed with zstd, full or amending. Parts named
-/// `….v2.bin` hold a full state uncompressed, and parts without a format predate session
-/// boundaries.
-const PART_FORMAT: &str = "v3.zst";
+/// (`part-w<i>.<format>`): bincode compressed with zstd, full or amending. Parts named `….v3.zst`
+/// predate the histories kept for corrections, parts named `….v2.bin` hold a full state
+/// uncompressed, and parts without a format predate session boundaries.
+const PART_FORMAT: &str = "v4.zst";
+const PART_FORMAT_V3: &str = "v3.zst";
 const PART_FORMAT_V2: &str = "v2.bin";
+
+/// Session state as checkpoints held it before histories (`….v3.zst`): a user without a history
+/// has its late events corrected as far as its open session allows.
+#[derive(Deserialize)]
+struct StateV3 {
+    watermark: u64,
+    full: bool,
+    open: Vec<SavedSession>,
+    ended: Vec<String>,
+    pending: Vec<SavedEvent>,
+    recent_ids: Vec<(u64, u128)>,
+}
+
+impl StateV3 {
+    fn upgrade(self) -> SessionizerState {
+        SessionizerState {
+            watermark: self.watermark,
+            full: self.full,
+            open: self.open,
+            ended: self.ended,
+            pending: self.pending,
+            recent_ids: self.recent_ids,
+            histories: Vec::new(),
+        }
+    }
+}
 
 /// Session state as checkpoints held it before they could amend each other (`….v2.bin`).
 #[derive(Deserialize)]
@@ -38,6 +65,7 @@ impl StateV2 {
             ended: Vec::new(),
             pending: self.pending,
             recent_ids: self.recent_ids,
+            histories: Vec::new(),
         }
     }
 }
@@ -76,6 +104,7 @@ impl StateBeforeBoundaries {
             ended: Vec::new(),
             pending: pending.collect(),
             recent_ids: self.recent_ids,
+            histories: Vec::new(),
         }
     }
 }
@@ -236,14 +265,11 @@ impl CheckpointStore {
             bytes: 0,
         };
         let state = if file.ends_with(&format!(".{PART_FORMAT}")) {
-            zstd::Decoder::new(&mut input)
-                .map_err(|e| bincode::ErrorKind::Io(e).into())
-                .and_then(|mut decoded| {
-                    let state = bincode::deserialize_from(&mut decoded)?;
-                    // The rest of the frame, so that a damaged end is noticed.
-                    std::io::copy(&mut decoded, &mut std::io::sink())?;
-                    Ok(state)
-                })
+            read_compressed(&mut input, |decoded| bincode::deserialize_from(decoded))
+        } else if file.ends_with(&format!(".{PART_FORMAT_V3}")) {
+            read_compressed(&mut input, |decoded| {
+                bincode::deserialize_from(decoded).map(StateV3::upgrade)
+            })
         } else if file.ends_with(&format!(".{PART_FORMAT_V2}")) {
             bincode::deserialize_from(&mut input).map(StateV2::upgrade)
         } else {
@@ -321,6 +347,17 @@ impl CheckpointStore {
 }
 
 /// A reader that counts the bytes it read.
+/// Reads a zstd frame with `read`, then the rest of the frame, so that a damaged end is noticed.
+fn read_compressed<T>(
+    input: &mut impl std::io::Read,
+    read: impl FnOnce(&mut dyn std::io::Read) -> bincode::Result<T>,
+) -> bincode::Result<T> {
+    let mut decoded = zstd::Decoder::new(input).map_err(bincode::ErrorKind::Io)?;
+    let value = read(&mut decoded)?;
+    std::io::copy(&mut decoded, &mut std::io::sink()).map_err(bincode::ErrorKind::Io)?;
+    Ok(value)
+}
+
 struct CountingReader<R> {
     inner: R,
     bytes: u64,
@@ -380,7 +417,7 @@ mod tests {
         assert!(state.full);
 
         let written = store.write_part(&checkpoint.dir, 1, &state, 0, 0).unwrap();
-        assert!(written.file.ends_with(".v3.zst"));
+        assert!(written.file.ends_with(".v4.zst"));
         assert_eq!(store.read_part(&checkpoint, &written.file).unwrap(), state);
     }
 

@@ -47,6 +47,9 @@ pub struct PipelineConfig {
     pub allow_rule_change: bool,
     /// How far behind its partition's latest event time an event may be and still be on time.
     pub allowed_lateness_ms: u64,
+    /// How far behind its partition's watermark a late event still corrects the sessions it
+    /// belongs to, instead of going to the late-events table; 0 turns corrections off.
+    pub correction_horizon_ms: u64,
     /// How far a partition's newest event time moves at once; a jump further moves its watermark
     /// only once a share of its current users and recent events confirm it
     /// ([`crate::watermark::JumpGuard`]); `u64::MAX` turns the guard off.
@@ -154,6 +157,7 @@ impl PipelineConfig {
             boundaries: BoundaryRules::default(),
             allow_rule_change: false,
             allowed_lateness_ms: 10 * 60_000,
+            correction_horizon_ms: 24 * 3_600_000,
             max_event_time_jump_ms: 10 * 60_000,
             max_future_skew_ms: 86_400_000,
             max_event_bytes: 1 << 20,

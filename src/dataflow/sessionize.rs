@@ -20,8 +20,8 @@ use crate::commit::{CheckpointStore, SourcePosition};
 use crate::failure::stop;
 use crate::ops::progress;
 use crate::rules::{ClosedSession, Sessionizer};
-use crate::sink::TableKind;
 use crate::sink::tables::user_bucket;
+use crate::sink::{RetractedSession, TableKind};
 
 /// Applies the session rules on the worker owning each user's bucket, starting from the
 /// checkpoint the run resumes. When the frontier passes an epoch, the worker writes its state to
@@ -37,7 +37,8 @@ pub(super) fn sessionize<'scope>(
     let scope = events.scope();
     let (index, peers) = (scope.index(), scope.peers());
     let config = &context.config;
-    let mut sessionizer = Sessionizer::new(config.rules);
+    let mut sessionizer =
+        Sessionizer::new(config.rules).with_correction_horizon(config.correction_horizon_ms);
     if let Some(checkpoint) = &context.start.checkpoint {
         let buckets = config.buckets;
         for checkpoint in checkpoint.chain() {
@@ -91,6 +92,8 @@ pub(super) fn sessionize<'scope>(
         // does not depend on whether the run was interrupted.
         let mut max_event_ms: Option<u64> = finished_max_event_ms;
         let mut closed = Vec::new();
+        // Rows written before that corrections replaced, for the committer to remove.
+        let mut retracted = Vec::new();
         // Epochs whose positions have arrived: each gets a checkpoint when the frontier passes it.
         let mut epochs_to_save = std::collections::BTreeSet::new();
         let mut duplicates_reported = 0;
@@ -131,7 +134,12 @@ pub(super) fn sessionize<'scope>(
                 if open.is_some_and(|open| time.epoch > open) {
                     held.push((time, std::mem::take(data)));
                 } else {
-                    push_all(&mut sessionizer, data.drain(..));
+                    push_all(
+                        &mut sessionizer,
+                        data.drain(..),
+                        &mut closed,
+                        &mut retracted,
+                    );
                 }
             });
             loop {
@@ -139,7 +147,12 @@ pub(super) fn sessionize<'scope>(
                 held.retain_mut(|(time, events)| {
                     let release = open.is_none_or(|open| time.epoch <= open);
                     if release {
-                        push_all(&mut sessionizer, events.drain(..));
+                        push_all(
+                            &mut sessionizer,
+                            events.drain(..),
+                            &mut closed,
+                            &mut retracted,
+                        );
                     }
                     !release
                 });
@@ -175,6 +188,15 @@ pub(super) fn sessionize<'scope>(
                     }
                     let mut output = closed_out.activate();
                     output.session(&cap).give_iterator(closed.drain(..));
+                }
+                if !retracted.is_empty()
+                    && let Some(cap) = capability_for(&part_caps, open)
+                {
+                    let rows = retracted.drain(..).map(|row| RetractedSession::from(&row));
+                    let mut parts = parts_out.activate();
+                    parts
+                        .session(&cap)
+                        .give(CommitPart::Retractions(rows.collect()));
                 }
                 let Some(&epoch) = epochs_to_save.first() else {
                     break;
@@ -235,16 +257,35 @@ pub(super) fn sessionize<'scope>(
     Ok((closed_stream, parts_stream))
 }
 
-/// Hands events to the rules.
-fn push_all(sessionizer: &mut Sessionizer, events: impl Iterator<Item = SessionEvent>) {
+/// Hands events to the rules: those the watermark has passed, late ones within the correction
+/// horizon, correct the rows given out before (`retracted`) with new ones (`closed`).
+fn push_all(
+    sessionizer: &mut Sessionizer,
+    events: impl Iterator<Item = SessionEvent>,
+    closed: &mut Vec<ClosedSession>,
+    retracted: &mut Vec<ClosedSession>,
+) {
     for e in events {
-        sessionizer.push(
-            e.user_id(),
-            e.event_id(),
-            e.page_name(),
-            e.event_time_ms,
-            e.boundary,
-        );
+        let (user_id, event_id, page) = (e.user_id(), e.event_id(), e.page_name());
+        let time_ms = e.event_time_ms;
+        if time_ms >= sessionizer.watermark() {
+            sessionizer.push(user_id, event_id, page, time_ms, e.boundary);
+        } else if !sessionizer.can_correct(time_ms)
+            || !sessionizer.correct(
+                user_id, event_id, page, time_ms, e.boundary, closed, retracted,
+            )
+        {
+            // The stampers send only events within the horizon, and histories cover it; only a
+            // user whose open session was restored from an older release's checkpoint lacks one.
+            tracing::warn!(
+                user_id,
+                event_id,
+                time_ms,
+                watermark_ms = sessionizer.watermark(),
+                "a late event cannot correct its session: its session was restored from a \
+                 checkpoint without the events it holds; the event is left out"
+            );
+        }
     }
 }
 

@@ -127,6 +127,7 @@ pub(super) fn stamp<'scope>(
     let limits = ClockLimits {
         lateness_ms: config.allowed_lateness_ms,
         max_jump_ms: config.max_event_time_jump_ms,
+        correction_horizon_ms: config.correction_horizon_ms,
     };
     let tick = config.watermark_tick_ms.max(1);
     let format = config.format.clone();
@@ -380,7 +381,10 @@ fn stamp_chunk(
                     line_number: line.line_number,
                 });
             }
-            Ok(event) if position.clock.is_late(event.event_time_ms) => {
+            Ok(event)
+                if position.clock.is_late(event.event_time_ms)
+                    && !position.clock.corrects(event.event_time_ms, limits) =>
+            {
                 position.counts.late += 1;
                 buffers.late.push(LateEvent {
                     user_id: event.user_id().to_string(),
@@ -394,10 +398,14 @@ fn stamp_chunk(
                 });
             }
             Ok(event) => {
+                // A late event within the horizon goes on to its user's worker all the same,
+                // which corrects its sessions; it does not move the clock.
                 position.counts.on_time += 1;
-                position
-                    .clock
-                    .observe(event.user_id(), event.event_time_ms, limits);
+                if !position.clock.is_late(event.event_time_ms) {
+                    position
+                        .clock
+                        .observe(event.user_id(), event.event_time_ms, limits);
+                }
                 buffers.on_time.push(event);
             }
         }

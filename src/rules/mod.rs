@@ -179,7 +179,7 @@ impl BoundaryRules {
 }
 
 /// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EndReason {
     /// No event came within the inactivity timeout.
     Inactivity,
@@ -277,6 +277,32 @@ pub struct SessionizerState {
     pub pending: Vec<SavedEvent>,
     /// `(time, key)` of the de-duplication window, oldest first.
     pub recent_ids: Vec<(u64, u128)>,
+    /// The users' histories for corrections: all, or those that changed (each in full).
+    pub histories: Vec<SavedHistory>,
+}
+
+/// A user's sessions within reach of corrections, in a checkpoint; none: forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedHistory {
+    pub user_id: String,
+    pub sessions: Vec<SavedLoggedSession>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedLoggedSession {
+    /// `None` while open.
+    pub end_reason: Option<EndReason>,
+    pub events: Vec<SavedLoggedEvent>,
+}
+
+/// An applied event of a history, in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedLoggedEvent {
+    pub time_ms: u64,
+    pub event_id: String,
+    pub page_name: Option<String>,
+    pub boundary: Boundary,
+    pub duplicate: bool,
 }
 
 /// An open session in a checkpoint.
@@ -299,6 +325,8 @@ pub struct SavedEvent {
     pub boundary: Boundary,
 }
 
+mod corrections;
+mod history;
 mod open_sessions;
 mod sessionizer;
 #[cfg(test)]

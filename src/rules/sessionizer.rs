@@ -8,6 +8,7 @@ use std::rc::Rc;
 use foldhash::fast::RandomState;
 use serde::Serialize;
 
+use super::history::{Histories, LoggedEvent};
 use super::open_sessions::{OpenSession, OpenSessions, SlotNumber};
 use super::{
     Boundary, ClosedSession, EndReason, MAX_INTERNED_PAGES, OpenSessionView, SessionRules,
@@ -113,13 +114,15 @@ impl Serialize for SavedState<'_> {
             .filter(|(seen_ms, key)| state.recent_ids.get(key) == Some(seen_ms))
             .map(|&(seen_ms, key)| (seen_ms, key.to_u128()))
             .collect::<Vec<_>>();
-        let mut out = serializer.serialize_struct("SessionizerState", 6)?;
+        let mut out = serializer.serialize_struct("SessionizerState", 7)?;
         out.serialize_field("watermark", &state.watermark)?;
         out.serialize_field("full", &full)?;
         out.serialize_field("open", &Seq::new(open))?;
         out.serialize_field("ended", &Seq::new(ended.iter().map(|user| &**user)))?;
         out.serialize_field("pending", &Seq::new(pending))?;
         out.serialize_field("recent_ids", &recent)?;
+        let histories = state.histories.as_ref().map(|h| h.to_save(full));
+        out.serialize_field("histories", &histories.unwrap_or_default())?;
         out.end()
     }
 }
@@ -228,31 +231,35 @@ impl IdKey {
 /// The sessions of a set of users, advanced by a watermark. See the module documentation.
 #[derive(Debug)]
 pub struct Sessionizer {
-    rules: SessionRules,
+    pub(super) rules: SessionRules,
     /// Events not yet applied, by slot of event time.
     pending: BTreeMap<u64, PendingSlot>,
     /// The latest slot an event was buffered in.
     newest_slot: u64,
     pending_count: usize,
-    open: OpenSessions,
+    pub(super) open: OpenSessions,
     /// Candidate close times (`last + inactivity`) of the sessions started at `start`, by
     /// `(deadline, slot, start)`; an entry whose session has moved on is re-queued at its current
     /// deadline when it surfaces, and one whose session has ended is dropped. A session closes
     /// only at its current deadline, so an entry that outlived its session and finds another in
     /// its slot does no harm.
-    deadlines: BinaryHeap<Reverse<(u64, SlotNumber, u64)>>,
+    pub(super) deadlines: BinaryHeap<Reverse<(u64, SlotNumber, u64)>>,
     /// Applied `(user, event_id)` hashes still inside the de-duplication window, with their times
-    /// in application order (which is time order) for expiry.
+    /// in application order (mostly time order: corrections add older ones) for expiry.
     recent_ids: HashMap<IdKey, u64, RandomState>,
     recent_order: VecDeque<(u64, IdKey)>,
     /// How many of `recent_order`'s newest entries the last saved checkpoint lacks.
     recent_unsaved: usize,
     /// Users whose session ended since the last checkpoint was saved.
-    ended: Vec<Rc<str>>,
+    pub(super) ended: Vec<Rc<str>>,
     pages: HashSet<Rc<str>, RandomState>,
-    /// Largest watermark applied so far: events before it must not arrive any more.
-    watermark: u64,
+    /// Largest watermark applied so far: events before it go to [`Self::correct`].
+    pub(super) watermark: u64,
     duplicates: u64,
+    /// How far behind the watermark late events are corrected (0: not at all).
+    pub(super) correction_horizon_ms: u64,
+    /// The events of the sessions corrections can reach; `None` without corrections.
+    pub(super) histories: Option<Histories>,
 }
 
 impl Sessionizer {
@@ -271,7 +278,23 @@ impl Sessionizer {
             pages: HashSet::default(),
             watermark: 0,
             duplicates: 0,
+            correction_horizon_ms: 0,
+            histories: None,
         }
+    }
+
+    /// Keeps what it takes to correct the sessions that events up to `horizon_ms` behind the
+    /// watermark belong to ([`Self::correct`]); 0 keeps nothing.
+    pub fn with_correction_horizon(mut self, horizon_ms: u64) -> Self {
+        self.correction_horizon_ms = horizon_ms;
+        self.histories = (horizon_ms > 0).then(Histories::default);
+        self
+    }
+
+    /// Whether a late event at `time_ms` is within reach of [`Self::correct`].
+    pub fn can_correct(&self, time_ms: u64) -> bool {
+        self.histories.is_some()
+            && time_ms.saturating_add(self.correction_horizon_ms) >= self.watermark
     }
 
     /// Buffers an event until the watermark passes its time.
@@ -435,6 +458,11 @@ impl Sessionizer {
         }
         self.ended.clear();
         self.recent_unsaved = 0;
+        let kept_from = self.history_kept_from();
+        if let Some(histories) = &mut self.histories {
+            histories.saved();
+            histories.forget_before(kept_from);
+        }
     }
 
     /// Adds the part of a checkpoint that belongs to the users `owns` accepts. A checkpoint taken
@@ -487,6 +515,12 @@ impl Sessionizer {
             self.recent_order.push_back((seen_ms, key));
         }
         self.recent_order.make_contiguous().sort_unstable();
+        if let Some(mut histories) = self.histories.take() {
+            for saved in state.histories.into_iter().filter(|h| owns(&h.user_id)) {
+                histories.restore(saved, &mut |page: &str| self.intern(page));
+            }
+            self.histories = Some(histories);
+        }
     }
 
     /// Before restoring a part that amends: forgets the pending events of the users its writer
@@ -560,43 +594,62 @@ impl Sessionizer {
         closed: &mut Vec<ClosedSession>,
     ) {
         let time_ms = event.time_ms;
-        if self.is_duplicate(time_ms, user_id, event_id) {
+        let duplicate = self.is_duplicate(time_ms, user_id, event_id);
+        let (page, boundary, rules) = (event.page_name, event.boundary, self.rules);
+        let open = self.open.find(user_id);
+        // Why the open session ends before this event, if it does.
+        let ends = open.and_then(|slot| {
+            let session = self.open.session_mut(slot);
+            if time_ms - session.last_ms > rules.inactivity_ms {
+                Some(EndReason::Inactivity)
+            } else if time_ms - session.start_ms > rules.max_duration_ms {
+                Some(EndReason::MaxDuration)
+            } else if boundary.starts {
+                Some(EndReason::Boundary)
+            } else {
+                None
+            }
+        });
+        if let Some(histories) = &mut self.histories {
+            let logged = LoggedEvent {
+                time_ms,
+                event_id: event_id.into(),
+                page: page.clone(),
+                boundary,
+                duplicate,
+            };
+            if duplicate || (open.is_some() && ends.is_none()) {
+                histories.append(user_id, logged);
+            } else {
+                if let Some(reason) = ends {
+                    histories.end(user_id, reason);
+                }
+                histories.start(user_id, logged);
+            }
+        }
+        if duplicate {
             self.duplicates += 1;
             return;
         }
-        let (page, boundary, rules) = (event.page_name, event.boundary, self.rules);
-        let (slot, starts) = match self.open.find(user_id) {
-            Some(slot) => {
+        let (slot, starts) = match (open, ends) {
+            (Some(slot), None) => {
                 let session = self.open.session_mut(slot);
-                let reason = if time_ms - session.last_ms > rules.inactivity_ms {
-                    Some(EndReason::Inactivity)
-                } else if time_ms - session.start_ms > rules.max_duration_ms {
-                    Some(EndReason::MaxDuration)
-                } else if boundary.starts {
-                    Some(EndReason::Boundary)
-                } else {
-                    None
-                };
-                match reason {
-                    None => {
-                        session.last_ms = time_ms;
-                        session.event_count += 1;
-                        if let Some(page) = page {
-                            session.visit(page);
-                        }
-                        self.open.mark_changed(slot);
-                        (slot, false)
-                    }
-                    Some(reason) => {
-                        let ended = self
-                            .open
-                            .replace(slot, OpenSession::starting(time_ms, page));
-                        closed.push(finish(user_id.into(), ended, reason));
-                        (slot, true)
-                    }
+                session.last_ms = time_ms;
+                session.event_count += 1;
+                if let Some(page) = page {
+                    session.visit(page);
                 }
+                self.open.mark_changed(slot);
+                (slot, false)
             }
-            None => {
+            (Some(slot), Some(reason)) => {
+                let ended = self
+                    .open
+                    .replace(slot, OpenSession::starting(time_ms, page));
+                closed.push(finish(user_id.into(), ended, reason));
+                (slot, true)
+            }
+            (None, _) => {
                 let slot = self
                     .open
                     .insert(user_id, OpenSession::starting(time_ms, page));
@@ -621,6 +674,9 @@ impl Sessionizer {
         reason: EndReason,
         closed: &mut Vec<ClosedSession>,
     ) {
+        if let Some(histories) = &mut self.histories {
+            histories.end(&user, reason);
+        }
         self.ended.push(Rc::clone(&user));
         closed.push(finish(user, session, reason));
     }
@@ -639,10 +695,45 @@ impl Sessionizer {
         }
     }
 
+    /// The time before which histories forget closed sessions: no event within the horizon can
+    /// change them, nor count as their duplicate, nor end their successor's predecessor.
+    fn history_kept_from(&self) -> u64 {
+        let rules = self.rules;
+        self.watermark
+            .saturating_sub(self.correction_horizon_ms)
+            .saturating_sub(rules.inactivity_ms)
+            .saturating_sub(rules.max_duration_ms)
+            .saturating_sub(rules.dedup_window_ms)
+    }
+
+    /// Records an event id as applied at `time_ms`, out of the order of application: for the
+    /// events a correction applies, and for those a replay must know from before it.
+    pub(super) fn remember_id(&mut self, user_id: &str, event_id: &str, time_ms: u64) {
+        let key = IdKey::of(user_id, event_id);
+        let seen_ms = self.recent_ids.entry(key).or_insert(time_ms);
+        *seen_ms = time_ms.max(*seen_ms);
+        self.recent_order.push_back((time_ms, key));
+        self.recent_unsaved += 1;
+    }
+
+    /// Forgets an event id applied at `time_ms` that a correction found to be a duplicate.
+    pub(super) fn forget_id(&mut self, user_id: &str, event_id: &str, time_ms: u64) {
+        let key = IdKey::of(user_id, event_id);
+        if self.recent_ids.get(&key) == Some(&time_ms) {
+            self.recent_ids.remove(&key);
+        }
+    }
+
     fn is_duplicate(&mut self, time_ms: u64, user_id: &str, event_id: &str) -> bool {
         self.expire_recent_ids(time_ms);
         let key = IdKey::of(user_id, event_id);
-        if self.recent_ids.contains_key(&key) {
+        let window = self.rules.dedup_window_ms;
+        // Corrections add entries out of time order, which expire late: their time decides.
+        if self
+            .recent_ids
+            .get(&key)
+            .is_some_and(|&seen_ms| seen_ms.saturating_add(window) >= time_ms)
+        {
             return true;
         }
         self.recent_ids.insert(key, time_ms);

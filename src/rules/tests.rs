@@ -277,12 +277,32 @@ fn run_with_restarts(
     events: &[Ev],
     stages: &[(usize, u64, bool)],
 ) -> Vec<ClosedSession> {
+    run_correcting(rules, events, stages, None)
+}
+
+/// Like [`run_with_restarts`]; with a `lateness`, the watermark trails the newest event pushed by
+/// it, and the events behind it are corrections: the result is the table the rows and
+/// retractions leave.
+fn run_correcting(
+    rules: SessionRules,
+    events: &[Ev],
+    stages: &[(usize, u64, bool)],
+    lateness: Option<u64>,
+) -> Vec<ClosedSession> {
     let max = events.iter().map(|e| e.3).max().unwrap_or(0);
-    let watermark_after = |i: usize| {
-        let rest_min = events[i + 1..].iter().map(|e| e.3).min();
-        rest_min.unwrap_or(u64::MAX).min(max)
+    let watermark_after = |i: usize| match lateness {
+        None => {
+            let rest_min = events[i + 1..].iter().map(|e| e.3).min();
+            rest_min.unwrap_or(u64::MAX).min(max)
+        }
+        Some(lateness) => {
+            let newest = events[..=i].iter().map(|e| e.3).max().unwrap_or(0);
+            newest.saturating_sub(lateness)
+        }
     };
+    let horizon = if lateness.is_some() { u64::MAX / 4 } else { 0 };
     let mut closed = Vec::new();
+    let mut retracted = Vec::new();
     // Each checkpoint: every worker's encoded part; the newest last, back to a full one.
     let mut chain: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut next = 0;
@@ -290,7 +310,7 @@ fn run_with_restarts(
         let worker_of = |user: &str| xxhash_rust::xxh3::xxh3_64(user.as_bytes()) % workers;
         let mut sessionizers: Vec<Sessionizer> = (0..workers)
             .map(|worker| {
-                let mut sessionizer = Sessionizer::new(rules);
+                let mut sessionizer = Sessionizer::new(rules).with_correction_horizon(horizon);
                 for parts in &chain {
                     let writers = parts.len() as u64;
                     for (writer, part) in (0..).zip(parts) {
@@ -315,7 +335,21 @@ fn run_with_restarts(
         for (i, (user, id, page, time, boundary)) in events.iter().enumerate().take(end).skip(next)
         {
             let sessionizer = &mut sessionizers[worker_of(user) as usize];
-            sessionizer.push(user.as_str(), id.as_str(), Some(page), *time, *boundary);
+            if *time >= sessionizer.watermark() {
+                sessionizer.push(user.as_str(), id.as_str(), Some(page), *time, *boundary);
+            } else {
+                let (user, id) = (user.as_str(), id.as_str());
+                let (page, boundary) = (Some(page.as_str()), *boundary);
+                assert!(sessionizer.correct(
+                    user,
+                    id,
+                    page,
+                    *time,
+                    boundary,
+                    &mut closed,
+                    &mut retracted
+                ));
+            }
             for sessionizer in &mut sessionizers {
                 sessionizer.advance(watermark_after(i), &mut closed);
             }
@@ -341,8 +375,19 @@ fn run_with_restarts(
             chain.push(parts);
         }
     }
-    closed.sort();
-    closed
+    let mut table: Vec<ClosedSession> = closed
+        .into_iter()
+        .map(|row| ClosedSession {
+            corrected: false,
+            ..row
+        })
+        .collect();
+    for gone in retracted {
+        let at = table.iter().position(|row| *row == gone);
+        table.swap_remove(at.expect("a retraction names a row given out before"));
+    }
+    table.sort();
+    table
 }
 
 proptest! {
@@ -393,6 +438,37 @@ proptest! {
         // Without de-duplication, an event restored twice would count twice.
         let tight = SessionRules { inactivity_ms: MIN, max_duration_ms: 3 * MIN, dedup_window_ms: 0 };
         prop_assert_eq!(run_with_restarts(tight, &events, &stages), reference(tight, &events));
+    }
+
+    #[test]
+    fn late_events_correct_their_sessions_as_if_on_time(
+        events in arb_events(),
+        seed in any::<u64>(),
+        lateness in prop_oneof![Just(0u64), Just(MIN), 0..3 * 60 * MIN],
+        stages in proptest::collection::vec((0.0f64..=1.0, 1u64..4, proptest::bool::weighted(0.3)), 0..4),
+        workers in 1u64..4,
+    ) {
+        let mut arrival = events.clone();
+        let mut state = seed | 1;
+        for i in (1..arrival.len()).rev() {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            arrival.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let mut stages: Vec<(usize, u64, bool)> = stages
+            .into_iter()
+            .map(|(at, workers, full)| ((events.len() as f64 * at) as usize, workers, full))
+            .collect();
+        stages.sort_by_key(|stage| stage.0);
+        stages.push((events.len(), workers, stages.is_empty()));
+        prop_assert_eq!(
+            run_correcting(rules(), &arrival, &stages, Some(lateness)),
+            reference(rules(), &events)
+        );
+        let tight = SessionRules { inactivity_ms: MIN, max_duration_ms: 3 * MIN, dedup_window_ms: 2 * MIN };
+        prop_assert_eq!(
+            run_correcting(tight, &arrival, &stages, Some(lateness)),
+            reference(tight, &events)
+        );
     }
 
     #[test]
