@@ -328,6 +328,7 @@ pub struct SavedEvent {
 mod corrections;
 mod history;
 mod open_sessions;
+mod pending;
 mod sessionizer;
 #[cfg(test)]
 mod tests;

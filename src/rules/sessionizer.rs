@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::history::{Histories, LoggedEvent};
 use super::open_sessions::{OpenSession, OpenSessions, SlotNumber};
+use super::pending::{IdKey, PENDING_SLOT_MS, PendingEvent, PendingSlot};
 use super::{
     Boundary, ClosedSession, EndReason, MAX_INTERNED_PAGES, OpenSessionView, SessionRules,
     SessionizerState,
@@ -146,86 +147,6 @@ struct SavedEventRef<'a> {
     page_name: Option<&'a str>,
     time_ms: u64,
     boundary: Boundary,
-}
-
-/// Pending events are filed by this span of event time, so that buffering costs no allocation per
-/// event and a watermark releases whole slots at once.
-const PENDING_SLOT_MS: u64 = 1000;
-
-/// The events of one slot of event time. Their ids share one buffer, so that buffering an event
-/// allocates nothing of its own.
-#[derive(Debug, Default)]
-struct PendingSlot {
-    events: Vec<PendingEvent>,
-    /// Each event's user id followed by its event id. The bytes of events applied or forgotten
-    /// while others remain stay until the slot is dropped.
-    ids: String,
-}
-
-/// An event waiting for the watermark to pass its time; its ids are in its slot.
-#[derive(Debug)]
-struct PendingEvent {
-    time_ms: u64,
-    /// Where its user id starts in the slot's `ids`.
-    ids_at: usize,
-    user_len: u32,
-    event_id_len: u32,
-    page_name: Option<Rc<str>>,
-    boundary: Boundary,
-    /// In a saved checkpoint already.
-    saved: bool,
-}
-
-impl PendingSlot {
-    fn push(&mut self, user_id: &str, event_id: &str, event: PendingEvent) {
-        let length =
-            |id: &str| u32::try_from(id.len()).expect("ids are bounded by --max-event-bytes");
-        let event = PendingEvent {
-            ids_at: self.ids.len(),
-            user_len: length(user_id),
-            event_id_len: length(event_id),
-            ..event
-        };
-        self.ids.push_str(user_id);
-        self.ids.push_str(event_id);
-        self.events.push(event);
-    }
-}
-
-impl PendingEvent {
-    /// Its user id, from its slot's `ids`.
-    fn user_id<'a>(&self, ids: &'a str) -> &'a str {
-        &ids[self.ids_at..self.ids_at + self.user_len as usize]
-    }
-
-    /// Its event id, from its slot's `ids`.
-    fn event_id<'a>(&self, ids: &'a str) -> &'a str {
-        let at = self.ids_at + self.user_len as usize;
-        &ids[at..at + self.event_id_len as usize]
-    }
-}
-
-/// A key of the de-duplication window: the 128-bit hash of `(user, event_id)`, as two words so
-/// that an entry aligns to 8 bytes rather than 16.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct IdKey([u64; 2]);
-
-impl IdKey {
-    fn of(user_id: &str, event_id: &str) -> Self {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(user_id.as_bytes());
-        hasher.update(&[0x1f]);
-        hasher.update(event_id.as_bytes());
-        Self::from_u128(hasher.digest128())
-    }
-
-    fn from_u128(key: u128) -> Self {
-        IdKey([(key >> 64) as u64, key as u64])
-    }
-
-    fn to_u128(self) -> u128 {
-        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
-    }
 }
 
 /// The sessions of a set of users, advanced by a watermark. See the module documentation.
