@@ -64,8 +64,9 @@ impl From<&RetractedSession> for RowKey {
 
 /// Rewrites the files of the sessions table `base` (as its current snapshot lists them) and the
 /// epoch's new files (not in the table yet, as [`TableWriter::close`] serialized them) that hold
-/// rows `retractions` names, without those rows, into files named `file_prefix…`. A retraction that matches no row is logged and
-/// otherwise ignored: the row it names is not in the table, so nothing is left to replace.
+/// rows `retractions` names, without those rows, into files named `file_prefix…`. A retraction
+/// that matches no row is logged and otherwise ignored: the row it names is not in the table, so
+/// nothing is left to replace.
 pub async fn rewrite(
     base: &Table,
     new_files: &[String],
