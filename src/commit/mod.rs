@@ -9,11 +9,13 @@
 //! * [`start`]: where a run starts ([`prepare`]);
 //! * [`protocol`]: the steps of an epoch's commit and their fail points ([`Committer`]), and
 //!   [`commit_once`], which never makes a table commit twice;
+//! * `corrections`: the commit point of an epoch whose corrections replace committed rows;
 //! * `orphans`: the files of commits that never happened;
 //! * `maintenance`: `sessionize maintain`, the pipeline's compaction, expiry and orphan removal
 //!   as one bounded command ([`maintain`]).
 
 pub mod checkpoint;
+mod corrections;
 pub mod epoch;
 mod maintenance;
 mod orphans;

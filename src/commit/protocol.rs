@@ -9,7 +9,10 @@
 //!    (`after-side-files`);
 //! 3. the sessions table commits its files in one snapshot whose summary names the epoch, every
 //!    partition's next offset and the checkpoint ([`super::record`]): **the commit point**
-//!    (`after-sessions-commit`);
+//!    (`after-sessions-commit`). When the epoch's corrections retract rows committed before (or
+//!    written in the epoch), the files holding them are first written again without them
+//!    (`after-correction-files`), and the snapshot is an `overwrite` that swaps them in
+//!    ([`super::corrections`]); on a table that moved on, they are rewritten before each attempt;
 //! 4. the quarantine and late-events tables commit their files, their summaries naming the epoch
 //!    (`between-side-commits`), then the open-sessions table's rows are replaced by the workers'
 //!    latest (`after-open-sessions-commit`; no part of the record: it only shows the present);
@@ -31,6 +34,7 @@ use iceberg::table::Table;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{CheckpointPart, CheckpointRef, CheckpointStore, SideFiles};
+use super::corrections::Corrections;
 use super::orphans::{data_files, orphans};
 use super::position::{SourceCounts, SourcePosition};
 use super::record::{
@@ -84,6 +88,9 @@ pub struct TableCommit<'a> {
     pub properties: HashMap<String, String>,
     pub mark: &'a Mark,
     pub previous: Option<&'a Mark>,
+    /// The rows of the sessions table the epoch's corrections retract, if any: the commit is
+    /// then an `overwrite` that rewrites the files holding them.
+    pub corrections: Option<Corrections<'a>>,
 }
 
 /// Attempts at a commit that fails with an error (not a lost race) before the run stops.
@@ -105,14 +112,15 @@ const OPEN_SESSIONS_SNAPSHOTS: usize = 3;
 /// catalog took the commit; another pipeline's mark on top of `previous` is a
 /// [`crate::failure::TwoWriters`] error; snapshots of other tools (compaction, deletes, expiry)
 /// on top are welcome, and the commit is made again on top of them. It is never re-applied
-/// blindly.
+/// blindly: an epoch's corrections, which rewrite files of the base, are rewritten from the new
+/// one.
 ///
 /// Snapshots of ours beyond the newest `retain_snapshots` are then expired (metadata only), so
 /// that months of frequent commits keep the metadata small.
 pub async fn commit_once(
     warehouse: &Warehouse,
     mut base: Table,
-    commit: TableCommit<'_>,
+    mut commit: TableCommit<'_>,
     retain_snapshots: usize,
 ) -> Result<Table> {
     let ident = warehouse.ident(commit.kind);
@@ -126,14 +134,23 @@ pub async fn commit_once(
         if newest.as_ref() != commit.previous {
             return Err(two_writers(&ident, newest.as_ref(), commit.previous).into());
         }
-        let mut appended = warehouse
-            .append(&base, commit.files, commit.properties.clone())
-            .await;
-        if appended.is_ok() && crate::failure::injected("lose-commit-response") {
+        let mut attempted = match &mut commit.corrections {
+            Some(corrections) => {
+                corrections
+                    .attempt(warehouse, &base, commit.files, &commit.properties)
+                    .await
+            }
+            None => {
+                warehouse
+                    .append(&base, commit.files, commit.properties.clone())
+                    .await
+            }
+        };
+        if attempted.is_ok() && crate::failure::injected("lose-commit-response") {
             // As if the catalog took the commit but its answer never came back.
-            appended = Err(anyhow::anyhow!("the catalog's answer was lost (injected)"));
+            attempted = Err(anyhow::anyhow!("the catalog's answer was lost (injected)"));
         }
-        let error = match appended {
+        let error = match attempted {
             Ok(table) => {
                 let expired = own_snapshots_to_expire(&table, retain_snapshots);
                 return Ok(warehouse.expire_snapshots(table, expired).await);
@@ -304,8 +321,9 @@ impl Committer {
             parts,
             amends: Vec::new(),
         });
-        let nothing_to_write =
-            part.files.values().all(Vec::is_empty) && part.open_sessions.is_empty();
+        let nothing_to_write = part.files.values().all(Vec::is_empty)
+            && part.open_sessions.is_empty()
+            && part.retractions.is_empty();
         let finished = self.positions.values().all(|p| p.finished);
         if nothing_to_write
             && !finished
@@ -362,7 +380,19 @@ impl Committer {
             epoch,
             run_id: self.run_id.clone(),
         };
-        self.commit_table(TableKind::Sessions, session_files, properties, &mark)?;
+        // Named as the workers name the epoch's files, so that orphan removal knows the run of
+        // a rewrite that was never committed.
+        let corrections = (!part.retractions.is_empty()).then(|| {
+            let prefix = format!("{}-w0-e{epoch}-correction", self.run_id);
+            Corrections::new(&part.retractions, prefix)
+        });
+        self.commit_table(
+            TableKind::Sessions,
+            session_files,
+            properties,
+            corrections,
+            &mark,
+        )?;
         fail_point("after-sessions-commit");
         // A side table gets a snapshot only when it has rows.
         let quarantine = &side.files[&TableKind::Quarantine];
@@ -371,13 +401,20 @@ impl Committer {
                 TableKind::Quarantine,
                 quarantine,
                 side_properties(&mark),
+                None,
                 &mark,
             )?;
         }
         fail_point("between-side-commits");
         let late = &side.files[&TableKind::LateEvents];
         if !late.is_empty() {
-            self.commit_table(TableKind::LateEvents, late, side_properties(&mark), &mark)?;
+            self.commit_table(
+                TableKind::LateEvents,
+                late,
+                side_properties(&mark),
+                None,
+                &mark,
+            )?;
         }
         self.commit_open_sessions(&part.open_sessions, &mark);
         self.last_commit_at = Instant::now();
@@ -395,12 +432,14 @@ impl Committer {
         Ok(())
     }
 
-    /// Commits one table's files for the epoch of `mark`, on top of the table as last seen.
+    /// Commits one table's files for the epoch of `mark`, on top of the table as last seen, with
+    /// the snapshot's properties and the epoch's corrections, if any.
     fn commit_table(
         &mut self,
         kind: TableKind,
         files: &[String],
         properties: HashMap<String, String>,
+        corrections: Option<Corrections<'_>>,
         mark: &Mark,
     ) -> Result<()> {
         let base = self.tables[&kind].clone();
@@ -410,6 +449,7 @@ impl Committer {
             properties,
             mark,
             previous: self.marks[&kind].as_ref(),
+            corrections,
         };
         let committed = self.runtime.block_on(commit_once(
             &self.warehouse,

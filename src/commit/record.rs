@@ -35,6 +35,9 @@ pub mod summary {
     /// The Kafka topic's identity ([`crate::source::kafka::TopicIdentity`]): recorded offsets
     /// resume only on the topic they were read from.
     pub const TOPIC: &str = "sessionize.kafka-topic";
+    /// How many rows of the sessions table an epoch's corrections retracted, on its `overwrite`
+    /// snapshot only.
+    pub const CORRECTED_SESSIONS: &str = "sessionize.corrected-sessions";
 }
 
 /// A fresh run id: the wall clock and random bits (from the OS-seeded `RandomState`), so that

@@ -246,6 +246,7 @@ impl StartState {
                 properties: side_properties(last),
                 mark: last,
                 previous: committed.as_ref(),
+                corrections: None,
             };
             commit_once(warehouse, table, commit, config.retain_snapshots).await?;
         }

@@ -5,6 +5,7 @@
 //! [`create`] creates the tables and evolves their schemas; [`writer`] writes Parquet data files;
 //! [`commit`] commits them, one attempt at a time, merging small manifests first (`manifests`);
 //! `replace` commits a compaction's files, through the catalog's own protocol ([`updates`]);
+//! [`corrections`] rewrites the files holding rows that late events corrected;
 //! [`expiry`] deletes what commits and expiry leave unreferenced; [`spark`] computes the Spark
 //! job's own columns (`session_date`, `user_hash_bucket`).
 //! Which commits are made, and how often they are tried, is the commit protocol's
@@ -13,6 +14,7 @@
 mod bounded;
 pub mod catalog;
 pub mod commit;
+pub mod corrections;
 pub mod create;
 pub mod expiry;
 pub mod glue;

@@ -2,7 +2,8 @@
 //! rewrites of the manifests that list them, the new files are added in a manifest of their own,
 //! every other manifest is listed as it is, and the summary says what changed as Java's
 //! `RewriteFiles` writes it. Readers of changes (incremental scans, streaming reads) skip a
-//! `replace`: it adds no rows.
+//! `replace`: it adds no rows. An `overwrite`, made the same way, changes rows: an epoch's
+//! corrections ([`super::corrections`]) and the open-sessions table's contents.
 
 use std::collections::{HashMap, HashSet};
 
@@ -47,11 +48,43 @@ impl Warehouse {
         added: Vec<DataFile>,
         properties: HashMap<String, String>,
     ) -> Result<Table> {
-        self.swap_files(base, removed, added, properties, Operation::Replace)
-            .await
+        self.swap_files(
+            base,
+            removed,
+            added,
+            properties,
+            Operation::Replace,
+            Vec::new(),
+        )
+        .await
     }
 
-    /// One commit attempt of a snapshot of `operation` (see [`replace_files`]) on top of `base`.
+    /// One commit attempt of an `overwrite` snapshot on top of `base`: the data files at
+    /// `removed` (which must be in `base`'s current snapshot) give way to `added`, which hold
+    /// other rows. Its summary carries `properties`, and the table's properties take `record`,
+    /// as [`Warehouse::append`]'s take its properties: a commit of the pipeline's record.
+    pub async fn overwrite(
+        &self,
+        base: &Table,
+        removed: &HashSet<String>,
+        added: Vec<DataFile>,
+        properties: HashMap<String, String>,
+        record: HashMap<String, String>,
+    ) -> Result<Table> {
+        let record = TableUpdate::SetProperties { updates: record };
+        self.swap_files(
+            base,
+            removed,
+            added,
+            properties,
+            Operation::Overwrite,
+            vec![record],
+        )
+        .await
+    }
+
+    /// One commit attempt of a snapshot of `operation` (see [`replace_files`]) on top of `base`,
+    /// with the table updates `also` in the same metadata commit.
     async fn swap_files(
         &self,
         base: &Table,
@@ -59,6 +92,7 @@ impl Warehouse {
         added: Vec<DataFile>,
         properties: HashMap<String, String>,
         operation: Operation,
+        also: Vec<TableUpdate>,
     ) -> Result<Table> {
         // The other manifests are listed merged, as an append lists them.
         let view = match with_merged_manifests(base).await {
@@ -69,7 +103,10 @@ impl Warehouse {
             }
         };
         let committed = match replace_files(&view, removed, added, properties, operation).await {
-            Ok(updates) => self.commit_updates(&view, updates).await,
+            Ok(updates) => {
+                let updates = updates.into_iter().chain(also).collect();
+                self.commit_updates(&view, updates).await
+            }
             Err(e) => Err(e),
         };
         forget_view(base, &view).await;
@@ -115,8 +152,15 @@ impl Warehouse {
         if removed.is_empty() {
             return self.append(base, &added_json, properties).await;
         }
-        self.swap_files(base, &removed, added, properties, Operation::Overwrite)
-            .await
+        self.swap_files(
+            base,
+            &removed,
+            added,
+            properties,
+            Operation::Overwrite,
+            Vec::new(),
+        )
+        .await
     }
 }
 
@@ -132,9 +176,8 @@ async fn replace_files(
     operation: Operation,
 ) -> Result<Vec<TableUpdate>> {
     let metadata = table.metadata();
-    let current = metadata.current_snapshot().ok_or_else(|| {
-        anyhow::anyhow!("{} has no snapshot to replace files of", table.identifier())
-    })?;
+    // A table without a snapshot has no files to remove, but an overwrite may still add some.
+    let current = metadata.current_snapshot();
     let snapshot_id = new_snapshot_id(table);
     let sequence_number = metadata.next_sequence_number();
     let file_io = table.file_io();
@@ -144,9 +187,15 @@ async fn replace_files(
     let mut deleted = Change::default();
     let mut partitions = HashSet::new();
     let mut manifests: Vec<ManifestFile> = Vec::new();
-    let listed = table.manifest_list_reader(current).load().await?;
-    let recency = Recency::of(metadata.default_partition_spec(), listed.entries());
-    for manifest in listed.entries() {
+    let listed = match current {
+        Some(current) => {
+            let list = table.manifest_list_reader(current).load().await?;
+            list.entries().to_vec()
+        }
+        None => Vec::new(),
+    };
+    let recency = Recency::of(metadata.default_partition_spec(), &listed);
+    for manifest in &listed {
         if manifest.content != ManifestContentType::Data {
             manifests.push(manifest.clone());
             continue;
@@ -222,7 +271,7 @@ async fn replace_files(
     let mut list = ManifestListWriter::v2(
         file_io.new_output(&list_path)?.writer().await?,
         snapshot_id,
-        Some(current.snapshot_id()),
+        current.map(|c| c.snapshot_id()),
         sequence_number,
     );
     list.add_manifests(manifests.into_iter())?;
@@ -231,7 +280,7 @@ async fn replace_files(
     let summary = Summary {
         operation,
         additional_properties: summary_properties(
-            &current.summary().additional_properties,
+            &current.map_or_else(HashMap::new, |c| c.summary().additional_properties.clone()),
             inserted,
             deleted,
             partitions.len(),
@@ -242,7 +291,7 @@ async fn replace_files(
     };
     let snapshot = Snapshot::builder()
         .with_snapshot_id(snapshot_id)
-        .with_parent_snapshot_id(Some(current.snapshot_id()))
+        .with_parent_snapshot_id(current.map(|c| c.snapshot_id()))
         .with_sequence_number(sequence_number)
         .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
         .with_manifest_list(list_path)
