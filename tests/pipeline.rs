@@ -228,7 +228,7 @@ fn flags_come_from_a_config_file_and_the_environment() {
         .filter(|name| name.starts_with("part-"))
         .collect();
     parts.sort();
-    assert_eq!(parts, ["part-w0.v3.zst", "part-w1.v3.zst"]);
+    assert_eq!(parts, ["part-w0.v4.zst", "part-w1.v4.zst"]);
 }
 
 /// Everything a run writes under a local warehouse (Parquet files, metadata, the SQLite catalog,

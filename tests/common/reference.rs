@@ -40,8 +40,8 @@ pub fn event(user: &str, id: &str, time: u64, page: &str, as_string: bool) -> St
 }
 
 /// `count` partitions of events with the hard cases: gaps of exactly 30 min and 30 min + 1 ms, users
-/// active for hours without a pause, duplicates, disorder of minutes, events hours late, and
-/// malformed lines of many kinds.
+/// active for hours without a pause, duplicates, disorder of minutes, events hours late (within
+/// the correction horizon and beyond it), and malformed lines of many kinds.
 pub fn workload(seed: u64, count: usize) -> Vec<Vec<u8>> {
     let mut rng = Lcg(seed);
     let pages = [
@@ -99,17 +99,19 @@ pub fn workload(seed: u64, count: usize) -> Vec<Vec<u8>> {
             partition.push(b'\n');
         }
         if i % 89 == 5 {
-            // Invalid UTF-8, and an event hours behind the stream.
+            // Invalid UTF-8, and an event hours behind the stream: within the correction
+            // horizon (its sessions are corrected), or beyond it (a late event).
             partition.extend_from_slice(
                 b"{\"uuid\":\"user-\xff\",\"event_id\":\"y\",\"event_timestamp\":1}\n",
             );
-            let late = event(
-                "user-late",
-                &format!("late-{i}"),
-                arrival - 3 * HOUR,
-                "home",
-                true,
-            );
+            // The first lands among a user's sessions of three hours before, which it extends,
+            // merges or splits anew.
+            let (user, behind) = if i % 2 == 0 {
+                (format!("user-{:03}", i % 40), 3 * HOUR)
+            } else {
+                ("user-late".to_string(), 30 * HOUR)
+            };
+            let late = event(&user, &format!("late-{i}"), arrival - behind, "home", true);
             partition.extend_from_slice(late.as_bytes());
             partition.extend_from_slice(b"\n\n");
         }
@@ -326,8 +328,13 @@ type Applied = (u64, String, Option<String>, (bool, bool));
 /// A session's (time, page) events and, once cut, why it ended.
 type Session = (Vec<(u64, Option<String>)>, Option<&'static str>);
 
-/// Reads `inputs` as the stampers do: quarantined and late lines go to `expected`, and the
-/// on-time events are returned by user, in time order.
+/// The pipeline's default `--correction-horizon`: late events at most this far behind their
+/// partition's watermark count as if on time (their sessions are corrected).
+pub const CORRECTION_HORIZON: u64 = 24 * HOUR;
+
+/// Reads `inputs` as the stampers do: quarantined lines and lines late beyond the correction
+/// horizon go to `expected`, and the other events are returned by user, in time order, as if
+/// every one had come on time.
 fn on_time_by_user(
     inputs: &[Vec<u8>],
     lateness: u64,
@@ -347,13 +354,16 @@ fn on_time_by_user(
                 continue;
             };
             let watermark = clock.newest.map(|m| m.saturating_sub(lateness));
-            if watermark.is_some_and(|w| time < w) {
+            let late = watermark.is_some_and(|w| time < w);
+            if watermark.is_some_and(|w| time + CORRECTION_HORIZON < w) {
                 expected
                     .late
                     .push((partition as i32, line_number, watermark.unwrap() as i64));
                 continue;
             }
-            clock.observe(&user, time);
+            if !late {
+                clock.observe(&user, time);
+            }
             by_user
                 .entry(user)
                 .or_default()
