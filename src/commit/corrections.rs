@@ -55,6 +55,11 @@ impl<'a> Corrections<'a> {
                 self.rewrites += 1;
                 let prefix = format!("{}{}", self.file_prefix, self.rewrites);
                 let rewritten = rewrite(base, files, self.retractions, prefix).await?;
+                tracing::info!(
+                    retracted = self.retractions.len(),
+                    files_rewritten = rewritten.removed.len(),
+                    "rewrote the files holding corrected sessions"
+                );
                 fail_point("after-correction-files");
                 rewritten
             }

@@ -428,7 +428,12 @@ impl Committer {
         if let Some(telemetry) = crate::ops::telemetry() {
             telemetry.committed(epoch, part.sessions, committing.elapsed());
         }
-        tracing::info!(epoch, sessions = part.sessions, "committed");
+        tracing::info!(
+            epoch,
+            sessions = part.sessions,
+            corrected = part.retractions.len(),
+            "committed"
+        );
         Ok(())
     }
 

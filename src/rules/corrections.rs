@@ -49,8 +49,9 @@ impl Sessionizer {
         let window = self.rules.dedup_window_ms;
         let histories = self.histories.as_ref().expect("corrections keep histories");
         let logged = histories.of(user_id);
-        let open_logged =
-            logged.is_some_and(|(_, s)| s.back().is_some_and(|s| s.end_reason.is_none()));
+        let open_logged = logged
+            .as_ref()
+            .is_some_and(|(_, s)| s.last().is_some_and(|s| s.end_reason.is_none()));
         if self.open.find(user_id).is_some() && !open_logged {
             return false;
         }
@@ -62,7 +63,7 @@ impl Sessionizer {
                 let old_rows: Vec<ClosedSession> = sessions
                     .iter()
                     .skip(from)
-                    .filter_map(|s| s.row(user))
+                    .filter_map(|s| s.row(&user))
                     .collect();
                 let replayed: Vec<LoggedEvent> = sessions
                     .iter()

@@ -281,28 +281,12 @@ pub struct SessionizerState {
     pub histories: Vec<SavedHistory>,
 }
 
-/// A user's sessions within reach of corrections, in a checkpoint; none: forgotten.
+/// A user's sessions within reach of corrections, in a checkpoint, encoded as the sessionizer
+/// keeps them; none: forgotten.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedHistory {
     pub user_id: String,
-    pub sessions: Vec<SavedLoggedSession>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedLoggedSession {
-    /// `None` while open.
-    pub end_reason: Option<EndReason>,
-    pub events: Vec<SavedLoggedEvent>,
-}
-
-/// An applied event of a history, in a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedLoggedEvent {
-    pub time_ms: u64,
-    pub event_id: String,
-    pub page_name: Option<String>,
-    pub boundary: Boundary,
-    pub duplicate: bool,
+    pub events: Vec<u8>,
 }
 
 /// An open session in a checkpoint.

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use foldhash::fast::RandomState;
 use serde::Serialize;
 
-use super::history::{Histories, LoggedEvent};
+use super::history::{EventRef, Histories};
 use super::open_sessions::{OpenSession, OpenSessions, SlotNumber};
 use super::pending::{IdKey, PENDING_SLOT_MS, PendingEvent, PendingSlot};
 use super::{
@@ -438,7 +438,7 @@ impl Sessionizer {
         self.recent_order.make_contiguous().sort_unstable();
         if let Some(mut histories) = self.histories.take() {
             for saved in state.histories.into_iter().filter(|h| owns(&h.user_id)) {
-                histories.restore(saved, &mut |page: &str| self.intern(page));
+                histories.restore(saved);
             }
             self.histories = Some(histories);
         }
@@ -532,10 +532,10 @@ impl Sessionizer {
             }
         });
         if let Some(histories) = &mut self.histories {
-            let logged = LoggedEvent {
+            let logged = EventRef {
                 time_ms,
-                event_id: event_id.into(),
-                page: page.clone(),
+                event_id,
+                page: page.as_deref(),
                 boundary,
                 duplicate,
             };

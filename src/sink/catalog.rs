@@ -398,6 +398,8 @@ pub struct Warehouse {
     pub(super) route: CommitRoute,
     /// The longest any one call to the catalog may take.
     pub(super) patience: Duration,
+    /// The catalog's address as errors show it (secrets hidden).
+    pub(super) shown: String,
     pub(super) namespace: NamespaceIdent,
     sessions_table: String,
     /// The open-sessions table's name, if the pipeline keeps one.
@@ -476,6 +478,7 @@ impl Warehouse {
             catalog,
             route: settings.commit_route(kind, root)?,
             patience: settings.patience,
+            shown: settings.display_uri(root),
             namespace: NamespaceIdent::new(database.to_string()),
             sessions_table: sessions_table.to_string(),
             open_sessions_table: None,

@@ -102,7 +102,9 @@ impl Warehouse {
             .await
             .unwrap_or_else(|_| {
                 bail!(
-                    "the Iceberg catalog gave no answer within {:?} to a commit to {ident}",
+                    "the Iceberg catalog {} gave no answer within {:?} to a commit to {ident}: \
+                     check that it is up and reachable, or allow it longer with --catalog-timeout",
+                    self.shown,
                     self.patience
                 )
             })
