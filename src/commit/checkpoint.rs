@@ -456,6 +456,27 @@ mod tests {
             state
         );
 
+        // A part of the release before histories reads with none.
+        let v3 = bincode::serialize(&(
+            state.watermark,
+            state.full,
+            &state.open,
+            &state.ended,
+            &state.pending,
+            &state.recent_ids,
+        ))
+        .unwrap();
+        let part = format!("{}/part-w0.v3.zst", checkpoint.dir);
+        let compressed = zstd::encode_all(&v3[..], 1).unwrap();
+        store
+            .files
+            .create(&part, |out| out.write_all(&compressed))
+            .unwrap();
+        assert_eq!(
+            store.read_part(&checkpoint, "part-w0.v3.zst").unwrap(),
+            state
+        );
+
         // A damaged compressed part is refused, never read short.
         state.full = false;
         let written = store.write_part(&checkpoint.dir, 1, &state, 1, 0).unwrap();

@@ -117,6 +117,9 @@ struct History {
     open: bool,
     /// Listed in `Histories::changed`.
     changed: bool,
+    /// How many of `bytes` the checkpoints saved so far hold: a history only grows at its end
+    /// until it is rewritten (a correction, forgetting), so a checkpoint saves what it grew by.
+    saved_len: usize,
 }
 
 const EVENT: u8 = 0;
@@ -236,10 +239,31 @@ impl History {
         sessions
     }
 
-    /// Forgets the closed sessions at its start whose last event is before `before_ms`.
-    fn forget_before(&mut self, before_ms: u64) {
+    /// A history as a checkpoint saved it, with what forgetting needs read from it.
+    fn from_bytes(bytes: Vec<u8>) -> History {
+        let mut history = History {
+            bytes,
+            ..History::default()
+        };
+        // The bytes are kept as they are, so that what later checkpoints add follows on them.
+        let sessions = history.decode();
+        let last_event = |s: &LoggedSession| s.events.last().map_or(0, |e| e.time_ms);
+        history.last_ms = sessions.last().map_or(0, last_event);
+        history.first_ended_ms = sessions
+            .first()
+            .filter(|s| s.end_reason.is_some())
+            .map_or(u64::MAX, last_event);
+        history.sessions = sessions.len() as u32;
+        history.open = sessions.last().is_some_and(|s| s.end_reason.is_none());
+        history.saved_len = history.bytes.len();
+        history
+    }
+
+    /// Forgets the closed sessions at its start whose last event is before `before_ms`; returns
+    /// whether it forgot any (it is rewritten).
+    fn forget_before(&mut self, before_ms: u64) -> bool {
         if self.first_ended_ms >= before_ms {
-            return;
+            return false;
         }
         let sessions = self.decode();
         let kept = sessions
@@ -251,6 +275,7 @@ impl History {
         let changed = self.changed;
         *self = History::encode(&sessions[kept..]);
         self.changed = changed;
+        true
     }
 }
 
@@ -307,21 +332,32 @@ impl Histories {
     /// Forgets the closed sessions whose last event is before `before_ms`, which no late event
     /// the sessionizer still corrects can reach.
     pub fn forget_before(&mut self, before_ms: u64) {
-        self.users.retain(|_, history| {
+        let mut rewritten = Vec::new();
+        self.users.retain(|user, history| {
             if !history.open && history.last_ms < before_ms {
                 return false;
             }
-            history.forget_before(before_ms);
+            if history.forget_before(before_ms) && !history.changed {
+                history.changed = true;
+                rewritten.push(Rc::clone(user));
+            }
             true
         });
+        self.changed.extend(rewritten);
     }
 
     /// The histories for a checkpoint: all of them, or those changed since the last saved.
     pub fn to_save(&self, full: bool) -> Vec<SavedHistory> {
-        let save = |user: &Rc<str>, history: Option<&History>| SavedHistory {
-            user_id: user.to_string(),
-            // A user forgotten since is saved without events, which forgets it on restore.
-            events: history.map(|h| h.bytes.clone()).unwrap_or_default(),
+        let save = |user: &Rc<str>, history: Option<&History>| {
+            let from = history.map_or(0, |h| if full { 0 } else { h.saved_len });
+            SavedHistory {
+                user_id: user.to_string(),
+                from: from as u64,
+                // A user forgotten since is saved without events, which forgets it on restore.
+                events: history
+                    .map(|h| h.bytes[from..].to_vec())
+                    .unwrap_or_default(),
+            }
         };
         if full {
             self.users
@@ -340,21 +376,35 @@ impl Histories {
         for user in self.changed.drain(..) {
             if let Some(history) = self.users.get_mut(&user) {
                 history.changed = false;
+                history.saved_len = history.bytes.len();
             }
         }
     }
 
-    /// Restores a saved history in place of the user's.
+    /// Restores a saved history: in place of the user's, or (`from` past 0) as what it grew by.
     pub fn restore(&mut self, saved: SavedHistory) {
-        let bytes = History {
-            bytes: saved.events,
-            ..History::default()
-        };
-        let history = History::encode(&bytes.decode());
+        let user = saved.user_id.as_str();
+        let mut bytes = Vec::new();
+        if saved.from > 0 {
+            match self.users.remove(user) {
+                Some(history) if history.bytes.len() as u64 == saved.from => bytes = history.bytes,
+                _ => {
+                    // Parts are restored in the order they were written, so this is a damaged
+                    // checkpoint: the user's late events are left out until its session closes.
+                    tracing::warn!(
+                        user,
+                        "a checkpoint's history does not follow on the one before"
+                    );
+                    return;
+                }
+            }
+        }
+        bytes.extend(saved.events);
+        let history = History::from_bytes(bytes);
         if history.sessions == 0 {
-            self.users.remove(saved.user_id.as_str());
+            self.users.remove(user);
         } else {
-            self.users.insert(saved.user_id.into(), history);
+            self.users.insert(user.into(), history);
         }
     }
 
@@ -412,4 +462,110 @@ fn take_text<'a>(bytes: &mut &'a [u8]) -> Option<&'a str> {
     let (text, rest) = bytes.split_at_checked(length)?;
     *bytes = rest;
     std::str::from_utf8(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event(time_ms: u64, id: &str, page: Option<&str>, duplicate: bool) -> LoggedEvent {
+        LoggedEvent {
+            time_ms,
+            event_id: id.into(),
+            page: page.map(Rc::from),
+            boundary: Boundary {
+                starts: time_ms % 3 == 0,
+                ends: time_ms % 5 == 0,
+            },
+            duplicate,
+        }
+    }
+
+    /// What a decoded session says, comparable.
+    fn summary(
+        sessions: &[LoggedSession],
+    ) -> Vec<(
+        Vec<(u64, String, Option<String>, Boundary, bool)>,
+        Option<EndReason>,
+    )> {
+        sessions
+            .iter()
+            .map(|s| {
+                let events = s.events.iter().map(|e| {
+                    let page = e.page.as_deref().map(str::to_string);
+                    (
+                        e.time_ms,
+                        e.event_id.to_string(),
+                        page,
+                        e.boundary,
+                        e.duplicate,
+                    )
+                });
+                (events.collect(), s.end_reason)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn a_history_decodes_as_it_was_encoded(
+            sessions in proptest::collection::vec(
+                (
+                    proptest::collection::vec((0u64..1 << 40, "[a-zé-]{0,40}", proptest::option::of("[a-z]{0,9}"), any::<bool>()), 1..6),
+                    proptest::option::of(0usize..4),
+                ),
+                0..5,
+            )
+        ) {
+            let mut time_ms = 1_772_323_200_000;
+            let sessions: Vec<LoggedSession> = sessions
+                .into_iter()
+                .map(|(events, end)| LoggedSession {
+                    events: events
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (step, id, page, duplicate))| {
+                            time_ms += step;
+                            event(time_ms, &id, page.as_deref(), duplicate && i > 0)
+                        })
+                        .collect(),
+                    end_reason: end.map(|code| REASONS[code]),
+                })
+                .collect();
+            let history = History::encode(&sessions);
+            prop_assert_eq!(summary(&history.decode()), summary(&sessions));
+            // A damaged end loses the events from there on, and nothing panics.
+            for cut in 0..history.bytes.len() {
+                let damaged = History { bytes: history.bytes[..cut].to_vec(), ..History::default() };
+                prop_assert!(damaged.decode().len() <= sessions.len());
+            }
+        }
+    }
+
+    #[test]
+    fn forgetting_drops_closed_sessions_that_ended_before_and_keeps_the_rest() {
+        let mut histories = Histories::default();
+        let at = |time_ms, id| EventRef {
+            time_ms,
+            event_id: id,
+            page: Some("home"),
+            boundary: Boundary::NONE,
+            duplicate: false,
+        };
+        histories.start("u", at(10, "a"));
+        histories.append("u", at(20, "b"));
+        histories.end("u", EndReason::Inactivity);
+        histories.start("u", at(100, "c"));
+        histories.start("idle", at(5, "d"));
+        histories.end("idle", EndReason::Inactivity);
+        histories.forget_before(50);
+        let (_, kept) = histories.of("u").unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].first(), (100, "c"));
+        assert!(histories.of("idle").is_none());
+        // The open session stays however old.
+        histories.forget_before(1_000);
+        assert_eq!(histories.of("u").unwrap().1.len(), 1);
+    }
 }

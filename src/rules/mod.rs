@@ -286,6 +286,11 @@ pub struct SessionizerState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedHistory {
     pub user_id: String,
+    /// Where `events` go in the user's history: 0 replaces it, past 0 they follow that many
+    /// bytes saved before.
+    pub from: u64,
+    /// As bytes, not a sequence of numbers: one write, not one per byte.
+    #[serde(with = "serde_bytes")]
     pub events: Vec<u8>,
 }
 
