@@ -475,20 +475,18 @@ mod tests {
             event_id: id.into(),
             page: page.map(Rc::from),
             boundary: Boundary {
-                starts: time_ms % 3 == 0,
-                ends: time_ms % 5 == 0,
+                starts: time_ms.is_multiple_of(3),
+                ends: time_ms.is_multiple_of(5),
             },
             duplicate,
         }
     }
 
-    /// What a decoded session says, comparable.
-    fn summary(
-        sessions: &[LoggedSession],
-    ) -> Vec<(
-        Vec<(u64, String, Option<String>, Boundary, bool)>,
-        Option<EndReason>,
-    )> {
+    /// A decoded event's parts, comparable.
+    type EventParts = (u64, String, Option<String>, Boundary, bool);
+
+    /// What decoded sessions say, comparable.
+    fn summary(sessions: &[LoggedSession]) -> Vec<(Vec<EventParts>, Option<EndReason>)> {
         sessions
             .iter()
             .map(|s| {
