@@ -51,7 +51,10 @@ Late events (late-events table)
     Per partition, in file order, over valid lines: the watermark before a
     line is ``max_seen - allowed_lateness`` where ``max_seen`` is the largest
     timestamp of the partition's earlier valid events (no watermark before
-    the first one).  An event with timestamp < watermark is late.
+    the first one).  An event with timestamp < watermark is late; a late
+    event at most ``correction_horizon`` behind the watermark corrects its
+    sessions (it counts as on time below, without moving ``max_seen``), and
+    only a later one goes to the late-events table.
 
 Sessions (sessions table)
     All on-time events of all partitions, grouped by ``uuid`` and sorted by
@@ -140,10 +143,12 @@ class Config:
 
     def __init__(self, inactivity_ms=1_800_000, max_duration_ms=7_200_000,
                  allowed_lateness_ms=600_000, max_future_skew_ms=86_400_000,
-                 max_event_bytes=1_048_576, now_ms=None, kafka_records=False):
+                 max_event_bytes=1_048_576, now_ms=None, kafka_records=False,
+                 correction_horizon_ms=86_400_000):
         self.inactivity_ms = inactivity_ms
         self.max_duration_ms = max_duration_ms
         self.allowed_lateness_ms = allowed_lateness_ms
+        self.correction_horizon_ms = correction_horizon_ms
         self.max_future_skew_ms = max_future_skew_ms
         self.max_event_bytes = max_event_bytes
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -322,11 +327,13 @@ def scan_partition(path, partition, config, expected, events_by_user):
                                      line_number)] += 1
                 continue
             user_id, event_id, ts, page = event
-            if max_seen is not None and ts < max_seen - lateness:
+            late = max_seen is not None and ts < max_seen - lateness
+            if late and (config.correction_horizon_ms == 0 or ts
+                         + config.correction_horizon_ms < max_seen - lateness):
                 expected.late[(user_id, event_id, ts, max_seen - lateness,
                                partition, offset, line_number)] += 1
                 continue
-            if max_seen is None or ts > max_seen:
+            if not late and (max_seen is None or ts > max_seen):
                 max_seen = ts
             if page is not None:
                 page = pages.setdefault(page, page)
@@ -857,7 +864,7 @@ def _selftest_duplicates_and_pages(t):
 
 
 def _selftest_late(t):
-    cfg = Config(now_ms=10**13)
+    cfg = Config(now_ms=10**13, correction_horizon_ms=0)
     lines = [
         _ev("l", "1", 10_000_000),
         _ev("l", "2", 9_400_000),     # == watermark: on time
@@ -885,6 +892,14 @@ def _selftest_late(t):
             [(5, 5, 1, "inactivity")])
     t.check("late events are not sessionized", _sessions_of(exp, "l"),
             [(9_400_000, 10_500_000, 3, "end_of_input")])
+    # Within the correction horizon a late event joins its sessions instead.
+    exp = compute_expected([p0, p1], Config(now_ms=10**13,
+                                            correction_horizon_ms=1_000_000))
+    t.check("late beyond the horizon", sorted(exp.late.elements()), [
+        ("m", "4", 1, 9_400_000, 0, offsets[4], 5),
+    ])
+    t.check("late within the horizon are sessionized", _sessions_of(exp, "l"),
+            [(9_399_999, 10_500_000, 5, "end_of_input")])
 
 
 def _selftest_malformed(t):
@@ -1093,6 +1108,8 @@ def parse_args(argv):
     parser.add_argument("--inactivity-ms", type=int, default=1_800_000)
     parser.add_argument("--max-duration-ms", type=int, default=7_200_000)
     parser.add_argument("--allowed-lateness-ms", type=int, default=600_000)
+    parser.add_argument("--correction-horizon-ms", type=int,
+                        default=86_400_000)
     parser.add_argument("--max-future-skew-ms", type=int, default=86_400_000)
     parser.add_argument("--max-event-bytes", type=int, default=1_048_576)
     parser.add_argument("--now-ms", type=int, default=None,
@@ -1117,7 +1134,8 @@ def main(argv=None):
         return self_test()
     config = Config(args.inactivity_ms, args.max_duration_ms,
                     args.allowed_lateness_ms, args.max_future_skew_ms,
-                    args.max_event_bytes, args.now_ms, args.kafka_records)
+                    args.max_event_bytes, args.now_ms, args.kafka_records,
+                    args.correction_horizon_ms)
     try:
         problems, summary = check_warehouse(args, config)
     except Exception as err:

@@ -334,8 +334,12 @@ impl Committer {
             return Ok(());
         }
         let committing = Instant::now();
-        totals.sessions += part.sessions;
-        totals.session_events += part.session_events;
+        // Corrected sessions replace rows: the totals count the table's rows, not rows written.
+        let retracted_events: u64 = part.retractions.iter().map(|r| r.event_count).sum();
+        totals.sessions =
+            (totals.sessions + part.sessions).saturating_sub(part.retractions.len() as u64);
+        totals.session_events =
+            (totals.session_events + part.session_events).saturating_sub(retracted_events);
         totals.epochs += 1;
         totals.watermark_ms = self
             .positions

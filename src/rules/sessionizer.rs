@@ -221,8 +221,9 @@ impl Sessionizer {
     /// Buffers an event until the watermark passes its time.
     ///
     /// # Panics
-    /// If the event is older than a watermark already applied: the caller must route such late
-    /// events elsewhere, since the sessions they belong to may be closed already.
+    /// If the event is older than a watermark already applied: the sessions it belongs to may be
+    /// closed already, so the caller hands such late events to [`Self::correct`] (or routes them
+    /// elsewhere).
     pub fn push(
         &mut self,
         user_id: &str,
