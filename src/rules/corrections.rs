@@ -117,24 +117,17 @@ impl Sessionizer {
 
         // The de-duplication window: events the late one made duplicates no longer count, and
         // it and the others applied do.
-        let in_window = |e: &&LoggedEvent| e.time_ms.saturating_add(window) >= self.watermark;
-        let replayed_events = || new_sessions.iter().flat_map(|s| &s.events);
-        let (duplicates, applied): (Vec<&LoggedEvent>, Vec<&LoggedEvent>) = replayed_events()
-            .filter(in_window)
-            .partition(|e| e.duplicate);
-        let forget: Vec<(Box<str>, u64)> = duplicates
+        let watermark = self.watermark;
+        let in_window: Vec<&LoggedEvent> = new_sessions
             .iter()
-            .map(|e| (e.event_id.clone(), e.time_ms))
+            .flat_map(|s| &s.events)
+            .filter(|e| e.time_ms.saturating_add(window) >= watermark)
             .collect();
-        let remember: Vec<(Box<str>, u64)> = applied
-            .iter()
-            .map(|e| (e.event_id.clone(), e.time_ms))
-            .collect();
-        for (id, seen_ms) in forget {
-            self.forget_id(user_id, &id, seen_ms);
+        for e in in_window.iter().filter(|e| e.duplicate) {
+            self.forget_id(user_id, &e.event_id, e.time_ms);
         }
-        for (id, seen_ms) in remember {
-            self.remember_id(user_id, &id, seen_ms);
+        for e in in_window.iter().filter(|e| !e.duplicate) {
+            self.remember_id(user_id, &e.event_id, e.time_ms);
         }
 
         match (self.open.find(user_id), new_open) {

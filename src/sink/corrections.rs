@@ -38,30 +38,6 @@ pub struct Rewrite {
     pub added: Vec<DataFile>,
 }
 
-/// The columns that tell one row of the sessions table from another version of the same session.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct RowKey {
-    user_id: String,
-    start_ms: i64,
-    end_ms: i64,
-    event_count: i64,
-    end_reason: String,
-    pages_visited: Vec<String>,
-}
-
-impl From<&RetractedSession> for RowKey {
-    fn from(row: &RetractedSession) -> Self {
-        RowKey {
-            user_id: row.user_id.clone(),
-            start_ms: row.start_ms as i64,
-            end_ms: row.end_ms as i64,
-            event_count: row.event_count as i64,
-            end_reason: row.end_reason.clone(),
-            pages_visited: row.pages_visited.clone(),
-        }
-    }
-}
-
 /// Rewrites the files of the sessions table `base` (as its current snapshot lists them) and the
 /// epoch's new files (not in the table yet, as [`TableWriter::close`] serialized them) that hold
 /// rows `retractions` names, without those rows, into files named `file_prefix…`. A retraction
@@ -73,10 +49,12 @@ pub async fn rewrite(
     retractions: &[RetractedSession],
     file_prefix: String,
 ) -> Result<Rewrite> {
-    // Each key maps to the retractions still to match, so that duplicates drop one row each.
-    let mut pending: HashMap<RowKey, usize> = HashMap::new();
+    // Each row maps to the retractions of it still to match, so that duplicates drop one row
+    // each. A retraction holds exactly the columns that tell one version of a session from
+    // another, so it is its own key.
+    let mut pending: HashMap<&RetractedSession, usize> = HashMap::new();
     for row in retractions {
-        *pending.entry(RowKey::from(row)).or_default() += 1;
+        *pending.entry(row).or_default() += 1;
     }
     let mut writer = TableWriter::new(base, file_prefix).await?;
     let schema = writer.arrow_schema().clone();
@@ -113,8 +91,7 @@ pub async fn rewrite(
     }
     added.extend(writer.close_files().await?);
     for row in retractions {
-        let key = RowKey::from(row);
-        if let Some(left) = pending.get_mut(&key).filter(|left| **left > 0) {
+        if let Some(left) = pending.get_mut(row).filter(|left| **left > 0) {
             *left -= 1;
             tracing::warn!(
                 session_id = %row.session_id(),
@@ -216,7 +193,7 @@ async fn without_retracted(
     table: &Table,
     task: FileScanTask,
     schema: &arrow_schema::SchemaRef,
-    pending: &mut HashMap<RowKey, usize>,
+    pending: &mut HashMap<&RetractedSession, usize>,
 ) -> Result<Option<Vec<RecordBatch>>> {
     let path = task.data_file_path.clone();
     let batches: Vec<RecordBatch> = table
@@ -232,27 +209,25 @@ async fn without_retracted(
     for batch in batches {
         // The reader's batches lack the writer's field ids.
         let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
-        let keys = row_keys(&batch)?;
-        let keep: BooleanArray = keys
-            .into_iter()
-            .map(
-                |key| match pending.get_mut(&key).filter(|left| **left > 0) {
-                    Some(left) => {
-                        *left -= 1;
-                        dropped = true;
-                        Some(false)
-                    }
-                    None => Some(true),
-                },
-            )
+        let rows = session_rows(&batch)?;
+        let keep: BooleanArray = rows
+            .iter()
+            .map(|row| match pending.get_mut(row).filter(|left| **left > 0) {
+                Some(left) => {
+                    *left -= 1;
+                    dropped = true;
+                    Some(false)
+                }
+                None => Some(true),
+            })
             .collect();
         kept.push(arrow_select::filter::filter_record_batch(&batch, &keep)?);
     }
     Ok(dropped.then_some(kept))
 }
 
-/// The [`RowKey`] of each row of a batch of the sessions table.
-fn row_keys(batch: &RecordBatch) -> Result<Vec<RowKey>> {
+/// Each row of a batch of the sessions table, as a retraction would name it.
+fn session_rows(batch: &RecordBatch) -> Result<Vec<RetractedSession>> {
     let column = |name: &str| {
         batch
             .column_by_name(name)
@@ -280,11 +255,12 @@ fn row_keys(batch: &RecordBatch) -> Result<Vec<RowKey>> {
             let visited = visited
                 .as_string_opt::<i32>()
                 .context("the pages visited are not strings")?;
-            Ok(RowKey {
+            // Negative values (another tool's rows) match no retraction either way.
+            Ok(RetractedSession {
                 user_id: users.value(row).to_string(),
-                start_ms: starts.value(row),
-                end_ms: ends.value(row),
-                event_count: counts.value(row),
+                start_ms: starts.value(row) as u64,
+                end_ms: ends.value(row) as u64,
+                event_count: counts.value(row) as u64,
                 end_reason: reasons.value(row).to_string(),
                 pages_visited: visited.iter().flatten().map(str::to_string).collect(),
             })
