@@ -19,7 +19,9 @@ use std::rc::Rc;
 use foldhash::fast::RandomState;
 use hashbrown::HashMap;
 
-use super::{Boundary, ClosedSession, EndReason, MAX_PAGES_PER_SESSION, SavedHistory};
+use super::{
+    Boundary, ClosedSession, EndReason, MAX_PAGES_PER_SESSION, SavedHistory, SavedHistoryRef,
+};
 
 /// An applied event, as [`Histories`] takes it.
 #[derive(Debug, Clone, Copy)]
@@ -346,29 +348,23 @@ impl Histories {
         self.changed.extend(rewritten);
     }
 
-    /// The histories for a checkpoint: all of them, or those changed since the last saved.
-    pub fn to_save(&self, full: bool) -> Vec<SavedHistory> {
-        let save = |user: &Rc<str>, history: Option<&History>| {
-            let from = history.map_or(0, |h| if full { 0 } else { h.saved_len });
-            SavedHistory {
-                user_id: user.to_string(),
-                from: from as u64,
-                // A user forgotten since is saved without events, which forgets it on restore.
-                events: history
-                    .map(|h| h.bytes[from..].to_vec())
-                    .unwrap_or_default(),
-            }
-        };
+    /// The histories for a checkpoint, borrowed: all of them, or what changed since the last saved.
+    pub fn to_save(
+        &self,
+        full: bool,
+    ) -> Box<dyn ExactSizeIterator<Item = SavedHistoryRef<'_>> + '_> {
         if full {
-            self.users
-                .iter()
-                .map(|(user, history)| save(user, Some(history)))
-                .collect()
+            Box::new(
+                self.users
+                    .iter()
+                    .map(move |(u, h)| saved_ref(u, Some(h), full)),
+            ) as Box<dyn ExactSizeIterator<Item = _>>
         } else {
-            self.changed
-                .iter()
-                .map(|user| save(user, self.users.get(user)))
-                .collect()
+            Box::new(
+                self.changed
+                    .iter()
+                    .map(|u| saved_ref(u, self.users.get(u), false)),
+            )
         }
     }
 
@@ -462,6 +458,17 @@ fn take_text<'a>(bytes: &mut &'a [u8]) -> Option<&'a str> {
     let (text, rest) = bytes.split_at_checked(length)?;
     *bytes = rest;
     std::str::from_utf8(text).ok()
+}
+
+/// A user's history, or (full) all of it, as a checkpoint saves it.
+fn saved_ref<'a>(user: &'a str, history: Option<&'a History>, full: bool) -> SavedHistoryRef<'a> {
+    let from = history.map_or(0, |h| if full { 0 } else { h.saved_len });
+    SavedHistoryRef {
+        user_id: user,
+        from: from as u64,
+        // A user forgotten since is saved without events, which forgets it on restore.
+        events: history.map_or(&[][..], |h| &h.bytes[from..]),
+    }
 }
 
 #[cfg(test)]

@@ -294,6 +294,15 @@ pub struct SavedHistory {
     pub events: Vec<u8>,
 }
 
+/// A [`SavedHistory`], borrowed from the sessionizer: serialized the same way, without a copy.
+#[derive(Debug, Serialize)]
+pub struct SavedHistoryRef<'a> {
+    pub user_id: &'a str,
+    pub from: u64,
+    #[serde(with = "serde_bytes")]
+    pub events: &'a [u8],
+}
+
 /// An open session in a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedSession {

@@ -2,12 +2,14 @@
 //! one worker owns, and its state for checkpoints.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use foldhash::fast::RandomState;
 use serde::Serialize;
 
+use super::SavedHistoryRef;
 use super::history::{EventRef, Histories};
 use super::open_sessions::{OpenSession, OpenSessions, SlotNumber};
 use super::pending::{IdKey, PENDING_SLOT_MS, PendingEvent, PendingSlot};
@@ -122,8 +124,10 @@ impl Serialize for SavedState<'_> {
         out.serialize_field("ended", &Seq::new(ended.iter().map(|user| &**user)))?;
         out.serialize_field("pending", &Seq::new(pending))?;
         out.serialize_field("recent_ids", &recent)?;
-        let histories = state.histories.as_ref().map(|h| h.to_save(full));
-        out.serialize_field("histories", &histories.unwrap_or_default())?;
+        match &state.histories {
+            Some(histories) => out.serialize_field("histories", &Seq::new(histories.to_save(full))),
+            None => out.serialize_field("histories", &[] as &[SavedHistoryRef]),
+        }?;
         out.end()
     }
 }
@@ -611,8 +615,10 @@ impl Sessionizer {
                 break;
             }
             self.recent_order.pop_front();
-            if self.recent_ids.get(&key) == Some(&seen_ms) {
-                self.recent_ids.remove(&key);
+            if let Entry::Occupied(newest) = self.recent_ids.entry(key)
+                && *newest.get() == seen_ms
+            {
+                newest.remove();
             }
         }
     }
@@ -651,14 +657,15 @@ impl Sessionizer {
         let key = IdKey::of(user_id, event_id);
         let window = self.rules.dedup_window_ms;
         // Corrections add entries out of time order, which expire late: their time decides.
-        if self
-            .recent_ids
-            .get(&key)
-            .is_some_and(|&seen_ms| seen_ms.saturating_add(window) >= time_ms)
-        {
-            return true;
+        match self.recent_ids.entry(key) {
+            Entry::Occupied(seen) if seen.get().saturating_add(window) >= time_ms => return true,
+            Entry::Occupied(mut seen) => {
+                seen.insert(time_ms);
+            }
+            Entry::Vacant(unseen) => {
+                unseen.insert(time_ms);
+            }
         }
-        self.recent_ids.insert(key, time_ms);
         self.recent_order.push_back((time_ms, key));
         self.recent_unsaved += 1;
         false
