@@ -12,7 +12,20 @@ use sessionize::ops::progress as metrics;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc asks for transparent huge pages on its memory. Memory it gives back and takes again
+/// then comes back as whole 2 MiB pages for the kernel to zero: up to a tenth of a run's CPU in
+/// `clear_page_erms`. Without them a run takes about 5% less wall time and 45 MiB less memory
+/// (docs/PERFORMANCE.md, "Transparent huge pages"). Failure only leaves the kernel's default.
+fn without_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> ExitCode {
+    without_transparent_huge_pages();
     let cli = match cli::parse_command_line() {
         Ok(cli) => cli,
         Err(e) => {

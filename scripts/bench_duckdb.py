@@ -161,8 +161,11 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--bin", default=os.path.join(
         os.environ.get("CARGO_TARGET_DIR", "target"), "release", "sessionize"))
-    parser.add_argument("flags", nargs="*", help="extra flags for sessionize run (after --)")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    # Everything after `--` goes to `sessionize run` as it is.
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.flags = argv[split + 1:]
     work = tempfile.mkdtemp(prefix="bench-duckdb-")
     output = os.path.join(work, "sessions.parquet")
     sql = SESSIONS_SQL.replace("@INPUT@", os.path.abspath(args.input)).replace("@OUTPUT@", output)
