@@ -494,13 +494,15 @@ impl Sessionizer {
             };
             self.pending_count -= ready.events.len();
             let PendingSlot { events, ids } = &mut ready;
+            // Times nearly always differ: the ids are sliced out only for a tie.
             events.sort_unstable_by(|a, b| {
-                (a.time_ms, a.event_id(ids), &a.page_name, a.boundary).cmp(&(
-                    b.time_ms,
-                    b.event_id(ids),
-                    &b.page_name,
-                    b.boundary,
-                ))
+                a.time_ms.cmp(&b.time_ms).then_with(|| {
+                    (a.event_id(ids), &a.page_name, a.boundary).cmp(&(
+                        b.event_id(ids),
+                        &b.page_name,
+                        b.boundary,
+                    ))
+                })
             });
             for event in ready.events.drain(..) {
                 let (user_id, event_id) = (event.user_id(&ready.ids), event.event_id(&ready.ids));
