@@ -51,6 +51,30 @@ where
         &format!("Write{kind:?}"),
         move |_initial, _info| {
             let mut epochs: BTreeMap<u64, EpochWrite<R>> = BTreeMap::new();
+            // Writes the rows buffered so far, a batch at a time, so that an epoch that closes a
+            // million sessions at once never holds them all as Arrow columns.
+            let write_runtime = Rc::clone(&runtime);
+            let write_buffered = move |epoch: u64, write: &mut EpochWrite<R>| {
+                let runtime = &write_runtime;
+                let writer = match write.writer.as_mut() {
+                    Some(writer) => writer,
+                    None => write.writer.insert(
+                        runtime
+                            .block_on(TableWriter::new(&table, format!("{prefix}-e{epoch}")))
+                            .unwrap_or_else(|e| {
+                                stop(e.context(format!("cannot write to {kind:?}")))
+                            }),
+                    ),
+                };
+                for rows in write.rows.chunks(WRITE_BATCH_ROWS) {
+                    let batch = to_batch(writer.arrow_schema(), rows, epoch);
+                    runtime
+                        .block_on(writer.write(batch))
+                        .unwrap_or_else(|e| stop(e.context(format!("writing {kind:?} failed"))));
+                }
+                write.row_count += write.rows.len() as u64;
+                write.rows.clear();
+            };
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let time = *cap.stamp().iter().next().expect("data has a time");
@@ -68,6 +92,9 @@ where
                         epoch.rows.push(row);
                     }
                     buffered.add(time.epoch, rows, bytes);
+                    if epoch.rows.len() >= WRITE_BATCH_ROWS {
+                        write_buffered(time.epoch, epoch);
+                    }
                 });
                 let frontier = frontier.frontier();
                 let complete: Vec<u64> = epochs
@@ -75,33 +102,11 @@ where
                     .copied()
                     .filter(|e| frontier.iter().all(|t| t.epoch > *e))
                     .collect();
-                for (epoch, write) in epochs.iter_mut() {
-                    let finishing = complete.contains(epoch);
-                    if write.rows.len() >= WRITE_BATCH_ROWS || (finishing && !write.rows.is_empty())
-                    {
-                        let writer = match write.writer.as_mut() {
-                            Some(writer) => writer,
-                            None => write.writer.insert(
-                                runtime
-                                    .block_on(TableWriter::new(
-                                        &table,
-                                        format!("{prefix}-e{epoch}"),
-                                    ))
-                                    .unwrap_or_else(|e| {
-                                        stop(e.context(format!("cannot write to {kind:?}")))
-                                    }),
-                            ),
-                        };
-                        let batch = to_batch(writer.arrow_schema(), &write.rows, *epoch);
-                        write.row_count += write.rows.len() as u64;
-                        write.rows.clear();
-                        runtime.block_on(writer.write(batch)).unwrap_or_else(|e| {
-                            stop(e.context(format!("writing {kind:?} failed")))
-                        });
-                    }
-                }
                 for epoch in complete {
-                    let write = epochs.remove(&epoch).expect("listed above");
+                    let mut write = epochs.remove(&epoch).expect("listed above");
+                    if !write.rows.is_empty() {
+                        write_buffered(epoch, &mut write);
+                    }
                     let files = match write.writer {
                         Some(writer) => runtime.block_on(writer.close()).unwrap_or_else(|e| {
                             stop(e.context(format!("closing {kind:?} files failed")))

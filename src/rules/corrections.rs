@@ -8,7 +8,6 @@
 //! de-duplication window still holds from before. Rows that come out different replace the old.
 
 use std::cmp::Reverse;
-use std::rc::Rc;
 
 use super::history::LoggedEvent;
 use super::{Boundary, ClosedSession, Sessionizer};
@@ -140,7 +139,7 @@ impl Sessionizer {
             }
             (Some(slot), None) => {
                 let (user, _) = self.open.remove_slot(slot).expect("found");
-                self.ended.push(Rc::from(user));
+                self.ended.push(user);
             }
             (None, None) => {}
         }

@@ -16,9 +16,7 @@
 
 use std::rc::Rc;
 
-use foldhash::fast::RandomState;
-use hashbrown::HashMap;
-
+use super::user_table::UserTable;
 use super::{
     Boundary, ClosedSession, EndReason, MAX_PAGES_PER_SESSION, SavedHistory, SavedHistoryRef,
 };
@@ -101,7 +99,7 @@ impl LoggedSession {
 /// The histories of a sessionizer's users. See the module documentation.
 #[derive(Debug, Default)]
 pub(super) struct Histories {
-    users: HashMap<Rc<str>, History, RandomState>,
+    users: UserTable<History>,
     /// Users whose history changed since the last checkpoint was saved, each once.
     changed: Vec<Rc<str>>,
 }
@@ -152,12 +150,16 @@ impl History {
                 flags |= flag;
             }
         }
-        self.bytes.push(flags);
         // Events are applied in time order, so the delta is never negative.
-        push_varint(
+        let delta = event.time_ms - self.last_ms.min(event.time_ms);
+        let text_len = |text: &str| varint_len(text.len() as u64) + text.len();
+        let page_len = event.page.map_or(0, text_len);
+        reserve(
             &mut self.bytes,
-            event.time_ms - self.last_ms.min(event.time_ms),
+            1 + varint_len(delta) + text_len(event.event_id) + page_len,
         );
+        self.bytes.push(flags);
+        push_varint(&mut self.bytes, delta);
         push_text(&mut self.bytes, event.event_id);
         if let Some(page) = event.page {
             push_text(&mut self.bytes, page);
@@ -288,14 +290,17 @@ impl Histories {
         Some((Rc::clone(user), history.decode()))
     }
 
-    /// An event that starts a session of the user.
-    pub fn start(&mut self, user_id: &str, event: EventRef<'_>) {
-        self.history_mut(user_id).push_event(event, true);
+    /// An event that starts a session of the user; returns the user's id as the histories keep
+    /// it, for the session to share.
+    pub fn start(&mut self, user_id: &str, event: EventRef<'_>) -> Rc<str> {
+        let (user, history) = self.history_mut(user_id);
+        history.push_event(event, true);
+        Rc::clone(user)
     }
 
     /// An event applied to the user's open session, or dropped as a duplicate.
     pub fn append(&mut self, user_id: &str, event: EventRef<'_>) {
-        let history = self.history_mut(user_id);
+        let (_, history) = self.history_mut(user_id);
         // A duplicate of a user without a session left is a duplicate of an event forgotten
         // already: no correction can reach either.
         if history.sessions > 0 {
@@ -305,7 +310,7 @@ impl Histories {
 
     /// The user's open session ended.
     pub fn end(&mut self, user_id: &str, reason: EndReason) {
-        let history = self.history_mut(user_id);
+        let (_, history) = self.history_mut(user_id);
         if history.open {
             history.push_end(reason);
         }
@@ -313,7 +318,7 @@ impl Histories {
 
     /// Replaces the user's sessions from the `from`-th on (all of them, past the end).
     pub fn replace_from(&mut self, user_id: &str, from: usize, sessions: Vec<LoggedSession>) {
-        let history = self.history_mut(user_id);
+        let (_, history) = self.history_mut(user_id);
         let mut all = history.decode();
         all.truncate(from);
         all.extend(sessions);
@@ -404,24 +409,30 @@ impl Histories {
         }
     }
 
-    /// A user's history, to change: the user is listed as changed.
-    fn history_mut(&mut self, user_id: &str) -> &mut History {
-        if !self.users.contains_key(user_id) {
-            let history = History {
-                first_ended_ms: u64::MAX,
-                ..History::default()
-            };
-            self.users.insert(Rc::from(user_id), history);
-        }
-        let (user, history) = self
-            .users
-            .get_key_value_mut(user_id)
-            .expect("inserted above");
+    /// A user's history, to change, and its user id: the user is listed as changed.
+    fn history_mut(&mut self, user_id: &str) -> (&Rc<str>, &mut History) {
+        let (user, history) = self.users.get_or_insert_with(user_id, || History {
+            first_ended_ms: u64::MAX,
+            ..History::default()
+        });
         if !history.changed {
             history.changed = true;
             self.changed.push(Rc::clone(user));
         }
-        history
+        (user, history)
+    }
+}
+
+/// How many bytes [`push_varint`] writes for `value`.
+fn varint_len(value: u64) -> usize {
+    (u64::BITS - value.leading_zeros()).max(1).div_ceil(7) as usize
+}
+
+/// Makes room for `additional` bytes, growing by a quarter rather than doubling: histories are
+/// many and most grow by a few events, so doubling would leave a third of their memory unused.
+fn reserve(bytes: &mut Vec<u8>, additional: usize) {
+    if bytes.capacity() - bytes.len() < additional {
+        bytes.reserve_exact(additional.max(bytes.len() / 4));
     }
 }
 

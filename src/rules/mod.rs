@@ -330,5 +330,6 @@ mod pending;
 mod sessionizer;
 #[cfg(test)]
 mod tests;
+mod user_table;
 
 pub use sessionizer::Sessionizer;

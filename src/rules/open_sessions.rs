@@ -74,8 +74,9 @@ pub(super) type SlotNumber = u32;
 
 #[derive(Debug)]
 struct Slot {
-    /// `None` while the slot is vacant.
-    user_id: Option<Box<str>>,
+    /// `None` while the slot is vacant. Shared with the user's history and the rows of its
+    /// sessions, so that a user's id is kept once.
+    user_id: Option<Rc<str>>,
     session: OpenSession,
 }
 
@@ -132,19 +133,25 @@ impl OpenSessions {
     }
 
     /// Opens a session for a user, replacing the user's open one if any; returns its slot.
-    pub fn insert(&mut self, user_id: &str, session: OpenSession) -> SlotNumber {
-        if let Some(slot) = self.find(user_id) {
+    pub fn insert(
+        &mut self,
+        user_id: impl AsRef<str> + Into<Rc<str>>,
+        session: OpenSession,
+    ) -> SlotNumber {
+        if let Some(slot) = self.find(user_id.as_ref()) {
             self.replace(slot, session);
             return slot;
         }
+        let user_id: Rc<str> = user_id.into();
+        let hash = self.hasher.hash_one(&*user_id);
         let number = match self.vacant.pop() {
             Some(number) => {
-                self.slots[number as usize].user_id = Some(user_id.into());
+                self.slots[number as usize].user_id = Some(user_id);
                 number
             }
             None => {
                 self.slots.push(Slot {
-                    user_id: Some(user_id.into()),
+                    user_id: Some(user_id),
                     session: Slot::vacancy(false),
                 });
                 SlotNumber::try_from(self.slots.len() - 1)
@@ -153,11 +160,18 @@ impl OpenSessions {
         };
         self.replace(number, session);
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index
-            .insert_unique(hasher.hash_one(user_id), number, |&n| {
-                hasher.hash_one(slots[n as usize].user_id.as_deref().expect("indexed"))
-            });
+        self.index.insert_unique(hash, number, |&n| {
+            hasher.hash_one(slots[n as usize].user_id.as_deref().expect("indexed"))
+        });
         number
+    }
+
+    /// The user whose session is in an occupied slot.
+    pub fn user(&self, slot: SlotNumber) -> &Rc<str> {
+        self.slots[slot as usize]
+            .user_id
+            .as_ref()
+            .expect("an occupied slot")
     }
 
     /// Puts a session in an occupied slot in place of the one there; returns that one.
@@ -200,7 +214,7 @@ impl OpenSessions {
     }
 
     /// Closes the session in a slot.
-    pub fn remove_slot(&mut self, slot: SlotNumber) -> Option<(Box<str>, OpenSession)> {
+    pub fn remove_slot(&mut self, slot: SlotNumber) -> Option<(Rc<str>, OpenSession)> {
         let user_id = self.slots.get(slot as usize)?.user_id.as_deref()?;
         let hash = self.hasher.hash_one(user_id);
         let entry = self.index.find_entry(hash, |&n| n == slot);
@@ -213,7 +227,7 @@ impl OpenSessions {
     }
 
     /// Closes a user's session.
-    pub fn remove(&mut self, user_id: &str) -> Option<(Box<str>, OpenSession)> {
+    pub fn remove(&mut self, user_id: &str) -> Option<(Rc<str>, OpenSession)> {
         let slot = self.find(user_id)?;
         self.remove_slot(slot)
     }
@@ -227,7 +241,7 @@ impl OpenSessions {
 
     /// Closes every session; the iterator owns them, so the sessionizer can record each as it
     /// goes without a second copy of them all.
-    pub fn drain(&mut self) -> impl Iterator<Item = (Box<str>, OpenSession)> + use<> {
+    pub fn drain(&mut self) -> impl Iterator<Item = (Rc<str>, OpenSession)> + use<> {
         self.index.clear();
         self.vacant.clear();
         self.changed.clear();
@@ -262,13 +276,13 @@ mod tests {
                 let user = format!("user-{user}");
                 match operation {
                     0 => {
-                        open.insert(&user, OpenSession::starting(time, None));
+                        open.insert(user.as_str(), OpenSession::starting(time, None));
                         model.insert(user.clone(), time);
                         changed.insert(user);
                     }
                     1 => {
                         let restored = OpenSession::restored(time, time, 1, Box::default());
-                        let slot = open.insert(&user, restored);
+                        let slot = open.insert(user.as_str(), restored);
                         prop_assert_eq!(open.find(&user), Some(slot));
                         model.insert(user.clone(), time);
                         changed.remove(&user);

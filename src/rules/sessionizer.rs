@@ -304,7 +304,7 @@ impl Sessionizer {
             let current = session.last_ms + self.rules.inactivity_ms;
             if current == deadline {
                 let (user, session) = self.open.remove_slot(slot).expect("found above");
-                self.close(user.into(), session, EndReason::Inactivity, closed);
+                self.close(user, session, EndReason::Inactivity, closed);
             } else {
                 self.deadlines.push(Reverse((current, slot, start)));
             }
@@ -318,6 +318,13 @@ impl Sessionizer {
         self.apply_pending_before(u64::MAX, closed);
         self.watermark = u64::MAX;
         self.deadlines.clear();
+        // Nothing follows the end of the input, so no event can be a duplicate or correct a
+        // session any more: the window and the histories go before the sessions close, so that
+        // the rows of the closing sessions do not add to them at the run's peak.
+        self.recent_ids = HashMap::default();
+        self.recent_order = VecDeque::new();
+        self.recent_unsaved = 0;
+        self.histories = None;
         let inactivity_ms = self.rules.inactivity_ms;
         for (user, session) in self.open.drain() {
             let reason = if session.last_ms + inactivity_ms < max_event_time_ms {
@@ -325,7 +332,7 @@ impl Sessionizer {
             } else {
                 EndReason::EndOfInput
             };
-            self.close(user.into(), session, reason, closed);
+            self.close(user, session, reason, closed);
         }
     }
 
@@ -415,7 +422,7 @@ impl Sessionizer {
                 saved.event_count,
                 pages_visited,
             );
-            let slot = self.open.insert(&saved.user_id, session);
+            let slot = self.open.insert(saved.user_id.as_str(), session);
             self.deadlines.push(Reverse((
                 saved.last_ms + self.rules.inactivity_ms,
                 slot,
@@ -538,6 +545,8 @@ impl Sessionizer {
                 None
             }
         });
+        // The user's id, shared by its history and its session once it has both.
+        let mut user = None;
         if let Some(histories) = &mut self.histories {
             let logged = EventRef {
                 time_ms,
@@ -552,7 +561,7 @@ impl Sessionizer {
                 if let Some(reason) = ends {
                     histories.end(user_id, reason);
                 }
-                histories.start(user_id, logged);
+                user = Some(histories.start(user_id, logged));
             }
         }
         if duplicate {
@@ -574,20 +583,19 @@ impl Sessionizer {
                 let ended = self
                     .open
                     .replace(slot, OpenSession::starting(time_ms, page));
-                closed.push(finish(user_id.into(), ended, reason));
+                closed.push(finish(Rc::clone(self.open.user(slot)), ended, reason));
                 (slot, true)
             }
             (None, _) => {
-                let slot = self
-                    .open
-                    .insert(user_id, OpenSession::starting(time_ms, page));
+                let user = user.unwrap_or_else(|| user_id.into());
+                let slot = self.open.insert(user, OpenSession::starting(time_ms, page));
                 (slot, true)
             }
         };
         // A session that starts here needs a deadline, unless a boundary ends it right away.
         if boundary.ends {
             let (user, session) = self.open.remove_slot(slot).expect("applied above");
-            self.close(user.into(), session, EndReason::Boundary, closed);
+            self.close(user, session, EndReason::Boundary, closed);
         } else if starts {
             self.deadlines
                 .push(Reverse((time_ms + rules.inactivity_ms, slot, time_ms)));

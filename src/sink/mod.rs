@@ -2,7 +2,8 @@
 //!
 //! [`tables`] defines the three tables and turns rows into Arrow record batches; [`catalog`] opens
 //! the Iceberg catalog (the [`Warehouse`]), each of whose calls `bounded` limits in time;
-//! [`create`] creates the tables and evolves their schemas; [`writer`] writes Parquet data files;
+//! [`create`] creates the tables and evolves their schemas; [`writer`] writes Parquet data files,
+//! a file per partition (`partition` splits the rows);
 //! [`commit`] commits them, one attempt at a time, merging small manifests first (`manifests`);
 //! `replace` commits a compaction's files, through the catalog's own protocol ([`updates`]);
 //! [`corrections`] rewrites the files holding rows that late events corrected;
@@ -20,6 +21,7 @@ pub mod expiry;
 pub mod glue;
 mod manifests;
 pub mod murmur3;
+mod partition;
 mod replace;
 mod rest_commit;
 pub mod spark;

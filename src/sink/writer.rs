@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef as ArrowSchemaRef;
-use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
+use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{DataFile, DataFileFormat, FormatVersion, serialize_data_file_to_json};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
@@ -20,6 +20,8 @@ use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use super::partition::PartitionSplitter;
+
 /// Where a file is closed and the next begun (iceberg-rust's default, Java's
 /// `write.target-file-size-bytes` default).
 const DEFAULT_TARGET_FILE_SIZE: usize = 512 << 20;
@@ -31,7 +33,7 @@ type FileBuilder =
 #[allow(clippy::large_enum_variant)]
 enum Layout {
     Partitioned {
-        splitter: RecordBatchPartitionSplitter,
+        splitter: PartitionSplitter,
         writer: FanoutWriter<FileBuilder>,
     },
     Unpartitioned(<FileBuilder as IcebergWriterBuilder>::R),
@@ -76,10 +78,7 @@ impl TableWriter {
             Layout::Unpartitioned(builder.build(None).await?)
         } else {
             Layout::Partitioned {
-                splitter: RecordBatchPartitionSplitter::try_new_with_computed_values(
-                    schema.clone(),
-                    spec.clone(),
-                )?,
+                splitter: PartitionSplitter::new(schema.clone(), spec.as_ref().clone())?,
                 writer: FanoutWriter::new(builder),
             }
         };
