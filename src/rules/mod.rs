@@ -323,6 +323,45 @@ pub struct SavedEvent {
     pub boundary: Boundary,
 }
 
+/// An iterator whose length was counted beforehand, for a filtered sequence that serializes with
+/// its length up front.
+struct Counted<I> {
+    items: I,
+    remaining: usize,
+}
+
+impl<I: Iterator> Iterator for Counted<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.items.next()?;
+        self.remaining -= 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for Counted<I> {}
+
+/// Serializes the items of an iterator as a sequence.
+struct Seq<I>(std::cell::Cell<Option<I>>);
+
+impl<I> Seq<I> {
+    fn new(items: I) -> Self {
+        Seq(std::cell::Cell::new(Some(items)))
+    }
+}
+
+impl<I: ExactSizeIterator<Item = T>, T: Serialize> Serialize for Seq<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let items = self.0.take().expect("a sequence is serialized once");
+        serializer.collect_seq(items)
+    }
+}
+
 mod corrections;
 mod history;
 mod open_sessions;

@@ -9,7 +9,6 @@ use std::rc::Rc;
 use foldhash::fast::RandomState;
 use serde::Serialize;
 
-use super::SavedHistoryRef;
 use super::history::{EventRef, Histories};
 use super::open_sessions::{OpenSession, OpenSessions, SlotNumber};
 use super::pending::{IdKey, PENDING_SLOT_MS, PendingEvent, PendingSlot};
@@ -17,51 +16,13 @@ use super::{
     Boundary, ClosedSession, EndReason, MAX_INTERNED_PAGES, OpenSessionView, SessionRules,
     SessionizerState,
 };
+use super::{Counted, SavedHistoryRef, Seq};
 
 /// A borrowed view of a [`Sessionizer`] that serializes exactly as a [`SessionizerState`]: all of
 /// it, or (`full` false) what changed since the last [`Sessionizer::saved`].
 struct SavedState<'a> {
     sessionizer: &'a Sessionizer,
     full: bool,
-}
-
-/// An iterator whose length was counted beforehand, for a filtered sequence that serializes with
-/// its length up front.
-struct Counted<I> {
-    items: I,
-    remaining: usize,
-}
-
-impl<I: Iterator> Iterator for Counted<I> {
-    type Item = I::Item;
-
-    fn next(&mut self) -> Option<I::Item> {
-        let item = self.items.next()?;
-        self.remaining -= 1;
-        Some(item)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
-    }
-}
-
-impl<I: Iterator> ExactSizeIterator for Counted<I> {}
-
-/// Serializes the items of an iterator as a sequence.
-struct Seq<I>(std::cell::Cell<Option<I>>);
-
-impl<I> Seq<I> {
-    fn new(items: I) -> Self {
-        Seq(std::cell::Cell::new(Some(items)))
-    }
-}
-
-impl<I: ExactSizeIterator<Item = T>, T: Serialize> Serialize for Seq<I> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let items = self.0.take().expect("a sequence is serialized once");
-        serializer.collect_seq(items)
-    }
 }
 
 impl Serialize for SavedState<'_> {
@@ -318,12 +279,9 @@ impl Sessionizer {
         self.apply_pending_before(u64::MAX, closed);
         self.watermark = u64::MAX;
         self.deadlines.clear();
-        // Nothing follows the end of the input, so no event can be a duplicate or correct a
-        // session any more: the window and the histories go before the sessions close, so that
-        // the rows of the closing sessions do not add to them at the run's peak.
-        self.recent_ids = HashMap::default();
-        self.recent_order = VecDeque::new();
-        self.recent_unsaved = 0;
+        // Nothing follows the end of the input: no event can be a duplicate or correct a session
+        // any more, so the window and the histories go before a million rows can join them.
+        (self.recent_ids, self.recent_order, self.recent_unsaved) = Default::default();
         self.histories = None;
         let inactivity_ms = self.rules.inactivity_ms;
         for (user, session) in self.open.drain() {
@@ -588,8 +546,10 @@ impl Sessionizer {
             }
             (None, _) => {
                 let user = user.unwrap_or_else(|| user_id.into());
-                let slot = self.open.insert(user, OpenSession::starting(time_ms, page));
-                (slot, true)
+                (
+                    self.open.insert(user, OpenSession::starting(time_ms, page)),
+                    true,
+                )
             }
         };
         // A session that starts here needs a deadline, unless a boundary ends it right away.
