@@ -97,7 +97,11 @@ impl KafkaSettings {
             .set("queued.min.messages", "20000")
             // Fetch again soon after a full local queue drains: the default (1 s) starves a
             // reader that drains its queue in milliseconds.
-            .set("fetch.queue.backoff.ms", "5");
+            .set("fetch.queue.backoff.ms", "5")
+            // Connect to the brokers at once: with sparse connections, a client's first request
+            // waited for librdkafka's one-second timer to open a connection, which was a quarter
+            // of a two-million-record bounded run (docs/PERFORMANCE.md).
+            .set("enable.sparse.connections", "false");
         for (key, value) in overrides {
             config.set(*key, *value);
         }
