@@ -373,7 +373,7 @@ impl ChunkReader {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            if let Some(i) = block[..read].iter().position(|&b| b == b'\n') {
+            if let Some(i) = memchr::memchr(b'\n', &block[..read]) {
                 length += i as u64;
                 line_end = 1;
                 self.carry = block[i + 1..read].to_vec();
@@ -410,11 +410,11 @@ impl ChunkReader {
 }
 
 fn memchr_last_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().rposition(|&b| b == b'\n')
+    memchr::memrchr(b'\n', bytes)
 }
 
 fn line_count(bytes: &[u8]) -> u64 {
-    let newlines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+    let newlines = memchr::memchr_iter(b'\n', bytes).count() as u64;
     newlines + u64::from(!bytes.is_empty() && *bytes.last().unwrap() != b'\n')
 }
 
@@ -425,10 +425,7 @@ pub fn lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
         if start >= bytes.len() {
             return None;
         }
-        let end = bytes[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(bytes.len(), |i| start + i);
+        let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i);
         let line_start = start;
         start = end + 1;
         let line = &bytes[line_start..end];
