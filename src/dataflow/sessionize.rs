@@ -23,6 +23,9 @@ use crate::rules::{ClosedSession, Sessionizer};
 use crate::sink::tables::user_bucket;
 use crate::sink::{RetractedSession, TableKind};
 
+/// The room for closed rows the operator keeps between activations (rows of 72 bytes).
+const CLOSED_ROWS_KEPT: usize = 16 * 1024;
+
 /// Applies the session rules on the worker owning each user's bucket, starting from the
 /// checkpoint the run resumes. When the frontier passes an epoch, the worker writes its state to
 /// that epoch's checkpoint and reports the part to the committer (the second stream).
@@ -188,6 +191,9 @@ pub(super) fn sessionize<'scope>(
                     }
                     let mut output = closed_out.activate();
                     output.session(&cap).give_iterator(closed.drain(..));
+                    // A watermark that closes a million sessions at once must not keep room
+                    // for a million rows for the rest of the run.
+                    closed.shrink_to(CLOSED_ROWS_KEPT);
                 }
                 if !retracted.is_empty()
                     && let Some(cap) = capability_for(&part_caps, open)
