@@ -292,7 +292,7 @@ impl ChunkReader {
         let mut cut = None;
         let mut searched = 0;
         loop {
-            if let Some(i) = memchr_last_newline(&bytes[searched..]) {
+            if let Some(i) = memchr::memrchr(b'\n', &bytes[searched..]) {
                 cut = Some(searched + i + 1);
             }
             searched = bytes.len();
@@ -338,7 +338,7 @@ impl ChunkReader {
 
     /// Takes an unfinished last line off the input's last bytes; returns its length.
     fn hold_unfinished_line(&self, bytes: &mut Vec<u8>) -> u64 {
-        let start = memchr_last_newline(bytes).map_or(0, |i| i + 1);
+        let start = memchr::memrchr(b'\n', bytes).map_or(0, |i| i + 1);
         let line = &bytes[start..];
         let at = self.byte_offset + start as u64;
         let found_again = at == self.opened_at && line.len() as u64 == self.held_before;
@@ -407,10 +407,6 @@ impl ChunkReader {
         self.done = last;
         chunk
     }
-}
-
-fn memchr_last_newline(bytes: &[u8]) -> Option<usize> {
-    memchr::memrchr(b'\n', bytes)
 }
 
 fn line_count(bytes: &[u8]) -> u64 {
