@@ -363,6 +363,7 @@ impl<I: ExactSizeIterator<Item = T>, T: Serialize> Serialize for Seq<I> {
 }
 
 mod corrections;
+mod dedup;
 mod history;
 mod open_sessions;
 mod pending;

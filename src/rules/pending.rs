@@ -1,5 +1,4 @@
-//! Events waiting for the watermark, filed by slots of event time, and the keys of the
-//! de-duplication window.
+//! Events waiting for the watermark, filed by slots of event time.
 
 use std::rc::Rc;
 
@@ -59,28 +58,5 @@ impl PendingEvent {
     pub fn event_id<'a>(&self, ids: &'a str) -> &'a str {
         let at = self.ids_at + self.user_len as usize;
         &ids[at..at + self.event_id_len as usize]
-    }
-}
-
-/// A key of the de-duplication window: the 128-bit hash of `(user, event_id)`, as two words so
-/// that an entry aligns to 8 bytes rather than 16.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) struct IdKey([u64; 2]);
-
-impl IdKey {
-    pub fn of(user_id: &str, event_id: &str) -> Self {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(user_id.as_bytes());
-        hasher.update(&[0x1f]);
-        hasher.update(event_id.as_bytes());
-        Self::from_u128(hasher.digest128())
-    }
-
-    pub fn from_u128(key: u128) -> Self {
-        IdKey([(key >> 64) as u64, key as u64])
-    }
-
-    pub fn to_u128(self) -> u128 {
-        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
     }
 }

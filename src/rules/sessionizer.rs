@@ -2,16 +2,16 @@
 //! one worker owns, and its state for checkpoints.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::rc::Rc;
 
 use foldhash::fast::RandomState;
 use serde::Serialize;
 
+use super::dedup::{DedupWindow, IdKey};
 use super::history::{EventRef, Histories};
 use super::open_sessions::{OpenSession, OpenSessions, SlotNumber};
-use super::pending::{IdKey, PENDING_SLOT_MS, PendingEvent, PendingSlot};
+use super::pending::{PENDING_SLOT_MS, PendingEvent, PendingSlot};
 use super::{
     Boundary, ClosedSession, EndReason, MAX_INTERNED_PAGES, OpenSessionView, SessionRules,
     SessionizerState,
@@ -67,17 +67,7 @@ impl Serialize for SavedState<'_> {
             time_ms: event.time_ms,
             boundary: event.boundary,
         });
-        let recent_to_save = if full {
-            state.recent_order.len()
-        } else {
-            state.recent_unsaved.min(state.recent_order.len())
-        };
-        let recent = state
-            .recent_order
-            .range(state.recent_order.len() - recent_to_save..)
-            .filter(|(seen_ms, key)| state.recent_ids.get(key) == Some(seen_ms))
-            .map(|&(seen_ms, key)| (seen_ms, key.to_u128()))
-            .collect::<Vec<_>>();
+        let recent = state.recent_ids.to_save(full, state.watermark);
         let mut out = serializer.serialize_struct("SessionizerState", 7)?;
         out.serialize_field("watermark", &state.watermark)?;
         out.serialize_field("full", &full)?;
@@ -130,12 +120,8 @@ pub struct Sessionizer {
     /// only at its current deadline, so an entry that outlived its session and finds another in
     /// its slot does no harm.
     pub(super) deadlines: BinaryHeap<Reverse<(u64, SlotNumber, u64)>>,
-    /// Applied `(user, event_id)` hashes still inside the de-duplication window, with their times
-    /// in application order (mostly time order: corrections add older ones) for expiry.
-    recent_ids: HashMap<IdKey, u64, RandomState>,
-    recent_order: VecDeque<(u64, IdKey)>,
-    /// How many of `recent_order`'s newest entries the last saved checkpoint lacks.
-    recent_unsaved: usize,
+    /// The `(user, event_id)` pairs applied within the de-duplication window.
+    recent_ids: DedupWindow,
     /// Users whose session ended since the last checkpoint was saved.
     pub(super) ended: Vec<Rc<str>>,
     pages: HashSet<Rc<str>, RandomState>,
@@ -157,9 +143,7 @@ impl Sessionizer {
             pending_count: 0,
             open: OpenSessions::default(),
             deadlines: BinaryHeap::new(),
-            recent_ids: HashMap::default(),
-            recent_order: VecDeque::new(),
-            recent_unsaved: 0,
+            recent_ids: DedupWindow::new(rules.dedup_window_ms),
             ended: Vec::new(),
             pages: HashSet::default(),
             watermark: 0,
@@ -247,12 +231,7 @@ impl Sessionizer {
         }
         self.watermark = watermark;
         self.apply_pending_before(watermark, closed);
-        self.expire_recent_ids(watermark);
-        // After a burst, give back what the de-duplication window no longer needs.
-        if self.recent_ids.len() * 4 < self.recent_ids.capacity() {
-            self.recent_ids.shrink_to_fit();
-            self.recent_order.shrink_to_fit();
-        }
+        self.recent_ids.expire(watermark);
         while let Some(Reverse((deadline, _, _))) = self.deadlines.peek() {
             if *deadline >= watermark {
                 break;
@@ -281,7 +260,7 @@ impl Sessionizer {
         self.deadlines.clear();
         // Nothing follows the end of the input: no event can be a duplicate or correct a session
         // any more, so the window and the histories go before a million rows can join them.
-        (self.recent_ids, self.recent_order, self.recent_unsaved) = Default::default();
+        self.recent_ids = DedupWindow::new(self.rules.dedup_window_ms);
         self.histories = None;
         let inactivity_ms = self.rules.inactivity_ms;
         for (user, session) in self.open.drain() {
@@ -348,7 +327,7 @@ impl Sessionizer {
             event.saved = true;
         }
         self.ended.clear();
-        self.recent_unsaved = 0;
+        self.recent_ids.saved();
         let kept_from = self.history_kept_from();
         if let Some(histories) = &mut self.histories {
             histories.saved();
@@ -399,13 +378,7 @@ impl Sessionizer {
                 true,
             );
         }
-        for (seen_ms, key) in state.recent_ids {
-            let key = IdKey::from_u128(key);
-            let newest = self.recent_ids.entry(key).or_insert(seen_ms);
-            *newest = (*newest).max(seen_ms);
-            self.recent_order.push_back((seen_ms, key));
-        }
-        self.recent_order.make_contiguous().sort_unstable();
+        self.recent_ids.restore(state.recent_ids);
         if let Some(mut histories) = self.histories.take() {
             for saved in state.histories.into_iter().filter(|h| owns(&h.user_id)) {
                 histories.restore(saved);
@@ -487,7 +460,9 @@ impl Sessionizer {
         closed: &mut Vec<ClosedSession>,
     ) {
         let time_ms = event.time_ms;
-        let duplicate = self.is_duplicate(time_ms, user_id, event_id);
+        let duplicate = self
+            .recent_ids
+            .is_duplicate(IdKey::of(user_id, event_id), time_ms);
         let (page, boundary, rules) = (event.page_name, event.boundary, self.rules);
         let open = self.open.find(user_id);
         // Why the open session ends before this event, if it does.
@@ -577,22 +552,6 @@ impl Sessionizer {
         closed.push(finish(user, session, reason));
     }
 
-    /// Forgets the event ids that no event at `time_ms` or later can duplicate.
-    fn expire_recent_ids(&mut self, time_ms: u64) {
-        let window = self.rules.dedup_window_ms;
-        while let Some(&(seen_ms, key)) = self.recent_order.front() {
-            if seen_ms.saturating_add(window) >= time_ms {
-                break;
-            }
-            self.recent_order.pop_front();
-            if let Entry::Occupied(newest) = self.recent_ids.entry(key)
-                && *newest.get() == seen_ms
-            {
-                newest.remove();
-            }
-        }
-    }
-
     /// The time before which histories forget closed sessions: no event within the horizon can
     /// change them, nor count as their duplicate, nor end their successor's predecessor.
     fn history_kept_from(&self) -> u64 {
@@ -607,38 +566,14 @@ impl Sessionizer {
     /// Records an event id as applied at `time_ms`, out of the order of application: for the
     /// events a correction applies, and for those a replay must know from before it.
     pub(super) fn remember_id(&mut self, user_id: &str, event_id: &str, time_ms: u64) {
-        let key = IdKey::of(user_id, event_id);
-        let seen_ms = self.recent_ids.entry(key).or_insert(time_ms);
-        *seen_ms = time_ms.max(*seen_ms);
-        self.recent_order.push_back((time_ms, key));
-        self.recent_unsaved += 1;
+        self.recent_ids
+            .remember(IdKey::of(user_id, event_id), time_ms);
     }
 
     /// Forgets an event id applied at `time_ms` that a correction found to be a duplicate.
     pub(super) fn forget_id(&mut self, user_id: &str, event_id: &str, time_ms: u64) {
-        let key = IdKey::of(user_id, event_id);
-        if self.recent_ids.get(&key) == Some(&time_ms) {
-            self.recent_ids.remove(&key);
-        }
-    }
-
-    fn is_duplicate(&mut self, time_ms: u64, user_id: &str, event_id: &str) -> bool {
-        self.expire_recent_ids(time_ms);
-        let key = IdKey::of(user_id, event_id);
-        let window = self.rules.dedup_window_ms;
-        // Corrections add entries out of time order, which expire late: their time decides.
-        match self.recent_ids.entry(key) {
-            Entry::Occupied(seen) if seen.get().saturating_add(window) >= time_ms => return true,
-            Entry::Occupied(mut seen) => {
-                seen.insert(time_ms);
-            }
-            Entry::Vacant(unseen) => {
-                unseen.insert(time_ms);
-            }
-        }
-        self.recent_order.push_back((time_ms, key));
-        self.recent_unsaved += 1;
-        false
+        self.recent_ids
+            .forget(IdKey::of(user_id, event_id), time_ms);
     }
 
     fn intern(&mut self, page: &str) -> Rc<str> {
