@@ -128,14 +128,14 @@ impl Validator {
         }
         let raw: RawEvent<'a> =
             sonic_rs::from_slice(line).map_err(|e| Rejection(describe_json_error(&e)))?;
-        let user_id = required_text(raw.uuid, "uuid")?;
-        let event_id = required_text(raw.event_id, "event_id")?;
+        let user_id = required_text(raw.uuid.map(|s| s.0), "uuid")?;
+        let event_id = required_text(raw.event_id.map(|s| s.0), "event_id")?;
         let event_time_ms = self.check_time(raw.event_timestamp.map(|t| t.0))?;
         let details = raw.event_details.unwrap_or_default();
         Ok(Event {
             user_id,
             event_id,
-            page_name: raw.page_name.flatten(),
+            page_name: raw.page_name.flatten().map(|s| s.0),
             event_time_ms,
             event_name: details.event_name,
             event_type: details.event_type,
@@ -227,13 +227,13 @@ fn describe_json_error(error: &sonic_rs::Error) -> String {
 #[derive(Deserialize)]
 struct RawEvent<'a> {
     #[serde(borrow, default)]
-    uuid: Option<Cow<'a, str>>,
+    uuid: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
-    event_id: Option<Cow<'a, str>>,
+    event_id: Option<JsonStr<'a>>,
     #[serde(default)]
     event_timestamp: Option<EpochMillis>,
     #[serde(borrow, default)]
-    page_name: Option<Option<Cow<'a, str>>>,
+    page_name: Option<Option<JsonStr<'a>>>,
     #[serde(borrow, default)]
     event_details: Option<EventDetails<'a>>,
     #[serde(default, rename = "booking_details")]
@@ -317,7 +317,7 @@ impl<'de: 'a, 'a> Visitor<'de> for EventDetailsVisitor<'a> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventDetails<'a>, A::Error> {
         let mut details = EventDetails::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(JsonStr(key)) = map.next_key()? {
             match &*key {
                 "event_name" => details.event_name = map.next_value::<Text<'a>>()?.0,
                 "event_type" => details.event_type = map.next_value::<Text<'a>>()?.0,
@@ -327,6 +327,34 @@ impl<'de: 'a, 'a> Visitor<'de> for EventDetailsVisitor<'a> {
             }
         }
         Ok(details)
+    }
+}
+
+/// A JSON string, borrowed from the line unless escapes make it differ. (Serde's own `Cow<str>`
+/// borrows only as a field of exactly that type: inside an `Option` it copies every string.)
+struct JsonStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(JsonStrVisitor(std::marker::PhantomData))
+    }
+}
+
+struct JsonStrVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for JsonStrVisitor<'a> {
+    type Value = JsonStr<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<JsonStr<'a>, E> {
+        Ok(JsonStr(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<JsonStr<'a>, E> {
+        Ok(JsonStr(Cow::Owned(v.to_owned())))
     }
 }
 
@@ -442,6 +470,17 @@ mod tests {
             .unwrap();
         assert_eq!(e.event_id, "e\"1");
         assert_eq!(e.user_id, "u\u{e9}");
+    }
+
+    #[test]
+    fn strings_without_escapes_borrow_from_the_line() {
+        let e = validator()
+            .parse(br#"{"event_id":"e1","uuid":"u\u00e9","page_name":"home","event_timestamp":5,"event_details":{"event_name":"n"}}"#)
+            .unwrap();
+        let borrowed = |text: &Cow<str>| matches!(text, Cow::Borrowed(_));
+        assert!(borrowed(&e.event_id) && !borrowed(&e.user_id));
+        assert!(e.page_name.as_ref().is_some_and(borrowed));
+        assert!(e.event_name.as_ref().is_some_and(borrowed));
     }
 
     #[test]
