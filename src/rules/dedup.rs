@@ -50,14 +50,7 @@ impl DedupWindow {
         self.make_room();
         match self.ids.entry(key) {
             Entry::Occupied(seen) if live(*seen.get(), self.window_ms, time_ms) => return true,
-            Entry::Occupied(mut seen) => {
-                self.unsaved += usize::from(*seen.get() & UNSAVED == 0);
-                seen.insert(time_ms | UNSAVED);
-            }
-            Entry::Vacant(unseen) => {
-                self.unsaved += 1;
-                unseen.insert(time_ms | UNSAVED);
-            }
+            entry => stamp(entry.or_insert(0), time_ms, &mut self.unsaved),
         }
         false
     }
@@ -67,15 +60,8 @@ impl DedupWindow {
     pub fn remember(&mut self, key: IdKey, time_ms: u64) {
         self.make_room();
         match self.ids.entry(key) {
-            Entry::Occupied(mut seen) if *seen.get() & !UNSAVED < time_ms => {
-                self.unsaved += usize::from(*seen.get() & UNSAVED == 0);
-                seen.insert(time_ms | UNSAVED);
-            }
-            Entry::Occupied(_) => {}
-            Entry::Vacant(unseen) => {
-                self.unsaved += 1;
-                unseen.insert(time_ms | UNSAVED);
-            }
+            Entry::Occupied(seen) if *seen.get() & !UNSAVED >= time_ms => {}
+            entry => stamp(entry.or_insert(0), time_ms, &mut self.unsaved),
         }
     }
 
@@ -158,6 +144,12 @@ impl DedupWindow {
         }
         self.next_sweep_ms = time_ms.saturating_add(window_ms.max(1));
     }
+}
+
+/// Sets an entry (a new one holds an unmarked 0) to `time_ms`, marked `UNSAVED` and counted.
+fn stamp(seen: &mut u64, time_ms: u64, unsaved: &mut usize) {
+    *unsaved += usize::from(*seen & UNSAVED == 0);
+    *seen = time_ms | UNSAVED;
 }
 
 /// Whether a pair applied at `seen` (marked or not) makes one at `time_ms` a duplicate.
