@@ -44,7 +44,7 @@ fn rules(c: &mut Criterion) {
                     sessionizer.advance(*time - 60_000, &mut closed);
                 }
             }
-            sessionizer.finish(u64::MAX, &mut closed);
+            sessionizer.finish(u64::MAX, usize::MAX, &mut closed);
             closed.len()
         })
     });

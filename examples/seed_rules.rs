@@ -49,7 +49,7 @@ fn sessions() -> Vec<ClosedSession> {
     }
     let last = events.iter().map(|e| T0 + e.3 * MIN).max().unwrap_or(T0);
     let mut closed = Vec::new();
-    sessionizer.finish(last, &mut closed);
+    sessionizer.finish(last, usize::MAX, &mut closed);
     closed.sort_by_key(|s| (s.user_id.clone(), s.start_ms));
     closed
 }

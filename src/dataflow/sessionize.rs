@@ -23,7 +23,8 @@ use crate::rules::{ClosedSession, Sessionizer};
 use crate::sink::tables::user_bucket;
 use crate::sink::{RetractedSession, TableKind};
 
-/// The room for closed rows the operator keeps between activations (rows of 72 bytes).
+/// The room for closed rows the operator keeps between activations (rows of 72 bytes), and the
+/// sessions it closes per activation at the end of the input.
 const CLOSED_ROWS_KEPT: usize = 16 * 1024;
 
 /// Applies the session rules on the worker owning each user's bucket, starting from the
@@ -76,6 +77,7 @@ pub(super) fn sessionize<'scope>(
         .max();
 
     let mut builder = OperatorBuilder::new("Sessionize".into(), scope);
+    let activator = scope.activator_for(builder.operator_info().address);
     let mut events_in = builder.new_input(
         events,
         Exchange::new(|e: &SessionEvent| u64::from(e.bucket)),
@@ -110,6 +112,10 @@ pub(super) fn sessionize<'scope>(
         // first epoch sends them whatever changed, and then only changes.
         let mut open_sessions_sent = false;
         move |frontiers| {
+            // At the end of the input, sessions remain to close in later activations: the
+            // writer takes each slice of rows before the next, and the last checkpoint and the
+            // capabilities wait for the last slice.
+            let mut closing = false;
             let mut frontier = Antichain::new();
             for f in frontiers.iter() {
                 frontier.extend(f.frontier().iter().copied());
@@ -167,7 +173,8 @@ pub(super) fn sessionize<'scope>(
                 if let Some(watermark) = watermark {
                     sessionizer.advance(watermark, &mut closed);
                 } else if frontier.is_empty() {
-                    sessionizer.finish(max_event_ms.unwrap_or(0), &mut closed);
+                    let max_event_ms = max_event_ms.unwrap_or(0);
+                    closing = !sessionizer.finish(max_event_ms, CLOSED_ROWS_KEPT, &mut closed);
                 }
                 if let Some(telemetry) = telemetry {
                     if let Some(watermark) = watermark {
@@ -203,6 +210,10 @@ pub(super) fn sessionize<'scope>(
                     parts
                         .session(&cap)
                         .give(CommitPart::Retractions(rows.collect()));
+                }
+                if closing {
+                    activator.activate();
+                    break;
                 }
                 let Some(&epoch) = epochs_to_save.first() else {
                     break;
@@ -256,8 +267,10 @@ pub(super) fn sessionize<'scope>(
                     session.give_iterator(open_sessions.into_iter());
                 }
             }
-            closed_caps.downgrade(frontier.iter());
-            part_caps.downgrade(frontier.iter());
+            if !closing {
+                closed_caps.downgrade(frontier.iter());
+                part_caps.downgrade(frontier.iter());
+            }
         }
     });
     Ok((closed_stream, parts_stream))

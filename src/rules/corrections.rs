@@ -139,7 +139,7 @@ impl Sessionizer {
             }
             (Some(slot), None) => {
                 let (user, _) = self.open.remove_slot(slot).expect("found");
-                self.ended.push(user);
+                self.ended.push(&user);
             }
             (None, None) => {}
         }

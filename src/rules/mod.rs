@@ -365,6 +365,7 @@ impl<I: ExactSizeIterator<Item = T>, T: Serialize> Serialize for Seq<I> {
 mod corrections;
 mod dedup;
 mod history;
+mod id_list;
 mod open_sessions;
 mod pending;
 mod sessionizer;

@@ -239,15 +239,31 @@ impl OpenSessions {
             .filter_map(|slot| Some((slot.user_id.as_deref()?, &slot.session)))
     }
 
-    /// Closes every session; the iterator owns them, so the sessionizer can record each as it
-    /// goes without a second copy of them all.
-    pub fn drain(&mut self) -> impl Iterator<Item = (Rc<str>, OpenSession)> + use<> {
-        self.index.clear();
-        self.vacant.clear();
-        self.changed.clear();
-        std::mem::take(&mut self.slots)
-            .into_iter()
-            .filter_map(|slot| Some((slot.user_id?, slot.session)))
+    /// Closes up to `limit` sessions, those in the last slots first, and gives back the room of
+    /// the slots they leave, so that closing a million sessions a slice at a time never holds
+    /// both all the slots and all their rows.
+    pub fn close_last(&mut self, limit: usize) -> Vec<(Rc<str>, OpenSession)> {
+        let mut closed = Vec::with_capacity(limit.min(self.len()));
+        while closed.len() < limit {
+            let Some(Slot { user_id, session }) = self.slots.pop() else {
+                break;
+            };
+            let Some(user_id) = user_id else {
+                continue;
+            };
+            let slot = SlotNumber::try_from(self.slots.len()).expect("slot numbers fit");
+            let hash = self.hasher.hash_one(&*user_id);
+            let entry = self.index.find_entry(hash, |&n| n == slot);
+            entry.expect("an occupied slot is indexed").remove();
+            closed.push((user_id, session));
+        }
+        let len = self.slots.len();
+        self.vacant.retain(|&n| (n as usize) < len);
+        self.changed.retain(|&n| (n as usize) < len);
+        if len < self.slots.capacity() / 2 {
+            self.slots.shrink_to_fit();
+        }
+        closed
     }
 }
 
@@ -264,10 +280,11 @@ mod tests {
 
     proptest! {
         /// Against a map and a set: whatever the order of opening, replacing, changing, closing
-        /// and saving, the sessions are the map's and the changed ones are listed once each.
+        /// (one or the last few) and saving, the sessions are the map's and the changed ones are
+        /// listed once each.
         #[test]
         fn behave_like_a_map_with_a_set_of_changed_users(
-            steps in proptest::collection::vec((0..5u8, 0..6u8, 0..1000u64), 1..200)
+            steps in proptest::collection::vec((0..6u8, 0..6u8, 0..1000u64), 1..200)
         ) {
             let mut open = OpenSessions::default();
             let mut model: BTreeMap<String, u64> = BTreeMap::new();
@@ -297,6 +314,15 @@ mod tests {
                         let removed = open.remove(&user).map(|(u, s)| (u.to_string(), s.start_ms));
                         prop_assert_eq!(removed, model.remove(&user).map(|t| (user.clone(), t)));
                         changed.remove(&user);
+                    }
+                    4 => {
+                        let limit = (time % 3) as usize;
+                        let closed = open.close_last(limit);
+                        prop_assert_eq!(closed.len(), limit.min(model.len()));
+                        for (user, session) in closed {
+                            prop_assert_eq!(model.remove(&*user), Some(session.start_ms));
+                            changed.remove(&*user);
+                        }
                     }
                     _ => {
                         open.saved();
@@ -337,7 +363,9 @@ mod tests {
             "replaced in place"
         );
         assert_eq!(open.len(), 2);
-        let mut all: Vec<_> = open.drain().map(|(u, s)| (u, s.start_ms)).collect();
+        let mut all: Vec<_> = open.close_last(1);
+        all.extend(open.close_last(usize::MAX));
+        let mut all: Vec<_> = all.into_iter().map(|(u, s)| (u, s.start_ms)).collect();
         all.sort();
         assert_eq!(all, [("b".into(), 4), ("c".into(), 3)]);
         assert_eq!(open.len(), 0);

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::dedup::{DedupWindow, IdKey};
 use super::history::{EventRef, Histories};
+use super::id_list::IdList;
 use super::open_sessions::{OpenSession, OpenSessions, SlotNumber};
 use super::pending::{PENDING_SLOT_MS, PendingEvent, PendingSlot};
 use super::{
@@ -47,7 +48,8 @@ impl Serialize for SavedState<'_> {
             event_count: session.event_count,
             pages_visited: Seq::new(session.pages_visited.iter().map(|p| &**p)),
         });
-        let ended: &[Rc<str>] = if full { &[] } else { &state.ended };
+        let no_ended = IdList::default();
+        let ended = if full { &no_ended } else { &state.ended };
         let unsaved = |(_, event): &(&PendingSlot, &PendingEvent)| full || !event.saved;
         let pending_events = || {
             state
@@ -72,7 +74,7 @@ impl Serialize for SavedState<'_> {
         out.serialize_field("watermark", &state.watermark)?;
         out.serialize_field("full", &full)?;
         out.serialize_field("open", &Seq::new(open))?;
-        out.serialize_field("ended", &Seq::new(ended.iter().map(|user| &**user)))?;
+        out.serialize_field("ended", &Seq::new(ended.iter()))?;
         out.serialize_field("pending", &Seq::new(pending))?;
         out.serialize_field("recent_ids", &recent)?;
         match &state.histories {
@@ -123,7 +125,7 @@ pub struct Sessionizer {
     /// The `(user, event_id)` pairs applied within the de-duplication window.
     recent_ids: DedupWindow,
     /// Users whose session ended since the last checkpoint was saved.
-    pub(super) ended: Vec<Rc<str>>,
+    pub(super) ended: IdList,
     pages: HashSet<Rc<str>, RandomState>,
     /// Largest watermark applied so far: events before it go to [`Self::correct`].
     pub(super) watermark: u64,
@@ -144,7 +146,7 @@ impl Sessionizer {
             open: OpenSessions::default(),
             deadlines: BinaryHeap::new(),
             recent_ids: DedupWindow::new(rules.dedup_window_ms),
-            ended: Vec::new(),
+            ended: IdList::default(),
             pages: HashSet::default(),
             watermark: 0,
             duplicates: 0,
@@ -251,19 +253,29 @@ impl Sessionizer {
         }
     }
 
-    /// Ends the input: applies every pending event and closes every session. `max_event_time_ms` is
-    /// the latest event time of the whole input: a session whose inactivity timeout had elapsed by
-    /// then ended by inactivity, the others by the end of the input.
-    pub fn finish(&mut self, max_event_time_ms: u64, closed: &mut Vec<ClosedSession>) {
-        self.apply_pending_before(u64::MAX, closed);
-        self.watermark = u64::MAX;
-        self.deadlines.clear();
-        // Nothing follows the end of the input: no event can be a duplicate or correct a session
-        // any more, so the window and the histories go before a million rows can join them.
-        self.recent_ids = DedupWindow::new(self.rules.dedup_window_ms);
-        self.histories = None;
+    /// Ends the input: applies every pending event and closes the open sessions, at most `limit`
+    /// of them a call, so that a caller can hand on each slice of rows before it asks for the
+    /// next; returns whether every session is closed. `max_event_time_ms` is the latest event
+    /// time of the whole input: a session whose inactivity timeout had elapsed by then ended by
+    /// inactivity, the others by the end of the input.
+    pub fn finish(
+        &mut self,
+        max_event_time_ms: u64,
+        limit: usize,
+        closed: &mut Vec<ClosedSession>,
+    ) -> bool {
+        if self.watermark != u64::MAX {
+            // Nothing follows the end of the input: no event can correct a session any more, nor
+            // be a duplicate once the pending ones are applied, so the histories and then the
+            // window go before a million rows can join them.
+            self.histories = None;
+            self.apply_pending_before(u64::MAX, closed);
+            self.watermark = u64::MAX;
+            self.deadlines = BinaryHeap::new();
+            self.recent_ids = DedupWindow::new(self.rules.dedup_window_ms);
+        }
         let inactivity_ms = self.rules.inactivity_ms;
-        for (user, session) in self.open.drain() {
+        for (user, session) in self.open.close_last(limit) {
             let reason = if session.last_ms + inactivity_ms < max_event_time_ms {
                 EndReason::Inactivity
             } else {
@@ -271,6 +283,7 @@ impl Sessionizer {
             };
             self.close(user, session, reason, closed);
         }
+        self.open.len() == 0
     }
 
     pub fn open_sessions(&self) -> usize {
@@ -548,7 +561,7 @@ impl Sessionizer {
         if let Some(histories) = &mut self.histories {
             histories.end(&user, reason);
         }
-        self.ended.push(Rc::clone(&user));
+        self.ended.push(&user);
         closed.push(finish(user, session, reason));
     }
 
