@@ -7,8 +7,6 @@
 //! are applied again by a sessionizer of their own, seeded with the event ids the
 //! de-duplication window still holds from before. Rows that come out different replace the old.
 
-use std::cmp::Reverse;
-
 use super::history::LoggedEvent;
 use super::{Boundary, ClosedSession, Sessionizer};
 
@@ -132,10 +130,8 @@ impl Sessionizer {
         match (self.open.find(user_id), new_open) {
             (_, Some((_, mut session))) => {
                 session.changed = true;
-                let (start_ms, deadline) =
-                    (session.start_ms, session.last_ms + self.rules.inactivity_ms);
                 let slot = self.open.insert(user_id, session);
-                self.deadlines.push(Reverse((deadline, slot, start_ms)));
+                self.schedule(slot);
             }
             (Some(slot), None) => {
                 let (user, _) = self.open.remove_slot(slot).expect("found");

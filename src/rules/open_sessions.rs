@@ -25,6 +25,10 @@ pub(super) struct OpenSession {
     pub changed: bool,
     /// Its slot is in `OpenSessions::changed`; kept by the vacant slot when the session ends.
     listed: bool,
+    /// How many sessions its slot held before it, wrapping: with the slot number, it names the
+    /// session in the sessionizer's deadlines in 8 bytes. Kept by the vacant slot too, so that
+    /// the next session in the slot has another.
+    generation: u32,
 }
 
 impl OpenSession {
@@ -36,6 +40,7 @@ impl OpenSession {
             pages_visited: page.into_iter().collect(),
             changed: true,
             listed: false,
+            generation: 0,
         }
     }
 
@@ -53,6 +58,7 @@ impl OpenSession {
             pages_visited,
             changed: false,
             listed: false,
+            generation: 0,
         }
     }
 
@@ -80,11 +86,16 @@ struct Slot {
     session: OpenSession,
 }
 
+// A slot stays 64 bytes: the generation lives in what was the session's padding.
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
 impl Slot {
-    /// What a slot holds while no session is open in it; `listed` as the session it held.
-    fn vacancy(listed: bool) -> OpenSession {
+    /// What a slot holds while no session is open in it; `listed` and `generation` as the
+    /// session it held.
+    fn vacancy(listed: bool, generation: u32) -> OpenSession {
         OpenSession {
             listed,
+            generation,
             ..OpenSession::restored(0, 0, 0, Box::default())
         }
     }
@@ -152,7 +163,7 @@ impl OpenSessions {
             None => {
                 self.slots.push(Slot {
                     user_id: Some(user_id),
-                    session: Slot::vacancy(false),
+                    session: Slot::vacancy(false, 0),
                 });
                 SlotNumber::try_from(self.slots.len() - 1)
                     .expect("fewer than 4 billion open sessions per worker")
@@ -164,6 +175,12 @@ impl OpenSessions {
             hasher.hash_one(slots[n as usize].user_id.as_deref().expect("indexed"))
         });
         number
+    }
+
+    /// Which of the sessions its slot has held is in an occupied slot: a session is named by its
+    /// slot and this.
+    pub fn generation(&self, slot: SlotNumber) -> u32 {
+        self.slots[slot as usize].session.generation
     }
 
     /// The user whose session is in an occupied slot.
@@ -178,6 +195,7 @@ impl OpenSessions {
     pub fn replace(&mut self, slot: SlotNumber, mut session: OpenSession) -> OpenSession {
         let current = &mut self.slots[slot as usize].session;
         session.listed = current.listed;
+        session.generation = current.generation.wrapping_add(1);
         let changed = session.changed;
         let replaced = std::mem::replace(current, session);
         if changed {
@@ -221,7 +239,7 @@ impl OpenSessions {
         entry.expect("an occupied slot is indexed").remove();
         self.vacant.push(slot);
         let Slot { user_id, session } = &mut self.slots[slot as usize];
-        let vacancy = Slot::vacancy(session.listed);
+        let vacancy = Slot::vacancy(session.listed, session.generation);
         let user_id = user_id.take().expect("occupied");
         Some((user_id, std::mem::replace(session, vacancy)))
     }

@@ -106,6 +106,10 @@ struct SavedEventRef<'a> {
     boundary: Boundary,
 }
 
+/// A session's candidate close time, `(deadline, slot, generation)`: 16 bytes an open session.
+type Deadline = Reverse<(u64, SlotNumber, u32)>;
+const _: () = assert!(std::mem::size_of::<Deadline>() == 16);
+
 /// The sessions of a set of users, advanced by a watermark. See the module documentation.
 #[derive(Debug)]
 pub struct Sessionizer {
@@ -116,12 +120,12 @@ pub struct Sessionizer {
     newest_slot: u64,
     pending_count: usize,
     pub(super) open: OpenSessions,
-    /// Candidate close times (`last + inactivity`) of the sessions started at `start`, by
-    /// `(deadline, slot, start)`; an entry whose session has moved on is re-queued at its current
-    /// deadline when it surfaces, and one whose session has ended is dropped. A session closes
-    /// only at its current deadline, so an entry that outlived its session and finds another in
-    /// its slot does no harm.
-    pub(super) deadlines: BinaryHeap<Reverse<(u64, SlotNumber, u64)>>,
+    /// Candidate close times (`last + inactivity`) of the sessions, by `(deadline, slot,
+    /// generation)`; an entry whose session has moved on is re-queued at its current deadline
+    /// when it surfaces, and one whose session has ended is dropped. A session closes only at its
+    /// current deadline, so an entry that outlived its session and finds another in its slot
+    /// (generations wrap) does no harm.
+    pub(super) deadlines: BinaryHeap<Deadline>,
     /// The `(user, event_id)` pairs applied within the de-duplication window.
     recent_ids: DedupWindow,
     /// Users whose session ended since the last checkpoint was saved.
@@ -238,17 +242,18 @@ impl Sessionizer {
             if *deadline >= watermark {
                 break;
             }
-            let Reverse((deadline, slot, start)) = self.deadlines.pop().expect("peeked");
-            let Some((_, session)) = self.open.slot(slot).filter(|(_, s)| s.start_ms == start)
-            else {
+            let Reverse((deadline, slot, generation)) = self.deadlines.pop().expect("peeked");
+            let Some((_, session)) = self.open.slot(slot) else {
                 continue;
             };
-            let current = session.last_ms + self.rules.inactivity_ms;
-            if current == deadline {
+            if self.open.generation(slot) != generation {
+                continue;
+            }
+            if session.last_ms + self.rules.inactivity_ms == deadline {
                 let (user, session) = self.open.remove_slot(slot).expect("found above");
                 self.close(user, session, EndReason::Inactivity, closed);
             } else {
-                self.deadlines.push(Reverse((current, slot, start)));
+                self.schedule(slot);
             }
         }
     }
@@ -373,11 +378,7 @@ impl Sessionizer {
                 pages_visited,
             );
             let slot = self.open.insert(saved.user_id.as_str(), session);
-            self.deadlines.push(Reverse((
-                saved.last_ms + self.rules.inactivity_ms,
-                slot,
-                saved.start_ms,
-            )));
+            self.schedule(slot);
         }
         // Parts of other workers may have passed other watermarks: an event of this part can be
         // older than the largest restored.
@@ -545,9 +546,15 @@ impl Sessionizer {
             let (user, session) = self.open.remove_slot(slot).expect("applied above");
             self.close(user, session, EndReason::Boundary, closed);
         } else if starts {
-            self.deadlines
-                .push(Reverse((time_ms + rules.inactivity_ms, slot, time_ms)));
+            self.schedule(slot);
         }
+    }
+
+    /// Queues the session in an occupied slot to close at its current deadline.
+    pub(super) fn schedule(&mut self, slot: SlotNumber) {
+        let deadline = self.open.session_mut(slot).last_ms + self.rules.inactivity_ms;
+        let generation = self.open.generation(slot);
+        self.deadlines.push(Reverse((deadline, slot, generation)));
     }
 
     /// Ends a session that is no longer open: a row, and an ended user for the checkpoint.
