@@ -10,8 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    HOUR, Lcg, MIN, Sessionize, assert_success, assert_tables_equal, default_reference, event,
-    hostfile, losers_of_concurrent_runs, pyiceberg, read_tables, spawn_cluster, workload,
+    BASE, HOUR, Lcg, MIN, Sessionize, assert_success, assert_tables_equal, default_reference,
+    event, hostfile, losers_of_concurrent_runs, pyiceberg, read_tables, spawn_cluster, workload,
     write_inputs,
 };
 
@@ -60,6 +60,41 @@ fn a_kill_while_corrections_replace_rows_loses_and_doubles_nothing() {
         run(&warehouse, &inputs).args(["-w", "3"]).success();
         assert_tables_equal(&read_tables(&warehouse), &expected, point);
     }
+}
+
+/// At the end of the input the sessions close a slice at a time, and the last checkpoint waits
+/// for the last slice: a kill between slices loses and doubles nothing, and a run after the
+/// last commit finds no session left open to close again.
+#[test]
+fn a_kill_while_the_end_of_input_closes_sessions_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every session still open at the end, more of them per worker than a slice closes (16,384).
+    let users = 40_000;
+    let lines: String = (0..users)
+        .map(|u| {
+            let (user, id) = (format!("user-{u}"), format!("event-{u}"));
+            event(&user, &id, BASE + u * 7, "home", false) + "\n"
+        })
+        .collect();
+    let partitions = vec![lines.into_bytes()];
+    let inputs = write_inputs(dir.path(), &partitions);
+    let expected = default_reference(&partitions);
+    assert_eq!(expected.sessions.len() as u64, users);
+    let warehouse = dir.path().join("warehouse");
+    let run = || {
+        Sessionize::run(&warehouse)
+            .inputs(&inputs)
+            .args(["-w", "2"])
+    };
+    run().kill_at("between-end-slices:2");
+    run().success();
+    assert_tables_equal(&read_tables(&warehouse), &expected, "killed between slices");
+    run().success();
+    assert_tables_equal(
+        &read_tables(&warehouse),
+        &expected,
+        "run again after the end",
+    );
 }
 
 /// Starts `processes` processes of one cluster with `threads` workers each.

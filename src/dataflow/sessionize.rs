@@ -17,7 +17,7 @@ use super::time::{Time, frontier_watermark};
 use super::types::{CommitPart, Out, SessionEvent, WorkerContext, owns};
 use super::write::write_open_sessions;
 use crate::commit::{CheckpointStore, SourcePosition};
-use crate::failure::stop;
+use crate::failure::{fail_point, stop};
 use crate::ops::progress;
 use crate::rules::{ClosedSession, Sessionizer};
 use crate::sink::tables::user_bucket;
@@ -213,6 +213,7 @@ pub(super) fn sessionize<'scope>(
                 }
                 if closing {
                     activator.activate();
+                    fail_point("between-end-slices");
                     break;
                 }
                 let Some(&epoch) = epochs_to_save.first() else {
