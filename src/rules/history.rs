@@ -430,10 +430,23 @@ fn varint_len(value: u64) -> usize {
 
 /// Makes room for `additional` bytes, growing by a quarter rather than doubling: histories are
 /// many and most grow by a few events, so doubling would leave a third of their memory unused.
+/// The capacity is rounded up to the allocator's size class (mimalloc's and jemalloc's: four a
+/// power of two), whose bytes the block has anyway, so that fewer events move the history.
 fn reserve(bytes: &mut Vec<u8>, additional: usize) {
     if bytes.capacity() - bytes.len() < additional {
-        bytes.reserve_exact(additional.max(bytes.len() / 4));
+        let wanted = bytes.len() + additional.max(bytes.len() / 4);
+        bytes.reserve_exact(size_class(wanted) - bytes.len());
     }
+}
+
+/// The smallest of `8, 16, .., 64, 80, 96, 112, 128, 160, ..` (four steps a power of two) that
+/// holds `bytes`.
+fn size_class(bytes: usize) -> usize {
+    if bytes <= 64 {
+        return bytes.next_multiple_of(8);
+    }
+    let step = 1 << ((bytes - 1).ilog2() - 2);
+    bytes.next_multiple_of(step)
 }
 
 fn push_varint(bytes: &mut Vec<u8>, mut value: u64) {
@@ -486,6 +499,23 @@ fn saved_ref<'a>(user: &'a str, history: Option<&'a History>, full: bool) -> Sav
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn size_classes_hold_the_bytes_with_at_most_a_quarter_more() {
+        let mut previous = 0;
+        for bytes in 1..100_000 {
+            let class = size_class(bytes);
+            assert!(
+                class >= bytes && class <= bytes + bytes / 4 + 7,
+                "{bytes} -> {class}"
+            );
+            assert_eq!(size_class(class), class, "a class is its own class");
+            assert!(class >= previous, "classes grow with the bytes");
+            previous = class;
+        }
+        let classes: Vec<usize> = [60, 65, 100, 129, 1000, 1025].map(size_class).into();
+        assert_eq!(classes, [64, 80, 112, 160, 1024, 1280]);
+    }
 
     fn event(time_ms: u64, id: &str, page: Option<&str>, duplicate: bool) -> LoggedEvent {
         LoggedEvent {
