@@ -89,10 +89,11 @@ pub fn end_process_on_panic() {
     }));
 }
 
-/// Named points in the commit protocol where the process can be made to die, as a kill -9 would,
-/// for the fault-injection tests: `SESSIONIZE_FAIL_AT=<name>` aborts the process the first time
-/// it passes `name`, and `<name>:<n>` the n-th time. The variable is read once; without it a fail
-/// point costs one comparison.
+/// Named points in the commit protocol (and between the end of input's slices of closing
+/// sessions) where the process can be made to die, as a kill -9 would, for the fault-injection
+/// tests: `SESSIONIZE_FAIL_AT=<name>` aborts the process the first time it passes `name`, and
+/// `<name>:<n>` the n-th time. The variable is read once; without it a fail point costs one
+/// comparison.
 pub fn fail_point(name: &str) {
     if injected(name) {
         eprintln!("sessionize: fail point {name} reached (SESSIONIZE_FAIL_AT); aborting");
