@@ -552,7 +552,8 @@ impl Sessionizer {
 
     /// Queues the session in an occupied slot to close at its current deadline.
     pub(super) fn schedule(&mut self, slot: SlotNumber) {
-        let deadline = self.open.session_mut(slot).last_ms + self.rules.inactivity_ms;
+        let (_, session) = self.open.slot(slot).expect("an occupied slot");
+        let deadline = session.last_ms + self.rules.inactivity_ms;
         let generation = self.open.generation(slot);
         self.deadlines.push(Reverse((deadline, slot, generation)));
     }
