@@ -32,4 +32,6 @@ mod write;
 
 pub use run::{Cluster, RunSummary, run};
 pub use time::Time;
-pub use types::{CommitPart, ParsedChunk, ParsedLine, SessionEvent, WorkerContext};
+pub use types::{
+    CommitPart, Events, ParsedChunk, ParsedLine, SessionEvent, WorkerContext, WorkerEvents,
+};

@@ -5,7 +5,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use super::time::Time;
-use super::types::{ParsedChunk, ParsedLine, SessionEvent};
+use super::types::{Events, ParsedChunk, ParsedLine};
 use crate::config::PipelineConfig;
 use crate::sink::tables::user_bucket;
 use crate::source::file::Chunk;
@@ -27,6 +27,7 @@ pub(super) fn parse<'scope>(
                     let validator = config.validator();
                     let mut session = output.session(&cap);
                     for chunk in data.drain(..) {
+                        let mut events = Events::default();
                         let lines = chunk
                             .records()
                             .map(|record| ParsedLine {
@@ -39,7 +40,7 @@ pub(super) fn parse<'scope>(
                                     None => config.format.decode(&validator, record.bytes),
                                 }
                                 .map(|e| {
-                                    SessionEvent::new(
+                                    events.push(
                                         user_bucket(&e.user_id, buckets),
                                         &e.user_id,
                                         &e.event_id,
@@ -51,7 +52,11 @@ pub(super) fn parse<'scope>(
                                 .map_err(|r| r.0),
                             })
                             .collect();
-                        session.give(ParsedChunk { chunk, lines });
+                        session.give(ParsedChunk {
+                            chunk,
+                            lines,
+                            events,
+                        });
                     }
                 });
             }

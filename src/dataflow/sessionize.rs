@@ -14,7 +14,7 @@ use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::progress::Antichain;
 
 use super::time::{Time, frontier_watermark};
-use super::types::{CommitPart, Out, SessionEvent, WorkerContext, owns};
+use super::types::{CommitPart, Out, SessionEvent, WorkerContext, WorkerEvents, owns};
 use super::write::write_open_sessions;
 use crate::commit::{CheckpointStore, SourcePosition};
 use crate::failure::{fail_point, stop};
@@ -31,7 +31,7 @@ const CLOSED_ROWS_KEPT: usize = 16 * 1024;
 /// checkpoint the run resumes. When the frontier passes an epoch, the worker writes its state to
 /// that epoch's checkpoint and reports the part to the committer (the second stream).
 pub(super) fn sessionize<'scope>(
-    events: StreamVec<'scope, Time, SessionEvent>,
+    events: StreamVec<'scope, Time, WorkerEvents>,
     positions: StreamVec<'scope, Time, SourcePosition>,
     context: &WorkerContext,
 ) -> Result<(
@@ -80,7 +80,7 @@ pub(super) fn sessionize<'scope>(
     let activator = scope.activator_for(builder.operator_info().address);
     let mut events_in = builder.new_input(
         events,
-        Exchange::new(|e: &SessionEvent| u64::from(e.bucket)),
+        Exchange::new(|batch: &WorkerEvents| u64::from(batch.worker)),
     );
     let mut positions_in = builder.new_input(positions, Pipeline);
     let (closed_out, closed_stream) = builder.new_output();
@@ -107,7 +107,7 @@ pub(super) fn sessionize<'scope>(
         // Events of an epoch whose predecessor's checkpoint is not written yet: they reach the
         // rules only after it, so that each checkpoint holds exactly the epochs up to its own
         // while the stampers already fill the next one.
-        let mut held: Vec<(Time, Vec<SessionEvent>)> = Vec::new();
+        let mut held: Vec<(Time, Vec<WorkerEvents>)> = Vec::new();
         // The committer replaces each worker's open sessions with the latest it sent, so the
         // first epoch sends them whatever changed, and then only changes.
         let mut open_sessions_sent = false;
@@ -143,12 +143,8 @@ pub(super) fn sessionize<'scope>(
                 if open.is_some_and(|open| time.epoch > open) {
                     held.push((time, std::mem::take(data)));
                 } else {
-                    push_all(
-                        &mut sessionizer,
-                        data.drain(..),
-                        &mut closed,
-                        &mut retracted,
-                    );
+                    push_all(&mut sessionizer, data, &mut closed, &mut retracted);
+                    data.clear();
                 }
             });
             loop {
@@ -156,12 +152,7 @@ pub(super) fn sessionize<'scope>(
                 held.retain_mut(|(time, events)| {
                     let release = open.is_none_or(|open| time.epoch <= open);
                     if release {
-                        push_all(
-                            &mut sessionizer,
-                            events.drain(..),
-                            &mut closed,
-                            &mut retracted,
-                        );
+                        push_all(&mut sessionizer, events, &mut closed, &mut retracted);
                     }
                     !release
                 });
@@ -281,13 +272,18 @@ pub(super) fn sessionize<'scope>(
 /// horizon, correct the rows given out before (`retracted`) with new ones (`closed`).
 fn push_all(
     sessionizer: &mut Sessionizer,
-    events: impl Iterator<Item = SessionEvent>,
+    batches: &[WorkerEvents],
     closed: &mut Vec<ClosedSession>,
     retracted: &mut Vec<ClosedSession>,
 ) {
-    for e in events {
-        let (user_id, event_id, page) = (e.user_id(), e.event_id(), e.page_name());
-        let time_ms = e.event_time_ms;
+    for e in batches.iter().flat_map(|batch| batch.events.iter()) {
+        let SessionEvent {
+            user_id,
+            event_id,
+            page_name: page,
+            event_time_ms: time_ms,
+            ..
+        } = e;
         if time_ms >= sessionizer.watermark() {
             sessionizer.push(user_id, event_id, page, time_ms, e.boundary);
         } else if !sessionizer.can_correct(time_ms)

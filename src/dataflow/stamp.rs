@@ -18,7 +18,7 @@ use timely::progress::Antichain;
 
 use super::read::Reading;
 use super::time::Time;
-use super::types::{Out, ParsedChunk, SessionEvent, WorkerContext};
+use super::types::{Events, Out, ParsedChunk, WorkerContext, WorkerEvents};
 use crate::clock::wall_clock_ms;
 use crate::commit::{EpochCutter, EpochLimits, SourcePosition};
 use crate::event::EventFormat;
@@ -30,7 +30,7 @@ use crate::watermark::{ClockLimits, Idleness};
 
 /// The four record streams a stamper sends, each under its own capabilities.
 pub struct Stamped<'scope> {
-    pub on_time: StreamVec<'scope, Time, SessionEvent>,
+    pub on_time: StreamVec<'scope, Time, WorkerEvents>,
     pub quarantined: StreamVec<'scope, Time, QuarantinedLine>,
     pub late: StreamVec<'scope, Time, LateEvent>,
     pub positions: StreamVec<'scope, Time, SourcePosition>,
@@ -55,7 +55,9 @@ impl OutputCaps {
 
 /// The stamper's outputs, activated for one invocation.
 struct StampOutputs<'a> {
-    on_time: OutSession<'a, SessionEvent>,
+    /// The workers on-time events are dealt out to, by their users' buckets.
+    peers: usize,
+    on_time: OutSession<'a, WorkerEvents>,
     quarantined: OutSession<'a, QuarantinedLine>,
     late: OutSession<'a, LateEvent>,
     positions: OutSession<'a, SourcePosition>,
@@ -103,6 +105,7 @@ pub(super) fn stamp<'scope>(
     (watermarks, reading): SharedWithReader,
 ) -> (Stamped<'scope>, StreamVec<'scope, Time, ()>) {
     let scope = parsed.scope();
+    let peers = scope.peers();
     let config = &context.config;
     let mut builder = OperatorBuilder::new("Stamp".into(), scope);
     let activator = scope.activator_for(builder.operator_info().address);
@@ -119,7 +122,7 @@ pub(super) fn stamp<'scope>(
     let (positions_out, positions) = builder.new_output_connection(disconnected());
     let (_consumed_out, consumed) = builder
         .new_output_connection::<Vec<()>, _>([(0, Antichain::from_elem(Default::default()))]);
-    let mut on_time_out: Out<SessionEvent> = OutputBuilder::from(on_time_out);
+    let mut on_time_out: Out<WorkerEvents> = OutputBuilder::from(on_time_out);
     let mut quarantined_out: Out<QuarantinedLine> = OutputBuilder::from(quarantined_out);
     let mut late_out: Out<LateEvent> = OutputBuilder::from(late_out);
     let mut positions_out: Out<SourcePosition> = OutputBuilder::from(positions_out);
@@ -197,6 +200,7 @@ pub(super) fn stamp<'scope>(
                 });
             }
             let mut outputs = StampOutputs {
+                peers,
                 on_time: on_time_out.activate(),
                 quarantined: quarantined_out.activate(),
                 late: late_out.activate(),
@@ -317,33 +321,43 @@ fn follow_wall_clock(stamper: &mut PartitionStamper, timeout: Duration, lateness
     }
 }
 
-/// Record buffers of a chunk, sent each time the partition's watermark tick moves on.
-#[derive(Default)]
+/// Record buffers of a chunk, sent at its end: on-time events by the worker that owns their
+/// users.
 struct StampBuffers {
-    on_time: Vec<SessionEvent>,
+    on_time: Vec<Events>,
     quarantined: Vec<QuarantinedLine>,
     late: Vec<LateEvent>,
 }
 
 impl StampBuffers {
-    fn send(&mut self, caps: &OutputCaps, outputs: &mut StampOutputs<'_>) {
-        if !self.on_time.is_empty() {
-            outputs
-                .on_time
-                .session(&caps.0[0])
-                .give_iterator(self.on_time.drain(..));
+    fn new(peers: usize) -> Self {
+        StampBuffers {
+            on_time: vec![Events::default(); peers],
+            quarantined: Vec::new(),
+            late: Vec::new(),
         }
+    }
+
+    fn send(self, caps: &OutputCaps, outputs: &mut StampOutputs<'_>) {
+        let by_worker = self.on_time.into_iter().enumerate();
+        let batches = by_worker
+            .filter(|(_, events)| !events.is_empty())
+            .map(|(worker, events)| WorkerEvents {
+                worker: worker as u32,
+                events,
+            });
+        outputs.on_time.session(&caps.0[0]).give_iterator(batches);
         if !self.quarantined.is_empty() {
             outputs
                 .quarantined
                 .session(&caps.0[1])
-                .give_iterator(self.quarantined.drain(..));
+                .give_iterator(self.quarantined.into_iter());
         }
         if !self.late.is_empty() {
             outputs
                 .late
                 .session(&caps.0[2])
-                .give_iterator(self.late.drain(..));
+                .give_iterator(self.late.into_iter());
         }
     }
 }
@@ -361,12 +375,16 @@ fn stamp_chunk(
         .capabilities
         .as_mut()
         .expect("no chunk follows the last one");
-    let chunk = &parsed.chunk;
+    let ParsedChunk {
+        chunk,
+        lines,
+        events,
+    } = parsed;
     let position = &mut stamper.position;
-    let mut buffers = StampBuffers::default();
+    let mut buffers = StampBuffers::new(outputs.peers);
     let counts_before = position.counts;
-    progress::LINES_READ.fetch_add(parsed.lines.len() as u64, Relaxed);
-    for line in parsed.lines {
+    progress::LINES_READ.fetch_add(lines.len() as u64, Relaxed);
+    for line in lines {
         let raw = &chunk.bytes[line.start..line.end];
         let offset = line.offset;
         position.counts.lines += 1;
@@ -381,32 +399,31 @@ fn stamp_chunk(
                     line_number: line.line_number,
                 });
             }
-            Ok(event)
-                if position.clock.is_late(event.event_time_ms)
-                    && !position.clock.corrects(event.event_time_ms, limits) =>
-            {
-                position.counts.late += 1;
-                buffers.late.push(LateEvent {
-                    user_id: event.user_id().to_string(),
-                    event_id: event.event_id().to_string(),
-                    event_time_ms: event.event_time_ms,
-                    watermark_ms: position.clock.watermark_ms,
-                    raw: format.raw_text(raw),
-                    partition: stamper.partition,
-                    offset,
-                    line_number: line.line_number,
-                });
-            }
-            Ok(event) => {
+            Ok(index) => {
+                let event = events.get(index);
+                let time_ms = event.event_time_ms;
+                if position.clock.is_late(time_ms) && !position.clock.corrects(time_ms, limits) {
+                    position.counts.late += 1;
+                    buffers.late.push(LateEvent {
+                        user_id: event.user_id.to_string(),
+                        event_id: event.event_id.to_string(),
+                        event_time_ms: time_ms,
+                        watermark_ms: position.clock.watermark_ms,
+                        raw: format.raw_text(raw),
+                        partition: stamper.partition,
+                        offset,
+                        line_number: line.line_number,
+                    });
+                    continue;
+                }
                 // A late event within the horizon goes on to its user's worker all the same,
                 // which corrects its sessions; it does not move the clock.
                 position.counts.on_time += 1;
-                if !position.clock.is_late(event.event_time_ms) {
-                    position
-                        .clock
-                        .observe(event.user_id(), event.event_time_ms, limits);
+                if !position.clock.is_late(time_ms) {
+                    position.clock.observe(event.user_id, time_ms, limits);
                 }
-                buffers.on_time.push(event);
+                let worker = event.bucket as usize % outputs.peers;
+                buffers.on_time[worker].push_event(event);
             }
         }
     }

@@ -22,72 +22,134 @@ use crate::source::file::Chunk;
 /// An output of an operator built with [`timely::dataflow::operators::generic::builder_rc`].
 pub(super) type Out<D> = OutputBuilder<Time, CapacityContainerBuilder<Vec<D>>>;
 
-/// An on-time event, routed to the worker that owns its user.
+/// Parsed events, their texts in one buffer: parsing and stamping a chunk allocate per chunk, not
+/// per event, and the exchange to the users' workers moves one batch per chunk and worker.
 ///
 /// ```
-/// use sessionize::dataflow::SessionEvent;
+/// use sessionize::dataflow::Events;
 /// use sessionize::rules::Boundary;
-/// let e = SessionEvent::new(3, "u1", "e1", Some("home"), 1_700_000_000_000, Boundary::default());
-/// assert_eq!((e.user_id(), e.event_id(), e.page_name()), ("u1", "e1", Some("home")));
+/// let mut events = Events::default();
+/// let at = events.push(3, "u1", "e1", Some("home"), 1_700_000_000_000, Boundary::default());
+/// let e = events.get(at);
+/// assert_eq!((e.bucket, e.user_id, e.event_id, e.page_name), (3, "u1", "e1", Some("home")));
+/// assert_eq!(events.iter().count(), 1);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionEvent {
-    /// `bucket(user_id)`, computed where the event is parsed, off the stamper's path.
-    pub bucket: u32,
-    pub event_time_ms: u64,
-    /// What the event does under `--end-session-on` / `--start-session-on`, decided where it is
-    /// parsed, so that only two flags travel instead of the fields the rules read.
-    pub boundary: Boundary,
-    /// The user id, event id and page name one after another: one allocation per event on the
-    /// path every event takes, not three.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Events {
+    records: Vec<EventRecord>,
+    /// Each event's user id, event id and page name, one after another.
     text: String,
-    user_len: u32,
-    event_id_len: u32,
-    has_page: bool,
 }
 
-impl SessionEvent {
-    pub fn new(
+/// An event of [`Events`]: where its texts are, and the rest of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct EventRecord {
+    /// `bucket(user_id)`, computed where the event is parsed, off the stamper's path.
+    bucket: u32,
+    text_at: u32,
+    user_len: u32,
+    event_id_len: u32,
+    page_len: u32,
+    has_page: bool,
+    /// What the event does under `--end-session-on` / `--start-session-on`, decided where it is
+    /// parsed, so that only two flags travel instead of the fields the rules read.
+    boundary: Boundary,
+    event_time_ms: u64,
+}
+
+/// An event of [`Events`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionEvent<'a> {
+    pub bucket: u32,
+    pub user_id: &'a str,
+    pub event_id: &'a str,
+    pub page_name: Option<&'a str>,
+    pub event_time_ms: u64,
+    pub boundary: Boundary,
+}
+
+impl Events {
+    /// Adds an event; returns its index.
+    pub fn push(
+        &mut self,
         bucket: u32,
         user_id: &str,
         event_id: &str,
         page_name: Option<&str>,
         event_time_ms: u64,
         boundary: Boundary,
-    ) -> Self {
+    ) -> u32 {
+        // A batch holds one chunk's events at most, whose texts are within the chunk.
+        let length = |bytes: usize| u32::try_from(bytes).expect("a batch of events is under 4 GiB");
         let page = page_name.unwrap_or_default();
-        let mut text = String::with_capacity(user_id.len() + event_id.len() + page.len());
-        for part in [user_id, event_id, page] {
-            text.push_str(part);
-        }
-        let length =
-            |part: &str| u32::try_from(part.len()).expect("an event's field is under 4 GiB");
-        SessionEvent {
+        let record = EventRecord {
             bucket,
-            event_time_ms,
-            boundary,
-            user_len: length(user_id),
-            event_id_len: length(event_id),
+            text_at: length(self.text.len()),
+            user_len: length(user_id.len()),
+            event_id_len: length(event_id.len()),
+            page_len: length(page.len()),
             has_page: page_name.is_some(),
-            text,
+            boundary,
+            event_time_ms,
+        };
+        for part in [user_id, event_id, page] {
+            self.text.push_str(part);
+        }
+        self.records.push(record);
+        length(self.records.len() - 1)
+    }
+
+    /// Adds a copy of an event of another batch.
+    pub fn push_event(&mut self, e: SessionEvent<'_>) -> u32 {
+        self.push(
+            e.bucket,
+            e.user_id,
+            e.event_id,
+            e.page_name,
+            e.event_time_ms,
+            e.boundary,
+        )
+    }
+
+    /// The event at `index`, as [`push`](Self::push) returned it.
+    pub fn get(&self, index: u32) -> SessionEvent<'_> {
+        self.view(&self.records[index as usize])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = SessionEvent<'_>> {
+        self.records.iter().map(|record| self.view(record))
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn view(&self, record: &EventRecord) -> SessionEvent<'_> {
+        let user_at = record.text_at as usize;
+        let event_id_at = user_at + record.user_len as usize;
+        let page_at = event_id_at + record.event_id_len as usize;
+        SessionEvent {
+            bucket: record.bucket,
+            user_id: &self.text[user_at..event_id_at],
+            event_id: &self.text[event_id_at..page_at],
+            page_name: record
+                .has_page
+                .then(|| &self.text[page_at..page_at + record.page_len as usize]),
+            event_time_ms: record.event_time_ms,
+            boundary: record.boundary,
         }
     }
+}
 
-    pub fn user_id(&self) -> &str {
-        &self.text[..self.user_len as usize]
-    }
-
-    pub fn event_id(&self) -> &str {
-        &self.text[self.user_len as usize..self.page_at()]
-    }
-
-    pub fn page_name(&self) -> Option<&str> {
-        self.has_page.then(|| &self.text[self.page_at()..])
-    }
-
-    fn page_at(&self) -> usize {
-        (self.user_len + self.event_id_len) as usize
-    }
+/// A stamped chunk's on-time events whose users `worker` owns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerEvents {
+    pub worker: u32,
+    pub events: Events,
 }
 
 /// A chunk after parsing: each non-blank line's position and outcome.
@@ -95,6 +157,8 @@ impl SessionEvent {
 pub struct ParsedChunk {
     pub chunk: Chunk,
     pub lines: Vec<ParsedLine>,
+    /// The events of the lines that parsed.
+    pub events: Events,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,7 +169,8 @@ pub struct ParsedLine {
     /// Byte offset of a line in its file, or a Kafka record's offset.
     pub offset: u64,
     pub line_number: u64,
-    pub event: Result<SessionEvent, String>,
+    /// The index of its event in the chunk's `events`, or why the line was rejected.
+    pub event: Result<u32, String>,
 }
 
 /// What the committer gathers for an epoch.
