@@ -65,7 +65,13 @@ impl OpenSession {
     /// Adds a page to the pages visited, unless it is there already or the list is full.
     pub fn visit(&mut self, page: Rc<str>) {
         let pages = &mut self.pages_visited;
-        if pages.len() < MAX_PAGES_PER_SESSION && !pages.iter().any(|p| **p == *page) {
+        // Pages are interned, so a page seen before is nearly always the same `Rc`: the text is
+        // compared only when the pointers differ everywhere (the interned set may have been
+        // cleared since, or the page is new).
+        let seen = |pages: &[Rc<str>]| {
+            pages.iter().any(|p| Rc::ptr_eq(p, &page)) || pages.iter().any(|p| **p == *page)
+        };
+        if pages.len() < MAX_PAGES_PER_SESSION && !seen(pages) {
             let mut grown = std::mem::take(pages).into_vec();
             grown.reserve_exact(1);
             grown.push(page);
@@ -415,9 +421,17 @@ mod tests {
 
     #[test]
     fn pages_are_kept_once_each_in_visiting_order() {
+        // Interned pages (the same `Rc`) and equal texts in other `Rc`s alike.
+        let search: Rc<str> = "search".into();
         let mut session = OpenSession::starting(0, Some("home".into()));
-        for page in ["search", "home", "cart", "search"] {
-            session.visit(page.into());
+        for page in [
+            &search,
+            &"home".into(),
+            &"cart".into(),
+            &search,
+            &"search".into(),
+        ] {
+            session.visit(Rc::clone(page));
         }
         let pages: Vec<&str> = session.pages_visited.iter().map(|p| &**p).collect();
         assert_eq!(pages, ["home", "search", "cart"]);
