@@ -18,7 +18,7 @@ use timely::progress::Antichain;
 
 use super::read::Reading;
 use super::time::Time;
-use super::types::{Events, Out, ParsedChunk, WorkerContext, WorkerEvents};
+use super::types::{Events, Out, ParsedChunk, WorkerContext, WorkerEvents, owner};
 use crate::clock::wall_clock_ms;
 use crate::commit::{EpochCutter, EpochLimits, SourcePosition};
 use crate::event::EventFormat;
@@ -422,8 +422,7 @@ fn stamp_chunk(
                 if !position.clock.is_late(time_ms) {
                     position.clock.observe(event.user_id, time_ms, limits);
                 }
-                let worker = event.bucket as usize % outputs.peers;
-                buffers.on_time[worker].push_event(event);
+                buffers.on_time[owner(event.bucket, outputs.peers)].push_event(event);
             }
         }
     }

@@ -120,10 +120,6 @@ impl Events {
         self.records.iter().map(|record| self.view(record))
     }
 
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
@@ -216,5 +212,10 @@ pub struct WorkerContext {
 /// The owner of partition `p` is worker `p % peers`: it reads it and stamps it. The owner of
 /// bucket `b` is worker `b % peers`: it sessionizes the bucket's users and writes their files.
 pub(super) fn owns(partition_or_bucket: u32, index: usize, peers: usize) -> bool {
-    partition_or_bucket as usize % peers == index
+    owner(partition_or_bucket, peers) == index
+}
+
+/// The worker that owns partition or bucket `partition_or_bucket`; see [`owns`].
+pub(super) fn owner(partition_or_bucket: u32, peers: usize) -> usize {
+    partition_or_bucket as usize % peers
 }
