@@ -402,7 +402,8 @@ fn stamp_chunk(
             Ok(index) => {
                 let event = events.get(index);
                 let time_ms = event.event_time_ms;
-                if position.clock.is_late(time_ms) && !position.clock.corrects(time_ms, limits) {
+                let late = position.clock.is_late(time_ms);
+                if late && !position.clock.corrects(time_ms, limits) {
                     position.counts.late += 1;
                     buffers.late.push(LateEvent {
                         user_id: event.user_id.to_string(),
@@ -419,7 +420,7 @@ fn stamp_chunk(
                 // A late event within the horizon goes on to its user's worker all the same,
                 // which corrects its sessions; it does not move the clock.
                 position.counts.on_time += 1;
-                if !position.clock.is_late(time_ms) {
+                if !late {
                     position.clock.observe(event.user_id, time_ms, limits);
                 }
                 buffers.on_time[owner(event.bucket, outputs.peers)].push_event(event);
