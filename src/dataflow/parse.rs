@@ -5,7 +5,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use super::time::Time;
-use super::types::{Events, ParsedChunk, ParsedLine};
+use super::types::{Events, ParsedChunk, ParsedLine, owner};
 use crate::config::PipelineConfig;
 use crate::sink::tables::user_bucket;
 use crate::source::file::Chunk;
@@ -67,8 +67,8 @@ pub(super) fn parse<'scope>(
 /// The worker that parses chunk `seq` of `partition`. The partition's owner also reads and stamps
 /// it, so it parses one chunk in `2 * peers - 1` and every other worker two.
 fn parser_of(partition: u32, seq: u64, peers: usize) -> u64 {
+    let owner = owner(partition, peers) as u64;
     let peers = peers as u64;
-    let owner = u64::from(partition) % peers;
     match seq % (2 * peers - 1) {
         0 => owner,
         slot => (owner + 1 + (slot - 1) / 2) % peers,
