@@ -16,6 +16,7 @@
 
 use std::rc::Rc;
 
+use super::encoding::{push_text, push_varint, take_text, take_varint, text_len, varint_len};
 use super::user_table::UserTable;
 use super::{
     Boundary, ClosedSession, EndReason, MAX_PAGES_PER_SESSION, SavedHistory, SavedHistoryRef,
@@ -152,7 +153,6 @@ impl History {
         }
         // Events are applied in time order, so the delta is never negative.
         let delta = event.time_ms - self.last_ms.min(event.time_ms);
-        let text_len = |text: &str| varint_len(text.len() as u64) + text.len();
         let page_len = event.page.map_or(0, text_len);
         reserve(
             &mut self.bytes,
@@ -423,11 +423,6 @@ impl Histories {
     }
 }
 
-/// How many bytes [`push_varint`] writes for `value`.
-fn varint_len(value: u64) -> usize {
-    (u64::BITS - value.leading_zeros()).max(1).div_ceil(7) as usize
-}
-
 /// Makes room for `additional` bytes, growing by a quarter rather than doubling: histories are
 /// many and most grow by a few events, so doubling would leave a third of their memory unused.
 /// The capacity is rounded up to the allocator's size class (mimalloc's and jemalloc's: four a
@@ -447,41 +442,6 @@ fn size_class(bytes: usize) -> usize {
     }
     let step = 1 << ((bytes - 1).ilog2() - 2);
     bytes.next_multiple_of(step)
-}
-
-fn push_varint(bytes: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        bytes.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    bytes.push(value as u8);
-}
-
-fn push_text(bytes: &mut Vec<u8>, text: &str) {
-    push_varint(bytes, text.len() as u64);
-    bytes.extend_from_slice(text.as_bytes());
-}
-
-/// `None` where the bytes end or are not what [`push_varint`] writes: a damaged checkpoint's
-/// history ends there.
-fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
-    let mut value = 0;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = bytes.split_first()?;
-        *bytes = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-fn take_text<'a>(bytes: &mut &'a [u8]) -> Option<&'a str> {
-    let length = usize::try_from(take_varint(bytes)?).ok()?;
-    let (text, rest) = bytes.split_at_checked(length)?;
-    *bytes = rest;
-    std::str::from_utf8(text).ok()
 }
 
 /// A user's history, or (full) all of it, as a checkpoint saves it.

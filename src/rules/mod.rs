@@ -364,6 +364,7 @@ impl<I: ExactSizeIterator<Item = T>, T: Serialize> Serialize for Seq<I> {
 
 mod corrections;
 mod dedup;
+mod encoding;
 mod history;
 mod id_list;
 mod open_sessions;

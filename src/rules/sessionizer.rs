@@ -50,22 +50,21 @@ impl Serialize for SavedState<'_> {
         });
         let no_ended = IdList::default();
         let ended = if full { &no_ended } else { &state.ended };
-        let unsaved = |(_, event): &(&PendingSlot, &PendingEvent)| full || !event.saved;
         let pending_events = || {
             state
                 .pending
                 .values()
-                .flat_map(|slot| slot.events.iter().map(move |event| (slot, event)))
-                .filter(unsaved)
+                .flat_map(PendingSlot::events)
+                .filter(|event| full || !event.saved)
         };
         let pending = Counted {
             remaining: pending_events().count(),
             items: pending_events(),
         }
-        .map(|(slot, event)| SavedEventRef {
-            user_id: event.user_id(&slot.ids),
-            event_id: event.event_id(&slot.ids),
-            page_name: event.page_name.as_deref(),
+        .map(|event| SavedEventRef {
+            user_id: event.user_id,
+            event_id: event.event_id,
+            page_name: event.page_name,
             time_ms: event.time_ms,
             boundary: event.boundary,
         });
@@ -204,28 +203,27 @@ impl Sessionizer {
         boundary: Boundary,
         saved: bool,
     ) {
-        let page_name = page_name.map(|page| self.intern(page));
         let key = time_ms / PENDING_SLOT_MS;
         if key > self.newest_slot {
             // Events come mostly in time order, so the newest slot before this one is mostly
             // complete: give back its spare capacity (up to half of it) while it waits.
             if let Some(complete) = self.pending.get_mut(&self.newest_slot) {
-                complete.events.shrink_to_fit();
-                complete.ids.shrink_to_fit();
+                complete.shrink_to_fit();
             }
             self.newest_slot = key;
         }
-        let slot = self.pending.entry(key).or_default();
-        let event = PendingEvent {
+        let slot = self
+            .pending
+            .entry(key)
+            .or_insert_with(|| PendingSlot::new(key * PENDING_SLOT_MS));
+        slot.push(PendingEvent {
             time_ms,
-            ids_at: 0,
-            user_len: 0,
-            event_id_len: 0,
+            user_id,
+            event_id,
             page_name,
             boundary,
             saved,
-        };
-        slot.push(user_id, event_id, event);
+        });
         self.pending_count += 1;
     }
 
@@ -341,9 +339,7 @@ impl Sessionizer {
     /// full holds what changes from now on.
     pub fn saved(&mut self) {
         self.open.saved();
-        for event in self.pending.values_mut().flat_map(|slot| &mut slot.events) {
-            event.saved = true;
-        }
+        self.pending.values_mut().for_each(PendingSlot::mark_saved);
         self.ended.clear();
         self.recent_ids.saved();
         let kept_from = self.history_kept_from();
@@ -409,75 +405,41 @@ impl Sessionizer {
             .pending
             .range_mut(..watermark.div_ceil(PENDING_SLOT_MS));
         let mut forgotten = 0;
-        for PendingSlot { events, ids } in slots.map(|(_, slot)| slot) {
-            let before = events.len();
-            events.retain(|e| e.time_ms >= watermark || !written_by(e.user_id(ids)));
-            forgotten += before - events.len();
+        for slot in slots.map(|(_, slot)| slot) {
+            forgotten += slot.retain(|e| e.time_ms >= watermark || !written_by(e.user_id));
         }
-        self.pending.retain(|_, slot| !slot.events.is_empty());
+        self.pending.retain(|_, slot| !slot.is_empty());
         self.pending_count -= forgotten;
     }
 
     fn apply_pending_before(&mut self, watermark: u64, closed: &mut Vec<ClosedSession>) {
         // Slots hold disjoint spans of time, so applying them one after the other, each sorted,
         // applies every event in time order.
-        while let Some(mut first) = self.pending.first_entry() {
-            let slot_start = *first.key() * PENDING_SLOT_MS;
-            if slot_start >= watermark {
+        while let Some(first) = self.pending.first_entry() {
+            let key = *first.key();
+            if key * PENDING_SLOT_MS >= watermark {
                 break;
             }
-            let mut ready = if slot_start.saturating_add(PENDING_SLOT_MS) <= watermark {
-                first.remove()
-            } else {
-                let PendingSlot { events, ids } = first.get_mut();
-                let mut ready = PendingSlot::default();
-                events.retain(|e| {
-                    let keep = e.time_ms >= watermark;
-                    if !keep {
-                        let event = PendingEvent {
-                            page_name: e.page_name.clone(),
-                            ..*e
-                        };
-                        ready.push(e.user_id(ids), e.event_id(ids), event);
-                    }
-                    keep
-                });
-                ready
-            };
-            self.pending_count -= ready.events.len();
-            let PendingSlot { events, ids } = &mut ready;
-            // Times nearly always differ: the ids are sliced out only for a tie.
-            events.sort_unstable_by(|a, b| {
-                a.time_ms.cmp(&b.time_ms).then_with(|| {
-                    (a.event_id(ids), &a.page_name, a.boundary).cmp(&(
-                        b.event_id(ids),
-                        &b.page_name,
-                        b.boundary,
-                    ))
-                })
-            });
-            for event in ready.events.drain(..) {
-                let (user_id, event_id) = (event.user_id(&ready.ids), event.event_id(&ready.ids));
-                self.apply(user_id, event_id, event, closed);
+            let mut slot = first.remove();
+            let ready = slot.take_before(watermark);
+            self.pending_count -= ready.len();
+            for entry in ready {
+                self.apply(slot.event(entry), closed);
             }
-            if slot_start.saturating_add(PENDING_SLOT_MS) > watermark {
+            if !slot.is_empty() {
+                self.pending.insert(key, slot);
                 break;
             }
         }
     }
 
-    fn apply(
-        &mut self,
-        user_id: &str,
-        event_id: &str,
-        event: PendingEvent,
-        closed: &mut Vec<ClosedSession>,
-    ) {
-        let time_ms = event.time_ms;
+    fn apply(&mut self, event: PendingEvent<'_>, closed: &mut Vec<ClosedSession>) {
+        let (time_ms, user_id, event_id) = (event.time_ms, event.user_id, event.event_id);
         let duplicate = self
             .recent_ids
             .is_duplicate(IdKey::of(user_id, event_id), time_ms);
-        let (page, boundary, rules) = (event.page_name, event.boundary, self.rules);
+        let page = event.page_name.map(|page| self.intern(page));
+        let (boundary, rules) = (event.boundary, self.rules);
         let open = self.open.find(user_id);
         // Why the open session ends before this event, if it does.
         let ends = open.and_then(|slot| {
