@@ -38,6 +38,8 @@ struct PartitionCursor {
     end: Option<u64>,
     next_seq: u64,
     pending: PendingChunk,
+    /// The bytes and records of the partition's last chunk, to size the next one by.
+    last_chunk: (usize, usize),
     ended: bool,
     /// Unassigned while its watermark runs too far ahead of the slowest partition's.
     paused: bool,
@@ -51,6 +53,31 @@ struct PendingChunk {
     offsets: Vec<u64>,
     /// When the first record arrived: a partial chunk waits at most [`CHUNK_LINGER`].
     since: Option<Instant>,
+}
+
+impl PendingChunk {
+    /// Appends a record. The first record of a chunk allocates room for twice what the last
+    /// chunk held (up to `chunk_bytes`), so that a busy partition's chunks are allocated once
+    /// rather than grown, and copied, record by record.
+    fn push(
+        &mut self,
+        payload: &[u8],
+        offset: u64,
+        last_chunk: (usize, usize),
+        chunk_bytes: usize,
+    ) {
+        if self.offsets.is_empty() {
+            self.since = Some(Instant::now());
+            let (bytes, records) = last_chunk;
+            self.bytes
+                .reserve((2 * bytes).min(chunk_bytes).max(payload.len()));
+            self.ends.reserve(2 * records);
+            self.offsets.reserve(2 * records);
+        }
+        self.bytes.extend_from_slice(payload);
+        self.ends.push(self.bytes.len() as u32);
+        self.offsets.push(offset);
+    }
 }
 
 /// How long records may wait for their chunk to fill: long enough to batch a busy topic into
@@ -157,6 +184,7 @@ impl KafkaReader {
                     end,
                     next_seq: 0,
                     pending: PendingChunk::default(),
+                    last_chunk: (0, 0),
                     ended: false,
                     paused: false,
                 },
@@ -222,17 +250,20 @@ impl KafkaReader {
                         cursor.next_offset = cursor.end.expect("checked");
                         continue;
                     }
-                    let pending = &mut cursor.pending;
                     let payload = message.payload().unwrap_or_default();
-                    if pending.offsets.is_empty() {
-                        pending.since = Some(Instant::now());
+                    // A record that would take the chunk past its size starts the next one: the
+                    // chunk's room was allocated up front.
+                    let taken = cursor.pending.bytes.len();
+                    if taken > 0 && taken + payload.len() > self.chunk_bytes {
+                        out.push(take_chunk(partition, cursor, false));
                     }
-                    pending.bytes.extend_from_slice(payload);
-                    pending.ends.push(pending.bytes.len() as u32);
-                    pending.offsets.push(offset);
+                    let last_chunk = cursor.last_chunk;
+                    cursor
+                        .pending
+                        .push(payload, offset, last_chunk, self.chunk_bytes);
                     cursor.next_offset = offset + 1;
                     self.records_read += 1;
-                    if pending.bytes.len() >= self.chunk_bytes {
+                    if cursor.pending.bytes.len() >= self.chunk_bytes {
                         out.push(take_chunk(partition, cursor, false));
                     }
                 }
@@ -418,6 +449,7 @@ impl KafkaReader {
 
 fn take_chunk(partition: u32, cursor: &mut PartitionCursor, last: bool) -> Chunk {
     let pending = std::mem::take(&mut cursor.pending);
+    cursor.last_chunk = (pending.bytes.len(), pending.offsets.len());
     let first_offset = pending
         .offsets
         .first()
