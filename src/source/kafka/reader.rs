@@ -9,6 +9,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use super::batch::{ConsumerQueue, Record};
 use super::identity::{Resume, TopicIdentity, check_resume, records_gone};
 use super::start::{StartOffsets, offset_for_time, resolve_start};
 use super::{KafkaSettings, offset_bounds};
@@ -80,6 +81,9 @@ impl PendingChunk {
     }
 }
 
+/// Records taken from librdkafka's queue in one call.
+const RECORDS_PER_BATCH: usize = 1024;
+
 /// How long records may wait for their chunk to fill: long enough to batch a busy topic into
 /// large chunks, short against the commit interval.
 const CHUNK_LINGER: Duration = Duration::from_millis(20);
@@ -98,6 +102,9 @@ pub enum ReadStatus {
 /// Reads the partitions one worker owns, in chunks of records.
 pub struct KafkaReader {
     settings: KafkaSettings,
+    /// The consumer's queue, read a batch at a time; declared before `consumer` so that it is
+    /// dropped first.
+    queue: ConsumerQueue,
     consumer: BaseConsumer,
     cursors: BTreeMap<u32, PartitionCursor>,
     chunk_bytes: usize,
@@ -125,8 +132,11 @@ impl KafkaReader {
         (index, peers): (usize, usize),
         known_partitions: u32,
     ) -> Result<Self> {
+        let queue = ConsumerQueue::of(&consumer)
+            .context("the Kafka consumer has no consumer queue (no group id)")?;
         let mut reader = KafkaReader {
             settings: settings.clone(),
+            queue,
             consumer,
             cursors: BTreeMap::new(),
             chunk_bytes: chunk_bytes.max(1),
@@ -211,60 +221,55 @@ impl KafkaReader {
         }
         // Nothing to take (a rate limit) counts as drained: the caller waits before the next read.
         let mut drained = max_records == 0;
-        for _ in 0..max_records {
+        let mut left = max_records;
+        // The first record comes by `poll`, which also returns client-wide errors (every broker
+        // down) that a batch would only log; the others come a batch at a time.
+        if left > 0 {
             match self.consumer.poll(Duration::ZERO) {
-                None => {
-                    drained = true;
-                    break;
+                None => drained = true,
+                Some(Ok(message)) => {
+                    // One record a read: a copy of it frees the consumer for the reader's use.
+                    let message = message.detach();
+                    let payload = message.payload().unwrap_or_default();
+                    let (partition, offset) = (message.partition(), message.offset());
+                    self.take_record(partition as u32, offset as u64, payload, out);
+                    left -= 1;
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    self.skip_to_position(partition as u32);
+                    self.skip_to_position(partition as u32)
                 }
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
-                    self.offsets_out_of_range()?;
+                    self.offsets_out_of_range()?
                 }
                 Some(Err(e)) => {
-                    if self.failing_since.is_none() {
-                        tracing::warn!(
-                            "Kafka is failing ({e}); librdkafka keeps retrying, and reading \
-                             resumes where it stopped"
-                        );
-                        self.failing_since = Some(Instant::now());
-                    }
+                    self.failing(&e);
                     drained = true;
-                    break;
                 }
-                Some(Ok(message)) => {
-                    if let Some(since) = self.failing_since.take() {
-                        tracing::info!("Kafka is back after {:?}", since.elapsed());
-                    }
-                    let partition = message.partition() as u32;
-                    let offset = message.offset() as u64;
-                    let Some(cursor) = self.cursors.get_mut(&partition) else {
-                        continue;
-                    };
-                    if cursor.ended || cursor.paused || offset < cursor.next_offset {
-                        continue;
-                    }
-                    if cursor.end.is_some_and(|end| offset >= end) {
-                        cursor.next_offset = cursor.end.expect("checked");
-                        continue;
-                    }
-                    let payload = message.payload().unwrap_or_default();
-                    // A record that would take the chunk past its size starts the next one: the
-                    // chunk's room was allocated up front.
-                    let taken = cursor.pending.bytes.len();
-                    if taken > 0 && taken + payload.len() > self.chunk_bytes {
-                        out.push(take_chunk(partition, cursor, false));
-                    }
-                    let last_chunk = cursor.last_chunk;
-                    cursor
-                        .pending
-                        .push(payload, offset, last_chunk, self.chunk_bytes);
-                    cursor.next_offset = offset + 1;
-                    self.records_read += 1;
-                    if cursor.pending.bytes.len() >= self.chunk_bytes {
-                        out.push(take_chunk(partition, cursor, false));
+            }
+        }
+        while left > 0 && !drained {
+            let wanted = left.min(RECORDS_PER_BATCH);
+            let batch = self.queue.take(wanted);
+            left -= batch.len();
+            drained = batch.len() < wanted;
+            for record in batch.records() {
+                match record {
+                    Record::Message {
+                        partition,
+                        offset,
+                        payload,
+                    } => self.take_record(partition, offset, payload, out),
+                    Record::Error {
+                        partition,
+                        code: RDKafkaErrorCode::PartitionEOF,
+                    } => self.skip_to_position(partition as u32),
+                    Record::Error {
+                        code: RDKafkaErrorCode::AutoOffsetReset,
+                        ..
+                    } => self.offsets_out_of_range()?,
+                    Record::Error { code, .. } => {
+                        self.failing(&KafkaError::MessageConsumption(code));
+                        drained = true;
                     }
                 }
             }
@@ -298,6 +303,50 @@ impl KafkaReader {
         } else {
             ReadStatus::Busy
         })
+    }
+
+    /// Logs an outage once, when it starts; [`Self::take_record`] logs its end.
+    fn failing(&mut self, error: &KafkaError) {
+        if self.failing_since.is_none() {
+            tracing::warn!(
+                "Kafka is failing ({error}); librdkafka keeps retrying, and reading resumes \
+                 where it stopped"
+            );
+            self.failing_since = Some(Instant::now());
+        }
+    }
+
+    /// Adds a record to its partition's chunk, unless the partition is not read (any more) or the
+    /// record was handed out already.
+    fn take_record(&mut self, partition: u32, offset: u64, payload: &[u8], out: &mut Vec<Chunk>) {
+        if let Some(since) = self.failing_since.take() {
+            tracing::info!("Kafka is back after {:?}", since.elapsed());
+        }
+        let Some(cursor) = self.cursors.get_mut(&partition) else {
+            return;
+        };
+        if cursor.ended || cursor.paused || offset < cursor.next_offset {
+            return;
+        }
+        if cursor.end.is_some_and(|end| offset >= end) {
+            cursor.next_offset = cursor.end.expect("checked");
+            return;
+        }
+        // A record that would take the chunk past its size starts the next one: the chunk's room
+        // was allocated up front.
+        let taken = cursor.pending.bytes.len();
+        if taken > 0 && taken + payload.len() > self.chunk_bytes {
+            out.push(take_chunk(partition, cursor, false));
+        }
+        let last_chunk = cursor.last_chunk;
+        cursor
+            .pending
+            .push(payload, offset, last_chunk, self.chunk_bytes);
+        cursor.next_offset = offset + 1;
+        self.records_read += 1;
+        if cursor.pending.bytes.len() >= self.chunk_bytes {
+            out.push(take_chunk(partition, cursor, false));
+        }
     }
 
     /// At the end of a partition, everything readable has been delivered, and the consumer's
