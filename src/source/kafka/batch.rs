@@ -14,7 +14,7 @@ use std::ptr::NonNull;
 
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// The queue a consumer with a group id receives its records on.
 ///
@@ -68,10 +68,8 @@ pub(super) enum Record<'a> {
         offset: u64,
         payload: &'a [u8],
     },
-    Error {
-        partition: i32,
-        code: RDKafkaErrorCode,
-    },
+    /// The error as `poll` would have returned it.
+    Error(KafkaError),
 }
 
 impl Batch {
@@ -84,10 +82,10 @@ impl Batch {
             // SAFETY: a message stays valid until the batch destroys it in `drop`.
             let message = unsafe { &*message };
             if message.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                return Record::Error {
-                    partition: message.partition,
-                    code: message.err.into(),
-                };
+                return Record::Error(match message.err.into() {
+                    RDKafkaErrorCode::PartitionEOF => KafkaError::PartitionEOF(message.partition),
+                    code => KafkaError::MessageConsumption(code),
+                });
             }
             let payload = match NonNull::new(message.payload.cast::<u8>()) {
                 // SAFETY: librdkafka's payload is `len` bytes, valid as long as the message.

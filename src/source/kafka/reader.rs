@@ -235,16 +235,7 @@ impl KafkaReader {
                     self.take_record(partition as u32, offset as u64, payload, out);
                     left -= 1;
                 }
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    self.skip_to_position(partition as u32)
-                }
-                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
-                    self.offsets_out_of_range()?
-                }
-                Some(Err(e)) => {
-                    self.failing(&e);
-                    drained = true;
-                }
+                Some(Err(error)) => drained = self.on_error(error)?,
             }
         }
         while left > 0 && !drained {
@@ -259,18 +250,7 @@ impl KafkaReader {
                         offset,
                         payload,
                     } => self.take_record(partition, offset, payload, out),
-                    Record::Error {
-                        partition,
-                        code: RDKafkaErrorCode::PartitionEOF,
-                    } => self.skip_to_position(partition as u32),
-                    Record::Error {
-                        code: RDKafkaErrorCode::AutoOffsetReset,
-                        ..
-                    } => self.offsets_out_of_range()?,
-                    Record::Error { code, .. } => {
-                        self.failing(&KafkaError::MessageConsumption(code));
-                        drained = true;
-                    }
+                    Record::Error(error) => drained |= self.on_error(error)?,
                 }
             }
         }
@@ -305,15 +285,27 @@ impl KafkaReader {
         })
     }
 
-    /// Logs an outage once, when it starts; [`Self::take_record`] logs its end.
-    fn failing(&mut self, error: &KafkaError) {
-        if self.failing_since.is_none() {
-            tracing::warn!(
-                "Kafka is failing ({error}); librdkafka keeps retrying, and reading resumes \
+    /// Handles an error `poll` or a batch returned; returns whether it is an outage, after which
+    /// the caller waits before reading again. An outage is logged once, when it starts;
+    /// [`Self::take_record`] logs its end.
+    fn on_error(&mut self, error: KafkaError) -> Result<bool> {
+        match error {
+            KafkaError::PartitionEOF(partition) => self.skip_to_position(partition as u32),
+            KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset) => {
+                self.offsets_out_of_range()?
+            }
+            error => {
+                if self.failing_since.is_none() {
+                    tracing::warn!(
+                        "Kafka is failing ({error}); librdkafka keeps retrying, and reading resumes \
                  where it stopped"
-            );
-            self.failing_since = Some(Instant::now());
+                    );
+                    self.failing_since = Some(Instant::now());
+                }
+                return Ok(true);
+            }
         }
+        Ok(false)
     }
 
     /// Adds a record to its partition's chunk, unless the partition is not read (any more) or the
