@@ -2,8 +2,10 @@
 //! `cargo bench --bench session_state`. Target: at most 200 bytes per open session (issue 18).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 
+use sessionize::config::PipelineConfig;
 use sessionize::rules::{Boundary, SessionRules, Sessionizer};
 
 struct Counting;
@@ -29,11 +31,9 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn main() {
-    let rules = SessionRules {
-        inactivity_ms: 30 * 60_000,
-        max_duration_ms: 2 * 3_600_000,
-        dedup_window_ms: 10 * 60_000,
-    };
+    // The product's defaults: the README's rules and a 24-hour correction horizon.
+    let defaults = PipelineConfig::new(Vec::new(), Path::new("unused"));
+    let rules = defaults.rules;
     for sessions in [100_000u64, 1_000_000] {
         let (bytes, with_ids) = open_sessions(rules, 0, sessions);
         println!(
@@ -41,8 +41,8 @@ fn main() {
              the lateness window: {with_ids:.1})"
         );
     }
-    // The default 24-hour correction horizon keeps each session's events as well.
-    let (bytes, with_ids) = open_sessions(rules, DEFAULT_CORRECTION_HORIZON_MS, 1_000_000);
+    // The default correction horizon keeps each session's events as well.
+    let (bytes, with_ids) = open_sessions(rules, defaults.correction_horizon_ms, 1_000_000);
     println!(
         "open sessions: {:>9}  bytes/session: {bytes:>6.1} (with recent event ids: {with_ids:.1}), \
          with their histories for corrections",
@@ -57,7 +57,6 @@ fn main() {
 
 const START_MS: u64 = 1_772_323_200_000;
 const PAGES: [&str; 5] = ["home", "search", "results", "hotel_details", "cart"];
-const DEFAULT_CORRECTION_HORIZON_MS: u64 = 24 * 3_600_000;
 
 /// A UUID-sized user id, as the README's events carry.
 fn user_id(user: u64) -> String {
