@@ -99,33 +99,90 @@ impl PartitionClock {
     }
 }
 
-/// When a partition last delivered a record and last moved its watermark, for `--idle-timeout`.
-/// A partition that keeps sending records with a frozen event time (a device clock stuck in the
-/// past) counts as idle too, so that it cannot hold every worker's pending events back without
-/// bound; its frozen records become late events.
+/// Whether a partition is idle, for `--idle-timeout`: its reader found it caught up and silent,
+/// or it kept delivering records without moving its watermark, for the timeout. A partition that
+/// keeps sending records with a frozen event time (a device clock stuck in the past) counts as
+/// idle too, so that it cannot hold every worker's pending events back without bound; its frozen
+/// records become late events.
+///
+/// Both spans are measured between observations, never up to the present, and two observations
+/// further apart than the timeout start a span over: a worker that stalled (a slow disk under its
+/// writer, a starved CPU, a stopped process) observed nothing meanwhile. Were they measured up to
+/// the present, or across the stall, the stall alone would make the partition idle, and its
+/// watermark would follow the wall clock past the records waiting for it.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use sessionize::watermark::Idleness;
+/// let (start, second) = (Instant::now(), Duration::from_secs(1));
+/// let mut idleness = Idleness::new(10 * second);
+/// for s in 0..10 {
+///     idleness.found_quiet(start + s * second);
+/// }
+/// assert!(!idleness.is_idle());
+/// idleness.found_quiet(start + 10 * second);
+/// assert!(idleness.is_idle());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Idleness {
-    last_record: Instant,
-    last_advance: Instant,
+    timeout: Duration,
+    /// The first and the latest time the reader found the partition caught up and without
+    /// records, since it last delivered.
+    quiet: Option<Span>,
+    /// The first and the latest delivery since the partition's watermark last moved.
+    unmoved: Option<Span>,
+    /// The last delivery or pause: a quiet look from before it is out of date.
+    reset_at: Option<Instant>,
+}
+
+/// The first and the latest observation of a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span(Instant, Instant);
+
+impl Span {
+    /// The span with an observation at `at`; one more than `max_gap` after the span's latest
+    /// starts another.
+    fn extend(span: Option<Span>, at: Instant, max_gap: Duration) -> Option<Span> {
+        Some(match span {
+            Some(Span(first, latest)) if at <= latest => Span(first, latest),
+            Some(Span(first, latest)) if at.duration_since(latest) <= max_gap => Span(first, at),
+            _ => Span(at, at),
+        })
+    }
+
+    fn lasted(span: Option<Span>, timeout: Duration) -> bool {
+        span.is_some_and(|Span(first, latest)| latest.duration_since(first) >= timeout)
+    }
 }
 
 impl Idleness {
-    /// A partition that has just started, as if it had just delivered and advanced.
-    pub fn new(now: Instant) -> Self {
+    /// A partition idle after `timeout`, of which nothing has been observed yet.
+    pub fn new(timeout: Duration) -> Self {
         Idleness {
-            last_record: now,
-            last_advance: now,
+            timeout,
+            quiet: None,
+            unmoved: None,
+            reset_at: None,
         }
     }
 
     /// The partition delivered records at `now`.
     pub fn delivered(&mut self, now: Instant) {
-        self.last_record = now;
+        self.quiet = None;
+        self.unmoved = Span::extend(self.unmoved, now, self.timeout);
+        self.reset_at = Some(now);
     }
 
-    /// The partition's watermark moved at `now`.
-    pub fn advanced(&mut self, now: Instant) {
-        self.last_advance = now;
+    /// The partition's watermark moved.
+    pub fn advanced(&mut self) {
+        self.unmoved = None;
+    }
+
+    /// The reader found the partition caught up with its broker and nothing waiting, at `at`.
+    pub fn found_quiet(&mut self, at: Instant) {
+        if self.reset_at.is_none_or(|reset| at >= reset) {
+            self.quiet = Span::extend(self.quiet, at, self.timeout);
+        }
     }
 
     /// The partition's records wait on purpose at `now` (paused for watermark alignment, or held
@@ -133,14 +190,16 @@ impl Idleness {
     /// Were it idle, its watermark would follow the wall clock past the records it was not
     /// allowed to read.
     pub fn paused(&mut self, now: Instant) {
-        self.last_record = now;
-        self.last_advance = now;
+        *self = Idleness {
+            reset_at: Some(now),
+            ..Idleness::new(self.timeout)
+        };
     }
 
-    /// Whether the partition has delivered nothing, or not moved its watermark, for `timeout`.
-    pub fn is_idle(&self, now: Instant, timeout: Duration) -> bool {
-        now.duration_since(self.last_record) >= timeout
-            || now.duration_since(self.last_advance) >= timeout
+    /// Whether the partition was found quiet, or delivered without moving its watermark, over
+    /// the timeout.
+    pub fn is_idle(&self) -> bool {
+        Span::lasted(self.quiet, self.timeout) || Span::lasted(self.unmoved, self.timeout)
     }
 }
 
@@ -362,46 +421,85 @@ mod tests {
     #[test]
     fn idleness_is_silence_or_a_frozen_watermark() {
         let start = Instant::now();
-        let timeout = Duration::from_secs(10);
-        let mut idleness = Idleness::new(start);
-        assert!(!idleness.is_idle(start + Duration::from_secs(9), timeout));
+        let at = |s| start + Duration::from_secs(s);
+        let mut idleness = Idleness::new(Duration::from_secs(10));
         // Records keep coming, but the watermark stands still: idle all the same.
-        idleness.delivered(start + Duration::from_secs(9));
-        assert!(idleness.is_idle(start + Duration::from_secs(10), timeout));
-        idleness.advanced(start + Duration::from_secs(10));
-        assert!(!idleness.is_idle(start + Duration::from_secs(12), timeout));
-        assert!(idleness.is_idle(start + Duration::from_secs(19), timeout));
+        for s in 0..10 {
+            idleness.delivered(at(s));
+        }
+        assert!(!idleness.is_idle());
+        idleness.delivered(at(10));
+        assert!(idleness.is_idle());
+        idleness.advanced();
+        assert!(!idleness.is_idle());
+        // Found quiet from 12 to 22: idle; a delivery starts over.
+        for s in 12..22 {
+            idleness.found_quiet(at(s));
+        }
+        assert!(!idleness.is_idle());
+        idleness.found_quiet(at(22));
+        assert!(idleness.is_idle());
+        idleness.delivered(at(23));
+        idleness.advanced();
+        assert!(!idleness.is_idle());
+        // A quiet look from before the delivery is out of date.
+        idleness.found_quiet(at(22));
+        idleness.found_quiet(at(30));
+        assert!(!idleness.is_idle());
+    }
+
+    #[test]
+    fn a_stall_alone_is_not_idleness() {
+        let start = Instant::now();
+        let ms = |ms| start + Duration::from_millis(ms);
+        let mut idleness = Idleness::new(Duration::from_secs(1));
+        // Quiet, then the worker stalls for a minute: the look after it starts a span over.
+        idleness.found_quiet(ms(0));
+        idleness.found_quiet(ms(500));
+        idleness.found_quiet(ms(60_000));
+        assert!(!idleness.is_idle());
+        idleness.found_quiet(ms(61_000));
+        assert!(idleness.is_idle(), "quiet for a second after the stall");
+        // Records that do not move the watermark on either side of a stall are not a frozen
+        // clock.
+        idleness.delivered(ms(62_000));
+        idleness.delivered(ms(62_500));
+        idleness.delivered(ms(122_500));
+        assert!(!idleness.is_idle());
     }
 
     proptest::proptest! {
         /// Whatever happens around it, a partition is never idle while it is paused, nor within
-        /// the timeout after it resumes.
+        /// the timeout after it resumes, nor before anything spanning the timeout was observed.
         #[test]
         fn a_paused_partition_is_never_idle(
             steps in proptest::collection::vec((0u64..5_000, 0u8..4), 1..60),
             timeout_ms in 1u64..4_000,
         ) {
             let start = Instant::now();
+            let mut idleness = Idleness::new(Duration::from_millis(timeout_ms));
             let timeout = Duration::from_millis(timeout_ms);
-            let mut idleness = Idleness::new(start);
             let mut now = start;
             let mut last_pause = None;
             for (wait_ms, what) in steps {
                 now += Duration::from_millis(wait_ms);
                 match what {
                     0 => idleness.delivered(now),
-                    1 => idleness.advanced(now),
+                    1 => idleness.advanced(),
                     2 => {
                         idleness.paused(now);
                         last_pause = Some(now);
-                        proptest::prop_assert!(!idleness.is_idle(now, timeout));
+                        proptest::prop_assert!(!idleness.is_idle());
                     }
-                    _ => {}
+                    _ => idleness.found_quiet(now),
                 }
                 if let Some(paused) = last_pause
                     && now.duration_since(paused) < timeout
                 {
-                    proptest::prop_assert!(!idleness.is_idle(now, timeout));
+                    proptest::prop_assert!(!idleness.is_idle());
+                }
+                if now.duration_since(start) < timeout {
+                    proptest::prop_assert!(!idleness.is_idle());
                 }
             }
         }

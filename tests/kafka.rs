@@ -900,3 +900,48 @@ fn a_partition_paused_for_alignment_is_never_idle() {
     });
     assert_eq!(actual.late_offsets, expected.late, "late events");
 }
+
+#[test]
+fn a_stopped_process_does_not_take_its_partitions_for_idle() {
+    let topic = Topic::new("stopped-not-idle", 2);
+    let partitions = workload(37, 2);
+    topic.produce(&partitions, None);
+    let expected = kafka_reference(&partitions);
+    let ends = end_offsets(&partitions);
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    // Slow enough to be stopped in the middle of the topic; both partitions are in the past, so
+    // a partition taken for idle would have its watermark follow the wall clock, and every record
+    // after it would be late.
+    let pipeline = KillOnDrop(
+        topic
+            .run(&warehouse)
+            .args(["-w", "2", "--max-rate", "300", "--idle-timeout", "1s"])
+            .spawn(),
+    );
+    let pid = pipeline.0.id().to_string();
+    poll_tables(&warehouse, "nothing was committed", |actual| {
+        actual.next_offsets().values().any(|&offset| offset > 0)
+    });
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status();
+        assert!(sent.unwrap().success(), "kill {name}");
+    };
+    // The fault: no thread of the process runs for three idle timeouts, as under a starved CPU or
+    // a stalled disk.
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(3));
+    signal("-CONT");
+    // The end of a partition may be past its last record (the producer's transaction marker).
+    let what = "the topic was not read to its end with every late event";
+    let actual = poll_tables(&warehouse, what, |actual| {
+        let offsets = actual.next_offsets();
+        let at_end = ends
+            .iter()
+            .all(|(p, end)| offsets.get(p).is_some_and(|o| o >= end));
+        at_end && actual.late_offsets.len() >= expected.late.len()
+    });
+    assert_eq!(actual.late_offsets, expected.late, "late events");
+}

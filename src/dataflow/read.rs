@@ -101,6 +101,9 @@ pub(super) struct Reading {
     /// The number of chunks sent on so far, by partition: more than a stamper has stamped means
     /// records on their way to it (being parsed or exchanged).
     pub(super) chunks_sent: HashMap<u32, u64>,
+    /// When the reader last found each partition caught up with its broker and nothing waiting,
+    /// for the partitions it found so in its latest read.
+    pub(super) quiet: HashMap<u32, Instant>,
 }
 
 /// How often a Kafka reader reports its next offsets for the lag metrics.
@@ -186,6 +189,10 @@ pub(super) fn read_chunks<'scope>(
                         budget.min(KAFKA_RECORDS_PER_READ as u64) as usize,
                         &mut ready,
                     );
+                    let quiet = &mut alignment.reading.borrow_mut().quiet;
+                    quiet.clear();
+                    let looked = Instant::now();
+                    quiet.extend(reader.quiet().map(|partition| (partition, looked)));
                     if let Some(telemetry) = telemetry
                         && offsets_reported.elapsed() >= OFFSETS_REPORT_INTERVAL
                     {

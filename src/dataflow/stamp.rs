@@ -73,18 +73,26 @@ struct PartitionStamper {
     capabilities: Option<OutputCaps>,
     /// For `--idle-timeout`.
     idleness: Idleness,
+    /// Idle when last checked: its watermark follows the wall clock.
+    idle: bool,
 }
 
 impl PartitionStamper {
-    /// A partition starting at `position`, stamping under `capabilities`.
-    fn new(position: SourcePosition, capabilities: OutputCaps) -> Self {
+    /// A partition starting at `position`, stamping under `capabilities`, idle after
+    /// `idle_timeout` (never without one).
+    fn new(
+        position: SourcePosition,
+        capabilities: OutputCaps,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
         PartitionStamper {
             partition: position.partition,
             waiting: BTreeMap::new(),
             next_seq: 0,
             position,
             capabilities: Some(capabilities),
-            idleness: Idleness::new(Instant::now()),
+            idleness: Idleness::new(idle_timeout.unwrap_or(Duration::MAX)),
+            idle: false,
         }
     }
 }
@@ -169,7 +177,7 @@ pub(super) fn stamp<'scope>(
                     let mut caps = OutputCaps(initial.clone());
                     let watermark = position.clock.watermark_ms;
                     caps.downgrade(Time::new(start.epoch, watermark / tick * tick));
-                    PartitionStamper::new(position, caps)
+                    PartitionStamper::new(position, caps, idle_timeout)
                 })
                 .collect();
         drop(initial);
@@ -189,7 +197,7 @@ pub(super) fn stamp<'scope>(
                     for chunk in data.drain(..) {
                         let partition = chunk.chunk.partition;
                         if !stampers.iter().any(|s| s.partition == partition) {
-                            stampers.push(new_partition(partition, &stampers));
+                            stampers.push(new_partition(partition, &stampers, idle_timeout));
                         }
                         let stamper = stampers
                             .iter_mut()
@@ -218,7 +226,7 @@ pub(super) fn stamp<'scope>(
                     let before = stamper.position.clock.watermark_ms;
                     stamp_chunk(stamper, chunk, epoch, limits, tick, &format, &mut outputs);
                     if stamper.position.clock.watermark_ms > before {
-                        stamper.idleness.advanced(Instant::now());
+                        stamper.idleness.advanced();
                     }
                 }
                 let reading = reading.borrow();
@@ -231,11 +239,26 @@ pub(super) fn stamp<'scope>(
                 {
                     // Read but not stamped yet: a slow parse is not a silent partition.
                     stamper.idleness.delivered(Instant::now());
+                } else if let Some(&at) = reading.quiet.get(&stamper.partition) {
+                    stamper.idleness.found_quiet(at);
                 }
-                if let Some(timeout) = idle_timeout
-                    && stamper.idleness.is_idle(Instant::now(), timeout)
-                {
-                    follow_wall_clock(stamper, timeout, limits.lateness_ms, tick);
+                if let Some(timeout) = idle_timeout {
+                    let idle = stamper.idleness.is_idle();
+                    if idle != stamper.idle {
+                        stamper.idle = idle;
+                        tracing::info!(
+                            partition = stamper.partition,
+                            "{}",
+                            if idle {
+                                "partition idle: its watermark follows the wall clock"
+                            } else {
+                                "partition active again"
+                            }
+                        );
+                    }
+                    if idle {
+                        follow_wall_clock(stamper, timeout, limits.lateness_ms, tick);
+                    }
                 }
                 watermarks
                     .borrow_mut()
@@ -290,7 +313,11 @@ const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A partition that appeared in the topic while running starts at the watermark of a partition
 /// this stamper already has, so that it neither holds the others back nor lets late data in.
-fn new_partition(partition: u32, stampers: &[PartitionStamper]) -> PartitionStamper {
+fn new_partition(
+    partition: u32,
+    stampers: &[PartitionStamper],
+    idle_timeout: Option<Duration>,
+) -> PartitionStamper {
     let Some(template) = stampers.iter().find_map(|s| s.capabilities.as_ref()) else {
         stop(anyhow::anyhow!(
             "partition {partition} appeared, but this worker has no open partition to stamp it \
@@ -302,7 +329,7 @@ fn new_partition(partition: u32, stampers: &[PartitionStamper]) -> PartitionStam
         next_line: 0,
         ..SourcePosition::fresh(partition, caps.time().watermark)
     };
-    PartitionStamper::new(position, caps)
+    PartitionStamper::new(position, caps, idle_timeout)
 }
 
 /// An idle partition stops holding the watermark back ([`crate::watermark::Idleness`]): its

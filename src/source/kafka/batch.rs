@@ -9,7 +9,11 @@
 //! Partition errors (an offset out of range, a partition's end) come back as records with an error
 //! code, as they do from `poll`. Client-wide errors (every broker down) are not records: librdkafka
 //! logs them and retries on its own.
+//!
+//! [`cached_high_watermark`] is another call the crate does not offer: the end of a partition as
+//! the broker's latest fetch response gave it, without asking the broker.
 
+use std::ffi::CStr;
 use std::ptr::NonNull;
 
 use rdkafka::bindings as rd;
@@ -108,4 +112,29 @@ impl Drop for Batch {
             unsafe { rd::rd_kafka_message_destroy(message) }
         }
     }
+}
+
+/// The partition's high watermark (the offset its next record will have) as of the broker's
+/// latest fetch response, without a request; `None` before the first response.
+pub(super) fn cached_high_watermark(
+    consumer: &BaseConsumer,
+    topic: &CStr,
+    partition: u32,
+) -> Option<u64> {
+    let (mut low, mut high) = (-1, -1);
+    // SAFETY: the client pointer is valid while `consumer` lives, `topic` is NUL-terminated, and
+    // librdkafka writes only the two offsets.
+    let error = unsafe {
+        rd::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            i32::try_from(partition).ok()?,
+            &mut low,
+            &mut high,
+        )
+    };
+    if error != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return None;
+    }
+    u64::try_from(high).ok()
 }

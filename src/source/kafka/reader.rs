@@ -1,6 +1,7 @@
 //! Reading the partitions one worker owns, in chunks of records, with their end for bounded runs.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -9,7 +10,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::batch::{ConsumerQueue, Record};
+use super::batch::{ConsumerQueue, Record, cached_high_watermark};
 use super::identity::{Resume, TopicIdentity, check_resume, records_gone};
 use super::start::{StartOffsets, offset_for_time, resolve_start};
 use super::{KafkaSettings, offset_bounds};
@@ -44,6 +45,8 @@ struct PartitionCursor {
     ended: bool,
     /// Unassigned while its watermark runs too far ahead of the slowest partition's.
     paused: bool,
+    /// `next_offset` when the current read began.
+    read_from: u64,
 }
 
 /// Records gathered for the next chunk of a partition.
@@ -117,6 +120,10 @@ pub struct KafkaReader {
     failing_since: Option<Instant>,
     /// Records taken from the consumer so far, for `--max-rate`.
     records_read: u64,
+    /// The topic, for librdkafka's calls.
+    topic: CString,
+    /// The partitions the last read found caught up with the broker and without records.
+    quiet: Vec<u32>,
 }
 
 impl KafkaReader {
@@ -147,6 +154,8 @@ impl KafkaReader {
             next_discovery: Instant::now() + PARTITION_DISCOVERY_INTERVAL,
             failing_since: None,
             records_read: 0,
+            topic: CString::new(settings.topic.as_str()).context("a topic name without NUL")?,
+            quiet: Vec::new(),
         };
         reader.assign(start)?;
         Ok(reader)
@@ -197,6 +206,7 @@ impl KafkaReader {
                     last_chunk: (0, 0),
                     ended: false,
                     paused: false,
+                    read_from: offset,
                 },
             );
             if !ended {
@@ -218,6 +228,9 @@ impl KafkaReader {
     pub fn read(&mut self, max_records: usize, out: &mut Vec<Chunk>) -> Result<ReadStatus> {
         if self.stop == StopAt::Never && Instant::now() >= self.next_discovery {
             self.discover_partitions()?;
+        }
+        for cursor in self.cursors.values_mut() {
+            cursor.read_from = cursor.next_offset;
         }
         // Nothing to take (a rate limit) counts as drained: the caller waits before the next read.
         let mut drained = max_records == 0;
@@ -274,6 +287,24 @@ impl KafkaReader {
         }
         if unassign.count() > 0 {
             let _ = self.consumer.incremental_unassign(&unassign);
+        }
+        self.quiet.clear();
+        // Only a read that took all it was allowed to, and emptied the queue, looked at every
+        // partition; and a partition whose records the broker has but has not sent yet (a slow
+        // fetch) is not quiet.
+        if max_records > 0 && drained {
+            for (&partition, cursor) in &self.cursors {
+                let silent = !cursor.ended
+                    && !cursor.paused
+                    && cursor.next_offset == cursor.read_from
+                    && cursor.pending.offsets.is_empty();
+                if silent
+                    && cached_high_watermark(&self.consumer, &self.topic, partition)
+                        .is_none_or(|high| cursor.next_offset >= high)
+                {
+                    self.quiet.push(partition);
+                }
+            }
         }
         if self.cursors.values().all(|c| c.ended) {
             return Ok(ReadStatus::Ended);
@@ -404,6 +435,12 @@ impl KafkaReader {
     }
 
     /// The partitions paused for watermark alignment ([`KafkaReader::align`]).
+    /// The partitions the last [`read`](Self::read) found caught up with their broker (as of its
+    /// latest fetch) and without records.
+    pub fn quiet(&self) -> impl Iterator<Item = u32> + '_ {
+        self.quiet.iter().copied()
+    }
+
     pub fn paused(&self) -> impl Iterator<Item = u32> + '_ {
         self.cursors
             .iter()
