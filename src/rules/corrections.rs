@@ -127,9 +127,15 @@ impl Sessionizer {
             self.remember_id(user_id, &e.event_id, e.time_ms);
         }
 
+        let history = self
+            .histories
+            .as_mut()
+            .expect("corrections keep histories")
+            .replace_from(user_id, from, new_sessions);
         match (self.open.find(user_id), new_open) {
             (_, Some((_, mut session))) => {
                 session.changed = true;
+                session.history = Some(history);
                 let slot = self.open.insert(user_id, session);
                 self.schedule(slot);
             }
@@ -139,10 +145,6 @@ impl Sessionizer {
             }
             (None, None) => {}
         }
-        self.histories
-            .as_mut()
-            .expect("corrections keep histories")
-            .replace_from(user_id, from, new_sessions);
         true
     }
 }

@@ -14,6 +14,7 @@
 //! its ids' length plus 4 bytes, rather than a struct and two allocations. Corrections, which are
 //! rare, decode the user's history into [`LoggedSession`]s.
 
+use std::num::NonZeroU32;
 use std::rc::Rc;
 
 use super::encoding::{push_text, push_varint, take_text, take_varint, text_len, varint_len};
@@ -95,6 +96,28 @@ impl LoggedSession {
             corrected: false,
         })
     }
+}
+
+/// Where a user's history is in its [`Histories`], for the user's open session to keep: it
+/// stays valid while the session is open, as a history with an open session is never removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct HistoryLink(NonZeroU32);
+
+impl HistoryLink {
+    fn new(number: u32) -> Self {
+        HistoryLink(NonZeroU32::new(number.wrapping_add(1)).expect("fewer than 4 billion users"))
+    }
+
+    fn number(self) -> u32 {
+        self.0.get() - 1
+    }
+}
+
+/// Whose history an operation is on: a user's, found by its id, or the one a link names.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Whose<'a> {
+    User(&'a str),
+    Linked(HistoryLink),
 }
 
 /// The histories of a sessionizer's users. See the module documentation.
@@ -291,16 +314,16 @@ impl Histories {
     }
 
     /// An event that starts a session of the user; returns the user's id as the histories keep
-    /// it, for the session to share.
-    pub fn start(&mut self, user_id: &str, event: EventRef<'_>) -> Rc<str> {
-        let (user, history) = self.history_mut(user_id);
+    /// it and the history's link, for the session to share and keep.
+    pub fn start(&mut self, whose: Whose<'_>, event: EventRef<'_>) -> (Rc<str>, HistoryLink) {
+        let (user, history, link) = self.history_mut(whose);
         history.push_event(event, true);
-        Rc::clone(user)
+        (Rc::clone(user), link)
     }
 
     /// An event applied to the user's open session, or dropped as a duplicate.
-    pub fn append(&mut self, user_id: &str, event: EventRef<'_>) {
-        let (_, history) = self.history_mut(user_id);
+    pub fn append(&mut self, whose: Whose<'_>, event: EventRef<'_>) {
+        let (_, history, _) = self.history_mut(whose);
         // A duplicate of a user without a session left is a duplicate of an event forgotten
         // already: no correction can reach either.
         if history.sessions > 0 {
@@ -309,16 +332,22 @@ impl Histories {
     }
 
     /// The user's open session ended.
-    pub fn end(&mut self, user_id: &str, reason: EndReason) {
-        let (_, history) = self.history_mut(user_id);
+    pub fn end(&mut self, whose: Whose<'_>, reason: EndReason) {
+        let (_, history, _) = self.history_mut(whose);
         if history.open {
             history.push_end(reason);
         }
     }
 
-    /// Replaces the user's sessions from the `from`-th on (all of them, past the end).
-    pub fn replace_from(&mut self, user_id: &str, from: usize, sessions: Vec<LoggedSession>) {
-        let (_, history) = self.history_mut(user_id);
+    /// Replaces the user's sessions from the `from`-th on (all of them, past the end); returns
+    /// the history's link.
+    pub fn replace_from(
+        &mut self,
+        user_id: &str,
+        from: usize,
+        sessions: Vec<LoggedSession>,
+    ) -> HistoryLink {
+        let (_, history, link) = self.history_mut(Whose::User(user_id));
         let mut all = history.decode();
         all.truncate(from);
         all.extend(sessions);
@@ -326,6 +355,15 @@ impl Histories {
             changed: true,
             ..History::encode(&all)
         };
+        link
+    }
+
+    /// The link of a user's history, for its open session to keep: `None` unless the history
+    /// holds an open session, as only those are never forgotten.
+    pub fn link(&self, user_id: &str) -> Option<HistoryLink> {
+        let number = self.users.number_of(user_id)?;
+        let open = self.users.get(user_id).is_some_and(|history| history.open);
+        open.then(|| HistoryLink::new(number))
     }
 
     /// Takes a user's sessions out, decoded.
@@ -409,17 +447,24 @@ impl Histories {
         }
     }
 
-    /// A user's history, to change, and its user id: the user is listed as changed.
-    fn history_mut(&mut self, user_id: &str) -> (&Rc<str>, &mut History) {
-        let (user, history) = self.users.get_or_insert_with(user_id, || History {
-            first_ended_ms: u64::MAX,
-            ..History::default()
-        });
+    /// A user's history, to change, with its user id and link: the user is listed as changed.
+    fn history_mut(&mut self, whose: Whose<'_>) -> (&Rc<str>, &mut History, HistoryLink) {
+        let (user, history, number) = match whose {
+            Whose::Linked(link) => {
+                let number = link.number();
+                let (user, history) = self.users.by_number_mut(number).expect("a linked history");
+                (user, history, number)
+            }
+            Whose::User(user_id) => self.users.get_or_insert_with(user_id, || History {
+                first_ended_ms: u64::MAX,
+                ..History::default()
+            }),
+        };
         if !history.changed {
             history.changed = true;
             self.changed.push(Rc::clone(user));
         }
-        (user, history)
+        (user, history, HistoryLink::new(number))
     }
 }
 
@@ -559,12 +604,13 @@ mod tests {
             boundary: Boundary::NONE,
             duplicate: false,
         };
-        histories.start("u", at(10, "a"));
-        histories.append("u", at(20, "b"));
-        histories.end("u", EndReason::Inactivity);
-        histories.start("u", at(100, "c"));
-        histories.start("idle", at(5, "d"));
-        histories.end("idle", EndReason::Inactivity);
+        let (u, idle) = (Whose::User("u"), Whose::User("idle"));
+        let (_, link) = histories.start(u, at(10, "a"));
+        histories.append(Whose::Linked(link), at(20, "b"));
+        histories.end(u, EndReason::Inactivity);
+        histories.start(u, at(100, "c"));
+        histories.start(idle, at(5, "d"));
+        histories.end(idle, EndReason::Inactivity);
         histories.forget_before(50);
         let (_, kept) = histories.of("u").unwrap();
         assert_eq!(kept.len(), 1);

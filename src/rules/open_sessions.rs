@@ -12,6 +12,7 @@ use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
 use super::MAX_PAGES_PER_SESSION;
+use super::history::HistoryLink;
 
 #[derive(Debug)]
 pub(super) struct OpenSession {
@@ -21,26 +22,34 @@ pub(super) struct OpenSession {
     /// Exactly as long as it needs to be: a session visits few pages and gains them rarely, and
     /// a million sessions' spare capacity would cost more than the reallocations.
     pub pages_visited: Box<[Rc<str>]>,
+    /// Where the user's history is, so that the events of a session reach it without a second
+    /// lookup of the user; `None` without histories, or before the sessionizer links it.
+    pub history: Option<HistoryLink>,
+    /// How many sessions its slot held before it, wrapping: with the slot number, it names the
+    /// session in the sessionizer's deadlines. Kept by the vacant slot too, so that the next
+    /// session in the slot has another.
+    generation: Generation,
     /// Changed since the last checkpoint was saved.
     pub changed: bool,
     /// Its slot is in `OpenSessions::changed`; kept by the vacant slot when the session ends.
     listed: bool,
-    /// How many sessions its slot held before it, wrapping: with the slot number, it names the
-    /// session in the sessionizer's deadlines in 8 bytes. Kept by the vacant slot too, so that
-    /// the next session in the slot has another.
-    generation: u32,
 }
 
+/// See [`OpenSession::generation`]. Two bytes are enough: generations only save the deadlines'
+/// heap an entry for a session that has moved on, and an entry lives for one inactivity timeout.
+pub(super) type Generation = u16;
+
 impl OpenSession {
-    pub fn starting(time_ms: u64, page: Option<Rc<str>>) -> Self {
+    pub fn starting(time_ms: u64, page: Option<Rc<str>>, history: Option<HistoryLink>) -> Self {
         OpenSession {
             start_ms: time_ms,
             last_ms: time_ms,
             event_count: 1,
             pages_visited: page.into_iter().collect(),
+            history,
+            generation: 0,
             changed: true,
             listed: false,
-            generation: 0,
         }
     }
 
@@ -56,9 +65,10 @@ impl OpenSession {
             last_ms,
             event_count,
             pages_visited,
+            history: None,
+            generation: 0,
             changed: false,
             listed: false,
-            generation: 0,
         }
     }
 
@@ -92,13 +102,14 @@ struct Slot {
     session: OpenSession,
 }
 
-// A slot stays 64 bytes: the generation lives in what was the session's padding.
+// A slot stays 64 bytes: the history link and the generation live in what was the session's
+// padding.
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 impl Slot {
     /// What a slot holds while no session is open in it; `listed` and `generation` as the
     /// session it held.
-    fn vacancy(listed: bool, generation: u32) -> OpenSession {
+    fn vacancy(listed: bool, generation: Generation) -> OpenSession {
         OpenSession {
             listed,
             generation,
@@ -185,7 +196,7 @@ impl OpenSessions {
 
     /// Which of the sessions its slot has held is in an occupied slot: a session is named by its
     /// slot and this.
-    pub fn generation(&self, slot: SlotNumber) -> u32 {
+    pub fn generation(&self, slot: SlotNumber) -> Generation {
         self.slots[slot as usize].session.generation
     }
 
@@ -263,6 +274,13 @@ impl OpenSessions {
             .filter_map(|slot| Some((slot.user_id.as_deref()?, &slot.session)))
     }
 
+    /// The open sessions, in no particular order, to change in place: not listed as changed.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut OpenSession)> {
+        self.slots
+            .iter_mut()
+            .filter_map(|slot| Some((slot.user_id.as_deref()?, &mut slot.session)))
+    }
+
     /// Closes up to `limit` sessions, those in the last slots first, and gives back the room of
     /// the slots they leave, so that closing a million sessions a slice at a time never holds
     /// both all the slots and all their rows.
@@ -317,7 +335,7 @@ mod tests {
                 let user = format!("user-{user}");
                 match operation {
                     0 => {
-                        open.insert(user.as_str(), OpenSession::starting(time, None));
+                        open.insert(user.as_str(), OpenSession::starting(time, None, None));
                         model.insert(user.clone(), time);
                         changed.insert(user);
                     }
@@ -368,13 +386,13 @@ mod tests {
     #[test]
     fn slots_are_reused_and_users_found_after_removals() {
         let mut open = OpenSessions::default();
-        let a = open.insert("a", OpenSession::starting(1, None));
-        let b = open.insert("b", OpenSession::starting(2, None));
+        let a = open.insert("a", OpenSession::starting(1, None, None));
+        let b = open.insert("b", OpenSession::starting(2, None, None));
         assert_ne!(a, b);
         assert_eq!(open.remove("a").map(|(user, _)| user), Some("a".into()));
         assert!(open.find("a").is_none());
         assert!(open.slot(a).is_none());
-        let c = open.insert("c", OpenSession::starting(3, None));
+        let c = open.insert("c", OpenSession::starting(3, None, None));
         assert_eq!(c, a, "a vacant slot is reused");
         assert_eq!(open.find("b"), Some(b));
         assert_eq!(
@@ -382,7 +400,7 @@ mod tests {
             Some(("c", 3))
         );
         assert_eq!(
-            open.insert("b", OpenSession::starting(4, None)),
+            open.insert("b", OpenSession::starting(4, None, None)),
             b,
             "replaced in place"
         );
@@ -398,7 +416,7 @@ mod tests {
     #[test]
     fn each_changed_session_is_listed_once_until_saved() {
         let mut open = OpenSessions::default();
-        let a = open.insert("a", OpenSession::starting(1, None));
+        let a = open.insert("a", OpenSession::starting(1, None, None));
         open.insert("b", OpenSession::restored(2, 2, 1, Box::default()));
         open.mark_changed(a);
         open.saved();
@@ -408,9 +426,9 @@ mod tests {
         open.mark_changed(b);
         // A session that ends and a new one that takes its slot, within one checkpoint.
         open.remove("b");
-        let c = open.insert("c", OpenSession::starting(3, None));
+        let c = open.insert("c", OpenSession::starting(3, None, None));
         assert_eq!(c, b);
-        open.replace(a, OpenSession::starting(4, None));
+        open.replace(a, OpenSession::starting(4, None, None));
         let mut changed: Vec<_> = open.changed().map(|(user, s)| (user, s.start_ms)).collect();
         changed.sort();
         assert_eq!(changed, [("a", 4), ("c", 3)]);
@@ -423,7 +441,7 @@ mod tests {
     fn pages_are_kept_once_each_in_visiting_order() {
         // Interned pages (the same `Rc`) and equal texts in other `Rc`s alike.
         let search: Rc<str> = "search".into();
-        let mut session = OpenSession::starting(0, Some("home".into()));
+        let mut session = OpenSession::starting(0, Some("home".into()), None);
         for page in [
             &search,
             &"home".into(),

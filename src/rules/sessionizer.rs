@@ -9,9 +9,9 @@ use foldhash::fast::RandomState;
 use serde::Serialize;
 
 use super::dedup::{DedupWindow, IdKey};
-use super::history::{EventRef, Histories};
+use super::history::{EventRef, Histories, Whose};
 use super::id_list::IdList;
-use super::open_sessions::{OpenSession, OpenSessions, SlotNumber};
+use super::open_sessions::{Generation, OpenSession, OpenSessions, SlotNumber};
 use super::pending::{PENDING_SLOT_MS, PendingEvent, PendingSlot};
 use super::{
     Boundary, ClosedSession, EndReason, MAX_INTERNED_PAGES, OpenSessionView, SessionRules,
@@ -106,7 +106,7 @@ struct SavedEventRef<'a> {
 }
 
 /// A session's candidate close time, `(deadline, slot, generation)`: 16 bytes an open session.
-type Deadline = Reverse<(u64, SlotNumber, u32)>;
+type Deadline = Reverse<(u64, SlotNumber, Generation)>;
 const _: () = assert!(std::mem::size_of::<Deadline>() == 16);
 
 /// The sessions of a set of users, advanced by a watermark. See the module documentation.
@@ -393,6 +393,10 @@ impl Sessionizer {
             for saved in state.histories.into_iter().filter(|h| owns(&h.user_id)) {
                 histories.restore(saved);
             }
+            // Restoring a history may have moved it, and a session restored above has no link.
+            for (user, session) in self.open.iter_mut() {
+                session.history = histories.link(user);
+            }
             self.histories = Some(histories);
         }
     }
@@ -441,9 +445,11 @@ impl Sessionizer {
         let page = event.page_name.map(|page| self.intern(page));
         let (boundary, rules) = (event.boundary, self.rules);
         let open = self.open.find(user_id);
+        let mut history = None;
         // Why the open session ends before this event, if it does.
         let ends = open.and_then(|slot| {
             let session = self.open.session_mut(slot);
+            history = session.history;
             if time_ms - session.last_ms > rules.inactivity_ms {
                 Some(EndReason::Inactivity)
             } else if time_ms - session.start_ms > rules.max_duration_ms {
@@ -454,9 +460,11 @@ impl Sessionizer {
                 None
             }
         });
-        // The user's id, shared by its history and its session once it has both.
+        // The user's id, shared by its history and its session once it has both, and the link
+        // of its history.
         let mut user = None;
         if let Some(histories) = &mut self.histories {
+            let whose = history.map_or(Whose::User(user_id), Whose::Linked);
             let logged = EventRef {
                 time_ms,
                 event_id,
@@ -465,12 +473,13 @@ impl Sessionizer {
                 duplicate,
             };
             if duplicate || (open.is_some() && ends.is_none()) {
-                histories.append(user_id, logged);
+                histories.append(whose, logged);
             } else {
                 if let Some(reason) = ends {
-                    histories.end(user_id, reason);
+                    histories.end(whose, reason);
                 }
-                user = Some(histories.start(user_id, logged));
+                let (id, link) = histories.start(whose, logged);
+                (user, history) = (Some(id), Some(link));
             }
         }
         if duplicate {
@@ -491,14 +500,15 @@ impl Sessionizer {
             (Some(slot), Some(reason)) => {
                 let ended = self
                     .open
-                    .replace(slot, OpenSession::starting(time_ms, page));
+                    .replace(slot, OpenSession::starting(time_ms, page, history));
                 closed.push(finish(Rc::clone(self.open.user(slot)), ended, reason));
                 (slot, true)
             }
             (None, _) => {
                 let user = user.unwrap_or_else(|| user_id.into());
                 (
-                    self.open.insert(user, OpenSession::starting(time_ms, page)),
+                    self.open
+                        .insert(user, OpenSession::starting(time_ms, page, history)),
                     true,
                 )
             }
@@ -529,7 +539,10 @@ impl Sessionizer {
         closed: &mut Vec<ClosedSession>,
     ) {
         if let Some(histories) = &mut self.histories {
-            histories.end(&user, reason);
+            histories.end(
+                session.history.map_or(Whose::User(&user), Whose::Linked),
+                reason,
+            );
         }
         self.ended.push(&user);
         closed.push(finish(user, session, reason));

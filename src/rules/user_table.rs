@@ -72,18 +72,29 @@ impl<V> UserTable<V> {
             .map(|(_, value)| value)
     }
 
-    /// The user's entry, made by `make` if there is none.
+    /// The user's entry and its number, made by `make` if there is none.
     pub fn get_or_insert_with(
         &mut self,
         user_id: &str,
         make: impl FnOnce() -> V,
-    ) -> (&Rc<str>, &mut V) {
+    ) -> (&Rc<str>, &mut V, u32) {
         let number = match self.find(user_id) {
             Some(number) => number,
             None => self.insert_new(Rc::from(user_id), make()),
         };
         let (user, value) = self.entries[number as usize].as_mut().expect("indexed");
-        (user, value)
+        (user, value, number)
+    }
+
+    /// The number of a user's entry: it stays the entry's until the entry is removed.
+    pub fn number_of(&self, user_id: &str) -> Option<u32> {
+        self.find(user_id)
+    }
+
+    /// The entry with a number, without a lookup of its user.
+    pub fn by_number_mut(&mut self, number: u32) -> Option<(&Rc<str>, &mut V)> {
+        let (user, value) = self.entries.get_mut(number as usize)?.as_mut()?;
+        Some((user, value))
     }
 
     /// Puts a user's value in place of the one it had, if any.
@@ -206,7 +217,14 @@ mod tests {
                         table.retain(|_, v| *v % 3 != value % 3);
                         model.retain(|_, v| *v % 3 != value % 3);
                     }
-                    _ => prop_assert_eq!(table.get_mut(&user).copied(), model.get(&user).copied()),
+                    _ => {
+                        prop_assert_eq!(table.get_mut(&user).copied(), model.get(&user).copied());
+                        // An entry's number reaches it without its user.
+                        let by_number = table.number_of(&user).and_then(|n| {
+                            table.by_number_mut(n).map(|(u, v)| (u.to_string(), *v))
+                        });
+                        prop_assert_eq!(by_number, model.get_key_value(&user).map(|(u, v)| (u.clone(), *v)));
+                    }
                 }
                 let entries: BTreeMap<String, u32> =
                     table.iter().map(|(u, v)| (u.to_string(), *v)).collect();
