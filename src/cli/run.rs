@@ -73,8 +73,8 @@ pub struct SourceArgs {
     /// exit (files always end).
     #[arg(long)]
     pub test_mode: bool,
-    /// A partition without new records for this long stops holding the watermark back (bare:
-    /// seconds).
+    /// A partition found caught up and without new records for this long stops holding the
+    /// watermark back (bare: seconds).
     #[arg(long, default_value = "60")]
     pub idle_timeout: String,
     /// Upper bound on events read per second, over all workers (0: none).
