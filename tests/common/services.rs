@@ -200,9 +200,12 @@ pub fn produce_to(
     partitions: &[Vec<u8>],
     timestamp: Option<&dyn Fn(usize, usize) -> i64>,
 ) {
+    // Idempotent: a retried request (a slow broker on a busy machine) would otherwise write its
+    // records twice, and every offset after them would differ from the reference's.
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
         .create()
         .unwrap();
     for (partition, bytes) in partitions.iter().enumerate() {

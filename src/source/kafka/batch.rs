@@ -72,7 +72,13 @@ pub(super) enum Record<'a> {
         offset: u64,
         payload: &'a [u8],
     },
-    /// The error as `poll` would have returned it.
+    /// The partition has nothing past `offset`, the offset its next record will have.
+    ///
+    /// A batch moves librdkafka's position of the partition one past this offset, as if it had
+    /// been a record (`rd_kafka_q_serve_rkmessages` treats error records as records), so the
+    /// position after a batch must not be taken for the partition's end.
+    End { partition: u32, offset: u64 },
+    /// Any other error, as `poll` would have returned it.
     Error(KafkaError),
 }
 
@@ -86,10 +92,13 @@ impl Batch {
             // SAFETY: a message stays valid until the batch destroys it in `drop`.
             let message = unsafe { &*message };
             if message.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                return Record::Error(match message.err.into() {
-                    RDKafkaErrorCode::PartitionEOF => KafkaError::PartitionEOF(message.partition),
-                    code => KafkaError::MessageConsumption(code),
-                });
+                return match message.err.into() {
+                    RDKafkaErrorCode::PartitionEOF => Record::End {
+                        partition: message.partition as u32,
+                        offset: message.offset as u64,
+                    },
+                    code => Record::Error(KafkaError::MessageConsumption(code)),
+                };
             }
             let payload = match NonNull::new(message.payload.cast::<u8>()) {
                 // SAFETY: librdkafka's payload is `len` bytes, valid as long as the message.

@@ -263,6 +263,7 @@ impl KafkaReader {
                         offset,
                         payload,
                     } => self.take_record(partition, offset, payload, out),
+                    Record::End { partition, offset } => self.skip_to(partition, offset),
                     Record::Error(error) => drained |= self.on_error(error)?,
                 }
             }
@@ -375,10 +376,9 @@ impl KafkaReader {
     /// At the end of a partition, everything readable has been delivered, and the consumer's
     /// position may be past offsets that deliver nothing: transaction markers and aborted
     /// records. Moving on to it lets a bounded run reach its end offset, and a restart skip them.
+    /// For `poll`'s end of a partition, whose position only records (and markers) move; a
+    /// batch's end carries its offset ([`Record::End`]).
     fn skip_to_position(&mut self, partition: u32) {
-        let Some(cursor) = self.cursors.get_mut(&partition) else {
-            return;
-        };
         let Ok(positions) = self.consumer.position() else {
             return;
         };
@@ -386,11 +386,17 @@ impl KafkaReader {
             .find_partition(&self.settings.topic, partition as i32)
             .map(|p| p.offset());
         if let Some(Offset::Offset(position)) = position {
-            let position = cursor
-                .end
-                .map_or(position as u64, |end| end.min(position as u64));
-            cursor.next_offset = cursor.next_offset.max(position);
+            self.skip_to(partition, position as u64);
         }
+    }
+
+    /// The partition has nothing before `offset` left to deliver.
+    fn skip_to(&mut self, partition: u32, offset: u64) {
+        let Some(cursor) = self.cursors.get_mut(&partition) else {
+            return;
+        };
+        let offset = cursor.end.map_or(offset, |end| end.min(offset));
+        cursor.next_offset = cursor.next_offset.max(offset);
     }
 
     /// librdkafka found a partition's next offset outside the offsets the broker keeps (with
