@@ -641,6 +641,33 @@ fn a_worker_whose_partitions_are_silent_does_not_hold_back_the_others() {
 }
 
 #[test]
+fn a_silent_partition_beside_a_backlog_does_not_hold_it_back() {
+    let topic = Topic::new("silent-beside-backlog", 2);
+    // One worker reads both: partition 1 never gets a record; partition 0's records are read
+    // slowly enough to last many idle timeouts, so its worker's reads never empty the queue.
+    let mut partitions = workload(87, 1);
+    partitions.push(Vec::new());
+    topic.produce(&partitions, None);
+    let records = records_of(&partitions[0]).len() as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let _pipeline = KillOnDrop(
+        topic
+            .run(&warehouse)
+            .args(["-w", "1", "--max-rate", "200", "--idle-timeout", "1s"])
+            .spawn(),
+    );
+    let actual = poll_tables(&warehouse, "no session closed", |actual| {
+        !actual.sessions.is_empty()
+    });
+    assert!(
+        actual.next_offsets().get(&0) < Some(&records),
+        "sessions closed only once the backlog was read: {:?} of {records}",
+        actual.next_offsets()
+    );
+}
+
+#[test]
 fn a_partition_with_a_frozen_clock_does_not_hold_back_every_session() {
     let topic = Topic::new("frozen-clock", 2);
     let mut partitions = workload(83, 1);

@@ -289,22 +289,22 @@ impl KafkaReader {
         if unassign.count() > 0 {
             let _ = self.consumer.incremental_unassign(&unassign);
         }
+        // A partition is quiet when it delivered nothing and is caught up with the broker's latest
+        // fetch response: no record of it can be waiting in the queue, whatever the other
+        // partitions have there. Before a first response, only a read that emptied the queue
+        // can tell.
+        let emptied_queue = max_records > 0 && drained;
         self.quiet.clear();
-        // Only a read that took all it was allowed to, and emptied the queue, looked at every
-        // partition; and a partition whose records the broker has but has not sent yet (a slow
-        // fetch) is not quiet.
-        if max_records > 0 && drained {
-            for (&partition, cursor) in &self.cursors {
-                let silent = !cursor.ended
-                    && !cursor.paused
-                    && cursor.next_offset == cursor.read_from
-                    && cursor.pending.offsets.is_empty();
-                if silent
-                    && cached_high_watermark(&self.consumer, &self.topic, partition)
-                        .is_none_or(|high| cursor.next_offset >= high)
-                {
-                    self.quiet.push(partition);
-                }
+        for (&partition, cursor) in &self.cursors {
+            let silent = !cursor.ended
+                && !cursor.paused
+                && cursor.next_offset == cursor.read_from
+                && cursor.pending.offsets.is_empty();
+            if silent
+                && cached_high_watermark(&self.consumer, &self.topic, partition)
+                    .map_or(emptied_queue, |high| cursor.next_offset >= high)
+            {
+                self.quiet.push(partition);
             }
         }
         if self.cursors.values().all(|c| c.ended) {
