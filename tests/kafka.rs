@@ -616,14 +616,21 @@ fn poll_tables(warehouse: &Path, what: &str, done: impl Fn(&Actual) -> bool) -> 
     }
 }
 
-#[test]
-fn a_worker_whose_partitions_are_silent_does_not_hold_back_the_others() {
-    let topic = Topic::new("silent", 2);
-    // Partition 1 never gets a record; partition 0 has many times the read-ahead.
-    let mut partitions = workload(81, 1);
+/// A two-partition topic `name`: partition 0 holds a workload (`seed`), partition 1 no record.
+/// Returns it with the number of records in partition 0.
+fn topic_with_a_silent_partition(name: &str, seed: u64) -> (Topic, u64) {
+    let topic = Topic::new(name, 2);
+    let mut partitions = workload(seed, 1);
     partitions.push(Vec::new());
     topic.produce(&partitions, None);
     let records = records_of(&partitions[0]).len() as u64;
+    (topic, records)
+}
+
+#[test]
+fn a_worker_whose_partitions_are_silent_does_not_hold_back_the_others() {
+    // Partition 1 never gets a record; partition 0 has many times the read-ahead.
+    let (topic, records) = topic_with_a_silent_partition("silent", 81);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let _pipeline = KillOnDrop(
@@ -642,13 +649,9 @@ fn a_worker_whose_partitions_are_silent_does_not_hold_back_the_others() {
 
 #[test]
 fn a_silent_partition_beside_a_backlog_does_not_hold_it_back() {
-    let topic = Topic::new("silent-beside-backlog", 2);
     // One worker reads both: partition 1 never gets a record; partition 0's records are read
     // slowly enough to last many idle timeouts, so its worker's reads never empty the queue.
-    let mut partitions = workload(87, 1);
-    partitions.push(Vec::new());
-    topic.produce(&partitions, None);
-    let records = records_of(&partitions[0]).len() as u64;
+    let (topic, records) = topic_with_a_silent_partition("silent-beside-backlog", 87);
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let _pipeline = KillOnDrop(
